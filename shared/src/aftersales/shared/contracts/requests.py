@@ -1,0 +1,108 @@
+"""Inbound customer requests: the body of POST /v1/tickets and of `aftersales.requests.v1` messages.
+
+Channel gateways (e-mail, chat, social, IoT remote monitoring) publish these; intake validates them with
+the same rules as HTTP. This topic carries contact data because it is a command to intake, not a public
+event; intake's own events carry only ids.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import phonenumbers
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
+from aftersales.shared.contracts.registry import event
+from aftersales.shared.contracts.topics import Topic
+
+MAX_DESCRIPTION_CHARS = 10_000
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    phone: str | None = Field(default=None, description="E.164, e.g. +8613800138000")
+    email: EmailStr | None = None
+    tier: CustomerTier = CustomerTier.STANDARD
+    region_code: str = Field(
+        pattern=r"^\d{6}(/\d{6})*$", description="region path, e.g. 310000/310100/310104"
+    )
+    address: str | None = Field(default=None, max_length=500)
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+
+    @field_validator("phone")
+    @classmethod
+    def _valid_phone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            parsed = phonenumbers.parse(value, None)
+        except phonenumbers.NumberParseException:
+            raise ValueError("must be an international phone number like +8613800138000") from None
+        if not phonenumbers.is_valid_number(parsed):
+            raise ValueError("is not a valid phone number")
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Asia/Shanghai") from None
+        return value
+
+    @model_validator(mode="after")
+    def _identified(self) -> CustomerIn:
+        if self.id is None and self.name is None:
+            raise ValueError("give either customer.id or customer.name with a phone or e-mail")
+        if self.id is None and self.phone is None and self.email is None:
+            raise ValueError("a new customer needs a phone or an e-mail")
+        return self
+
+
+class ProductIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_-]+$")
+    model: str | None = Field(default=None, max_length=100)
+    serial: str | None = Field(default=None, max_length=100)
+    purchase_date: date | None = None
+    warranty_months: int = Field(default=24, ge=0, le=240)
+
+
+class IotSignal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fault_code: str = Field(min_length=1, max_length=64)
+    severity: int = Field(ge=1, le=5, description="1 = info ... 5 = critical")
+    observed_at: AwareDatetime
+
+
+@event("aftersales.request.submitted.v1", Topic.REQUESTS)
+class TicketRequest(BaseModel):
+    """A customer request from any channel, to become a ticket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel
+    customer: CustomerIn
+    product: ProductIn
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS)
+    category_hint: Category | None = None
+    priority_hint: Priority | None = None
+    external_ref: str | None = Field(default=None, max_length=200)
+    iot: IotSignal | None = None
+    idempotency_key: str | None = Field(default=None, max_length=200, description="for Kafka requests")
+
+    @model_validator(mode="after")
+    def _iot_needs_signal(self) -> TicketRequest:
+        if self.channel is Channel.IOT and (self.iot is None or self.product.serial is None):
+            raise ValueError("iot requests need iot.fault_code/severity/observed_at and product.serial")
+        return self

@@ -1,0 +1,159 @@
+"""A service's process runtime: MongoDB, the Kafka broker, the outbox relay and the timer sweeper.
+
+Start order: database reachable and indexed -> topics exist -> broker (consumers) started -> relay and
+sweeper running. Stop order (graceful shutdown): stop consuming and let in-flight handlers finish ->
+stop the sweeper -> flush the outbox -> close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.kafka import ensure_topics, make_broker, publish_event
+from aftersales.shared.mongo import Database, IndexSpec, ensure_indexes, make_client
+from aftersales.shared.outbox import OutboxRelay, outbox_indexes
+from aftersales.shared.settings import ServiceSettings
+from aftersales.shared.timers import TIMER_INDEXES, DurableTimers, TimerHandler
+
+log = logging.getLogger("aftersales.runtime")
+
+
+class InfrastructureUnreachable(Exception):
+    """Kafka or MongoDB could not be reached within the configured timeout."""
+
+
+@dataclass
+class RuntimeSpec:
+    """What a service needs from the runtime: its topics, collections with outboxes, indexes, timers."""
+
+    consumes: Sequence[str] = ()
+    produces: Sequence[str] = ()
+    outbox_collections: Sequence[str] = ()
+    indexes: Sequence[IndexSpec] = ()
+    timer_handler: TimerHandler | None = None
+    extra_tasks: list[Any] = field(default_factory=list)
+
+
+class ServiceRuntime:
+    def __init__(self, settings: ServiceSettings, spec: RuntimeSpec) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.client = make_client(settings)
+        self.db: Database = self.client[settings.database_name]
+        self.broker = make_broker(settings)
+        self.relay = OutboxRelay(
+            self.db,
+            spec.outbox_collections,
+            self.publish,
+            topic_of=settings.topic,
+            poll_interval_s=settings.outbox_poll_interval_s,
+            lease_s=settings.outbox_lease_s,
+        )
+        self.timers = DurableTimers(
+            self.db, lease_s=settings.timer_lease_s, poll_interval_s=settings.timer_poll_interval_s
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started = False
+
+    async def publish(self, topic: str, event: CloudEvent) -> None:
+        await publish_event(self.broker, topic, event)
+
+    async def start(self) -> None:
+        await check_infrastructure(self.settings)
+        await ensure_indexes(
+            self.db, [*self.spec.indexes, *outbox_indexes(self.spec.outbox_collections), *TIMER_INDEXES]
+        )
+        await ensure_topics(self.settings, [*self.spec.consumes, *self.spec.produces])
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
+        if self.spec.timer_handler is not None:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.timers.run(self.spec.timer_handler, self._stop), name="timer-sweeper"
+                )
+            )
+        for factory in self.spec.extra_tasks:
+            self._tasks.append(asyncio.create_task(factory(self._stop)))
+        self.started = True
+        log.info("service started", extra={"database": self.settings.database_name})
+
+    async def stop(self) -> None:
+        """Graceful shutdown: consumers finish in-flight work, the outbox is flushed, connections close."""
+        if not self.started:
+            await self.client.close()
+            return
+        self.started = False
+        await self.broker.stop()  # stops consuming; waits up to graceful_timeout for in-flight handlers
+        self._stop.set()
+        self.relay.wake()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*self._tasks, return_exceptions=True), timeout=self.settings.shutdown_grace_s
+            )
+        except TimeoutError:
+            log.warning("background tasks did not finish within the shutdown grace period")
+            for task in self._tasks:
+                task.cancel()
+        with contextlib.suppress(Exception):
+            await self.relay.drain()
+        await self.client.close()
+        log.info("service stopped")
+
+    async def readiness(self) -> dict[str, bool]:
+        """Return each readiness check: MongoDB and Kafka reachable, consumers running."""
+        checks = {"mongodb": False, "kafka": False, "consumers": self.started}
+        try:
+            await asyncio.wait_for(self.client.admin.command("ping"), timeout=2.0)
+            checks["mongodb"] = True
+        except Exception:
+            pass
+        with contextlib.suppress(Exception):
+            checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
+        return checks
+
+
+async def check_infrastructure(settings: ServiceSettings) -> None:
+    """Raise InfrastructureUnreachable with one clear sentence if Kafka or MongoDB does not answer."""
+    client = make_client(settings)
+    try:
+        await asyncio.wait_for(client.admin.command("ping"), timeout=settings.mongodb_connect_timeout_s + 1)
+    except Exception as exc:
+        raise InfrastructureUnreachable(
+            f"cannot reach MongoDB at {_redact(settings.mongodb_uri.get_secret_value())} within "
+            f"{settings.mongodb_connect_timeout_s:g}s ({type(exc).__name__}); check MONGODB_URI"
+        ) from None
+    finally:
+        await client.close()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        request_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout=settings.kafka_connect_timeout_s)
+    except Exception as exc:
+        raise InfrastructureUnreachable(
+            f"cannot reach Kafka at {settings.kafka_bootstrap_servers} within "
+            f"{settings.kafka_connect_timeout_s:g}s ({type(exc).__name__}); check KAFKA_BOOTSTRAP_SERVERS"
+        ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+def _redact(uri: str) -> str:
+    """Return a MongoDB URI without its password."""
+    if "@" not in uri:
+        return uri
+    scheme, rest = uri.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

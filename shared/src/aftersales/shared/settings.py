@@ -1,0 +1,121 @@
+"""Settings base: every service reads its configuration from environment variables, validated at start-up."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Scope(StrEnum):
+    """What a bearer token may do."""
+
+    CHANNEL = "channel"
+    TECHNICIAN = "technician"
+    SUPERVISOR = "supervisor"
+    ADMIN = "admin"
+
+
+class TokenGrant(BaseModel):
+    """Who a bearer token belongs to and what it may do."""
+
+    subject: str = Field(min_length=1, description="the caller's id: a channel gateway, technician or user")
+    scopes: list[Scope] = Field(min_length=1)
+    channel: str | None = Field(default=None, description="for channel tokens: the channel they speak for")
+
+
+# Development tokens, refused outside ENVIRONMENT=development so nobody ships them.
+DEVELOPMENT_TOKENS: dict[str, dict[str, Any]] = {
+    "dev-admin-token": {"subject": "admin", "scopes": ["admin"]},
+    "dev-supervisor-token": {"subject": "supervisor-1", "scopes": ["supervisor"]},
+    "dev-web-token": {"subject": "web-portal", "scopes": ["channel"], "channel": "web"},
+    "dev-phone-token": {"subject": "phone-desk", "scopes": ["channel"], "channel": "phone"},
+    "dev-iot-token": {"subject": "iot-gateway", "scopes": ["channel"], "channel": "iot"},
+    "dev-technician-token": {"subject": "tech-demo", "scopes": ["technician"]},
+}
+
+
+class ServiceSettings(BaseSettings):
+    """Configuration common to every service; each service subclasses it with its own fields."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", validate_default=True)
+
+    service_name: str = "aftersales"
+    environment: str = Field(default="development", description="development, staging or production")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_topic_prefix: str = Field(
+        default="", description="prepended to every topic name, to share one cluster between environments"
+    )
+    kafka_partitions: int = Field(default=12, ge=1, le=1000)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
+    kafka_connect_timeout_s: float = Field(default=20.0, gt=0)
+
+    mongodb_uri: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
+    mongodb_database: str = ""
+    mongodb_connect_timeout_s: float = Field(default=10.0, gt=0)
+
+    consumer_max_attempts: int = Field(
+        default=4, ge=1, le=20, description="tries before a message goes to the DLQ"
+    )
+    consumer_backoff_s: float = Field(
+        default=0.2, ge=0, description="first retry delay; doubles each attempt"
+    )
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    outbox_lease_s: float = Field(default=30.0, gt=0)
+    timer_poll_interval_s: float = Field(default=1.0, gt=0)
+    timer_lease_s: float = Field(default=60.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, gt=0)
+
+    api_tokens: SecretStr = Field(
+        default=SecretStr(""),
+        description='JSON object {"<token>": {"subject": ..., "scopes": [...], "channel": ...}}',
+    )
+    otel_exporter_otlp_endpoint: str = ""
+    log_level: str = "INFO"
+
+    @field_validator("environment")
+    @classmethod
+    def _known_environment(cls, value: str) -> str:
+        if value not in {"development", "test", "staging", "production"}:
+            raise ValueError("must be one of development, test, staging, production")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_tokens(self) -> Self:
+        grants = self.token_grants()
+        if self.environment not in {"development", "test"}:
+            shipped = set(grants) & set(DEVELOPMENT_TOKENS)
+            if shipped:
+                raise ValueError(f"development tokens are not allowed in {self.environment}: set API_TOKENS")
+            if not grants:
+                raise ValueError(f"API_TOKENS must be set in {self.environment}")
+        return self
+
+    def token_grants(self) -> dict[str, TokenGrant]:
+        """Return the configured tokens, or the development tokens when none are configured in development."""
+        raw = self.api_tokens.get_secret_value().strip()
+        if not raw:
+            source: dict[str, Any] = DEVELOPMENT_TOKENS if self.environment in {"development", "test"} else {}
+        else:
+            try:
+                source = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"API_TOKENS is not valid JSON: {exc.msg}") from None
+            if not isinstance(source, dict):
+                raise ValueError("API_TOKENS must be a JSON object of token -> grant")
+        return {token: TokenGrant.model_validate(grant) for token, grant in source.items()}
+
+    def topic(self, name: str) -> str:
+        """Return the physical topic name for a logical one (prefix applied)."""
+        return f"{self.kafka_topic_prefix}{name}"
+
+    @property
+    def database_name(self) -> str:
+        """Return this service's own database name."""
+        return self.mongodb_database or f"aftersales_{self.service_name}"

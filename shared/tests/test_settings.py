@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from aftersales.shared.settings import Scope, ServiceSettings
+
+
+def test_development_gets_development_tokens() -> None:
+    grants = ServiceSettings(environment="development").token_grants()
+    assert grants["dev-admin-token"].scopes == [Scope.ADMIN]
+
+
+def test_production_refuses_development_tokens_and_missing_tokens() -> None:
+    with pytest.raises(ValidationError, match="API_TOKENS must be set"):
+        ServiceSettings(environment="production")
+    shipped = json.dumps({"dev-admin-token": {"subject": "a", "scopes": ["admin"]}})
+    with pytest.raises(ValidationError, match="development tokens are not allowed"):
+        ServiceSettings(environment="production", api_tokens=shipped)
+
+
+def test_production_accepts_its_own_tokens_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("API_TOKENS", json.dumps({"s3cret": {"subject": "crm", "scopes": ["supervisor"]}}))
+    monkeypatch.setenv("KAFKA_TOPIC_PREFIX", "prod.")
+    settings = ServiceSettings()
+    assert settings.token_grants()["s3cret"].subject == "crm"
+    assert settings.topic("aftersales.tickets.v1") == "prod.aftersales.tickets.v1"
+    assert "s3cret" not in repr(settings)
+
+
+def test_bad_values_name_the_field() -> None:
+    with pytest.raises(ValidationError, match="kafka_partitions"):
+        ServiceSettings(kafka_partitions=0)
+    with pytest.raises(ValidationError, match="environment"):
+        ServiceSettings(environment="prod")

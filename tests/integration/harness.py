@@ -1,0 +1,270 @@
+"""Integration harness: real Kafka + MongoDB-wire server, services as real processes, waits with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from pymongo import AsyncMongoClient
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "deploy" / "local" / "infra.sh"
+LOG_DIR = ROOT / ".test-logs"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Infra:
+    kafka: str
+    mongodb_uri: str
+
+
+def start_infra() -> Infra:
+    """Start (or reuse) the local Kafka broker and MongoDB-wire server; return their addresses."""
+    subprocess.run(["bash", str(INFRA), "start"], check=True, timeout=900)
+    env = dict(
+        line.split("=", 1)
+        for line in subprocess.run(
+            ["bash", str(INFRA), "env"], check=True, capture_output=True, text=True
+        ).stdout.split()
+    )
+    return Infra(kafka=env["KAFKA_BOOTSTRAP_SERVERS"], mongodb_uri=env["MONGODB_URI"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+async def wait_until(
+    what: str, check: Callable[[], Awaitable[T | None]], timeout_s: float = 30.0, interval_s: float = 0.2
+) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class ServiceProcess:
+    """One service (or probe) as a real OS process, stopped by its PID."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServiceProcess:
+        LOG_DIR.mkdir(exist_ok=True)
+        self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        return self
+
+    async def wait_ready(self, timeout_s: float = 60.0) -> ServiceProcess:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+
+            async def ready() -> bool:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+                try:
+                    return (await client.get(f"{self.url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await wait_until(f"{self.name} /readyz", ready, timeout_s)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait (graceful shutdown); SIGKILL if it does not stop in time."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MONGODB_", "HTTP_"))}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=infra.kafka,
+        MONGODB_URI=infra.mongodb_uri,
+        MONGODB_DATABASE=database,
+        KAFKA_TOPIC_PREFIX=prefix,
+        KAFKA_PARTITIONS=env.get("TEST_KAFKA_PARTITIONS", "4"),
+        HTTP_PORT=str(port),
+        ENVIRONMENT="test",
+        LOG_LEVEL="INFO",
+        OUTBOX_POLL_INTERVAL_S="0.2",
+        TIMER_POLL_INTERVAL_S="0.3",
+        CONSUMER_BACKOFF_S="0.05",
+    )
+    env.update(extra)
+    return env
+
+
+def python_module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+async def read_topic(
+    infra: Infra,
+    topic: str,
+    *,
+    expect: int,
+    timeout_s: float = 30.0,
+    where: Callable[[ConsumerRecord[bytes, bytes]], bool] | None = None,
+    settle_s: float = 0.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read `topic` from the beginning until `expect` matching records arrived (then `settle_s` more)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=infra.kafka,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                out.extend(r for r in records if where is None or where(r))
+            if len(out) >= expect:
+                if settle_until is None:
+                    settle_until = time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
+    return {k: v.decode() for k, v in record.headers or ()}
+
+
+def data_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
+    value = json.loads(record.value or b"{}")
+    assert isinstance(value, dict)
+    return value
+
+
+async def produce(
+    infra: Infra,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    partition: int | None = None,
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topic,
+            value,
+            key=key,
+            partition=partition,
+            headers=[(k, v.encode()) for k, v in (headers or {}).items()],
+        )
+    finally:
+        await producer.stop()
+
+
+def mongo(infra: Infra) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(infra.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+
+
+SERVICE_NAMES = ("intake", "routing", "followup", "feedback", "metrics")
+
+
+@dataclass
+class Platform:
+    """Services of one test, sharing a topic prefix and each with its own database."""
+
+    infra: Infra
+    processes: list[ServiceProcess]
+    prefix: str = field(default_factory=lambda: unique("t"))
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def database(self, service: str) -> str:
+        return f"{self.prefix.rstrip('.')}_{service}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def start(self, service: str, *, replica: int = 0, **extra: str) -> ServiceProcess:
+        """Start `python -m aftersales.<service>` as a real process on a free port."""
+        port = free_port()
+        env = service_env(self.infra, prefix=self.prefix, database=self.database(service), port=port, **extra)
+        proc = ServiceProcess(
+            f"{service}{replica or ''}", python_module(f"aftersales.{service}"), env, port
+        ).start()
+        self.processes.append(proc)
+        self.services[service if not replica else f"{service}{replica}"] = proc
+        return proc
+
+    async def start_ready(self, *services: str, **extra: str) -> dict[str, ServiceProcess]:
+        procs = {s: self.start(s, **extra) for s in services}
+        await asyncio.gather(*(p.wait_ready() for p in procs.values()))
+        return procs
+
+    def url(self, service: str) -> str:
+        return self.services[service].url
+
+
+def auth(token: str = "dev-admin-token") -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
