@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# `make up`: start Kafka and the database (deploy/local/infra.sh), then every service that exists as a real
+# process on its default port, seed the demo data and show it working. Idempotent: running services are kept.
+#   deploy/local/up.sh            start everything and run the demo
+#   deploy/local/up.sh --status   print what runs where
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CACHE="${AFTERSALES_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aftersales}"
+RUN="$CACHE/run"; LOGS="$CACHE/logs"
+PY="$ROOT/.venv/bin/python"   # `make up` ran `uv sync --frozen` first
+declare -A PORTS=([intake]=8001 [routing]=8002 [followup]=8003 [feedback]=8004 [metrics]=8005)
+ORDER=(intake routing followup feedback metrics)
+mkdir -p "$RUN" "$LOGS"
+
+available() { [[ -f "$ROOT/services/$1/src/aftersales/$1/app.py" ]]; }
+alive() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+status() {
+  printf '%-10s %-8s %-28s %s\n' SERVICE STATE URL LOG
+  for s in "${ORDER[@]}"; do
+    available "$s" || continue
+    local port="${PORTS[$s]}" state=down
+    alive "$s" && state=up
+    printf '%-10s %-8s %-28s %s\n' "$s" "$state" "http://127.0.0.1:$port" "$LOGS/$s.log"
+  done
+}
+
+if [[ "${1:-}" == "--status" ]]; then status; exit 0; fi
+
+bash "$HERE/infra.sh" start
+eval "$(bash "$HERE/infra.sh" env | sed 's/^/export /')"
+for s in "${ORDER[@]}"; do
+  available "$s" || continue
+  if alive "$s"; then echo "[up] $s already running (pid $(cat "$RUN/$s.pid"))"; continue; fi
+  (cd "$ROOT" && HTTP_PORT="${PORTS[$s]}" ENVIRONMENT="${ENVIRONMENT:-development}" \
+     nohup "$PY" -m "aftersales.$s" >>"$LOGS/$s.log" 2>&1 &
+   echo $! >"$RUN/$s.pid")
+  echo "[up] started $s on http://127.0.0.1:${PORTS[$s]} (pid $(cat "$RUN/$s.pid"), log $LOGS/$s.log)"
+done
+(cd "$ROOT" && "$PY" "$HERE/demo.py")
+echo
+status
+cat <<EOT
+
+Kafka:   127.0.0.1:9092      MongoDB wire: ${MONGODB_URI}
+OpenAPI: http://127.0.0.1:8001/docs (and 8002..8005)     Dev token: Authorization: Bearer dev-admin-token
+Stop everything with: make down
+EOT

@@ -1,0 +1,72 @@
+"""The MongoDB-wire server in use must give single-document atomicity under concurrency, as MongoDB does.
+
+FerretDB 1.x alone does not (its SQLite backend reads then writes in separate transactions); the local
+build in deploy/local/ferretdb serializes write commands to restore it. These tests fail on a server
+that lets two conditional updates of one document both win, or loses `$inc` increments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness import Infra, mongo, unique
+from pymongo import ReturnDocument
+
+
+async def test_racing_conditional_updates_have_exactly_one_winner(infra: Infra) -> None:
+    client = mongo(infra)
+    col = client[unique("atomic_")]["docs"]
+    try:
+        for round_ in range(5):
+            await col.insert_one({"_id": round_, "state": "pending"})
+            results = await asyncio.gather(
+                *(
+                    col.update_one(
+                        {"_id": round_, "state": "pending"}, {"$set": {"state": "claimed", "by": i}}
+                    )
+                    for i in range(12)
+                )
+            )
+            assert sum(r.modified_count for r in results) == 1
+    finally:
+        await client.drop_database(col.database.name)
+        await client.close()
+
+
+async def test_capped_increments_never_overshoot_or_get_lost(infra: Infra) -> None:
+    client = mongo(infra)
+    col = client[unique("atomic_")]["technicians"]
+    try:
+        await col.insert_one({"_id": "tech", "load": 0, "hits": 0})
+        results = await asyncio.gather(
+            *(col.update_one({"_id": "tech", "load": {"$lt": 5}}, {"$inc": {"load": 1}}) for _ in range(30)),
+            *(col.update_one({"_id": "tech"}, {"$inc": {"hits": 1}}) for _ in range(30)),
+        )
+        doc = await col.find_one({"_id": "tech"})
+        assert doc is not None
+        assert sum(r.modified_count for r in results[:30]) == 5
+        assert doc["load"] == 5
+        assert doc["hits"] == 30
+    finally:
+        await client.drop_database(col.database.name)
+        await client.close()
+
+
+async def test_find_one_and_update_claims_are_unique(infra: Infra) -> None:
+    client = mongo(infra)
+    col = client[unique("atomic_")]["jobs"]
+    try:
+        await col.insert_many([{"_id": i, "state": "pending"} for i in range(60)])
+        claimed: list[int] = []
+
+        async def worker() -> None:
+            while doc := await col.find_one_and_update(
+                {"state": "pending"}, {"$set": {"state": "running"}}, return_document=ReturnDocument.AFTER
+            ):
+                claimed.append(doc["_id"])
+
+        await asyncio.gather(*(worker() for _ in range(4)))
+        assert sorted(claimed) == list(range(60))
+    finally:
+        await client.drop_database(col.database.name)
+        await client.close()

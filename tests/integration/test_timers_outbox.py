@@ -1,0 +1,132 @@
+"""Durable timers and the outbox relay on the real MongoDB-wire server, with competing replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from harness import Infra, mongo, unique
+
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.events import TicketCancelled
+from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.mongo import ensure_indexes
+from aftersales.shared.outbox import OutboxRelay, new_with_events, outbox_indexes, with_events
+from aftersales.shared.timers import TIMER_INDEXES, DurableTimers, Timer
+
+
+async def test_two_sweepers_fire_each_due_timer_exactly_once(infra: Infra) -> None:
+    client = mongo(infra)
+    db = client[unique("timers_")]
+    await ensure_indexes(db, TIMER_INDEXES)
+    replica_a, replica_b = DurableTimers(db), DurableTimers(db)
+    now = datetime.now(UTC)
+    for i in range(120):
+        await replica_a.schedule(f"t-{i}", "sla", now - timedelta(seconds=i), {"n": i})
+    await replica_a.schedule("future", "sla", now + timedelta(hours=1))
+    fired: Counter[str] = Counter()
+
+    async def handler(timer: Timer) -> None:
+        fired[timer.id] += 1
+        await asyncio.sleep(0)  # let the other replica interleave
+
+    counts = await asyncio.gather(replica_a.fire_due(handler), replica_b.fire_due(handler))
+    assert sum(counts) == 120
+    assert all(counts), "both replicas should have won some claims"
+    assert set(fired) == {f"t-{i}" for i in range(120)}
+    assert set(fired.values()) == {1}
+    assert (await replica_a.get("future"))["state"] == "pending"
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def test_a_timer_whose_replica_died_is_fired_after_its_lease(infra: Infra) -> None:
+    client = mongo(infra)
+    db = client[unique("timers_")]
+    await ensure_indexes(db, TIMER_INDEXES)
+    crashed = DurableTimers(db, lease_s=0.5)
+    survivor = DurableTimers(db, lease_s=0.5)
+    await crashed.schedule("breach-1", "sla", datetime.now(UTC) - timedelta(seconds=1))
+    claimed = await crashed.claim_due()  # ... and the replica dies before firing or marking it done
+    assert claimed is not None and claimed.id == "breach-1"
+    fired: list[str] = []
+
+    async def handler(timer: Timer) -> None:
+        fired.append(timer.id)
+
+    assert await survivor.fire_due(handler) == 0  # still leased by the dead replica
+    await asyncio.sleep(0.7)
+    assert await survivor.fire_due(handler) == 1
+    assert fired == ["breach-1"]
+    assert await survivor.fire_due(handler) == 0
+    doc = await survivor.get("breach-1")
+    assert doc is not None and doc["state"] == "done" and doc["attempts"] == 2
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def test_failing_handler_is_retried_and_rescheduling_moves_only_pending_timers(infra: Infra) -> None:
+    client = mongo(infra)
+    db = client[unique("timers_")]
+    await ensure_indexes(db, TIMER_INDEXES)
+    timers = DurableTimers(db)
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    await timers.schedule("flaky", "followup", past, group="wo-1")
+    await timers.schedule("other", "followup", past + timedelta(days=1), group="wo-1")
+
+    async def failing(timer: Timer) -> None:
+        raise RuntimeError("downstream unavailable")
+
+    assert await timers.fire_due(failing) == 0
+    doc = await timers.get("flaky")
+    assert doc is not None and doc["state"] == "pending" and "downstream unavailable" in doc["last_error"]
+    assert doc["due_at"] > datetime.now(UTC)  # backed off, not hot-looping
+    assert await timers.cancel_group("wo-1") == 2
+    assert await timers.fire_due(failing, now=datetime.now(UTC) + timedelta(days=2)) == 0
+    await timers.schedule("done-one", "x", past)
+
+    async def ok(timer: Timer) -> None:
+        return None
+
+    assert await timers.fire_due(ok) == 1
+    await timers.schedule("done-one", "x", past)  # a fired timer is not revived by a late reschedule
+    assert await timers.fire_due(ok) == 0
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def test_competing_relays_publish_every_event_in_order_per_document(infra: Infra) -> None:
+    client = mongo(infra)
+    db = client[unique("outbox_")]
+    await ensure_indexes(db, outbox_indexes(["orders"]))
+    col = db["orders"]
+
+    def event(doc_id: str, seq: int) -> CloudEvent:
+        return new_event(
+            TicketCancelled(ticket_id=doc_id, reason=str(seq), cancelled_at=datetime.now(UTC)),
+            source="/test",
+            subject=doc_id,
+        )
+
+    for d in range(20):
+        await col.insert_one(new_with_events({"_id": f"d{d}"}, Topic.TICKETS, [event(f"d{d}", 0)]))
+        for seq in range(1, 5):
+            await col.update_one(
+                {"_id": f"d{d}"}, with_events({"$set": {"v": seq}}, Topic.TICKETS, [event(f"d{d}", seq)])
+            )
+    published: list[tuple[str, str]] = []
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        published.append((ev.subject, ev.data["reason"]))
+        await asyncio.sleep(0)
+
+    relays = [OutboxRelay(db, ["orders"], publish) for _ in range(3)]
+    await asyncio.gather(*(r.drain() for r in relays))
+    assert len(published) == 100
+    for d in range(20):
+        assert [seq for subject, seq in published if subject == f"d{d}"] == ["0", "1", "2", "3", "4"]
+    assert await relays[0].pending() == 0
+    assert await col.count_documents({"outbox.0": {"$exists": True}}) == 0
+    await client.drop_database(db.name)
+    await client.close()
