@@ -17,11 +17,11 @@ def test_state_change_and_events_are_one_update() -> None:
         TicketCancelled(ticket_id="T", reason="r", cancelled_at=datetime.now(UTC)), source="/s", subject="T"
     )
     update = with_events({"$set": {"status": "cancelled"}}, Topic.TICKETS, [event])
-    assert update["$set"] == {"status": "cancelled", "outbox_pending": True}
+    assert update["$set"] == {"status": "cancelled"}
     [entry] = update["$push"]["outbox"]["$each"]
     assert entry["id"] == event.id and entry["topic"] == "aftersales.tickets.v1"
     doc = new_with_events({"_id": "T"}, Topic.TICKETS, [event])
-    assert doc["outbox_pending"] is True and doc["outbox"][0]["type"] == event.type
+    assert doc["outbox"][0]["type"] == event.type
 
 
 def test_merge_refuses_setting_one_field_twice() -> None:

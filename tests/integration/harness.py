@@ -146,6 +146,8 @@ def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra:
         OUTBOX_POLL_INTERVAL_S="0.2",
         TIMER_POLL_INTERVAL_S="0.3",
         CONSUMER_BACKOFF_S="0.05",
+        TIMER_SCAN_INTERVAL_S="2",
+        OUTBOX_SWEEP_INTERVAL_S="5",
     )
     env.update(extra)
     return env

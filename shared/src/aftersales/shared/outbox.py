@@ -1,22 +1,25 @@
 """The transactional outbox without transactions.
 
 An aggregate document carries its pending events in an `outbox` array. A state change and the events it
-causes are one atomic update of that one document (`with_events`). The relay claims documents with
-pending events under a lease, publishes their events in order, and pops each one only after the broker
-acknowledged it. A crash can only re-publish (consumers dedupe by `ce_id`), never drop.
+causes are one atomic update of that one document (`with_events`). After the write, the store calls
+`relay.notify(collection, doc_id)`; the relay reads that document by `_id`, publishes its events in
+order, waits for each broker acknowledgement, and then `$pullAll`s exactly the entries it published, so
+an event appended meanwhile stays queued. A crash can only re-publish (consumers dedupe by `ce_id`),
+never drop: a periodic sweep (and one at start-up) finds documents whose outbox is not empty.
+
+Every hot-path operation filters by `_id` alone. FerretDB 1.x pushes nothing else down to SQLite (any
+other filter scans the whole collection), so scans are kept to the sweep. Two relays working on one
+document at once (two replicas) only duplicate events; the first copy of each event is still in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from pymongo import ReturnDocument
 
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.mongo import Collection, Database, IndexSpec, merge_updates
@@ -41,22 +44,20 @@ def with_events(update: Mapping[str, Any], topic: str, events: Sequence[CloudEve
     """Return `update` extended to append `events` to the document's outbox in the same atomic write."""
     if not events:
         return dict(update)
-    return merge_updates(
-        update,
-        {
-            "$push": {"outbox": {"$each": [outbox_entry(topic, e) for e in events]}},
-            "$set": {"outbox_pending": True},
-        },
-    )
+    return merge_updates(update, {"$push": {"outbox": {"$each": [outbox_entry(topic, e) for e in events]}}})
 
 
 def new_with_events(doc: Mapping[str, Any], topic: str, events: Sequence[CloudEvent]) -> dict[str, Any]:
     """Return a new document that carries `events` in its outbox."""
-    return {**doc, "outbox": [outbox_entry(topic, e) for e in events], "outbox_pending": bool(events)}
+    return {**doc, "outbox": [outbox_entry(topic, e) for e in events]}
 
 
 def outbox_indexes(collections: Sequence[str]) -> list[IndexSpec]:
-    return [IndexSpec(c, [("outbox_pending", 1), ("outbox_lease", 1)]) for c in collections]
+    """Indexes for the sweep's `outbox.0 exists` query (used by MongoDB; FerretDB scans anyway)."""
+    return [IndexSpec(c, [("outbox.id", 1)]) for c in collections]
+
+
+PENDING_QUERY = {"outbox.0": {"$exists": True}}
 
 
 class OutboxRelay:
@@ -70,80 +71,114 @@ class OutboxRelay:
         *,
         topic_of: Callable[[str], str] = str,
         poll_interval_s: float = 0.5,
-        lease_s: float = 30.0,
+        sweep_interval_s: float = 30.0,
     ) -> None:
-        self._collections = [db[c] for c in collections]
+        self._db = db
+        self._collections = list(collections)
         self._publish = publish
         self._topic_of = topic_of
         self._poll_interval_s = poll_interval_s
-        self._lease = timedelta(seconds=lease_s)
-        self._owner = uuid.uuid4().hex
-        self._wake = asyncio.Event()
+        self._sweep_interval_s = sweep_interval_s
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._queued: set[tuple[str, Any]] = set()
+        self._locks: dict[tuple[str, Any], asyncio.Lock] = {}
+        self._sweep_requested = asyncio.Event()
+
+    def notify(self, collection: str, doc_id: Any) -> None:
+        """Tell the relay that `doc_id` in `collection` has new events (the fast path)."""
+        key = (collection, doc_id)
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
 
     def wake(self) -> None:
-        """Ask the relay to look for pending events now instead of at its next poll."""
-        self._wake.set()
+        """Ask for a sweep of every collection soon (the slow path; prefer `notify`)."""
+        self._sweep_requested.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, then drain once more so nothing written before shutdown waits."""
+        """Relay until `stop` is set, then publish what is still queued so nothing written waits."""
+        loop = asyncio.get_running_loop()
+        next_sweep = loop.time()  # sweep once at start-up: recover events a crash left behind
         while not stop.is_set():
             try:
-                await self.drain()
-                await self._refresh_gauge()
+                if self._sweep_requested.is_set() or loop.time() >= next_sweep:
+                    self._sweep_requested.clear()
+                    await self.sweep()
+                    next_sweep = loop.time() + self._sweep_interval_s
+                await self._drain_queue()
             except Exception:
                 OUTBOX_FAILURES.inc()
                 log.exception("outbox relay pass failed; will retry")
-            self._wake.clear()
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waiters, timeout=self._poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
-        await self.drain()
+                await asyncio.sleep(self._poll_interval_s)
+            await self._wait_for_work(
+                stop, wait_s=min(self._poll_interval_s * 10, max(0.0, next_sweep - loop.time()))
+            )
+        await self._drain_queue()
+
+    async def _wait_for_work(self, stop: asyncio.Event, wait_s: float) -> None:
+        if not self._queue.empty():
+            return
+        waiters = [
+            asyncio.ensure_future(self._queue_nonempty()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._sweep_requested.wait()),
+        ]
+        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+
+    async def _queue_nonempty(self) -> None:
+        key = await self._queue.get()
+        self._queue.put_nowait(key)  # put it back: _drain_queue handles it
+
+    async def _drain_queue(self) -> int:
+        published = 0
+        while not self._queue.empty():
+            collection, doc_id = self._queue.get_nowait()
+            self._queued.discard((collection, doc_id))
+            published += await self.relay_document(collection, doc_id)
+        return published
+
+    async def sweep(self) -> int:
+        """Publish the events of every document whose outbox is not empty; return how many."""
+        published = 0
+        pending_docs = 0
+        for name in self._collections:
+            ids = [d["_id"] async for d in self._db[name].find(PENDING_QUERY, {"_id": 1})]
+            pending_docs += len(ids)
+            for doc_id in ids:
+                published += await self.relay_document(name, doc_id)
+        OUTBOX_PENDING.set(pending_docs)
+        return published
 
     async def drain(self) -> int:
-        """Publish every pending event this relay can claim; return how many it published."""
-        published = 0
-        for col in self._collections:
-            while (doc := await self._claim(col)) is not None:
-                published += await self._relay_document(col, doc)
-        return published
+        """Publish everything pending now (queued and swept); return how many events were published."""
+        return await self._drain_queue() + await self.sweep()
 
     async def pending(self) -> int:
         """Return the number of documents with unpublished events."""
         total = 0
-        for col in self._collections:
-            total += await col.count_documents({"outbox_pending": True})
+        for name in self._collections:
+            total += await self._db[name].count_documents(PENDING_QUERY)
         return total
 
-    async def _refresh_gauge(self) -> None:
-        OUTBOX_PENDING.set(await self.pending())
-
-    async def _claim(self, col: Collection) -> dict[str, Any] | None:
-        now = datetime.now(UTC)
-        return await col.find_one_and_update(
-            {"outbox_pending": True, "$or": [{"outbox_lease": None}, {"outbox_lease": {"$lt": now}}]},
-            {"$set": {"outbox_lease": now + self._lease, "outbox_owner": self._owner}},
-            return_document=ReturnDocument.AFTER,
-        )
-
-    async def _relay_document(self, col: Collection, doc: Mapping[str, Any]) -> int:
-        count = 0
-        try:
-            for entry in doc.get("outbox", []):
-                await self._publish(self._topic_of(entry["topic"]), CloudEvent.from_document(entry))
-                OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
-                # Pop only the event we just published: the head of the queue with this id.
-                await col.update_one(
-                    {"_id": doc["_id"], "outbox.0.id": entry["id"]}, {"$pop": {"outbox": -1}}
-                )
-                count += 1
-        finally:
-            # Clear the flag only if no new event arrived meanwhile; always give up the lease.
-            await col.update_one(
-                {"_id": doc["_id"], "outbox.0": {"$exists": False}},
-                {"$set": {"outbox_pending": False}},
-            )
-            await col.update_one(
-                {"_id": doc["_id"], "outbox_owner": self._owner}, {"$set": {"outbox_lease": None}}
-            )
+    async def relay_document(self, collection: str, doc_id: Any) -> int:
+        """Publish one document's pending events in order; remove exactly those after the broker has them."""
+        key = (collection, doc_id)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            count = await self._relay_document(self._db[collection], doc_id)
+        if not lock.locked():
+            self._locks.pop(key, None)
         return count
+
+    async def _relay_document(self, col: Collection, doc_id: Any) -> int:
+        doc = await col.find_one({"_id": doc_id}, {"outbox": 1})
+        entries: list[dict[str, Any]] = (doc or {}).get("outbox") or []
+        if not entries:
+            return 0
+        for entry in entries:
+            await self._publish(self._topic_of(entry["topic"]), CloudEvent.from_document(entry))
+            OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
+        await col.update_one({"_id": doc_id}, {"$pullAll": {"outbox": entries}})
+        return len(entries)

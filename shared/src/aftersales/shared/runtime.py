@@ -55,10 +55,13 @@ class ServiceRuntime:
             self.publish,
             topic_of=settings.topic,
             poll_interval_s=settings.outbox_poll_interval_s,
-            lease_s=settings.outbox_lease_s,
+            sweep_interval_s=settings.outbox_sweep_interval_s,
         )
         self.timers = DurableTimers(
-            self.db, lease_s=settings.timer_lease_s, poll_interval_s=settings.timer_poll_interval_s
+            self.db,
+            lease_s=settings.timer_lease_s,
+            poll_interval_s=settings.timer_poll_interval_s,
+            scan_interval_s=settings.timer_scan_interval_s,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

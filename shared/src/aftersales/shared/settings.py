@@ -67,8 +67,13 @@ class ServiceSettings(BaseSettings):
         default=0.2, ge=0, description="first retry delay; doubles each attempt"
     )
     outbox_poll_interval_s: float = Field(default=0.5, gt=0)
-    outbox_lease_s: float = Field(default=30.0, gt=0)
-    timer_poll_interval_s: float = Field(default=1.0, gt=0)
+    outbox_sweep_interval_s: float = Field(
+        default=30.0, gt=0, description="how often the relay scans for events a crash left unpublished"
+    )
+    timer_poll_interval_s: float = Field(default=1.0, gt=0, description="how often due timers are checked")
+    timer_scan_interval_s: float = Field(
+        default=15.0, gt=0, description="how often timers scheduled by other replicas are looked for"
+    )
     timer_lease_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=20.0, gt=0)
 

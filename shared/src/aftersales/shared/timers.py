@@ -1,10 +1,15 @@
 """Durable timers: SLA warnings and breaches, follow-up due times, complaint deadlines.
 
-A timer is a document with a `due_at` and an index. A sweeper claims due timers with an atomic
-conditional update (a lease), calls the service's handler, and marks the timer done. A restart loses no
-timer (it is a document) and a timer whose handler crashed is claimed again when its lease runs out;
-handlers write their effect with `apply_once(..., event_id=timer id)`, so a re-fire changes nothing.
-Several replicas never fire one timer at the same time: only one wins the claim.
+A timer is a document with a `due_at`. A sweeper claims a due timer, calls the service's handler, and
+marks it done. Claims are atomic and cheap on MongoDB and FerretDB alike: a replica wins a timer by
+inserting the unique claim document `<timer id>:<version>`; the winner then marks the timer running
+with a lease and bumps its version, so when a lease runs out (the replica died) exactly one other replica
+wins the next version. A restart loses no timer (it is a document) and handlers write their effect with
+`apply_once(..., event_id=timer id)`, so a timer fired again after a crash changes nothing.
+
+Each replica keeps a heap of due times: the timers it scheduled itself, plus those found by a periodic
+scan (at start-up and every `scan_interval_s`), which is how timers of a dead replica are picked up.
+Every hot-path operation filters by `_id` alone (FerretDB 1.x scans the collection for anything else).
 
 Schedule a timer *before* the state change it belongs to; a handler checks the aggregate's state and
 does nothing when the change never happened, so a crash between the two writes is harmless.
@@ -13,7 +18,7 @@ does nothing when the change never happened, so a crash between the two writes i
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import heapq
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.shared.mongo import Database, IndexSpec
@@ -33,7 +37,9 @@ TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Durable timers fired", 
 TIMER_FAILURES = Counter("aftersales_timer_failures_total", "Timer handler failures", ["kind"])
 
 COLLECTION = "timers"
+CLAIMS = "timer_claims"
 MAX_ATTEMPTS = 10
+ACTIVE = ("pending", "running")
 TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)]), IndexSpec(COLLECTION, [("group", 1)])]
 
 
@@ -53,11 +59,28 @@ TimerHandler = Callable[[Timer], Awaitable[None]]
 class DurableTimers:
     """Schedule, cancel and fire timers stored in the service's own database."""
 
-    def __init__(self, db: Database, *, lease_s: float = 60.0, poll_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        lease_s: float = 60.0,
+        poll_interval_s: float = 1.0,
+        scan_interval_s: float = 15.0,
+    ) -> None:
         self._col = db[COLLECTION]
+        self._claims = db[CLAIMS]
         self._lease = timedelta(seconds=lease_s)
         self._poll_interval_s = poll_interval_s
+        self._scan_interval_s = scan_interval_s
         self._owner = uuid.uuid4().hex
+        self._heap: list[tuple[datetime, str]] = []
+        self._in_heap: dict[str, datetime] = {}
+
+    def _remember(self, timer_id: str, due_at: datetime) -> None:
+        if self._in_heap.get(timer_id) == due_at:
+            return
+        self._in_heap[timer_id] = due_at
+        heapq.heappush(self._heap, (due_at, timer_id))
 
     async def schedule(
         self,
@@ -68,116 +91,148 @@ class DurableTimers:
         *,
         group: str | None = None,
     ) -> None:
-        """Create the timer, or move a still-pending one to a new due time (a done timer stays done)."""
+        """Create the timer, or move it to a new due time; a timer that already fired stays done."""
         if due_at.tzinfo is None:
             raise ValueError("due_at must be timezone-aware")
-        fields = {"kind": kind, "due_at": due_at, "payload": dict(payload or {}), "group": group}
-        result = await self._col.update_one({"_id": timer_id, "state": "pending"}, {"$set": fields})
-        if result.matched_count:
-            return
-        existing = await self._col.find_one({"_id": timer_id}, {"state": 1})
-        if existing is None:
-            try:
-                await self._col.insert_one(
-                    {
-                        "_id": timer_id,
-                        **fields,
-                        "state": "pending",
-                        "attempts": 0,
-                        "lease_until": None,
-                        "created_at": datetime.now(UTC),
-                    }
-                )
-            except DuplicateKeyError:
-                pass  # a concurrent schedule of the same id won; that is the same timer
+        await self._col.update_one(
+            {"_id": timer_id},
+            {
+                "$set": {"kind": kind, "due_at": due_at, "payload": dict(payload or {}), "group": group},
+                "$setOnInsert": {
+                    "state": "pending",
+                    "version": 0,
+                    "attempts": 0,
+                    "lease_until": None,
+                    "created_at": datetime.now(UTC),
+                },
+            },
+            upsert=True,
+        )
+        self._remember(timer_id, due_at)
 
     async def cancel(self, timer_id: str) -> bool:
-        """Cancel a pending timer; return True if it was pending."""
-        result = await self._col.update_one(
-            {"_id": timer_id, "state": "pending"}, {"$set": {"state": "cancelled"}}
-        )
-        return result.modified_count == 1
+        """Cancel a timer that has not fired; return True if it was still active."""
+        doc = await self._col.find_one({"_id": timer_id}, {"state": 1})
+        if doc is None or doc["state"] not in ACTIVE:
+            return False
+        await self._col.update_one({"_id": timer_id}, {"$set": {"state": "cancelled", "lease_until": None}})
+        return True
 
     async def cancel_group(self, group: str) -> int:
-        """Cancel every pending timer of a group (e.g. all SLA timers of one work order)."""
+        """Cancel every active timer of a group (e.g. all SLA timers of one work order)."""
         result = await self._col.update_many(
-            {"group": group, "state": "pending"}, {"$set": {"state": "cancelled"}}
+            {"group": group, "state": {"$in": list(ACTIVE)}}, {"$set": {"state": "cancelled"}}
         )
         return result.modified_count
 
     async def get(self, timer_id: str) -> dict[str, Any] | None:
         return await self._col.find_one({"_id": timer_id})
 
-    async def claim_due(self, now: datetime | None = None) -> Timer | None:
-        """Claim the most overdue timer (or one whose lease ran out); return it, or None."""
-        now = now or datetime.now(UTC)
-        doc = await self._col.find_one_and_update(
-            {
-                "$or": [
-                    {"state": "pending", "due_at": {"$lte": now}},
-                    {"state": "running", "lease_until": {"$lt": now}},
-                ]
-            },
+    async def refresh(self) -> int:
+        """Load every active timer into this replica's heap (finds timers other replicas scheduled)."""
+        count = 0
+        async for doc in self._col.find({"state": {"$in": list(ACTIVE)}}, {"due_at": 1, "lease_until": 1}):
+            self._remember(doc["_id"], max(doc["due_at"], doc.get("lease_until") or doc["due_at"]))
+            count += 1
+        return count
+
+    async def claim(self, timer_id: str, now: datetime) -> Timer | None:
+        """Try to win timer `timer_id` if it is due; return it, or None when not due or won elsewhere."""
+        doc = await self._col.find_one({"_id": timer_id})
+        if doc is None or doc["state"] not in ACTIVE:
+            return None
+        if doc["due_at"] > now:
+            self._remember(timer_id, doc["due_at"])  # rescheduled meanwhile
+            return None
+        lease_until = doc.get("lease_until")
+        if doc["state"] == "running" and lease_until is not None and lease_until > now:
+            self._remember(timer_id, lease_until)  # another replica is firing it; look again after its lease
+            return None
+        try:
+            await self._claims.insert_one(
+                {"_id": f"{timer_id}:{doc.get('version', 0)}", "owner": self._owner, "at": now}
+            )
+        except DuplicateKeyError:
+            return None  # another replica won this version
+        await self._col.update_one(
+            {"_id": timer_id},
             {
                 "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
-                "$inc": {"attempts": 1},
+                "$inc": {"version": 1, "attempts": 1},
             },
-            sort=[("due_at", 1)],
-            return_document=ReturnDocument.AFTER,
         )
-        if doc is None:
-            return None
         return Timer(
-            id=doc["_id"],
+            id=timer_id,
             kind=doc["kind"],
             due_at=doc["due_at"],
             payload=doc.get("payload", {}),
             group=doc.get("group"),
-            attempts=doc.get("attempts", 1),
+            attempts=doc.get("attempts", 0) + 1,
         )
 
     async def fire_due(self, handler: TimerHandler, *, now: datetime | None = None, limit: int = 1000) -> int:
-        """Fire up to `limit` due timers through `handler`; return how many completed."""
+        """Fire up to `limit` due timers this replica knows of; return how many completed."""
+        now = now or datetime.now(UTC)
         fired = 0
-        for _ in range(limit):
-            timer = await self.claim_due(now)
+        while self._heap and self._heap[0][0] <= now and fired < limit:
+            due_at, timer_id = heapq.heappop(self._heap)
+            if self._in_heap.get(timer_id) != due_at:
+                continue  # superseded by a newer heap entry
+            del self._in_heap[timer_id]
+            timer = await self.claim(timer_id, now)
             if timer is None:
-                break
-            try:
-                await handler(timer)
-            except Exception as exc:
-                TIMER_FAILURES.labels(timer.kind).inc()
-                state = "failed" if timer.attempts >= MAX_ATTEMPTS else "pending"
-                retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
-                await self._col.update_one(
-                    {"_id": timer.id, "owner": self._owner},
-                    {
-                        "$set": {
-                            "state": state,
-                            "due_at": retry_at,
-                            "lease_until": None,
-                            "last_error": repr(exc)[:500],
-                        }
-                    },
-                )
-                log.exception(
-                    "timer handler failed", extra={"timer_kind": timer.kind, "attempts": timer.attempts}
-                )
                 continue
-            await self._col.update_one(
-                {"_id": timer.id, "owner": self._owner},
-                {"$set": {"state": "done", "fired_at": datetime.now(UTC), "lease_until": None}},
-            )
-            TIMERS_FIRED.labels(timer.kind).inc()
-            fired += 1
+            if await self._fire(handler, timer):
+                fired += 1
         return fired
 
+    async def _fire(self, handler: TimerHandler, timer: Timer) -> bool:
+        try:
+            await handler(timer)
+        except Exception as exc:
+            TIMER_FAILURES.labels(timer.kind).inc()
+            retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
+            state = "failed" if timer.attempts >= MAX_ATTEMPTS else "pending"
+            await self._col.update_one(
+                {"_id": timer.id},
+                {
+                    "$set": {
+                        "state": state,
+                        "due_at": retry_at,
+                        "lease_until": None,
+                        "last_error": repr(exc)[:500],
+                    }
+                },
+            )
+            if state == "pending":
+                self._remember(timer.id, retry_at)
+            log.exception(
+                "timer handler failed", extra={"timer_kind": timer.kind, "attempts": timer.attempts}
+            )
+            return False
+        await self._col.update_one(
+            {"_id": timer.id}, {"$set": {"state": "done", "fired_at": datetime.now(UTC), "lease_until": None}}
+        )
+        TIMERS_FIRED.labels(timer.kind).inc()
+        return True
+
     async def run(self, handler: TimerHandler, stop: asyncio.Event) -> None:
-        """Sweep for due timers until `stop` is set."""
+        """Fire due timers until `stop` is set; rescan the collection every `scan_interval_s`."""
+        loop = asyncio.get_running_loop()
+        next_scan = loop.time()
         while not stop.is_set():
             try:
+                if loop.time() >= next_scan:
+                    await self.refresh()
+                    next_scan = loop.time() + self._scan_interval_s
                 await self.fire_due(handler)
             except Exception:
                 log.exception("timer sweep failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self._poll_interval_s)
+            wait = self._poll_interval_s
+            if self._heap:
+                until_due = (self._heap[0][0] - datetime.now(UTC)).total_seconds()
+                wait = min(wait, max(until_due, 0.01))
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            except TimeoutError:
+                pass

@@ -159,6 +159,9 @@ class WorkOrderEscalated(AssignmentEvent):
     reason: Literal["sla_breach", "technician", "supervisor", "customer"]
     from_technician_id: str | None = None
     to_technician_id: str | None = None
+    supervisor_id: str | None = Field(
+        default=None, description="the grid supervisor notified when level is supervisor"
+    )
 
 
 @event("aftersales.assignment.reassigned.v1", Topic.ASSIGNMENTS)
@@ -248,6 +251,11 @@ class VisitScheduled(VisitEvent):
 
     due_at: AwareDatetime
     grid_id: str | None = None
+    round: int = Field(default=1, ge=1, description="dispatch round of the resolution this visit follows")
+    attempt: int = Field(default=1, ge=1, description="contact attempt; >1 after an unreachable retry")
+    deadline_at: AwareDatetime | None = Field(default=None, description="missed when still open after this")
+    technician_id: str | None = None
+    rescheduled: bool = False
 
 
 @event("aftersales.followup.due.v1", Topic.FOLLOWUPS)
@@ -255,6 +263,9 @@ class VisitDue(VisitEvent):
     """A follow-up visit became due."""
 
     due_at: AwareDatetime
+    grid_id: str | None = None
+    round: int = Field(default=1, ge=1)
+    attempt: int = Field(default=1, ge=1)
 
 
 @event("aftersales.followup.completed.v1", Topic.FOLLOWUPS)
@@ -272,6 +283,9 @@ class VisitMissed(VisitEvent):
     """A follow-up visit went overdue without an outcome."""
 
     due_at: AwareDatetime
+    reason: Literal["overdue", "unreachable"] = "overdue"
+    round: int = Field(default=1, ge=1)
+    attempt: int = Field(default=1, ge=1)
 
 
 @event("aftersales.followup.reopen-requested.v1", Topic.FOLLOWUPS)
@@ -279,6 +293,8 @@ class ReopenRequested(VisitEvent):
     """The customer said the problem is not resolved; intake should reopen the ticket."""
 
     reason: str
+    round: int = Field(default=1, ge=1, description="the round whose resolution was not confirmed")
+    technician_id: str | None = Field(default=None, description="who resolved that round")
 
 
 @event("aftersales.followup.cancelled.v1", Topic.FOLLOWUPS)
@@ -345,6 +361,10 @@ class ComplaintOpened(ComplaintEvent):
     scope: ComplaintScope = ComplaintScope.INDIVIDUAL
     category: Category | None = None
     deadline_at: AwareDatetime
+    product_model: str | None = None
+    owner_id: str | None = None
+    ack_deadline_at: AwareDatetime | None = Field(default=None, description="acknowledge (investigate) by")
+    survey_id: str | None = Field(default=None, description="for source=low_csat: the survey that caused it")
 
 
 @event("aftersales.feedback.complaint-updated.v1", Topic.FEEDBACK)
@@ -355,6 +375,9 @@ class ComplaintUpdated(ComplaintEvent):
     owner_id: str | None = None
     deadline_at: AwareDatetime | None = None
     escalated: bool = False
+    scope: ComplaintScope | None = None
+    change: Literal["transition", "overdue", "reclassified", "reopened"] | None = None
+    close_deadline_at: AwareDatetime | None = None
 
 
 @event("aftersales.feedback.complaint-closed.v1", Topic.FEEDBACK)
@@ -377,3 +400,8 @@ class InspectionPublished(EventData):
     period_end: date
     findings: int = Field(ge=0)
     occurred_at: AwareDatetime
+    kind: Literal["week", "month"] | None = Field(default=None, description="weekly or monthly report")
+    finding_kinds: list[str] = Field(
+        default_factory=list, description="kinds of findings, e.g. grid_under_target, overdue_complaints"
+    )
+    url: str | None = Field(default=None, description="path of the full report on the metrics service API")
