@@ -8,7 +8,10 @@ that lets two conditional updates of one document both win, or loses `$inc` incr
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
+from typing import Any
 
+import pytest
 from harness import Infra, mongo, unique
 from pymongo import ReturnDocument
 
@@ -67,6 +70,66 @@ async def test_find_one_and_update_claims_are_unique(infra: Infra) -> None:
 
         await asyncio.gather(*(worker() for _ in range(4)))
         assert sorted(claimed) == list(range(60))
+    finally:
+        await client.drop_database(col.database.name)
+        await client.close()
+
+
+CONDITIONAL_CASES = [
+    # (extra filter beside _id, whether document "a" matches)
+    ({"state": "pending"}, True),
+    ({"state": "running"}, False),
+    ({"state": {"$ne": "done"}}, True),
+    ({"state": {"$in": ["pending", "done"]}}, True),
+    ({"state": {"$nin": ["pending"]}}, False),
+    ({"n": {"$lt": 5}}, True),
+    ({"n": {"$gte": 7}}, False),
+    ({"n": {"$gt": 1, "$lt": 5}}, True),
+    ({"due": {"$lte": datetime(2026, 1, 1, tzinfo=UTC)}}, True),
+    ({"due": {"$lt": datetime(2025, 12, 31, tzinfo=UTC)}}, False),
+    ({"applied": {"$ne": "ev1"}}, False),
+    ({"applied": {"$ne": "ev9"}}, True),
+    ({"applied": "ev2"}, True),
+    ({"outbox.0": {"$exists": True}}, True),
+    ({"outbox.1": {"$exists": True}}, False),
+    ({"outbox.0.id": "e1"}, True),
+    ({"missing": None}, True),
+    ({"missing": {"$exists": True}}, False),
+    ({"lease": None}, True),
+    ({"sub.k": 1}, True),
+    ({"sub.k": {"$gt": 1}}, False),
+    ({"state": "pending", "n": {"$gt": 5}}, False),
+]
+
+
+@pytest.mark.parametrize(("condition", "expected"), CONDITIONAL_CASES)
+async def test_conditional_update_semantics(infra: Infra, condition: dict[str, Any], expected: bool) -> None:
+    """Conditional writes mean the same as on MongoDB (the local FerretDB front evaluates these itself)."""
+    client = mongo(infra)
+    col = client[unique("cond_")]["docs"]
+    try:
+        await col.insert_one(
+            {
+                "_id": "a",
+                "state": "pending",
+                "n": 3,
+                "due": datetime(2026, 1, 1, tzinfo=UTC),
+                "applied": ["ev1", "ev2"],
+                "outbox": [{"id": "e1"}],
+                "lease": None,
+                "sub": {"k": 1},
+            }
+        )
+        updated = await col.update_one({"_id": "a", **condition}, {"$inc": {"hits": 1}})
+        found = await col.find_one_and_update(
+            {"_id": "a", **condition}, {"$inc": {"hits": 1}}, return_document=ReturnDocument.AFTER
+        )
+        assert updated.matched_count == int(expected)
+        assert (found is not None) == expected
+        doc = await col.find_one({"_id": "a"})
+        assert doc is not None and doc.get("hits", 0) == (2 if expected else 0)
+        missing = await col.update_one({"_id": "zz", **condition}, {"$inc": {"hits": 1}})
+        assert missing.matched_count == 0
     finally:
         await client.drop_database(col.database.name)
         await client.close()

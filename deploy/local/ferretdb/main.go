@@ -9,7 +9,7 @@
 // single-document atomicity, and the platform relies on it (leases, capacity). So FerretDB listens on a
 // private Unix socket and this program fronts it on TCP, forwarding wire messages unchanged but holding
 // one process-wide lock from the moment a write command is forwarded until its reply is back. Reads are
-// not serialized.
+// not serialized. pushdown.go keeps conditional single-document writes on FerretDB's fast path.
 package main
 
 import (
@@ -111,18 +111,31 @@ func serve(client net.Conn, socket string) {
 		if err != nil {
 			return
 		}
-		write := isWriteCommand(request)
-		if write {
-			writeLock.Lock()
-		}
-		err = forward(request, backend, client)
-		if write {
-			writeLock.Unlock()
+		if isWriteCommand(request) {
+			err = forwardWrite(request, backend, client)
+		} else {
+			err = forward(request, backend, client)
 		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// forwardWrite forwards a write command under the process-wide lock, narrowing `{_id: X, ...}`
+// filters to FerretDB's fast `{_id: X}` path when the other conditions can be checked here.
+func forwardWrite(request []byte, backend, client net.Conn) error {
+	writeLock.Lock()
+	defer writeLock.Unlock()
+	rewritten, reply := pushdown(request, backend)
+	if reply != nil {
+		_, err := client.Write(reply)
+		return err
+	}
+	if rewritten != nil {
+		request = rewritten
+	}
+	return forward(request, backend, client)
 }
 
 // forward sends one request to the backend and relays its reply (or replies, for exhaust cursors).
