@@ -1,0 +1,120 @@
+"""Feedback service wiring: settings, the runtime, consumers, complaint timers and the HTTP app.
+
+`build` only constructs; nothing connects until the app's lifespan starts the runtime.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Self
+
+from fastapi import FastAPI
+from pydantic import Field, SecretStr, model_validator
+
+from aftersales.feedback import api, consumers
+from aftersales.feedback.domain import ComplaintPolicy
+from aftersales.feedback.service import Feedback, SurveyPolicy
+from aftersales.feedback.store import COMPLAINTS, INDEXES, SURVEYS, FeedbackStore
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.events import ComplaintState
+from aftersales.shared.http import create_app
+from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.settings import ServiceSettings
+from aftersales.shared.timers import Timer
+
+DEV_SIGNING_KEY = "dev-survey-signing-key-do-not-use-in-production"
+MIN_KEY_CHARS = 32
+
+
+class Settings(ServiceSettings):
+    service_name: str = "feedback"
+    http_port: int = Field(default=8004, ge=1, le=65535)
+
+    survey_signing_key: SecretStr = Field(
+        default=SecretStr(DEV_SIGNING_KEY),
+        description="HMAC-SHA256 key of survey links; the dev default is refused outside development/test",
+    )
+    survey_ttl_h: float = Field(default=168, gt=0, le=24 * 90, description="survey links expire after this")
+    survey_link_base_url: str = Field(
+        default="http://127.0.0.1:8004/v1/surveys/",
+        description="customer-facing prefix of survey links (the token is appended)",
+    )
+    complaint_csat_threshold: int = Field(
+        default=2, ge=1, le=5, description="CSAT at or below opens a complaint"
+    )
+    complaint_ack_h: float = Field(default=24, gt=0, description="acknowledge (start investigating) within")
+    complaint_investigate_h: float = Field(default=72, gt=0)
+    complaint_propose_h: float = Field(
+        default=48, gt=0, description="reply after proposing a resolution within"
+    )
+    complaint_reply_h: float = Field(default=72, gt=0, description="close after replying within")
+    complaint_close_days: float = Field(default=7, gt=0, description="close a complaint within")
+    common_cause_threshold: int = Field(
+        default=3, ge=2, le=1000, description="complaints that make a common cause"
+    )
+    common_cause_window_days: float = Field(default=30, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_signing_key(self) -> Self:
+        if self.environment not in {"development", "test"}:
+            key = self.survey_signing_key.get_secret_value()
+            if key == DEV_SIGNING_KEY:
+                raise ValueError(f"the development survey signing key is not allowed in {self.environment}")
+            if len(key) < MIN_KEY_CHARS:
+                raise ValueError(f"SURVEY_SIGNING_KEY must be at least {MIN_KEY_CHARS} characters")
+        return self
+
+    def complaint_policy(self) -> ComplaintPolicy:
+        hours = {
+            ComplaintState.RECEIVED: self.complaint_ack_h,
+            ComplaintState.INVESTIGATING: self.complaint_investigate_h,
+            ComplaintState.RESOLUTION_PROPOSED: self.complaint_propose_h,
+            ComplaintState.REPLIED: self.complaint_reply_h,
+        }
+        return ComplaintPolicy(
+            step_deadlines=MappingProxyType({s: timedelta(hours=h) for s, h in hours.items()}),
+            close_within=timedelta(days=self.complaint_close_days),
+            common_cause_threshold=self.common_cause_threshold,
+            common_cause_window=timedelta(days=self.common_cause_window_days),
+        )
+
+    def survey_policy(self) -> SurveyPolicy:
+        return SurveyPolicy(
+            ttl=timedelta(hours=self.survey_ttl_h), complaint_csat_threshold=self.complaint_csat_threshold
+        )
+
+
+def build(settings: Settings) -> FastAPI:
+    holder: dict[str, Feedback] = {}
+
+    async def on_timer(timer: Timer) -> None:
+        await holder["feedback"].on_timer(timer)
+
+    runtime = ServiceRuntime(
+        settings,
+        RuntimeSpec(
+            consumes=consumers.CONSUMES,
+            produces=[Topic.FEEDBACK],
+            outbox_collections=[SURVEYS, COMPLAINTS],
+            indexes=INDEXES,
+            timer_handler=on_timer,
+        ),
+    )
+    feedback = holder["feedback"] = Feedback(
+        FeedbackStore(runtime),
+        settings.complaint_policy(),
+        settings.survey_policy(),
+        settings.survey_signing_key.get_secret_value().encode(),
+    )
+    runtime.spec.extra_tasks.append(feedback.gauge_refresher(settings.timer_poll_interval_s * 5))
+    consumers.register(runtime, feedback)
+    return create_app(
+        runtime,
+        title="aftersales feedback",
+        description="Satisfaction surveys (CSAT/NPS) per resolution and the complaint (投诉) workflow.",
+        routers=[
+            api.surveys_router(feedback, settings.survey_link_base_url),
+            api.complaints_router(feedback),
+        ],
+    )

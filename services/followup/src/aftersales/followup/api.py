@@ -1,0 +1,117 @@
+"""HTTP routes of the follow-up desk: the due list, one visit, record an outcome, reschedule."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import AwareDatetime, BaseModel, Field
+
+from aftersales.followup.domain import VisitStatus
+from aftersales.followup.service import FollowUps
+from aftersales.shared.contracts.events import VisitKind, VisitOutcome
+from aftersales.shared.http import Principal, require
+from aftersales.shared.settings import Scope
+
+Desk = Annotated[Principal, Depends(require(Scope.TECHNICIAN, Scope.SUPERVISOR))]
+
+
+class VisitHistoryRead(BaseModel):
+    at: datetime
+    action: str
+    by: str | None = None
+    note: str | None = None
+
+
+class VisitRead(BaseModel):
+    id: str
+    ticket_id: str
+    round: int
+    kind: VisitKind
+    status: VisitStatus
+    due_at: datetime
+    deadline_at: datetime
+    timezone: str
+    attempt: int
+    max_attempts: int
+    grid_id: str | None = None
+    technician_id: str | None = None
+    agent_id: str | None = None
+    outcome: VisitOutcome | None = None
+    history: list[VisitHistoryRead] = []
+    created_at: datetime
+    updated_at: datetime
+
+
+class VisitList(BaseModel):
+    items: list[VisitRead]
+    count: int
+
+
+class OutcomeCreate(BaseModel):
+    outcome: VisitOutcome
+    note: str | None = Field(default=None, max_length=2000)
+    agent: str | None = Field(
+        default=None, min_length=1, max_length=100, description="defaults to the caller"
+    )
+
+
+class RescheduleCreate(BaseModel):
+    due_at: AwareDatetime = Field(
+        description="new due time; moved out of the customer's do-not-disturb hours"
+    )
+    agent: str | None = Field(default=None, min_length=1, max_length=100, description="assign to this agent")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+def router(followups: FollowUps) -> APIRouter:
+    r = APIRouter(prefix="/v1/visits", tags=["visits"])
+    max_attempts = followups.policy.max_attempts
+
+    def read(doc: dict[str, Any]) -> VisitRead:
+        return VisitRead.model_validate({**doc, "id": doc["_id"], "max_attempts": max_attempts})
+
+    @r.get("", summary="List visits: the due list of a grid or agent, or a ticket's visits")
+    async def list_visits(
+        _: Desk,
+        status: VisitStatus | None = None,
+        grid: Annotated[str | None, Query(max_length=100)] = None,
+        agent: Annotated[str | None, Query(max_length=100)] = None,
+        ticket_id: Annotated[str | None, Query(max_length=100)] = None,
+        kind: VisitKind | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> VisitList:
+        filters: dict[str, Any] = {}
+        if status is not None:
+            filters["status"] = status.value
+        if grid is not None:
+            filters["grid_id"] = grid
+        if agent is not None:
+            filters["agent_id"] = agent
+        if ticket_id is not None:
+            filters["ticket_id"] = ticket_id
+        if kind is not None:
+            filters["kind"] = kind.value
+        items = [read(d) for d in await followups.store.find(filters, limit)]
+        return VisitList(items=items, count=len(items))
+
+    @r.get("/{visit_id}", summary="One visit with its history")
+    async def get_visit(visit_id: str, _: Desk) -> VisitRead:
+        return read(await followups.store.get(visit_id))
+
+    @r.post("/{visit_id}/outcome", summary="Record the outcome of a contact attempt (409 when closed)")
+    async def record_outcome(visit_id: str, body: OutcomeCreate, caller: Desk) -> VisitRead:
+        await followups.record_outcome(
+            visit_id, body.outcome, agent=body.agent or caller.subject, note=body.note
+        )
+        return read(await followups.store.get(visit_id))
+
+    @r.post("/{visit_id}/reschedule", summary="Move a visit (out of do-not-disturb hours; 409 when closed)")
+    async def reschedule(visit_id: str, body: RescheduleCreate, caller: Desk) -> VisitRead:
+        await followups.reschedule(
+            visit_id, body.due_at, by=caller.subject, agent_id=body.agent, note=body.note
+        )
+        return read(await followups.store.get(visit_id))
+
+    return r

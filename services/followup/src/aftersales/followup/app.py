@@ -1,0 +1,105 @@
+"""Follow-up service (回访) wiring: settings, the runtime, consumers, timers and the HTTP app.
+
+`build` only constructs; nothing connects until the app's lifespan starts the runtime.
+"""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from types import MappingProxyType
+from typing import Self
+
+from fastapi import FastAPI
+from pydantic import Field, model_validator
+
+from aftersales.followup import api, consumers
+from aftersales.followup.calendar import BusinessHours, DoNotDisturb
+from aftersales.followup.domain import FollowUpPolicy
+from aftersales.followup.service import FollowUps
+from aftersales.followup.store import INDEXES, VISITS, VisitStore
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.common import Priority
+from aftersales.shared.http import create_app
+from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.settings import ServiceSettings
+from aftersales.shared.timers import Timer
+
+
+class Settings(ServiceSettings):
+    service_name: str = "followup"
+    http_port: int = Field(default=8003, ge=1, le=65535)
+
+    callback_business_hours: dict[Priority, float] = Field(
+        default_factory=lambda: {Priority.P1: 4.0, Priority.P2: 8.0, Priority.P3: 16.0, Priority.P4: 24.0},
+        description="callback target by priority, in business hours (JSON object)",
+    )
+    callback_delay_s: float = Field(
+        default=7200, ge=0, description="a callback becomes due this long after the resolution"
+    )
+    visit_grace_s: float = Field(default=3600, ge=0, description="open this long past its deadline = missed")
+    visit_max_attempts: int = Field(default=3, ge=1, le=10, description="contact attempts before missed")
+    visit_retry_after_s: float = Field(default=4 * 3600, gt=0, description="retry delay after unreachable")
+    care_interval_days: int = Field(default=90, ge=1, le=730, description="periodic care visit interval")
+    do_not_disturb_start: time = Field(default=time(21, 0), description="customer-local, e.g. 21:00")
+    do_not_disturb_end: time = Field(default=time(9, 0), description="customer-local, e.g. 09:00")
+    business_hours_open: time = Field(default=time(9, 0), description="follow-up desk opens (customer-local)")
+    business_hours_close: time = Field(
+        default=time(18, 0), description="follow-up desk closes (customer-local)"
+    )
+    business_days: frozenset[int] = Field(
+        default=frozenset({0, 1, 2, 3, 4}), description="working weekdays, 0=Monday (JSON list)"
+    )
+
+    @model_validator(mode="after")
+    def _sane_business_hours(self) -> Self:
+        if self.business_hours_open >= self.business_hours_close:
+            raise ValueError("business_hours_open must be before business_hours_close")
+        if not self.business_days or not self.business_days <= set(range(7)):
+            raise ValueError("business_days must be a non-empty list of weekdays 0..6")
+        return self
+
+    def policy(self) -> FollowUpPolicy:
+        """Return the follow-up policy these settings describe."""
+        defaults = FollowUpPolicy()
+        table = {**defaults.callback_business_hours, **self.callback_business_hours}
+        return FollowUpPolicy(
+            callback_business_hours=MappingProxyType(table),
+            callback_delay=timedelta(seconds=self.callback_delay_s),
+            grace=timedelta(seconds=self.visit_grace_s),
+            max_attempts=self.visit_max_attempts,
+            retry_after=timedelta(seconds=self.visit_retry_after_s),
+            care_interval=timedelta(days=self.care_interval_days),
+            do_not_disturb=DoNotDisturb(self.do_not_disturb_start, self.do_not_disturb_end),
+            business_hours=BusinessHours(
+                self.business_hours_open, self.business_hours_close, self.business_days
+            ),
+        )
+
+
+def build(settings: Settings) -> FastAPI:
+    policy = settings.policy()
+    holder: dict[str, FollowUps] = {}
+
+    async def on_timer(timer: Timer) -> None:
+        await holder["followups"].on_timer(timer)
+
+    runtime = ServiceRuntime(
+        settings,
+        RuntimeSpec(
+            consumes=consumers.CONSUMES,
+            produces=[Topic.FOLLOWUPS],
+            outbox_collections=[VISITS],
+            indexes=INDEXES,
+            timer_handler=on_timer,
+        ),
+    )
+    store = VisitStore(runtime, policy)
+    followups = holder["followups"] = FollowUps(store, policy)
+    runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
+    consumers.register(runtime, store, followups)
+    return create_app(
+        runtime,
+        title="aftersales followup",
+        description="Follow-up visits (回访): callbacks, on-site checks and care visits after a resolution.",
+        routers=[api.router(followups)],
+    )

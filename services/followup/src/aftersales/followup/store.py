@@ -1,0 +1,329 @@
+"""Follow-up's MongoDB access: the ticket-facts copy, visits (with their outbox) and their durable timers.
+
+Every state change and the events it causes is one atomic single-document write; timers are scheduled
+before the change they belong to, and their handlers check the visit's `seq`, so a stale timer is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from pymongo import DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from aftersales.followup import messages
+from aftersales.followup.domain import (
+    OPEN_STATUSES,
+    CustomerFacts,
+    Decision,
+    FollowUpPolicy,
+    Visit,
+    VisitStatus,
+    overdue_at,
+)
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.common import CustomerTier
+from aftersales.shared.contracts.events import VisitKind, VisitOutcome
+from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.errors import Conflict, NotFound
+from aftersales.shared.idempotency import apply_once
+from aftersales.shared.mongo import IndexSpec
+from aftersales.shared.outbox import new_with_events, with_events
+from aftersales.shared.runtime import ServiceRuntime
+
+SOURCE = "/aftersales/followup"
+NOT_WRITTEN_RETRIES = 4
+
+
+class NotWrittenYet(Exception):
+    """A timer fired before the write it was scheduled for landed; the sweeper retries it shortly."""
+
+
+VISITS, TICKETS = "visits", "tickets"
+TIMER_DUE, TIMER_OVERDUE = "visit_due", "visit_overdue"
+
+INDEXES = [
+    IndexSpec(VISITS, [("status", 1), ("due_at", 1)]),
+    IndexSpec(VISITS, [("ticket_id", 1), ("round", 1)]),
+    IndexSpec(VISITS, [("grid_id", 1), ("status", 1)]),
+    IndexSpec(VISITS, [("agent_id", 1), ("status", 1)]),
+    IndexSpec(VISITS, [("customer_id", 1), ("kind", 1), ("status", 1)]),
+]
+
+
+def _events(models: Sequence[BaseModel], ticket_id: str) -> list[CloudEvent]:
+    return [new_event(m, source=SOURCE, subject=ticket_id) for m in models]
+
+
+def visit_from(doc: Mapping[str, Any]) -> Visit:
+    return Visit(
+        id=doc["_id"],
+        ticket_id=doc["ticket_id"],
+        kind=VisitKind(doc["kind"]),
+        status=VisitStatus(doc["status"]),
+        round=doc["round"],
+        due_at=doc["due_at"],
+        deadline_at=doc["deadline_at"],
+        timezone=doc.get("timezone", "UTC"),
+        attempt=doc.get("attempt", 1),
+        seq=doc.get("seq", 1),
+        grid_id=doc.get("grid_id"),
+        technician_id=doc.get("technician_id"),
+        agent_id=doc.get("agent_id"),
+        customer_id=doc.get("customer_id"),
+        care_n=doc.get("care_n"),
+        outcome=VisitOutcome(doc["outcome"]) if doc.get("outcome") else None,
+    )
+
+
+def _fields(visit: Visit) -> dict[str, Any]:
+    return {
+        "status": visit.status.value,
+        "due_at": visit.due_at,
+        "deadline_at": visit.deadline_at,
+        "attempt": visit.attempt,
+        "seq": visit.seq,
+        "agent_id": visit.agent_id,
+        "outcome": visit.outcome.value if visit.outcome else None,
+    }
+
+
+def _history(action: str, now: datetime, by: str | None = None, note: str | None = None) -> dict[str, Any]:
+    return {"$push": {"history": {"$each": [{"at": now, "action": action, "by": by, "note": note}]}}}
+
+
+class VisitStore:
+    def __init__(self, runtime: ServiceRuntime, policy: FollowUpPolicy) -> None:
+        self.runtime = runtime
+        self.policy = policy
+        self.visits = runtime.db[VISITS]
+        self.tickets = runtime.db[TICKETS]
+
+    # ------------------------------------------------------------------ ticket facts
+
+    async def remember_ticket(self, event_id: str, facts: Mapping[str, Any], round_: int) -> bool:
+        """Keep (or refresh) the local copy of a ticket's facts; return True if this event changed it."""
+        update = {"$set": {**facts, "status": "open", "round": round_, "updated_at": datetime.now(UTC)}}
+        return await apply_once(self.tickets, facts["ticket_id"], event_id, update, upsert=True)
+
+    async def mark_ticket(self, event_id: str, ticket_id: str, status: str) -> bool:
+        update = {"$set": {"status": status, "updated_at": datetime.now(UTC)}}
+        return await apply_once(self.tickets, ticket_id, event_id, update, upsert=True)
+
+    async def ticket_status(self, ticket_id: str) -> str | None:
+        doc = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
+        return None if doc is None else doc.get("status")
+
+    async def customer_of(self, ticket_id: str) -> CustomerFacts:
+        """Return the ticket's customer facts; defaults when intake's event has not arrived (yet)."""
+        doc = await self.tickets.find_one({"_id": ticket_id})
+        if doc is None or not doc.get("customer_id"):
+            return CustomerFacts()
+        tier = doc.get("customer_tier", CustomerTier.STANDARD.value)
+        return CustomerFacts(
+            customer_id=doc["customer_id"],
+            tier=CustomerTier(tier) if tier in CustomerTier._value2member_map_ else CustomerTier.STANDARD,
+            timezone=doc.get("customer_timezone") or "UTC",
+        )
+
+    # ------------------------------------------------------------------ creating visits
+
+    async def has_open_care(self, customer_id: str | None) -> bool:
+        if customer_id is None:
+            return True  # without a customer there is no one to plan care visits for
+        query = {"customer_id": customer_id, "kind": VisitKind.CARE.value, "status": {"$in": _open()}}
+        return await self.visits.count_documents(query, limit=1) > 0
+
+    async def create(self, visit: Visit, tier: CustomerTier) -> bool:
+        """Insert a scheduled visit with its VisitScheduled event; False when it already exists."""
+        if await self.visits.find_one({"_id": visit.id}, {"_id": 1}) is not None:
+            return False
+        now = datetime.now(UTC)
+        await self._schedule_timers(visit)
+        doc = {
+            "_id": visit.id,
+            "ticket_id": visit.ticket_id,
+            "kind": visit.kind.value,
+            "round": visit.round,
+            "timezone": visit.timezone,
+            "grid_id": visit.grid_id,
+            "technician_id": visit.technician_id,
+            "customer_id": visit.customer_id,
+            "customer_tier": tier.value,
+            "care_n": visit.care_n,
+            **_fields(visit),
+            "history": [{"at": now, "action": "scheduled", "by": None, "note": None}],
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            await self.visits.insert_one(
+                new_with_events(
+                    doc, Topic.FOLLOWUPS, _events([messages.scheduled(visit, now)], visit.ticket_id)
+                )
+            )
+        except DuplicateKeyError:
+            return False
+        self.runtime.relay.notify(VISITS, visit.id)
+        return True
+
+    async def care_sequence(self, customer_id: str) -> int:
+        """Return the next care-visit number of a customer (ids stay unique by a unique _id)."""
+        query = {"customer_id": customer_id, "kind": VisitKind.CARE.value}
+        return await self.visits.count_documents(query) + 1
+
+    # ------------------------------------------------------------------ reading
+
+    async def get(self, visit_id: str) -> dict[str, Any]:
+        doc = await self.visits.find_one({"_id": visit_id}, {"outbox": 0, "applied_events": 0})
+        if doc is None:
+            raise NotFound(f"visit {visit_id} not found")
+        return doc
+
+    async def find(self, filters: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+        cursor = self.visits.find(
+            dict(filters), {"outbox": 0, "applied_events": 0}, sort=[("due_at", 1)], limit=limit
+        )
+        return [doc async for doc in cursor]
+
+    async def open_visits(self, ticket_id: str) -> list[Visit]:
+        cursor = self.visits.find({"ticket_id": ticket_id, "status": {"$in": _open()}})
+        return [visit_from(doc) async for doc in cursor]
+
+    async def count_status(self, status: VisitStatus) -> int:
+        return await self.visits.count_documents({"status": status.value})
+
+    async def latest_round(self, ticket_id: str) -> int:
+        doc = await self.visits.find_one({"ticket_id": ticket_id}, sort=[("round", DESCENDING)])
+        return int(doc["round"]) if doc else 0
+
+    # ------------------------------------------------------------------ changing
+
+    async def apply_decision(
+        self, before: Visit, decision: Decision, *, by: str | None, note: str | None, action: str
+    ) -> Visit:
+        """Write an agent's decision if the visit is still as `before` was read; 409 otherwise."""
+        after = decision.visit
+        now = datetime.now(UTC)
+        if after.seq != before.seq and after.is_open:
+            await self._schedule_timers(after)
+        models = messages.for_decision(before, decision, now, note)
+        return await self._write(before, after, models, now, action=action, by=by, note=note)
+
+    async def reschedule(self, before: Visit, after: Visit, *, by: str | None, note: str | None) -> Visit:
+        now = datetime.now(UTC)
+        await self._schedule_timers(after)
+        models = [messages.scheduled(after, now, rescheduled=True)]
+        return await self._write(before, after, models, now, action="rescheduled", by=by, note=note)
+
+    async def cancel(self, visit: Visit, reason: str) -> bool:
+        now = datetime.now(UTC)
+        after = replace(visit, status=VisitStatus.CANCELLED)
+        update = with_events(
+            {"$set": {**_fields(after), "updated_at": now}, **_history("cancelled", now, note=reason)},
+            Topic.FOLLOWUPS,
+            _events([messages.cancelled(after, now, reason)], visit.ticket_id),
+        )
+        result = await self.visits.update_one({"_id": visit.id, "status": {"$in": _open()}}, update)
+        await self.runtime.timers.cancel_group(visit.id)
+        if result.modified_count:
+            self.runtime.relay.notify(VISITS, visit.id)
+        return result.modified_count == 1
+
+    async def _write(
+        self,
+        before: Visit,
+        after: Visit,
+        models: Sequence[BaseModel],
+        now: datetime,
+        *,
+        action: str,
+        by: str | None,
+        note: str | None,
+    ) -> Visit:
+        update = with_events(
+            {"$set": {**_fields(after), "updated_at": now}, **_history(action, now, by, note)},
+            Topic.FOLLOWUPS,
+            _events(models, after.ticket_id),
+        )
+        guard = {"_id": before.id, "status": before.status.value, "seq": before.seq}
+        result = await self.visits.update_one(guard, update)
+        if result.modified_count != 1:
+            raise Conflict(f"visit {before.id} changed meanwhile; reload and try again")
+        if after.seq != before.seq or not after.is_open:
+            for kind in ("due", "overdue"):
+                await self.runtime.timers.cancel(f"{before.id}:{kind}:{before.seq}")
+        self.runtime.relay.notify(VISITS, before.id)
+        return after
+
+    # ------------------------------------------------------------------ timers
+
+    async def _schedule_timers(self, visit: Visit) -> None:
+        payload = {"visit_id": visit.id, "seq": visit.seq}
+        timers = self.runtime.timers
+        await timers.schedule(f"{visit.id}:due:{visit.seq}", TIMER_DUE, visit.due_at, payload, group=visit.id)
+        await timers.schedule(
+            f"{visit.id}:overdue:{visit.seq}",
+            TIMER_OVERDUE,
+            overdue_at(self.policy, visit),
+            payload,
+            group=visit.id,
+        )
+
+    async def _timer_target(self, visit_id: str, seq: int, attempts: int) -> Visit | None:
+        """Return the visit a timer is for. A timer is scheduled just before the write it belongs to, so
+        a missing visit (or an older schedule) may mean "not written yet": retried a few times, then
+        taken as "that write never happened"."""
+        doc = await self.visits.find_one({"_id": visit_id})
+        if doc is None or doc.get("seq", 1) < seq:
+            if attempts < NOT_WRITTEN_RETRIES:
+                raise NotWrittenYet(f"visit {visit_id} schedule {seq} not written yet")
+            return None
+        return visit_from(doc)
+
+    async def fire_due(self, timer_id: str, visit_id: str, seq: int, attempts: int = 1) -> Visit | None:
+        """Move a scheduled visit to `due` once per timer; return it when this call did so."""
+        visit = await self._timer_target(visit_id, seq, attempts)
+        if visit is None:
+            return None
+        if visit.status != VisitStatus.SCHEDULED or visit.seq != seq:
+            return None
+        now = datetime.now(UTC)
+        update = with_events(
+            {"$set": {"status": VisitStatus.DUE.value, "updated_at": now}, **_history("due", now)},
+            Topic.FOLLOWUPS,
+            _events([messages.due(visit, now)], visit.ticket_id),
+        )
+        guard = {"status": VisitStatus.SCHEDULED.value, "seq": seq}
+        if not await apply_once(self.visits, visit_id, timer_id, update, extra_filter=guard):
+            return None
+        self.runtime.relay.notify(VISITS, visit_id)
+        return visit
+
+    async def fire_overdue(self, timer_id: str, visit_id: str, seq: int, attempts: int = 1) -> Visit | None:
+        """Mark a still-open visit missed once per timer; return it when this call did so."""
+        visit = await self._timer_target(visit_id, seq, attempts)
+        if visit is None:
+            return None
+        if not visit.is_open or visit.seq != seq:
+            return None
+        now = datetime.now(UTC)
+        gone = replace(visit, status=VisitStatus.MISSED)
+        update = with_events(
+            {"$set": {"status": VisitStatus.MISSED.value, "updated_at": now}, **_history("missed", now)},
+            Topic.FOLLOWUPS,
+            _events([messages.missed(gone, now)], visit.ticket_id),
+        )
+        guard = {"status": {"$in": _open()}, "seq": seq}
+        if not await apply_once(self.visits, visit_id, timer_id, update, extra_filter=guard):
+            return None
+        self.runtime.relay.notify(VISITS, visit_id)
+        return gone
+
+
+def _open() -> list[str]:
+    return [s.value for s in OPEN_STATUSES]
