@@ -1,0 +1,1 @@
+"""The metrics service: KPIs from every stream, inspection reports, Prometheus business series."""

@@ -1,0 +1,190 @@
+"""HTTP routes of the metrics service: KPI tables, technician performance (绩效考核), inspection reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+
+from aftersales.metrics import inspection
+from aftersales.metrics.domain import GroupFigures, Period, csat_distribution, kpis
+from aftersales.metrics.reporting import Reporting
+from aftersales.shared.errors import Forbidden, InvalidRequest
+from aftersales.shared.http import Principal, require
+from aftersales.shared.settings import Scope
+
+Supervisor = Annotated[Principal, Depends(require(Scope.SUPERVISOR))]
+SupervisorOrTechnician = Annotated[Principal, Depends(require(Scope.SUPERVISOR, Scope.TECHNICIAN))]
+
+MAX_RANGE_DAYS = 400
+DEFAULT_RANGE_DAYS = 30
+
+
+class GroupBy(StrEnum):
+    ALL = "all"
+    GRID = "grid"
+    TEAM = "team"
+    TECHNICIAN = "technician"
+    CHANNEL = "channel"
+    CATEGORY = "category"
+    PRIORITY = "priority"
+    PRODUCT = "product"
+
+
+class ReportFormat(StrEnum):
+    JSON = "json"
+    MARKDOWN = "markdown"
+    HTML = "html"
+
+
+class KpiRowRead(BaseModel):
+    value: str = Field(description="the dimension value, e.g. a grid id")
+    period: str = Field(description="2026-11-24, 2026-W48, 2026-11, or 'total' without ?period")
+    counts: dict[str, int] = Field(description="the counters every KPI is derived from")
+    kpis: dict[str, float | None] = Field(description="None where the denominator is zero")
+    csat_distribution: dict[str, int]
+    backlog: int | None = Field(default=None, description="open tickets now (only without ?period)")
+
+
+class KpiTableRead(BaseModel):
+    group_by: GroupBy
+    period: Period | None
+    from_: date = Field(alias="from")
+    to: date
+    timezone: str
+    rows: list[KpiRowRead]
+
+    model_config = {"populate_by_name": True}
+
+
+class TechnicianPerformanceRead(BaseModel):
+    technician_id: str
+    from_: date = Field(alias="from")
+    to: date
+    counts: dict[str, int]
+    kpis: dict[str, float | None]
+    csat_distribution: dict[str, int]
+    open_tickets: int
+    benchmark: dict[str, float | None] = Field(description="the same KPIs over all technicians")
+    rank_by_resolved: int | None = Field(description="1 = most tickets resolved in the range")
+    technicians_ranked: int
+
+    model_config = {"populate_by_name": True}
+
+
+def _row(g: GroupFigures) -> KpiRowRead:
+    return KpiRowRead(
+        value=g.value,
+        period=g.period,
+        counts=g.counters,
+        kpis=g.kpis(),
+        csat_distribution=csat_distribution(g.counters),
+        backlog=g.current.get("open", 0) if g.period == "total" else None,
+    )
+
+
+def _range(start: date | None, end: date | None, zone_today: date) -> tuple[date, date]:
+    end = end or zone_today
+    start = start or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    if start > end:
+        raise InvalidRequest("'from' must not be after 'to'", field="from")
+    if (end - start).days >= MAX_RANGE_DAYS:
+        raise InvalidRequest(f"the range may span at most {MAX_RANGE_DAYS} days", field="from")
+    return start, end
+
+
+def router(reporting: Reporting) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["kpis"])
+
+    def today() -> date:
+        return datetime.now(UTC).astimezone(reporting.zone).date()
+
+    @api.get("/kpis", response_model=KpiTableRead, response_model_by_alias=True, summary="KPIs by dimension")
+    async def get_kpis(
+        _: Supervisor,
+        group_by: GroupBy = GroupBy.ALL,
+        from_: Annotated[date | None, Query(alias="from", description="first day (KPI time zone)")] = None,
+        to: Annotated[date | None, Query(description="last day, inclusive")] = None,
+        period: Period | None = None,
+    ) -> KpiTableRead:
+        """Return each value of `group_by` with its counters and KPIs (per day/week/month with `period`)."""
+        start, end = _range(from_, to, today())
+        rows = await reporting.kpi_table(group_by.value, start, end, period)
+        return KpiTableRead(
+            group_by=group_by,
+            period=period,
+            from_=start,
+            to=end,
+            timezone=str(reporting.zone),
+            rows=[_row(r) for r in rows],
+        )
+
+    @api.get(
+        "/technicians/{technician_id}/performance",
+        response_model=TechnicianPerformanceRead,
+        response_model_by_alias=True,
+        summary="A technician's performance review (绩效考核)",
+    )
+    async def technician_performance(
+        technician_id: str,
+        principal: SupervisorOrTechnician,
+        from_: Annotated[date | None, Query(alias="from")] = None,
+        to: date | None = None,
+    ) -> TechnicianPerformanceRead:
+        """Return a technician's KPIs over the range, benchmarked against all technicians."""
+        if not (principal.has(Scope.SUPERVISOR)) and principal.subject != technician_id:
+            raise Forbidden("technicians may only read their own performance")
+        start, end = _range(from_, to, today())
+        everyone = await reporting.totals("technician", start, end)
+        mine = everyone.get(technician_id, {})
+        overall = (await reporting.totals("all", start, end)).get("all", {})
+        ranked = sorted(
+            (t for t in everyone if t != "unassigned"), key=lambda t: (-everyone[t].get("resolved", 0), t)
+        )
+        current = await reporting.store.current("technician")
+        return TechnicianPerformanceRead(
+            technician_id=technician_id,
+            from_=start,
+            to=end,
+            counts=mine,
+            kpis=kpis(mine),
+            csat_distribution=csat_distribution(mine),
+            open_tickets=current.get(technician_id, {}).get("open", 0),
+            benchmark=kpis(overall),
+            rank_by_resolved=ranked.index(technician_id) + 1 if technician_id in ranked else None,
+            technicians_ranked=len(ranked),
+        )
+
+    @api.get("/reports/inspections", summary="The inspection report (巡检) of a week or month")
+    async def inspection_report(
+        _: Supervisor,
+        period: Annotated[str, Query(description="ISO week 2026-W48 or month 2026-11")],
+        format: ReportFormat = ReportFormat.JSON,
+    ) -> Response:
+        """Return the report with its findings as JSON, Markdown or HTML."""
+        report = await reporting.inspection_report(period)
+        return _render(report, format)
+
+    @api.post(
+        "/reports/inspections/{period}/publish",
+        summary="Publish a period's inspection report to aftersales.reports.v1 (once)",
+    )
+    async def publish(period: str, _: Supervisor) -> dict[str, Any]:
+        """Publish the report now; publishing the same period again returns the stored report."""
+        report, created = await reporting.publish(period)
+        report = {k: v for k, v in report.items() if k != "_id"}
+        return {"published": created, "report": report}
+
+    return api
+
+
+def _render(report: dict[str, Any], fmt: ReportFormat) -> Response:
+    if fmt is ReportFormat.MARKDOWN:
+        return PlainTextResponse(inspection.to_markdown(report), media_type="text/markdown; charset=utf-8")
+    if fmt is ReportFormat.HTML:
+        return HTMLResponse(inspection.to_html(report))
+    return JSONResponse(report)
