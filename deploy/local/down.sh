@@ -16,4 +16,5 @@ for s in metrics feedback followup routing intake; do
   fi
   rm -f "$pidfile"
 done
+bash "$HERE/prometheus.sh" stop || true
 bash "$HERE/infra.sh" stop

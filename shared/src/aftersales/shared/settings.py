@@ -45,20 +45,34 @@ class ServiceSettings(BaseSettings):
 
     service_name: str = "aftersales"
     environment: str = Field(default="development", description="development, staging or production")
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=1, le=65535)
+    http_host: str = Field(default="127.0.0.1", description="address to listen on (0.0.0.0 in containers)")
+    http_port: int = Field(
+        default=8000, ge=1, le=65535, description="HTTP port (each service has its own default)"
+    )
 
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka brokers, comma-separated"
+    )
     kafka_topic_prefix: str = Field(
         default="", description="prepended to every topic name, to share one cluster between environments"
     )
-    kafka_partitions: int = Field(default=12, ge=1, le=1000)
-    kafka_replication_factor: int = Field(default=1, ge=1, le=7)
-    kafka_connect_timeout_s: float = Field(default=20.0, gt=0)
+    kafka_partitions: int = Field(
+        default=12, ge=1, le=1000, description="partitions of topics this service creates"
+    )
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, le=7, description="replication of topics it creates"
+    )
+    kafka_connect_timeout_s: float = Field(
+        default=20.0, gt=0, description="give up reaching Kafka after this"
+    )
 
-    mongodb_uri: SecretStr = SecretStr("mongodb://127.0.0.1:27017/")
-    mongodb_database: str = ""
-    mongodb_connect_timeout_s: float = Field(default=10.0, gt=0)
+    mongodb_uri: SecretStr = Field(
+        default=SecretStr("mongodb://127.0.0.1:27017/"), description="MongoDB connection URI"
+    )
+    mongodb_database: str = Field(default="", description="database name; default aftersales_<service>")
+    mongodb_connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="give up reaching MongoDB after this"
+    )
 
     consumer_max_attempts: int = Field(
         default=4, ge=1, le=20, description="tries before a message goes to the DLQ"
@@ -66,7 +80,7 @@ class ServiceSettings(BaseSettings):
     consumer_backoff_s: float = Field(
         default=0.2, ge=0, description="first retry delay; doubles each attempt"
     )
-    outbox_poll_interval_s: float = Field(default=0.5, gt=0)
+    outbox_poll_interval_s: float = Field(default=0.5, gt=0, description="outbox relay idle wait")
     outbox_sweep_interval_s: float = Field(
         default=30.0, gt=0, description="how often the relay scans for events a crash left unpublished"
     )
@@ -74,15 +88,19 @@ class ServiceSettings(BaseSettings):
     timer_scan_interval_s: float = Field(
         default=15.0, gt=0, description="how often timers scheduled by other replicas are looked for"
     )
-    timer_lease_s: float = Field(default=60.0, gt=0)
-    shutdown_grace_s: float = Field(default=20.0, gt=0)
+    timer_lease_s: float = Field(
+        default=60.0, gt=0, description="a fired timer is retried by another replica after this"
+    )
+    shutdown_grace_s: float = Field(default=20.0, gt=0, description="graceful shutdown budget after SIGTERM")
 
     api_tokens: SecretStr = Field(
         default=SecretStr(""),
         description='JSON object {"<token>": {"subject": ..., "scopes": [...], "channel": ...}}',
     )
-    otel_exporter_otlp_endpoint: str = ""
-    log_level: str = "INFO"
+    otel_exporter_otlp_endpoint: str = Field(
+        default="", description="OTLP/HTTP endpoint; traces exported only when set"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR (JSON lines on stdout)")
 
     @field_validator("environment")
     @classmethod
