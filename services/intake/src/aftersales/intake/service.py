@@ -1,0 +1,334 @@
+"""Intake's use cases: a request becomes a ticket (or joins an alert storm, or replays an earlier one);
+a ticket is cancelled; the customer answers. Shared by the HTTP API and the Kafka request consumer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aftersales.intake import domain, metrics
+from aftersales.intake.domain import TicketStatus
+from aftersales.intake.rules import Classification, Facts, classify
+from aftersales.intake.store import KEEP_KEYS, KEEP_TIMELINE, Change, ContentionError, TicketStore
+from aftersales.shared.contracts.common import Channel
+from aftersales.shared.contracts.events import TicketCancelled, TicketCreated, TicketMerged, TicketUpdated
+from aftersales.shared.contracts.requests import TicketRequest
+from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.errors import Conflict, NotFound
+from aftersales.shared.mongo import merge_updates
+
+log = logging.getLogger("aftersales.intake")
+
+SOURCE = "/aftersales/intake"
+PRIORITY_ORDER = ["P1", "P2", "P3", "P4"]
+
+Outcome = Literal["created", "merged", "replayed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    ticket: dict[str, Any]
+    outcome: Outcome
+
+
+def event_for(model: Any, ticket_id: str) -> CloudEvent:
+    return new_event(model, source=SOURCE, subject=ticket_id)
+
+
+class Intake:
+    def __init__(self, store: TicketStore, *, storm_window_s: float) -> None:
+        self.store = store
+        self.storm_window_s = storm_window_s
+
+    async def submit(
+        self, request: TicketRequest, *, caller: str, idempotency_key: str | None, source: str
+    ) -> Submitted:
+        """Return the ticket a request created, joined (alert storm) or replayed (same idempotency key)."""
+        now = datetime.now(UTC)
+        warranty = domain.under_warranty(request.product, now.date())
+        decided = classify(Facts.of(request, under_warranty=warranty))
+        fingerprint = domain.request_fingerprint(request)
+        key = domain.dedupe_key(caller, idempotency_key) if idempotency_key else None
+        ticket_id = (
+            domain.keyed_ticket_id(caller, idempotency_key) if idempotency_key else domain.new_ticket_id()
+        )
+        # An alert's replay is found in its storm's ticket (which keeps the keys it absorbed), so only
+        # other requests look their key up first.
+        is_alert = request.channel is Channel.IOT
+        if key is not None and not is_alert and (earlier := await self.store.get(ticket_id)) is not None:
+            return await self._replayed(earlier, request, fingerprint, source)
+        doc = self._new_ticket(request, ticket_id, decided, warranty, caller, source, key, fingerprint, now)
+        created = event_for(
+            TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=decided.rules_version),
+            ticket_id,
+        )
+        if not is_alert:
+            if not await self.store.insert(doc, [created]):
+                return await self._replayed(await self._must_get(ticket_id), request, fingerprint, source)
+            return await self._created(doc, request)
+        assert request.iot is not None and request.product.serial is not None
+        storm = domain.storm_key(request.product.serial, request.iot.fault_code)
+        for _ in range(50):
+            merged = await self._join_storm(storm, request, key, fingerprint, decided)
+            if merged is not None:
+                if merged.outcome == "replayed":
+                    metrics.TICKETS_REPLAYED.labels(source).inc()
+                return merged
+            if await self.store.insert({**doc, "storm_key": storm}, [created]):
+                await self.store.point_storm(storm, ticket_id)
+                return await self._created(doc, request)
+            if (earlier := await self.store.get(ticket_id)) is not None:
+                return await self._replayed(earlier, request, fingerprint, source)
+            # Another request opened this storm's ticket between our look and our insert: join it.
+        raise ContentionError("alert storm kept changing; try again")
+
+    def _new_ticket(
+        self,
+        request: TicketRequest,
+        ticket_id: str,
+        decided: Classification,
+        warranty: bool | None,
+        caller: str,
+        source: str,
+        key: str | None,
+        fingerprint: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        customer = request.customer
+        iot = request.iot
+        return {
+            "_id": ticket_id,
+            "version": 0,
+            "status": TicketStatus.NEW.value,
+            "channel": request.channel.value,
+            "category": decided.category.value,
+            "priority": decided.priority.value,
+            "rules_version": decided.rules_version,
+            "matched_rules": list(decided.matched),
+            "category_hint": request.category_hint.value if request.category_hint else None,
+            "priority_hint": request.priority_hint.value if request.priority_hint else None,
+            "title": request.title,
+            "description": request.description,
+            "external_ref": request.external_ref,
+            "customer_id": domain.customer_id_for(customer),
+            "customer_tier": customer.tier.value,
+            "customer_timezone": customer.timezone,
+            "region_code": customer.region_code,
+            "product": domain.product_document(request.product),
+            "under_warranty": warranty,
+            "fault_code": iot.fault_code if iot else None,
+            "severity": iot.severity if iot else None,
+            "alert_count": 1 if iot else None,
+            "first_seen": domain.stored_precision(iot.observed_at) if iot else None,
+            "last_seen": domain.stored_precision(iot.observed_at) if iot else None,
+            "storm_key": domain.released_storm_key(ticket_id),
+            "created_by": caller,
+            "source": source,
+            "created_at": now,
+            "updated_at": now,
+            "status_changed_at": now,
+            "technician_id": None,
+            "last_technician_id": None,
+            "reopen_count": 0,
+            "request_keys": [key] if key else [],
+            "request_hash": fingerprint,
+            "customer_messages": [],
+            "timeline": [
+                {"at": now, "type": "ticket.created", "source": "intake", "channel": request.channel.value}
+            ],
+            "applied_events": [],
+        }
+
+    async def _created(self, doc: dict[str, Any], request: TicketRequest) -> Submitted:
+        await self._remember_customer(doc, request)
+        metrics.TICKETS_CREATED.labels(doc["channel"], doc["category"], doc["priority"]).inc()
+        metrics.STATUS_CHANGES.labels(TicketStatus.NEW.value).inc()
+        log.info(
+            "ticket created",
+            extra={
+                "ticket_id": doc["_id"],
+                "channel": doc["channel"],
+                "category": doc["category"],
+                "priority": doc["priority"],
+            },
+        )
+        return Submitted(doc, "created")
+
+    async def _replayed(
+        self, earlier: dict[str, Any], request: TicketRequest, fingerprint: str, source: str
+    ) -> Submitted:
+        if earlier.get("request_hash") != fingerprint:
+            raise Conflict(
+                "this Idempotency-Key was already used for a different request; use a new key",
+                field="Idempotency-Key",
+            )
+        await self._remember_customer(earlier, request)  # heals a crash between ticket and customer write
+        metrics.TICKETS_REPLAYED.labels(source).inc()
+        return Submitted(earlier, "replayed")
+
+    async def _must_get(self, ticket_id: str) -> dict[str, Any]:
+        doc = await self.store.get(ticket_id)
+        if doc is None:
+            raise ContentionError(f"ticket {ticket_id} vanished during creation")
+        return doc
+
+    async def _remember_customer(self, ticket: dict[str, Any], request: TicketRequest) -> None:
+        product = {
+            k: v for k, v in domain.product_document(request.product).items() if k != "warranty_months"
+        }
+        await self.store.upsert_customer(
+            ticket["customer_id"],
+            domain.customer_profile(request.customer),
+            ticket_id=ticket["_id"],
+            product=product,
+        )
+
+    async def _join_storm(
+        self, storm: str, request: TicketRequest, key: str | None, fingerprint: str, decided: Classification
+    ) -> Submitted | None:
+        """Fold the alert into the storm's open ticket; None when there is none (or it just expired)."""
+        assert request.iot is not None
+        observed = domain.stored_precision(request.iot.observed_at)
+        for _ in range(200):
+            doc = await self.store.open_storm(storm)
+            if doc is None:
+                return None
+            if key is not None and key in doc.get("request_keys", []):
+                return Submitted(doc, "replayed")
+            if not domain.joins_storm(doc["last_seen"], observed, self.storm_window_s):
+                released = {"$set": {"storm_key": domain.released_storm_key(doc["_id"])}}
+                if await self.store.conditional_update(doc, released):
+                    return None
+                continue
+            count = int(doc.get("alert_count") or 1) + 1
+            first, last = min(doc["first_seen"], observed), max(doc["last_seen"], observed)
+            now = datetime.now(UTC)
+            sets: dict[str, Any] = {
+                "alert_count": count,
+                "first_seen": first,
+                "last_seen": last,
+                "updated_at": now,
+            }
+            events = [
+                event_for(
+                    TicketMerged(
+                        ticket_id=doc["_id"],
+                        fault_code=request.iot.fault_code,
+                        alert_count=count,
+                        first_seen=first,
+                        last_seen=last,
+                    ),
+                    doc["_id"],
+                )
+            ]
+            if PRIORITY_ORDER.index(decided.priority.value) < PRIORITY_ORDER.index(doc["priority"]):
+                sets["priority"] = decided.priority.value
+                sets["severity"] = request.iot.severity
+                events.append(
+                    event_for(
+                        TicketUpdated(
+                            ticket_id=doc["_id"],
+                            change="priority_changed",
+                            priority=decided.priority,
+                            updated_at=now,
+                        ),
+                        doc["_id"],
+                    )
+                )
+            update: dict[str, Any] = {"$set": sets}
+            if key is not None:
+                update["$push"] = {"request_keys": {"$each": [key], "$slice": -KEEP_KEYS}}
+            if await self.store.conditional_update(doc, update, events):
+                metrics.TICKETS_MERGED.labels(request.channel.value).inc()
+                return Submitted({**doc, **sets}, "merged")
+        raise ContentionError("alert storm kept changing; try again")
+
+    # ------------------------------------------------------------ agent and customer actions
+
+    async def cancel(self, ticket_id: str, *, visible: Any, reason: str) -> dict[str, Any]:
+        """Cancel a ticket that is not yet resolved; return it as it was before."""
+        now = datetime.now(UTC)
+
+        def decide(doc: dict[str, Any]) -> Change:
+            if not visible(doc):
+                raise NotFound(f"ticket {ticket_id} not found")
+            status = TicketStatus(doc["status"])
+            if not domain.can_cancel(status):
+                raise Conflict(
+                    f"ticket {ticket_id} is {status.value} and can no longer be cancelled", field="status"
+                )
+            return Change(
+                update=_status_update(
+                    TicketStatus.CANCELLED,
+                    now,
+                    entry={"type": "ticket.cancelled"},
+                    extra={
+                        "storm_key": domain.released_storm_key(ticket_id),
+                        "cancelled_at": now,
+                        "cancel_reason": reason,
+                    },
+                ),
+                events=[
+                    event_for(
+                        TicketCancelled(ticket_id=ticket_id, reason=reason, cancelled_at=now), ticket_id
+                    )
+                ],
+            )
+
+        applied = await self.store.change(ticket_id, decide)
+        if applied is None:
+            raise NotFound(f"ticket {ticket_id} not found")
+        metrics.TICKETS_CANCELLED.inc()
+        metrics.STATUS_CHANGES.labels(TicketStatus.CANCELLED.value).inc()
+        return applied.before
+
+    async def customer_replied(self, ticket_id: str, *, visible: Any, message: str | None) -> dict[str, Any]:
+        """Move a ticket waiting on the customer back to work; return it as it was before."""
+        now = datetime.now(UTC)
+
+        def decide(doc: dict[str, Any]) -> Change:
+            if not visible(doc):
+                raise NotFound(f"ticket {ticket_id} not found")
+            status = TicketStatus(doc["status"])
+            if not domain.can_customer_reply(status):
+                raise Conflict(
+                    f"ticket {ticket_id} is {status.value}, not waiting for the customer", field="status"
+                )
+            update = _status_update(TicketStatus.IN_PROGRESS, now, entry={"type": "ticket.customer_replied"})
+            if message:
+                update = merge_updates(
+                    update,
+                    {
+                        "$push": {
+                            "customer_messages": {"$each": [{"at": now, "message": message}], "$slice": -50}
+                        }
+                    },
+                )
+            return Change(
+                update=update,
+                events=[
+                    event_for(
+                        TicketUpdated(ticket_id=ticket_id, change="customer_replied", updated_at=now),
+                        ticket_id,
+                    )
+                ],
+            )
+
+        applied = await self.store.change(ticket_id, decide)
+        if applied is None:
+            raise NotFound(f"ticket {ticket_id} not found")
+        metrics.STATUS_CHANGES.labels(TicketStatus.IN_PROGRESS.value).inc()
+        return applied.before
+
+
+def _status_update(
+    status: TicketStatus, now: datetime, *, entry: dict[str, Any], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the update that moves a ticket to `status` and notes it on the timeline."""
+    timeline = {"at": now, "source": "intake", **entry}
+    return {
+        "$set": {"status": status.value, "status_changed_at": now, **(extra or {})},
+        "$push": {"timeline": {"$each": [timeline], "$slice": -KEEP_TIMELINE}},
+    }

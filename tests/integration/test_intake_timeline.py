@@ -1,0 +1,307 @@
+"""Intake as a real process: assignment, follow-up and feedback events drive each ticket's status and
+timeline; a follow-up reopens or closes the ticket; redeliveries and cross-topic overtaking are harmless."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from harness import Platform, auth, data_of, headers_of, read_topic, wait_until
+from pydantic import BaseModel
+from test_intake import ticket_body
+
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.events import (
+    ReopenRequested,
+    SlaWarning,
+    SurveySubmitted,
+    VisitCompleted,
+    VisitOutcome,
+    WorkOrderAccepted,
+    WorkOrderAssigned,
+    WorkOrderPending,
+    WorkOrderResolved,
+)
+from aftersales.shared.envelope import CloudEvent, new_event
+
+
+def event_of(model: BaseModel, source: str, ticket_id: str) -> CloudEvent:
+    return new_event(model, source=source, subject=ticket_id)
+
+
+async def test_downstream_events_drive_status_timeline_reopen_and_close(platform: Platform) -> None:
+    intake = (await platform.start_ready("intake"))["intake"]
+    producer = AIOKafkaProducer(bootstrap_servers=platform.infra.kafka, acks="all", enable_idempotence=True)
+    await producer.start()
+
+    async def send(topic: Topic, *events: CloudEvent) -> None:
+        for event in events:
+            await producer.send_and_wait(
+                platform.topic(topic),
+                event.value(),
+                key=event.key,
+                headers=[(k, v.encode()) for k, v in event.headers().items()],
+            )
+
+    try:
+        async with httpx.AsyncClient(base_url=intake.url, timeout=20) as client:
+            created = (
+                await client.post("/v1/tickets", json=ticket_body(), headers=auth("dev-web-token"))
+            ).json()
+            tid = created["id"]
+            now = datetime.now(UTC)
+            routing = "/aftersales/routing"
+            common = {"ticket_id": tid, "grid_id": "G-310104", "occurred_at": now}
+            assigned = event_of(
+                WorkOrderAssigned(
+                    **common,
+                    technician_id="tech-7",
+                    tier=1,
+                    via="direct",
+                    priority="P2",
+                    category="hardware_fault",
+                ),
+                routing,
+                tid,
+            )
+            await send(
+                Topic.ASSIGNMENTS,
+                assigned,
+                event_of(WorkOrderAccepted(**common, technician_id="tech-7"), routing, tid),
+                event_of(
+                    WorkOrderPending(**common, technician_id="tech-7", reason="waiting for photos"),
+                    routing,
+                    tid,
+                ),
+            )
+
+            async def ticket(token: str = "dev-web-token") -> dict[str, Any]:
+                return (await client.get(f"/v1/tickets/{tid}", headers=auth(token))).json()
+
+            async def status_is(status: str) -> dict[str, Any] | None:
+                doc = await ticket()
+                return doc if doc["status"] == status else None
+
+            doc = await wait_until("pending_customer", lambda: status_is("pending_customer"))
+            assert doc["technician_id"] == "tech-7"
+            reply = await client.post(
+                f"/v1/tickets/{tid}/customer-reply",
+                json={"message": "photos attached"},
+                headers=auth("dev-web-token"),
+            )
+            assert reply.status_code == 200 and reply.json()["status"] == "in_progress"
+            again = await client.post(f"/v1/tickets/{tid}/customer-reply", headers=auth("dev-web-token"))
+            assert again.status_code == 409
+
+            resolved = event_of(
+                WorkOrderResolved(
+                    **common,
+                    technician_id="tech-7",
+                    resolution_code="replaced-fan",
+                    priority="P2",
+                    category="hardware_fault",
+                ),
+                routing,
+                tid,
+            )
+            marker = event_of(
+                SlaWarning(**common, clock="resolution", threshold_pct=80, due_at=now), routing, tid
+            )
+            await send(Topic.ASSIGNMENTS, resolved, assigned, marker)  # `assigned` again: a redelivery
+
+            async def marker_applied() -> dict[str, Any] | None:
+                doc = await ticket()
+                return doc if any(e.get("event_id") == marker.id for e in doc["timeline"]) else None
+
+            doc = await wait_until("the marker after the duplicate", marker_applied)
+            assert doc["status"] == "resolved"  # the redelivered `assigned` changed nothing
+            kinds = [e["type"] for e in doc["timeline"]]
+            assert kinds == [
+                "ticket.created",
+                "assignment.assigned",
+                "assignment.accepted",
+                "assignment.pending",
+                "ticket.customer_replied",
+                "assignment.resolved",
+                "assignment.sla-warning",
+            ]
+            assert (
+                doc["timeline"][1]["technician_id"] == "tech-7" and doc["timeline"][1]["source"] == "routing"
+            )
+
+            followup = "/aftersales/followup"
+            visit = {"visit_id": "V-1", "ticket_id": tid, "kind": "callback", "occurred_at": now}
+            await send(
+                Topic.FOLLOWUPS, event_of(ReopenRequested(**visit, reason="still noisy"), followup, tid)
+            )
+            doc = await wait_until("reopened", lambda: status_is("reopened"))
+            assert doc["reopen_count"] == 1 and doc["last_technician_id"] == "tech-7"
+
+            round2 = {**common, "round": 2}
+            await send(
+                Topic.ASSIGNMENTS,
+                event_of(
+                    WorkOrderAssigned(
+                        **round2,
+                        technician_id="tech-7",
+                        tier=1,
+                        via="previous_technician",
+                        priority="P2",
+                        category="hardware_fault",
+                    ),
+                    routing,
+                    tid,
+                ),
+                event_of(
+                    WorkOrderResolved(
+                        **round2,
+                        technician_id="tech-7",
+                        resolution_code="replaced-motor",
+                        priority="P2",
+                        category="hardware_fault",
+                    ),
+                    routing,
+                    tid,
+                ),
+            )
+            await wait_until("resolved again", lambda: status_is("resolved"))
+            await send(
+                Topic.FOLLOWUPS,
+                event_of(
+                    VisitCompleted(
+                        **{**visit, "visit_id": "V-2"}, outcome=VisitOutcome.CONFIRMED_RESOLVED, round=2
+                    ),
+                    followup,
+                    tid,
+                ),
+            )
+            await send(
+                Topic.FEEDBACK,
+                event_of(
+                    SurveySubmitted(
+                        survey_id="S-1",
+                        ticket_id=tid,
+                        round=2,
+                        technician_id="tech-7",
+                        csat=5,
+                        nps=9,
+                        occurred_at=now,
+                    ),
+                    "/aftersales/feedback",
+                    tid,
+                ),
+            )
+
+            async def surveyed() -> dict[str, Any] | None:
+                doc = await ticket()
+                return (
+                    doc
+                    if doc["status"] == "closed"
+                    and doc["timeline"][-1]["type"] == "feedback.survey-submitted"
+                    else None
+                )
+
+            doc = await wait_until("closed and surveyed", surveyed)
+            assert doc["timeline"][-1]["csat"] == 5 and doc["timeline"][-1]["source"] == "feedback"
+            assert [e["outcome"] for e in doc["timeline"] if e["type"] == "followup.completed"] == [
+                "confirmed_resolved"
+            ]
+
+            # Object-level authorization: another channel's token does not see it; staff do.
+            assert (
+                await client.get(f"/v1/tickets/{tid}", headers=auth("dev-phone-token"))
+            ).status_code == 404
+            assert (
+                await client.get(f"/v1/tickets/{tid}", headers=auth("dev-technician-token"))
+            ).status_code == 200
+            cancel = await client.post(f"/v1/tickets/{tid}/cancel", headers=auth("dev-web-token"))
+            assert cancel.status_code == 409
+            metrics = (await client.get("/metrics")).text
+            assert "aftersales_tickets_reopened_total 1.0" in metrics
+    finally:
+        await producer.stop()
+
+    events = await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=4, timeout_s=20)
+    by_type = {headers_of(r)["ce_type"]: data_of(r) for r in events}
+    assert list(by_type) == [
+        "aftersales.ticket.created.v1",
+        "aftersales.ticket.updated.v1",
+        "aftersales.ticket.reopened.v1",
+        "aftersales.ticket.closed.v1",
+    ]
+    assert by_type["aftersales.ticket.updated.v1"]["change"] == "customer_replied"
+    reopened = by_type["aftersales.ticket.reopened.v1"]
+    assert reopened["previous_technician_id"] == "tech-7" and reopened["reopen_count"] == 1
+    assert reopened["reason"] == "still noisy"
+    assert (reopened["customer_id"], reopened["category"], reopened["region_code"]) == (
+        created["customer_id"],
+        "hardware_fault",
+        "310000/310100/310104",
+    )
+    assert by_type["aftersales.ticket.closed.v1"]["reason"] == "confirmed_resolved"
+
+
+async def test_a_followup_read_before_the_resolution_it_follows_still_reopens(platform: Platform) -> None:
+    intake = (await platform.start_ready("intake"))["intake"]
+    producer = AIOKafkaProducer(bootstrap_servers=platform.infra.kafka, acks="all", enable_idempotence=True)
+    await producer.start()
+
+    async def send(topic: Topic, event: CloudEvent) -> None:
+        headers = [(k, v.encode()) for k, v in event.headers().items()]
+        await producer.send_and_wait(platform.topic(topic), event.value(), key=event.key, headers=headers)
+
+    try:
+        async with httpx.AsyncClient(base_url=intake.url, timeout=20) as client:
+            tid = (
+                await client.post("/v1/tickets", json=ticket_body(), headers=auth("dev-web-token"))
+            ).json()["id"]
+            now = datetime.now(UTC)
+            common = {"ticket_id": tid, "grid_id": "G-1", "occurred_at": now}
+            routing = "/aftersales/routing"
+            work = {"priority": "P2", "category": "hardware_fault"}
+            await send(
+                Topic.ASSIGNMENTS,
+                event_of(
+                    WorkOrderAssigned(**common, technician_id="tech-3", tier=1, via="direct", **work),
+                    routing,
+                    tid,
+                ),
+            )
+            visit = {"visit_id": "V-9", "ticket_id": tid, "kind": "callback", "occurred_at": now}
+            await send(
+                Topic.FOLLOWUPS,
+                event_of(ReopenRequested(**visit, reason="fan still loud"), "/aftersales/followup", tid),
+            )
+
+            async def timeline_has(kind: str) -> dict[str, Any] | None:
+                doc = (await client.get(f"/v1/tickets/{tid}", headers=auth("dev-web-token"))).json()
+                return doc if any(e["type"] == kind for e in doc["timeline"]) else None
+
+            doc = await wait_until(
+                "the early reopen request noted", lambda: timeline_has("followup.reopen-requested")
+            )
+            assert (
+                doc["status"] == "assigned"
+            )  # nothing to reopen yet: routing's resolution is still in flight
+            await send(
+                Topic.ASSIGNMENTS,
+                event_of(
+                    WorkOrderResolved(**common, technician_id="tech-3", resolution_code="fix", **work),
+                    routing,
+                    tid,
+                ),
+            )
+            doc = await wait_until("the resolution", lambda: timeline_has("assignment.resolved"))
+            assert (doc["status"], doc["reopen_count"], doc["last_technician_id"]) == (
+                "reopened",
+                1,
+                "tech-3",
+            )
+    finally:
+        await producer.stop()
+
+    events = await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=2, timeout_s=20)
+    reopened = [data_of(r) for r in events if headers_of(r)["ce_type"] == "aftersales.ticket.reopened.v1"]
+    assert [(r["reason"], r["previous_technician_id"]) for r in reopened] == [("fan still loud", "tech-3")]
