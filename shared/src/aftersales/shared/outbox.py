@@ -58,6 +58,7 @@ def outbox_indexes(collections: Sequence[str]) -> list[IndexSpec]:
 
 
 PENDING_QUERY = {"outbox.0": {"$exists": True}}
+RELAY_CONCURRENCY = 32  # documents relayed at once; events of one document are always sequential
 
 
 class OutboxRelay:
@@ -132,11 +133,16 @@ class OutboxRelay:
         self._queue.put_nowait(key)  # put it back: _drain_queue handles it
 
     async def _drain_queue(self) -> int:
+        """Relay every notified document, up to RELAY_CONCURRENCY at a time (order is per document)."""
         published = 0
         while not self._queue.empty():
-            collection, doc_id = self._queue.get_nowait()
-            self._queued.discard((collection, doc_id))
-            published += await self.relay_document(collection, doc_id)
+            batch: list[tuple[str, Any]] = []
+            while not self._queue.empty() and len(batch) < RELAY_CONCURRENCY:
+                key = self._queue.get_nowait()
+                self._queued.discard(key)
+                batch.append(key)
+            counts = await asyncio.gather(*(self.relay_document(c, d) for c, d in batch))
+            published += sum(counts)
         return published
 
     async def sweep(self) -> int:
@@ -146,8 +152,9 @@ class OutboxRelay:
         for name in self._collections:
             ids = [d["_id"] async for d in self._db[name].find(PENDING_QUERY, {"_id": 1})]
             pending_docs += len(ids)
-            for doc_id in ids:
-                published += await self.relay_document(name, doc_id)
+            for start in range(0, len(ids), RELAY_CONCURRENCY):
+                chunk = ids[start : start + RELAY_CONCURRENCY]
+                published += sum(await asyncio.gather(*(self.relay_document(name, d) for d in chunk)))
         OUTBOX_PENDING.set(pending_docs)
         return published
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -24,6 +23,27 @@ from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.timers import TIMER_INDEXES, DurableTimers, TimerHandler
 
 log = logging.getLogger("aftersales.runtime")
+
+
+BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+
+
+def periodic(action: Callable[[], Awaitable[None]], interval_s: float, *, what: str) -> BackgroundTask:
+    """Return a background task (for `RuntimeSpec.extra_tasks`) running `action` every `interval_s`.
+
+    A failing run is logged and retried at the next interval; it never ends the loop.
+    """
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await action()
+            except Exception:
+                log.warning("%s failed; will retry", what, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+    return run
 
 
 class InfrastructureUnreachable(Exception):
@@ -39,7 +59,7 @@ class RuntimeSpec:
     outbox_collections: Sequence[str] = ()
     indexes: Sequence[IndexSpec] = ()
     timer_handler: TimerHandler | None = None
-    extra_tasks: list[Any] = field(default_factory=list)
+    extra_tasks: list[BackgroundTask] = field(default_factory=list)
 
 
 class ServiceRuntime:
@@ -85,7 +105,7 @@ class ServiceRuntime:
                 )
             )
         for factory in self.spec.extra_tasks:
-            self._tasks.append(asyncio.create_task(factory(self._stop)))
+            self._tasks.append(asyncio.ensure_future(factory(self._stop)))
         self.started = True
         log.info("service started", extra={"database": self.settings.database_name})
 

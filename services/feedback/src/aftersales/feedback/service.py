@@ -3,10 +3,9 @@ complaint deadlines. The edges (api.py, consumers.py) call these."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +27,7 @@ from aftersales.feedback.store import FeedbackStore, complaint_from
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState, SurveySent, SurveySubmitted
 from aftersales.shared.errors import DomainError, NotFound
+from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
 log = logging.getLogger("aftersales.feedback")
@@ -270,19 +270,9 @@ class Feedback:
         for state, count in (await self.store.open_by_state()).items():
             COMPLAINTS_OPEN.labels(state).set(count)
 
-    def gauge_refresher(self, interval_s: float) -> Callable[[asyncio.Event], Awaitable[None]]:
+    def gauge_refresher(self, interval_s: float) -> BackgroundTask:
         """Return a background task that keeps the gauges right (other replicas change complaints too)."""
-
-        async def run(stop: asyncio.Event) -> None:
-            while not stop.is_set():
-                try:
-                    await self.refresh_gauges()
-                except Exception:
-                    log.warning("gauge refresh failed; will retry", exc_info=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=interval_s)
-
-        return run
+        return periodic(self.refresh_gauges, interval_s, what="gauge refresh")
 
 
 def _category(value: Any) -> Category | None:

@@ -5,10 +5,7 @@ The edges (api.py, consumers.py) call these; the rules come from domain.py, the 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from aftersales.followup import domain
@@ -23,6 +20,7 @@ from aftersales.followup.metrics import (
 from aftersales.followup.store import VisitStore, visit_from
 from aftersales.shared.contracts.common import CustomerTier
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
+from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
 log = logging.getLogger("aftersales.followup")
@@ -144,16 +142,6 @@ class FollowUps:
     async def refresh_gauges(self) -> None:
         VISITS_DUE.set(await self.store.count_status(VisitStatus.DUE))
 
-    def gauge_refresher(self, interval_s: float) -> Callable[[asyncio.Event], Awaitable[None]]:
+    def gauge_refresher(self, interval_s: float) -> BackgroundTask:
         """Return a background task that keeps the gauges right (other replicas change visits too)."""
-
-        async def run(stop: asyncio.Event) -> None:
-            while not stop.is_set():
-                try:
-                    await self.refresh_gauges()
-                except Exception:
-                    log.warning("gauge refresh failed; will retry", exc_info=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=interval_s)
-
-        return run
+        return periodic(self.refresh_gauges, interval_s, what="gauge refresh")
