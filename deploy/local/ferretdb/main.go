@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +47,12 @@ var writeCommands = map[string]bool{
 
 var writeLock sync.Mutex
 
+var (
+	indexer  *idIndexer
+	seenMu   sync.Mutex
+	seenColl = map[string]bool{} // "<db>/<collection>" whose _id lookup index is ensured
+)
+
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on (loopback only)")
 	dataDir := flag.String("data", "data", "directory for the SQLite databases")
@@ -54,6 +61,7 @@ func main() {
 	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
 		log.Fatalf("cannot create data directory %s: %v", *dataDir, err)
 	}
+	indexer = newIDIndexer(*dataDir)
 	socket := filepath.Join(*dataDir, "ferretdb.sock")
 	_ = os.Remove(socket)
 
@@ -111,10 +119,17 @@ func serve(client net.Conn, socket string) {
 		if err != nil {
 			return
 		}
-		if isWriteCommand(request) {
+		name, coll, db := commandInfo(request)
+		if writeCommands[name] {
 			err = forwardWrite(request, backend, client)
+			if err == nil {
+				ensureIndexed(db, coll)
+			}
 		} else {
 			err = forward(request, backend, client)
+			if name == "drop" || name == "dropDatabase" {
+				forgetDatabase(db)
+			}
 		}
 		if err != nil {
 			return
@@ -197,13 +212,46 @@ func msgFlags(msg []byte) uint32 {
 	return binary.LittleEndian.Uint32(msg[16:20])
 }
 
-// isWriteCommand reports whether an OP_MSG's command (the first key of its body section) is a write.
-func isWriteCommand(msg []byte) bool {
-	if opCode(msg) != opMsg {
-		return false
+// ensureIndexed adds FerretDB's missing _id lookup index after the first write to a collection.
+func ensureIndexed(db, coll string) {
+	if db == "" || coll == "" {
+		return
 	}
-	name, err := commandName(msg)
-	return err == nil && writeCommands[name]
+	key := db + "/" + coll
+	seenMu.Lock()
+	seen := seenColl[key]
+	seenColl[key] = true
+	seenMu.Unlock()
+	if !seen {
+		indexer.ensure(db)
+	}
+}
+
+func forgetDatabase(db string) {
+	seenMu.Lock()
+	for key := range seenColl {
+		if strings.HasPrefix(key, db+"/") {
+			delete(seenColl, key)
+		}
+	}
+	seenMu.Unlock()
+	indexer.forget(db)
+}
+
+// commandInfo returns an OP_MSG's command name, the collection it names and its database.
+func commandInfo(msg []byte) (name, coll, db string) {
+	body, _, err := opMsgBody(msg)
+	if err != nil {
+		return "", "", ""
+	}
+	elements, err := body.Elements()
+	if err != nil || len(elements) == 0 {
+		return "", "", ""
+	}
+	name = elements[0].Key()
+	coll, _ = elements[0].Value().StringValueOK()
+	db, _ = body.Lookup("$db").StringValueOK()
+	return name, coll, db
 }
 
 func commandName(msg []byte) (string, error) {
