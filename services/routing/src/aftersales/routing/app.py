@@ -1,0 +1,83 @@
+"""Wiring of the routing service: settings, runtime (MongoDB, Kafka, outbox, SLA timers), HTTP app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from fastapi import FastAPI
+from pydantic import Field
+
+from aftersales.routing.api import build_router
+from aftersales.routing.consumers import make_ticket_handler
+from aftersales.routing.lifecycle import Lifecycle
+from aftersales.routing.router import Router
+from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS
+from aftersales.shared.contracts import Topic
+from aftersales.shared.http import create_app
+from aftersales.shared.kafka import subscribe
+from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.settings import ServiceSettings
+from aftersales.shared.timers import Timer
+
+log = logging.getLogger("aftersales.routing")
+
+
+class Settings(ServiceSettings):
+    service_name: str = "routing"
+    http_port: int = 8002
+    housekeeping_interval_s: float = Field(
+        default=5.0, gt=0, description="how often gauges are refreshed and queues swept"
+    )
+    queue_reconcile_interval_s: float = Field(
+        default=60.0, gt=0, description="how often queued work orders are checked against the queue index"
+    )
+
+
+def build(settings: Settings) -> FastAPI:
+    """Construct the routing app (connects to nothing until its lifespan starts)."""
+    holder: dict[str, Lifecycle] = {}
+
+    async def on_timer(timer: Timer) -> None:
+        await holder["lifecycle"].on_timer(timer)
+
+    async def housekeeping(stop: asyncio.Event) -> None:
+        last_reconcile = time.monotonic()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.housekeeping_interval_s)
+            if stop.is_set():
+                break
+            try:
+                if time.monotonic() - last_reconcile >= settings.queue_reconcile_interval_s:
+                    last_reconcile = time.monotonic()
+                    await router.store.reconcile_queue()
+                await router.refresh_gauges()
+                await router.sweep_queues()
+            except Exception:
+                log.exception("housekeeping pass failed; will retry")
+
+    spec = RuntimeSpec(
+        consumes=[Topic.TICKETS],
+        produces=[Topic.ASSIGNMENTS],
+        outbox_collections=OUTBOX_COLLECTIONS,
+        indexes=INDEXES,
+        timer_handler=on_timer,
+        extra_tasks=[housekeeping],
+    )
+    runtime = ServiceRuntime(settings, spec)
+    router = Router(runtime)
+    lifecycle = Lifecycle(router)
+    holder["lifecycle"] = lifecycle
+    subscribe(runtime.broker, settings, [Topic.TICKETS], make_ticket_handler(router, lifecycle))
+    return create_app(
+        runtime,
+        title="aftersales routing",
+        description=(
+            "Service grids, technicians, assignment with capacity, surge mode, SLA clocks in business hours "
+            "and escalation. Publishes aftersales.assignments.v1."
+        ),
+        routers=[build_router(router, lifecycle)],
+    )

@@ -1,0 +1,122 @@
+"""SLA clocks of work orders on durable timers: arm the next threshold, re-arm after a pause or a policy
+or calendar change, and fire warnings and breaches exactly once (apply_once keyed by the timer id)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aftersales.routing.calendar import BusinessCalendar, Pause
+from aftersales.routing.domain import Status
+from aftersales.routing.sla import ClockPlan, plan_clock, timer_id
+from aftersales.shared.contracts.events import SlaClock
+from aftersales.shared.timers import DurableTimers
+
+TIMER_KIND = "sla"
+CLOCKS = (SlaClock.FIRST_RESPONSE, SlaClock.RESOLUTION)
+
+
+def pauses_of(wo: Mapping[str, Any], now: datetime | None = None) -> list[Pause]:
+    """Return a work order's pauses of this round, the open one (waiting on the customer) included."""
+    pauses: list[Pause] = [(p["start"], p["end"]) for p in wo.get("pauses", [])]
+    if wo.get("paused_since") is not None:
+        pauses.append((wo["paused_since"], None))
+    return pauses
+
+
+def clock_running(wo: Mapping[str, Any], clock: SlaClock) -> bool:
+    """True while a clock may still warn or breach: not stopped and the work order still open."""
+    state = wo.get("sla", {}).get(clock.value)
+    if not state or state.get("stopped_at") is not None:
+        return False
+    return wo.get("status") not in (Status.RESOLVED, Status.CANCELLED, Status.CLOSED)
+
+
+def plan_state(
+    *,
+    started_at: datetime,
+    target_minutes: float,
+    calendar: BusinessCalendar,
+    pauses: list[Pause],
+    fired_pct: list[int],
+    generation: int,
+) -> dict[str, Any]:
+    """Return the stored state of one clock: its due time and next threshold (not armed yet)."""
+    plan: ClockPlan = plan_clock(
+        started_at=started_at,
+        target_minutes=target_minutes,
+        calendar=calendar,
+        pauses=pauses,
+        fired_pct=fired_pct,
+    )
+    return {
+        "started_at": started_at,
+        "target_minutes": target_minutes,
+        "due_at": plan.due_at,
+        "next_pct": plan.next_pct,
+        "next_due_at": plan.next_due_at,
+        "timer_id": None,
+        "fired": list(fired_pct),
+        "generation": generation,
+        "stopped_at": None,
+        "breached": 100 in fired_pct,
+    }
+
+
+async def arm_earliest(
+    timers: DurableTimers, *, ticket_id: str, round_: int, states: Mapping[str, dict[str, Any]]
+) -> str | None:
+    """Schedule the durable timer of the earliest pending threshold among `states` (modified in place:
+    its `timer_id` is set) and return that clock's name.
+
+    A work order has at most one armed SLA timer: when it fires, the next earliest threshold of either
+    clock is armed. That halves the timer writes per work order. Called *before* the work-order write
+    that stores the states: a timer whose write never happened finds another generation and does nothing.
+    """
+    pending = [
+        (state["next_due_at"], name)
+        for name, state in states.items()
+        if state.get("next_due_at") is not None
+        and state.get("stopped_at") is None
+        and not state.get("timer_id")
+    ]
+    if not pending:
+        return None
+    due, name = min(pending)
+    state = states[name]
+    tid = timer_id(ticket_id, round_, SlaClock(name), state["next_pct"], state["generation"])
+    await timers.schedule(
+        tid,
+        TIMER_KIND,
+        due,
+        {
+            "ticket_id": ticket_id,
+            "round": round_,
+            "clock": name,
+            "pct": state["next_pct"],
+            "generation": state["generation"],
+        },
+        group=ticket_id,
+    )
+    state["timer_id"] = tid
+    return name
+
+
+def timer_is_current(wo: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> bool:
+    """True when a fired timer still belongs to the work order's round, clock generation and threshold."""
+    if wo is None or wo.get("round") != payload["round"]:
+        return False
+    clock = SlaClock(payload["clock"])
+    if not clock_running(wo, clock) or wo.get("status") == Status.PENDING_CUSTOMER:
+        return False
+    state = wo["sla"][clock.value]
+    return bool(
+        state.get("generation") == payload["generation"]
+        and payload["pct"] not in state.get("fired", [])
+        and state.get("next_pct") == payload["pct"]
+    )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,316 @@
+"""Routing's MongoDB access: grids, technicians (with their load), SLA policy and work orders.
+
+A state change and its events are one update of one document (outbox). A technician's load changes only
+through conditional updates that also record which work order holds the slot (`active_ids`), so a
+replica that loses a race moves on, a redelivered event never takes a second slot, and a release is
+idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from aftersales.routing.assignment import TechnicianLoad
+from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician
+from aftersales.routing.sla import SlaPolicy, default_policy
+from aftersales.shared.contracts import Topic
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.mongo import Database, IndexSpec
+from aftersales.shared.outbox import new_with_events, with_events
+
+GRIDS, TECHNICIANS, POLICIES, WORK_ORDERS = "grids", "technicians", "sla_policies", "work_orders"
+QUEUE = "queue"  # a small index of queued work orders; the work order's status is the truth
+OUTBOX_COLLECTIONS = [WORK_ORDERS, GRIDS]
+INDEXES = [
+    IndexSpec(WORK_ORDERS, [("grid_id", 1), ("status", 1), ("priority_rank", 1), ("queued_at", 1)]),
+    IndexSpec(WORK_ORDERS, [("technician_id", 1), ("status", 1)]),
+    IndexSpec(WORK_ORDERS, [("status", 1)]),
+    IndexSpec(TECHNICIANS, [("grid_id", 1)]),
+    IndexSpec(TECHNICIANS, [("active_ids", 1)]),
+    IndexSpec(QUEUE, [("grid_id", 1), ("priority_rank", 1), ("queued_at", 1)]),
+]
+GRID_CACHE_S = 1.0
+POLICY_CACHE_S = 1.0
+
+
+def slot_key(ticket_id: str, round_: int) -> str:
+    """Return the key a work order's round holds in a technician's `active_ids`."""
+    return f"{ticket_id}#{round_}"
+
+
+Hint = Callable[[str, Any], None]
+
+
+def _no_hint(collection: str, doc_id: Any) -> None:
+    return None
+
+
+class RoutingStore:
+    def __init__(self, db: Database, hint: Hint = _no_hint) -> None:
+        self.db = db
+        self.hint = hint  # tells the outbox relay which document just got events
+        self.queue = db[QUEUE]
+        self.grids = db[GRIDS]
+        self.technicians = db[TECHNICIANS]
+        self.policies = db[POLICIES]
+        self.work_orders = db[WORK_ORDERS]
+        self._grid_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+        self._policy_cache: tuple[float, SlaPolicy] | None = None
+
+    # ------------------------------------------------------------------ grids
+
+    async def put_grid(self, grid: ServiceGrid) -> tuple[dict[str, Any], bool]:
+        """Create or replace a grid's definition (its surge state is kept); return it and whether new."""
+        now = datetime.now(UTC)
+        before = await self.grids.find_one_and_update(
+            {"_id": grid.id},
+            {
+                "$set": {"spec": grid.model_dump(mode="json"), "updated_at": now},
+                "$setOnInsert": {"surge_on": False, "surge_trigger": None, "created_at": now},
+            },
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
+        )
+        self._grid_cache = None
+        return await self._grid(grid.id), before is None
+
+    async def _grid(self, grid_id: str) -> dict[str, Any]:
+        doc = await self.grids.find_one({"_id": grid_id})
+        assert doc is not None
+        return doc
+
+    async def grid_doc(self, grid_id: str) -> dict[str, Any] | None:
+        return await self.grids.find_one({"_id": grid_id}, {"outbox": 0})
+
+    async def grid_docs(self, *, fresh: bool = False) -> dict[str, dict[str, Any]]:
+        """Return every grid document by id, cached for a second (grids change rarely)."""
+        now = time.monotonic()
+        if not fresh and self._grid_cache and now - self._grid_cache[0] < GRID_CACHE_S:
+            return self._grid_cache[1]
+        docs = {d["_id"]: d async for d in self.grids.find({}, {"outbox": 0}).sort("_id", 1)}
+        self._grid_cache = (now, docs)
+        return docs
+
+    async def set_surge(self, grid_id: str, *, on: bool, trigger: str, events: Sequence[CloudEvent]) -> bool:
+        """Switch surge on/off unless it already is; return True when it changed."""
+        result = await self.grids.update_one(
+            {"_id": grid_id, "surge_on": not on},
+            with_events(
+                {"$set": {"surge_on": on, "surge_trigger": trigger, "surge_changed_at": datetime.now(UTC)}},
+                Topic.ASSIGNMENTS,
+                events,
+            ),
+        )
+        self._grid_cache = None
+        if result.modified_count == 1 and events:
+            self.hint(GRIDS, grid_id)
+        return result.modified_count == 1
+
+    # ------------------------------------------------------------------ technicians
+
+    async def put_technician(self, tech: Technician) -> tuple[dict[str, Any], bool]:
+        before = await self.technicians.find_one_and_update(
+            {"_id": tech.id},
+            {
+                "$set": {**tech.model_dump(mode="json", exclude={"id"}), "updated_at": datetime.now(UTC)},
+                "$setOnInsert": {"active_work_orders": 0, "active_ids": [], "last_assigned_at": None},
+            },
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
+        )
+        doc = await self.technicians.find_one({"_id": tech.id})
+        assert doc is not None
+        return doc, before is None
+
+    async def technician_doc(self, tech_id: str) -> dict[str, Any] | None:
+        return await self.technicians.find_one({"_id": tech_id})
+
+    async def technician_docs(self, grid_id: str | None = None) -> list[dict[str, Any]]:
+        query = {"grid_id": grid_id} if grid_id else {}
+        return [d async for d in self.technicians.find(query).sort("_id", 1)]
+
+    async def technicians_in(self, grid_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the technician documents of some grids (with their load and held slots)."""
+        return [d async for d in self.technicians.find({"grid_id": {"$in": list(grid_ids)}})]
+
+    async def reserve(self, tech_id: str, key: str, capacity: int) -> bool:
+        """Take one slot of a technician if he is below `capacity`; atomic, so replicas never overfill."""
+        result = await self.technicians.update_one(
+            {"_id": tech_id, "active_work_orders": {"$lt": capacity}, "active_ids": {"$ne": key}},
+            {
+                "$inc": {"active_work_orders": 1},
+                "$push": {"active_ids": key},
+                "$set": {"last_assigned_at": datetime.now(UTC)},
+            },
+        )
+        return result.modified_count == 1
+
+    async def release(self, tech_id: str, key: str) -> bool:
+        """Give a slot back; True if it was held (idempotent)."""
+        result = await self.technicians.update_one(
+            {"_id": tech_id, "active_ids": key},
+            {"$inc": {"active_work_orders": -1}, "$pull": {"active_ids": key}},
+        )
+        return result.modified_count == 1
+
+    # ------------------------------------------------------------------ SLA policy
+
+    async def policy(self) -> tuple[SlaPolicy, int]:
+        doc = await self.policies.find_one({"_id": "current"})
+        if doc is None:
+            return default_policy(), 0
+        return SlaPolicy.model_validate({"targets": doc["targets"]}), int(doc["version"])
+
+    async def cached_policy(self) -> SlaPolicy:
+        """Return the policy, re-read at most every POLICY_CACHE_S (a change re-plans open clocks)."""
+        now = time.monotonic()
+        if self._policy_cache is None or now - self._policy_cache[0] >= POLICY_CACHE_S:
+            self._policy_cache = (now, (await self.policy())[0])
+        return self._policy_cache[1]
+
+    async def put_policy(self, policy: SlaPolicy) -> int:
+        doc = await self.policies.find_one_and_update(
+            {"_id": "current"},
+            {
+                "$set": {**policy.model_dump(mode="json"), "updated_at": datetime.now(UTC)},
+                "$inc": {"version": 1},
+            },
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert doc is not None
+        self._policy_cache = None
+        return int(doc["version"])
+
+    # ------------------------------------------------------------------ work orders
+
+    async def work_order(self, ticket_id: str) -> dict[str, Any] | None:
+        return await self.work_orders.find_one({"_id": ticket_id}, {"outbox": 0, "applied_events": 0})
+
+    async def insert_work_order(self, doc: Mapping[str, Any], events: Sequence[CloudEvent]) -> bool:
+        """Insert a new work order with its events; False if it already exists."""
+        try:
+            await self.work_orders.insert_one(new_with_events(doc, Topic.ASSIGNMENTS, events))
+        except DuplicateKeyError:
+            return False
+        if events:
+            self.hint(WORK_ORDERS, doc["_id"])
+        return True
+
+    async def update_work_order(
+        self,
+        ticket_id: str,
+        guard: Mapping[str, Any],
+        update: Mapping[str, Any],
+        events: Sequence[CloudEvent],
+    ) -> bool:
+        """Apply `update` and append `events` if the work order still matches `guard`; True if it did."""
+        result = await self.work_orders.update_one(
+            {"_id": ticket_id, **guard}, with_events(update, Topic.ASSIGNMENTS, events)
+        )
+        if result.modified_count == 1 and events:
+            self.hint(WORK_ORDERS, ticket_id)
+        return result.modified_count == 1
+
+    async def enqueue(self, wo: Mapping[str, Any]) -> None:
+        """Add a queued work order to its grid's queue index (idempotent)."""
+        await self.queue.update_one(
+            {"_id": wo["_id"]},
+            {
+                "$set": {
+                    "grid_id": wo["grid_id"],
+                    "round": wo["round"],
+                    "priority_rank": wo["priority_rank"],
+                    "queued_at": wo["queued_at"],
+                }
+            },
+            upsert=True,
+        )
+
+    async def dequeue(self, ticket_id: str) -> None:
+        await self.queue.delete_one({"_id": ticket_id})
+
+    async def queued(self, grid_id: str, limit: int) -> list[dict[str, Any]]:
+        """Return the queued work orders of a grid: priority first, then age (stale entries dropped)."""
+        entries = [
+            e
+            async for e in self.queue.find({"grid_id": grid_id})
+            .sort([("priority_rank", 1), ("queued_at", 1)])
+            .limit(limit)
+        ]
+        out = []
+        for entry in entries:
+            wo = await self.work_order(entry["_id"])
+            if wo is None or wo["status"] != Status.QUEUED or wo["grid_id"] != grid_id:
+                await self.queue.delete_one({"_id": entry["_id"], "round": entry["round"]})
+                continue
+            out.append(wo)
+        return out
+
+    async def queue_length(self, grid_id: str) -> int:
+        return await self.queue.count_documents({"grid_id": grid_id})
+
+    async def queue_lengths(self) -> dict[str, int]:
+        pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$grid_id", "n": {"$sum": 1}}}]
+        return {d["_id"]: int(d["n"]) async for d in await self.queue.aggregate(pipeline)}
+
+    async def reconcile_queue(self) -> int:
+        """Re-add queued work orders missing from the queue index (a crash between the two writes)."""
+        added = 0
+        known = {e["_id"] async for e in self.queue.find({}, {"_id": 1})}
+        async for wo in self.work_orders.find({"status": Status.QUEUED.value}, {"outbox": 0}):
+            if wo["_id"] not in known:
+                await self.enqueue(wo)
+                added += 1
+        return added
+
+    async def open_by_grid_and_region(self) -> dict[tuple[str, str], int]:
+        pipeline: list[dict[str, Any]] = [
+            {"$match": {"status": {"$in": [s.value for s in OPEN_STATUSES]}}},
+            {"$group": {"_id": {"grid": "$grid_id", "region": "$facts.region_code"}, "n": {"$sum": 1}}},
+        ]
+        return {
+            (d["_id"]["grid"], d["_id"]["region"]): int(d["n"])
+            async for d in await self.work_orders.aggregate(pipeline)
+        }
+
+    async def find_work_orders(self, query: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+        cursor = (
+            self.work_orders.find(dict(query), {"outbox": 0, "applied_events": 0})
+            .sort([("updated_at", -1)])
+            .limit(limit)
+        )
+        return [d async for d in cursor]
+
+    async def open_work_orders(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        q = {"status": {"$in": [s.value for s in OPEN_STATUSES]}, **query}
+        return [d async for d in self.work_orders.find(q, {"outbox": 0, "applied_events": 0})]
+
+
+def load_of(doc: Mapping[str, Any]) -> TechnicianLoad:
+    return TechnicianLoad(
+        technician=technician_of(doc),
+        active_work_orders=int(doc.get("active_work_orders", 0)),
+        last_assigned_at=doc.get("last_assigned_at"),
+    )
+
+
+def technician_of(doc: Mapping[str, Any]) -> Technician:
+    fields = {k: v for k, v in doc.items() if k in Technician.model_fields and k != "id"}
+    if isinstance(fields.get("shift"), dict):
+        fields["shift"] = {int(k): v for k, v in fields["shift"].items()}
+    return Technician.model_validate({"id": doc["_id"], **fields})
+
+
+def grid_of(doc: Mapping[str, Any]) -> ServiceGrid:
+    spec = dict(doc["spec"])
+    calendar = dict(spec["calendar"])
+    calendar["weekly"] = {int(k): v for k, v in calendar["weekly"].items()}
+    spec["calendar"] = calendar
+    return ServiceGrid.model_validate(spec)
