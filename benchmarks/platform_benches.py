@@ -15,15 +15,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
-from harness import Platform, auth, read_topic, start_infra  # noqa: E402
+from harness import Platform, auth, read_topic, start_infra
 
-from aftersales.routing.demo import demo_calendar  # noqa: E402
-from aftersales.shared.contracts import Topic  # noqa: E402
-from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority  # noqa: E402
-from aftersales.shared.contracts.events import TicketCreated  # noqa: E402
-from aftersales.shared.envelope import new_event  # noqa: E402
-from aftersales.shared.kafka import make_broker, publish_event  # noqa: E402
-from aftersales.shared.settings import ServiceSettings  # noqa: E402
+from aftersales.routing.demo import demo_calendar
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
+from aftersales.shared.contracts.events import TicketCreated
+from aftersales.shared.envelope import new_event
+from aftersales.shared.kafka import make_broker, publish_event
+from aftersales.shared.settings import ServiceSettings
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -49,10 +49,14 @@ async def intake_http(n: int = 400, concurrency: int = 16) -> None:
                     i = queue.get_nowait()
                     body = {
                         "channel": "web",
-                        "customer": {"name": f"Bench {i}", "email": f"bench{i}@example.com",
-                                     "region_code": "310000/310100/310104"},
+                        "customer": {
+                            "name": f"Bench {i}",
+                            "email": f"bench{i}@example.com",
+                            "region_code": "310000/310100/310104",
+                        },
                         "product": {"device_type": "air_conditioner", "purchase_date": "2025-01-01"},
-                        "title": "Not cooling", "description": "bench",
+                        "title": "Not cooling",
+                        "description": "bench",
                     }
                     headers = {**auth("dev-web-token"), "Idempotency-Key": f"bench-{i}"}
                     started = time.perf_counter()
@@ -66,10 +70,15 @@ async def intake_http(n: int = 400, concurrency: int = 16) -> None:
         records = await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=n, timeout_s=300)
         all_published_s = time.perf_counter() - started
         print(f"intake POST /v1/tickets: {n / http_s:,.0f} req/s with {concurrency} clients ({n} tickets)")
-        print(f"intake latency: p50 {_percentile(latencies, 50) * 1000:.0f} ms, "
-              f"p95 {_percentile(latencies, 95) * 1000:.0f} ms, p99 {_percentile(latencies, 99) * 1000:.0f} ms, "
-              f"mean {statistics.mean(latencies) * 1000:.0f} ms")
-        print(f"intake: all {len(records)} created events on Kafka {all_published_s:.1f} s after the first POST")
+        print(
+            f"intake latency: p50 {_percentile(latencies, 50) * 1000:.0f} ms, "
+            f"p95 {_percentile(latencies, 95) * 1000:.0f} ms, "
+            f"p99 {_percentile(latencies, 99) * 1000:.0f} ms, "
+            f"mean {statistics.mean(latencies) * 1000:.0f} ms"
+        )
+        print(
+            f"intake: all {len(records)} created events on Kafka {all_published_s:.1f} s after the first POST"
+        )
     finally:
         for proc in processes:
             proc.stop()
@@ -83,25 +92,55 @@ async def routing_assignment(n: int = 1_000) -> None:
         await platform.start_ready("routing")
         url = platform.url("routing")
         async with httpx.AsyncClient(timeout=30.0) as http:
-            grid = {"id": "g1", "name": "bench", "region_path": ["310000", "310100", "310104"], "device_types": [],
-                    "calendar": demo_calendar(), "teams": [], "neighbours": [], "supervisor_id": "sup"}
+            grid = {
+                "id": "g1",
+                "name": "bench",
+                "region_path": ["310000", "310100", "310104"],
+                "device_types": [],
+                "calendar": demo_calendar(),
+                "teams": [],
+                "neighbours": [],
+                "supervisor_id": "sup",
+            }
             (await http.put(f"{url}/v1/grids/g1", json=grid, headers=auth())).raise_for_status()
             for t in range(20):
-                tech = {"id": f"t{t}", "name": f"t{t}", "grid_id": "g1", "tier": 1, "device_types": [],
-                        "categories": [], "capacity": n, "on_duty": True}
+                tech = {
+                    "id": f"t{t}",
+                    "name": f"t{t}",
+                    "grid_id": "g1",
+                    "tier": 1,
+                    "device_types": [],
+                    "categories": [],
+                    "capacity": n,
+                    "on_duty": True,
+                }
                 (await http.put(f"{url}/v1/technicians/t{t}", json=tech, headers=auth())).raise_for_status()
-        settings = ServiceSettings(service_name="bench", kafka_bootstrap_servers=platform.infra.kafka,
-                                   kafka_topic_prefix=platform.prefix)
+        settings = ServiceSettings(
+            service_name="bench",
+            kafka_bootstrap_servers=platform.infra.kafka,
+            kafka_topic_prefix=platform.prefix,
+        )
         broker = make_broker(settings)
         await broker.start()
         topic = platform.topic(Topic.TICKETS)
         try:
             events = [
-                new_event(TicketCreated(
-                    ticket_id=f"B-{i}-{uuid.uuid4().hex[:6]}", channel=Channel.WEB, category=Category.HARDWARE_FAULT,
-                    priority=Priority.P3, customer_id=f"C{i}", customer_tier=CustomerTier.STANDARD,
-                    region_code="310000/310100/310104", device_type="air_conditioner",
-                    created_at=datetime.now(UTC), rules_version="bench"), source="/bench", subject=f"B-{i}")
+                new_event(
+                    TicketCreated(
+                        ticket_id=f"B-{i}-{uuid.uuid4().hex[:6]}",
+                        channel=Channel.WEB,
+                        category=Category.HARDWARE_FAULT,
+                        priority=Priority.P3,
+                        customer_id=f"C{i}",
+                        customer_tier=CustomerTier.STANDARD,
+                        region_code="310000/310100/310104",
+                        device_type="air_conditioner",
+                        created_at=datetime.now(UTC),
+                        rules_version="bench",
+                    ),
+                    source="/bench",
+                    subject=f"B-{i}",
+                )
                 for i in range(n)
             ]
             started = time.perf_counter()
@@ -109,12 +148,17 @@ async def routing_assignment(n: int = 1_000) -> None:
         finally:
             await broker.stop()
         assigned = await read_topic(
-            platform.infra, platform.topic(Topic.ASSIGNMENTS), expect=n, timeout_s=600,
+            platform.infra,
+            platform.topic(Topic.ASSIGNMENTS),
+            expect=n,
+            timeout_s=600,
             where=lambda r: dict(r.headers or ()).get("ce_type") == b"aftersales.assignment.assigned.v1",
         )
         elapsed = time.perf_counter() - started
-        print(f"routing: {len(assigned)} of {n} tickets assigned in {elapsed:.1f} s "
-              f"({len(assigned) / elapsed:,.0f} assignments/s, one replica, 20 technicians)")
+        print(
+            f"routing: {len(assigned)} of {n} tickets assigned in {elapsed:.1f} s "
+            f"({len(assigned) / elapsed:,.0f} assignments/s, one replica, 20 technicians)"
+        )
     finally:
         for proc in processes:
             proc.stop()
