@@ -21,15 +21,6 @@ def zone(name: str | None) -> tzinfo:
         return UTC
 
 
-def is_known_zone(name: str) -> bool:
-    """True when `name` is an IANA time zone this host knows."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class DoNotDisturb:
     """Local hours in which nobody calls or visits a customer; `start` > `end` wraps midnight."""

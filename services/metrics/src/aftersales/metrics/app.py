@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from aftersales.metrics import api, consumers, exporter
 from aftersales.metrics.inspection import Targets
@@ -18,12 +18,13 @@ from aftersales.shared.http import create_app
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.timers import Timer
+from aftersales.shared.zones import IanaZone
 
 
 class Settings(ServiceSettings):
     service_name: str = "metrics"
     http_port: int = Field(default=8005, ge=1, le=65535)
-    kpi_timezone: str = Field(
+    kpi_timezone: IanaZone = Field(
         default="UTC", description="calendar days, weeks and months are cut in this zone"
     )
     snapshot_interval_s: float = Field(default=10.0, gt=0, description="Prometheus snapshot refresh period")
@@ -37,15 +38,6 @@ class Settings(ServiceSettings):
     rising_min_tickets: int = Field(default=3, ge=1)
     rising_growth: float = Field(default=0.5, gt=0)
     publish_reports: bool = Field(default=True, description="publish weekly and monthly inspection reports")
-
-    @field_validator("kpi_timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Asia/Shanghai") from None
-        return value
 
     def targets(self) -> Targets:
         return Targets(

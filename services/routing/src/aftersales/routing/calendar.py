@@ -11,9 +11,11 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import pairwise
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aftersales.shared.zones import IanaZone
 
 MINUTE = timedelta(minutes=1)
 MAX_SCAN_DAYS = 3 * 366  # a calendar with no working time in three years is a configuration error
@@ -47,7 +49,7 @@ class BusinessCalendar(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    timezone: str = Field(default="Asia/Shanghai", examples=["Asia/Shanghai"])
+    timezone: IanaZone = Field(default="Asia/Shanghai", examples=["Asia/Shanghai"])
     weekly: dict[int, list[WorkingWindow]] = Field(
         description="weekday (0 = Monday ... 6 = Sunday) -> working windows of that day, breaks between"
     )
@@ -58,15 +60,6 @@ class BusinessCalendar(BaseModel):
     extra_day_windows: list[WorkingWindow] | None = Field(
         default=None, description="windows of an extra working day; Monday's when not given"
     )
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Asia/Shanghai") from None
-        return value
 
     @field_validator("weekly")
     @classmethod

@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, fiel
 from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
 from aftersales.shared.contracts.registry import event
 from aftersales.shared.contracts.topics import Topic
+from aftersales.shared.zones import IanaZone
 
 MAX_DESCRIPTION_CHARS = 10_000
 
@@ -31,7 +32,7 @@ class CustomerIn(BaseModel):
         pattern=r"^\d{6}(/\d{6})*$", description="region path, e.g. 310000/310100/310104"
     )
     address: str | None = Field(default=None, max_length=500)
-    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    timezone: IanaZone = Field(default="Asia/Shanghai", max_length=64)
 
     @field_validator("phone")
     @classmethod
@@ -45,17 +46,6 @@ class CustomerIn(BaseModel):
         if not phonenumbers.is_valid_number(parsed):
             raise ValueError("is not a valid phone number")
         return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name like Asia/Shanghai") from None
-        return value
 
     @model_validator(mode="after")
     def _identified(self) -> CustomerIn:
