@@ -217,19 +217,25 @@ def show_survey(client: httpx.Client, ticket: dict[str, Any]) -> None:
 
 
 def show_kpis(client: httpx.Client) -> None:
-    response = client.get(f"{URLS['metrics']}/v1/kpis", params={"group_by": "grid"}, headers=ADMIN)
-    if response.status_code != 200:
-        print(f"[demo] KPIs not available: {response.status_code} {response.text[:200]}")
-        return
-    print("[demo] KPIs by grid (metrics service): GET http://127.0.0.1:8005/v1/kpis?group_by=grid")
-    for group in response.json().get("groups", [])[:6]:
-        print(f"         {group.get('key')}: {compact(group)}")
-
-
-def compact(group: dict[str, Any]) -> str:
-    keys = ("tickets_created", "backlog", "resolved", "first_response_avg_s")
-    values = group.get("kpis", group)
-    return ", ".join(f"{k}={values[k]}" for k in keys if k in values) or str(values)[:160]
+    headers = {"Authorization": "Bearer dev-supervisor-token"}
+    rows: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not rows:
+        response = client.get(f"{URLS['metrics']}/v1/kpis", params={"group_by": "grid"}, headers=headers)
+        if response.status_code != 200:
+            print(f"[demo] KPIs not available: {response.status_code} {response.text[:200]}")
+            return
+        rows = response.json().get("rows", [])
+        if not rows:
+            time.sleep(0.5)
+    print("[demo] KPIs by grid from the metrics service (GET http://127.0.0.1:8005/v1/kpis?group_by=grid):")
+    for row in rows:
+        kpis = row["kpis"]
+        print(
+            f"         {row['value']:<20} created={kpis.get('created')} backlog={kpis.get('backlog')} "
+            f"resolution_rate={kpis.get('resolution_rate')} "
+            f"avg_first_response_s={kpis.get('avg_first_response_s')}"
+        )
 
 
 def poll(client: httpx.Client, url: str, params: dict[str, str]) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 """Closing the loop across four real services.
 
 Resolve -> callback -> not resolved -> reopened and re-assigned to the same technician -> resolved again ->
-second survey -> CSAT 1 -> complaint opened -> complaint closed; every step on the ticket's timeline.
+second survey -> CSAT 1 -> complaint opened -> complaint closed; every step on the ticket's timeline, and the
+metrics service's KPIs for the grid equal what this story implies.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ REGION = "310000/310100/310104"
 
 
 async def test_the_whole_after_sales_loop(platform: Platform) -> None:
-    await platform.start_ready("intake", "routing", "followup", "feedback")
+    await platform.start_ready(
+        "intake",
+        "routing",
+        "followup",
+        "feedback",
+        "metrics",
+        SNAPSHOT_INTERVAL_S="1",
+        PUBLISH_REPORTS="false",
+    )
     intake, routing = platform.url("intake"), platform.url("routing")
     followup, feedback = platform.url("followup"), platform.url("feedback")
     async with httpx.AsyncClient(timeout=10.0) as http:
@@ -193,3 +202,31 @@ async def test_the_whole_after_sales_loop(platform: Platform) -> None:
             "feedback.survey-submitted",
             "feedback.complaint-closed",
         ], steps
+
+        # One ticket, reopened once, resolved twice, one answered survey (CSAT 1, NPS 2), one complaint:
+        expected_kpis = {
+            "resolution_rate": 1.0,
+            "first_contact_resolution_rate": 0.0,
+            "reopen_rate": 1.0,
+            "csat_average": 1.0,
+            "nps": -100.0,
+            "complaint_rate": 1.0,
+        }
+
+        async def kpis() -> dict[str, Any] | None:
+            response = await http.get(
+                f"{platform.url('metrics')}/v1/kpis",
+                params={"group_by": "grid"},
+                headers=auth("dev-supervisor-token"),
+            )
+            assert response.status_code == 200, response.text
+            rows = {r["value"]: r for r in response.json()["rows"]}
+            row = rows.get("g-xuhui")
+            if row is None or any(row["kpis"].get(k) != v for k, v in expected_kpis.items()):
+                return None
+            return row
+
+        row = await wait_until("KPIs of the grid", kpis, 30)
+        assert {k: row["kpis"][k] for k in expected_kpis} == expected_kpis
+        assert row["counts"]["created"] == 1
+        assert row["backlog"] == 0
