@@ -65,7 +65,7 @@ async def outbox_relay(n: int = 2_000) -> None:
     try:
         started = time.perf_counter()
         for i in range(n):
-            await db["orders"].insert_one(new_with_events({"_id": i}, Topic.TICKETS, [_event(i)]))
+            await db["orders"].insert_one(new_with_events({"_id": f"T-{i}"}, Topic.TICKETS, [_event(i)]))
         write_s = time.perf_counter() - started
 
         async def publish(_: str, event: CloudEvent) -> None:

@@ -232,7 +232,8 @@ def show_kpis(client: httpx.Client) -> None:
     for row in rows:
         kpis = row["kpis"]
         print(
-            f"         {row['value']:<20} created={kpis.get('created')} backlog={kpis.get('backlog')} "
+            f"         {row['value']:<20} created={row['counts'].get('created')} "
+            f"backlog={row.get('backlog')} "
             f"resolution_rate={kpis.get('resolution_rate')} "
             f"avg_first_response_s={kpis.get('avg_first_response_s')}"
         )

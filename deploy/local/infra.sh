@@ -106,7 +106,7 @@ kafka_start() {
       || { cat "$LOGS/kafka-format.log" >&2; die "Kafka storage format failed"; }
   fi
   : >"$LOGS/kafka.log"
-  nohup java "${java_opts[@]}" -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$conf" >>"$LOGS/kafka.log" 2>&1 &
+  nohup java "${java_opts[@]}" -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$conf" >>"$LOGS/kafka.log" 2>&1 </dev/null &
   echo $! >"$RUN/kafka.pid"
   say "starting Kafka $KAFKA_VERSION (pid $(cat "$RUN/kafka.pid"), log $LOGS/kafka.log)"
   wait_for "Kafka on 127.0.0.1:$KAFKA_PORT" "$START_TIMEOUT_S" kafka_ready \
@@ -144,9 +144,9 @@ db_start() {
   db_provision
   mkdir -p "$DB_DATA/$kind"
   if [[ "$kind" == mongod ]]; then
-    nohup mongod --bind_ip 127.0.0.1 --port "$MONGO_PORT" --dbpath "$DB_DATA/mongod" >"$LOGS/db.log" 2>&1 &
+    nohup mongod --bind_ip 127.0.0.1 --port "$MONGO_PORT" --dbpath "$DB_DATA/mongod" >"$LOGS/db.log" 2>&1 </dev/null &
   else
-    nohup "$FERRETDB_BIN" -listen "127.0.0.1:$MONGO_PORT" -data "$DB_DATA/ferretdb" >"$LOGS/db.log" 2>&1 &
+    nohup "$FERRETDB_BIN" -listen "127.0.0.1:$MONGO_PORT" -data "$DB_DATA/ferretdb" >"$LOGS/db.log" 2>&1 </dev/null &
   fi
   echo $! >"$RUN/db.pid"
   say "starting $kind (pid $(cat "$RUN/db.pid"), log $LOGS/db.log)"

@@ -12,6 +12,7 @@ PY="$ROOT/.venv/bin/python"   # `make up` ran `uv sync --frozen` first
 declare -A PORTS=([intake]=8001 [routing]=8002 [followup]=8003 [feedback]=8004 [metrics]=8005)
 ORDER=(intake routing followup feedback metrics)
 mkdir -p "$RUN" "$LOGS"
+cd "$ROOT"
 
 available() { [[ -f "$ROOT/services/$1/src/aftersales/$1/app.py" ]]; }
 alive() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
@@ -33,9 +34,10 @@ eval "$(bash "$HERE/infra.sh" env | sed 's/^/export /')"
 for s in "${ORDER[@]}"; do
   available "$s" || continue
   if alive "$s"; then echo "[up] $s already running (pid $(cat "$RUN/$s.pid"))"; continue; fi
-  (cd "$ROOT" && HTTP_PORT="${PORTS[$s]}" ENVIRONMENT="${ENVIRONMENT:-development}" \
-     nohup "$PY" -m "aftersales.$s" >>"$LOGS/$s.log" 2>&1 &
-   echo $! >"$RUN/$s.pid")
+  # a simple command in the background, so $! is the service's own PID (make down stops it by that)
+  HTTP_PORT="${PORTS[$s]}" ENVIRONMENT="${ENVIRONMENT:-development}" \
+    nohup "$PY" -m "aftersales.$s" >>"$LOGS/$s.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$s.pid"
   echo "[up] started $s on http://127.0.0.1:${PORTS[$s]} (pid $(cat "$RUN/$s.pid"), log $LOGS/$s.log)"
 done
 (cd "$ROOT" && "$PY" "$HERE/demo.py")

@@ -57,6 +57,14 @@ CASES: list[tuple[str, dict[str, Any], bool | None, Category, Priority, str | No
         "kw-hardware",
     ),
     (
+        "hardware-not-cooling",
+        {"title": "Air conditioner not cooling", "description": "blows warm air"},
+        False,
+        Category.HARDWARE_FAULT,
+        Priority.P3,
+        "kw-hardware",
+    ),
+    (
         "hardware-in-warranty",
         {"title": "Drum is broken"},
         True,

@@ -16,7 +16,7 @@ from aftersales.shared.contracts.common import Category, Channel, CustomerTier, 
 from aftersales.shared.contracts.requests import TicketRequest
 
 RULES: dict[str, Any] = {
-    "version": "2026.11-1",
+    "version": "2026.11-2",
     "category_rules": [
         {
             "id": "iot-software-fault",
@@ -84,6 +84,13 @@ RULES: dict[str, Any] = {
                     "won't turn on",
                     "no power",
                     "cracked",
+                    "not cooling",
+                    "not heating",
+                    "warm air",
+                    "stopped working",
+                    "won't start",
+                    "overheat",
+                    "error code",
                     "故障",
                     "坏了",
                     "漏水",
