@@ -160,17 +160,25 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
             queries = list(panel_queries())
             assert len(queries) >= 30
             failing: dict[str, str] = {}
+            # A panel is proven once it has answered with a number; short rate() windows go back to NaN
+            # when the traffic is older than the window, so all panels need not answer at one instant.
+            answered: set[str] = set()
 
             async def all_answer() -> bool:
                 failing.clear()
                 for board, title, expr in queries:
+                    key = f"{board} / {title}: {expr}"
+                    if key in answered:
+                        continue
                     error, result = await query(client, prom, expr)
                     if error:
-                        failing[f"{board} / {title}: {expr}"] = error
+                        failing[key] = error
                     elif not result:
-                        failing[f"{board} / {title}: {expr}"] = "no series"
+                        failing[key] = "no series"
                     elif not has_number(result):
-                        failing[f"{board} / {title}: {expr}"] = "only NaN"
+                        failing[key] = "only NaN"
+                    else:
+                        answered.add(key)
                 return not failing
 
             try:

@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from aftersales.metrics.rollups import DURATION_BUCKETS_S
 from aftersales.metrics.store import MetricsStore
 from aftersales.shared.contracts import Topic, dead_letter_topic
+from aftersales.shared.contracts.common import Priority
 from aftersales.shared.settings import ServiceSettings
 
 log = logging.getLogger("aftersales.metrics")
@@ -162,7 +163,9 @@ def _counter(
 
 def _histogram(name: str, doc: str, raw: dict[tuple[str, ...], int]) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, doc, labels=["priority"])
-    priorities = sorted({k[0] for k in raw})
+    # Every priority is exported from the start, at zero until observed: a series that first appears
+    # with its counts already up shows no increase() in Prometheus, and its quantiles would be NaN.
+    priorities = sorted({p.value for p in Priority} | {k[0] for k in raw})
     for priority in priorities:
         cumulative, buckets = 0, []
         for bound in [*(str(b) for b in DURATION_BUCKETS_S), "inf"]:
