@@ -84,6 +84,7 @@ class OutboxRelay:
         self._queued: set[tuple[str, Any]] = set()
         self._locks: dict[tuple[str, Any], asyncio.Lock] = {}
         self._sweep_requested = asyncio.Event()
+        self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
 
     def notify(self, collection: str, doc_id: Any) -> None:
         """Tell the relay that `doc_id` in `collection` has new events (the fast path)."""
@@ -91,10 +92,12 @@ class OutboxRelay:
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
+        self._work.set()
 
     def wake(self) -> None:
         """Ask for a sweep of every collection soon (the slow path; prefer `notify`)."""
         self._sweep_requested.set()
+        self._work.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, then publish what is still queued so nothing written waits."""
@@ -117,20 +120,13 @@ class OutboxRelay:
         await self._drain_queue()
 
     async def _wait_for_work(self, stop: asyncio.Event, wait_s: float) -> None:
-        if not self._queue.empty():
+        if not self._queue.empty() or self._sweep_requested.is_set():
             return
-        waiters = [
-            asyncio.ensure_future(self._queue_nonempty()),
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(self._sweep_requested.wait()),
-        ]
+        self._work.clear()
+        waiters = [asyncio.ensure_future(self._work.wait()), asyncio.ensure_future(stop.wait())]
         await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         for w in waiters:
             w.cancel()
-
-    async def _queue_nonempty(self) -> None:
-        key = await self._queue.get()
-        self._queue.put_nowait(key)  # put it back: _drain_queue handles it
 
     async def _drain_queue(self) -> int:
         """Relay every notified document, up to RELAY_CONCURRENCY at a time (order is per document)."""
