@@ -28,13 +28,19 @@ log = logging.getLogger("aftersales.runtime")
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 
 
-def periodic(action: Callable[[], Awaitable[None]], interval_s: float, *, what: str) -> BackgroundTask:
+def periodic(
+    action: Callable[[], Awaitable[None]], interval_s: float, *, what: str, wait_first: bool = False
+) -> BackgroundTask:
     """Return a background task (for `RuntimeSpec.extra_tasks`) running `action` every `interval_s`.
 
-    A failing run is logged and retried at the next interval; it never ends the loop.
+    With `wait_first` the first run comes after one interval instead of at start-up. A failing run is
+    logged and retried at the next interval; it never ends the loop.
     """
 
     async def run(stop: asyncio.Event) -> None:
+        if wait_first:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
         while not stop.is_set():
             try:
                 await action()

@@ -15,7 +15,7 @@ from aftersales.metrics.reporting import Reporting
 from aftersales.metrics.store import INDEXES, REPORTS, MetricsStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
-from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime, periodic
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.timers import Timer
 from aftersales.shared.zones import IanaZone
@@ -71,8 +71,10 @@ def build(settings: Settings) -> FastAPI:
     holder["reporting"] = reporting
     exporter.register()
 
-    def background(stop: asyncio.Event) -> Awaitable[None]:
-        return exporter.run_refresher(store, settings, settings.snapshot_interval_s, stop)
+    async def refresh_snapshot() -> None:
+        await exporter.refresh_snapshot(store, settings)
+
+    background = periodic(refresh_snapshot, settings.snapshot_interval_s, what="KPI snapshot refresh")
 
     async def schedule(stop: asyncio.Event) -> None:
         if settings.publish_reports:

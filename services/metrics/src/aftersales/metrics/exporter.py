@@ -255,15 +255,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def run_refresher(
-    store: MetricsStore, settings: ServiceSettings, interval_s: float, stop: asyncio.Event
-) -> None:
-    """Refresh the snapshot (and apply deltas a crash left pending) until `stop` is set."""
-    while not stop.is_set():
-        try:
-            await store.flush_all_pending()
-            COLLECTOR.snapshot = await refresh(store, settings)
-        except Exception:
-            log.exception("KPI snapshot refresh failed; will retry")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+async def refresh_snapshot(store: MetricsStore, settings: ServiceSettings) -> None:
+    """Apply deltas a crash left pending, then replace the snapshot the collector exports."""
+    await store.flush_all_pending()
+    COLLECTOR.snapshot = await refresh(store, settings)

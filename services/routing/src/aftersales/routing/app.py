@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -18,7 +16,7 @@ from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
 from aftersales.shared.kafka import subscribe
-from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime, periodic
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.timers import Timer
 
@@ -43,21 +41,15 @@ def build(settings: Settings) -> FastAPI:
     async def on_timer(timer: Timer) -> None:
         await holder["lifecycle"].on_timer(timer)
 
-    async def housekeeping(stop: asyncio.Event) -> None:
-        last_reconcile = time.monotonic()
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=settings.housekeeping_interval_s)
-            if stop.is_set():
-                break
-            try:
-                if time.monotonic() - last_reconcile >= settings.queue_reconcile_interval_s:
-                    last_reconcile = time.monotonic()
-                    await router.store.reconcile_queue()
-                await router.refresh_gauges()
-                await router.sweep_queues()
-            except Exception:
-                log.exception("housekeeping pass failed; will retry")
+    last_reconcile = time.monotonic()
+
+    async def housekeeping() -> None:
+        nonlocal last_reconcile
+        if time.monotonic() - last_reconcile >= settings.queue_reconcile_interval_s:
+            last_reconcile = time.monotonic()
+            await router.store.reconcile_queue()
+        await router.refresh_gauges()
+        await router.sweep_queues()
 
     spec = RuntimeSpec(
         consumes=[Topic.TICKETS],
@@ -65,7 +57,11 @@ def build(settings: Settings) -> FastAPI:
         outbox_collections=OUTBOX_COLLECTIONS,
         indexes=INDEXES,
         timer_handler=on_timer,
-        extra_tasks=[housekeeping],
+        extra_tasks=[
+            periodic(
+                housekeeping, settings.housekeeping_interval_s, what="housekeeping pass", wait_first=True
+            )
+        ],
     )
     runtime = ServiceRuntime(settings, spec)
     router = Router(runtime)
