@@ -6,10 +6,10 @@ Pure, no I/O."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from aftersales.routing.domain import ServiceGrid, Technician
 
@@ -36,6 +36,22 @@ class WorkNeed:
     priority: str
     min_tier: int = 1  # 2 for an escalation
     exclude: frozenset[str] = frozenset()  # e.g. the technician who handed it back
+
+
+def need_of(
+    work_order: Mapping[str, Any], *, exclude: Iterable[str], min_tier: int | None = None
+) -> WorkNeed:
+    """Return what a stored work order needs: tier 2 once escalated there (unless `min_tier` says)."""
+    facts = work_order["facts"]
+    tier = min_tier or (2 if work_order.get("escalation_level") == "tier2" else 1)
+    return WorkNeed(
+        work_order["grid_id"],
+        facts["device_type"],
+        facts["category"],
+        facts["priority"],
+        min_tier=tier,
+        exclude=frozenset(exclude),
+    )
 
 
 @dataclass(frozen=True, slots=True)

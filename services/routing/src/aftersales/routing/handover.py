@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from aftersales.routing.assignment import WorkNeed
+from aftersales.routing.assignment import need_of
 from aftersales.routing.domain import Status
 from aftersales.routing.router import ESCALATIONS, Router, event
 from aftersales.routing.store import slot_key
@@ -22,15 +22,7 @@ async def escalate(router: Router, wo: Mapping[str, Any], *, reason: str, now: d
     from_tech = wo.get("technician_id")
     chosen = None
     if wo.get("tier") != 2 and wo.get("escalation_level") != "tier2" and wo["grid_id"] in view.grids:
-        facts = wo["facts"]
-        need = WorkNeed(
-            wo["grid_id"],
-            facts["device_type"],
-            facts["category"],
-            facts["priority"],
-            min_tier=2,
-            exclude=frozenset([from_tech] if from_tech else []),
-        )
+        need = need_of(wo, min_tier=2, exclude=[from_tech] if from_tech else [])
         chosen = await router._reserve(view, need, key, home_only=True)
     grid = view.grids.get(wo["grid_id"])
     if chosen is not None:
@@ -84,15 +76,7 @@ async def hand_back(router: Router, wo: Mapping[str, Any], *, reason: str, now: 
     from_tech = str(wo["technician_id"])
     exclude = sorted({*wo.get("exclude", []), from_tech})
     view = await router.view()
-    facts = wo["facts"]
-    need = WorkNeed(
-        wo["grid_id"],
-        facts["device_type"],
-        facts["category"],
-        facts["priority"],
-        min_tier=2 if wo.get("escalation_level") == "tier2" else 1,
-        exclude=frozenset(exclude),
-    )
+    need = need_of(wo, exclude=exclude)
     key = slot_key(ticket_id, round_)
     chosen = await router._reserve(view, need, key)
     guard = {"round": round_, "status": wo["status"], "technician_id": from_tech}
@@ -124,8 +108,8 @@ async def hand_back(router: Router, wo: Mapping[str, Any], *, reason: str, now: 
             round=round_,
             occurred_at=now,
             reason=f"handed back: {reason}",
-            priority=facts["priority"],
-            category=facts["category"],
+            priority=need.priority,
+            category=need.category,
         )
         outcome = "queued"
     ok = await router.store.update_work_order(ticket_id, guard, {"$set": update}, [event(data, ticket_id)])

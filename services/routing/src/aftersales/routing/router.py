@@ -19,6 +19,7 @@ from aftersales.routing.assignment import (
     backlog_surge_change,
     effective_capacity,
     grid_rings,
+    need_of,
     rank_candidates,
 )
 from aftersales.routing.calendar import BusinessCalendar, always_open
@@ -307,15 +308,7 @@ class Router:
         view = view or await self.view()
         assigned = misses = 0
         for wo in await self.store.queued(grid_id, limit):
-            facts = wo["facts"]
-            need = WorkNeed(
-                grid_id,
-                facts["device_type"],
-                facts["category"],
-                facts["priority"],
-                min_tier=2 if wo.get("escalation_level") == "tier2" else 1,
-                exclude=frozenset(wo.get("exclude", [])),
-            )
+            need = need_of(wo, exclude=wo.get("exclude", []))
             key = slot_key(wo["_id"], wo["round"])
             chosen = await self._reserve(view, need, key)
             if chosen is None:
