@@ -8,7 +8,7 @@
 // matched; 20 racing capped $inc left n=2 with 14 reported successes). MongoDB guarantees
 // single-document atomicity, and the platform relies on it (leases, capacity). So FerretDB listens on a
 // private Unix socket and this program fronts it on TCP, forwarding wire messages unchanged but holding
-// one process-wide lock from the moment a write command is forwarded until its reply is back. Reads are
+// its database's lock from the moment a write command is forwarded until its reply is back. Reads are
 // not serialized. pushdown.go keeps conditional single-document writes on FerretDB's fast path.
 package main
 
@@ -45,7 +45,23 @@ var writeCommands = map[string]bool{
 	"insert": true, "update": true, "delete": true, "findAndModify": true, "findandmodify": true,
 }
 
-var writeLock sync.Mutex
+// writeLocks holds one lock per database: each service owns its database (one SQLite file), so
+// writes of different services need not wait for each other.
+var (
+	writeLocksMu sync.Mutex
+	writeLocks   = map[string]*sync.Mutex{}
+)
+
+func writeLockOf(db string) *sync.Mutex {
+	writeLocksMu.Lock()
+	defer writeLocksMu.Unlock()
+	lock, ok := writeLocks[db]
+	if !ok {
+		lock = &sync.Mutex{}
+		writeLocks[db] = lock
+	}
+	return lock
+}
 
 var (
 	indexer  *idIndexer
@@ -92,7 +108,7 @@ func main() {
 		<-ctx.Done()
 		_ = ln.Close()
 	}()
-	log.Printf("FerretDB listening on %s (writes serialized), data in %s", *listen, *dataDir)
+	log.Printf("FerretDB listening on %s (writes serialized per database), data in %s", *listen, *dataDir)
 	for {
 		client, err := ln.Accept()
 		if err != nil {
@@ -121,7 +137,7 @@ func serve(client net.Conn, socket string) {
 		}
 		name, coll, db := commandInfo(request)
 		if writeCommands[name] {
-			err = forwardWrite(request, backend, client)
+			err = forwardWrite(request, backend, client, db)
 			if err == nil {
 				ensureIndexed(db, coll)
 			}
@@ -137,11 +153,12 @@ func serve(client net.Conn, socket string) {
 	}
 }
 
-// forwardWrite forwards a write command under the process-wide lock, narrowing `{_id: X, ...}`
+// forwardWrite forwards a write command under its database's lock, narrowing `{_id: X, ...}`
 // filters to FerretDB's fast `{_id: X}` path when the other conditions can be checked here.
-func forwardWrite(request []byte, backend, client net.Conn) error {
-	writeLock.Lock()
-	defer writeLock.Unlock()
+func forwardWrite(request []byte, backend, client net.Conn, db string) error {
+	lock := writeLockOf(db)
+	lock.Lock()
+	defer lock.Unlock()
 	rewritten, reply := pushdown(request, backend)
 	if reply != nil {
 		_, err := client.Write(reply)

@@ -35,3 +35,8 @@ class Conflict(DomainError):
 class InvalidRequest(DomainError):
     status = 422
     code = "invalid_request"
+
+
+class RetryLater(Exception):
+    """A handler lost a race (a guarded write did not match) or met a transient fault: the consumer
+    runtime backs off and runs it again, so it re-reads and decides again. Never a dead letter."""

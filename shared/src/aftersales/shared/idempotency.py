@@ -1,7 +1,10 @@
 """Idempotent consumers: apply an event's effect to one document at most once, keyed by the event id.
 
-The ids of applied events live in the same document as the effect (`applied_events`, the newest
-`KEEP_APPLIED` kept), so "apply" and "remember it was applied" are one atomic update.
+The ids of applied events live in the same document as the effect (`applied_events`), so "apply" and
+"remember it was applied" are one atomic update. Every id is kept: dedupe never depends on a window (a
+window lets an event redelivered after N newer ones apply twice). That bounds what it may be used for:
+one aggregate (a ticket, a visit, a complaint, a work order), whose own events are few. A document that
+every event touches (a KPI rollup) must not use it; see the metrics store's batch markers.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.shared.mongo import Collection, merge_updates
-
-KEEP_APPLIED = 500
 
 
 async def apply_once(
@@ -30,9 +31,7 @@ async def apply_once(
     With `upsert`, a missing document is created. `extra_filter` narrows the match (e.g. a state guard);
     a document that exists but does not match it is left unchanged and False is returned.
     """
-    full = merge_updates(
-        update, {"$push": {"applied_events": {"$each": [event_id], "$slice": -KEEP_APPLIED}}}
-    )
+    full = merge_updates(update, {"$push": {"applied_events": event_id}})
     query = {"_id": doc_id, "applied_events": {"$ne": event_id}, **(extra_filter or {})}
     try:
         result = await collection.update_one(query, full, upsert=upsert)

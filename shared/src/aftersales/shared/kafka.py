@@ -11,14 +11,15 @@ this module does the bounded retry and the dead-lettering itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -27,15 +28,25 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
 from prometheus_client import REGISTRY, Counter
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    OperationFailure,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
 
 from aftersales.shared.contracts import dead_letter_topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, decode_headers, from_kafka
+from aftersales.shared.errors import RetryLater
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.telemetry import tracer_provider
 
 log = logging.getLogger("aftersales.kafka")
 
 EventHandler = Callable[[CloudEvent], Awaitable[None]]
+BatchHandler = Callable[[Sequence[CloudEvent]], Awaitable[None]]
 
 DLQ_MESSAGES = Counter(
     "aftersales_dlq_messages_total",
@@ -43,7 +54,22 @@ DLQ_MESSAGES = Counter(
     ["topic", "reason"],
 )
 CONSUMER_RETRIES = Counter(
-    "aftersales_consumer_retries_total", "Handler attempts that failed and were retried", ["topic"]
+    "aftersales_consumer_retries_total",
+    "Handler attempts that failed and were retried, by kind (transient: never dead-lettered)",
+    ["topic", "kind"],
+)
+CONSUMER_HANDBACKS = Counter(
+    "aftersales_consumer_handbacks_total",
+    "Batches handed back uncommitted after their retry budget (a stalled partition: alert on it)",
+    ["topic"],
+)
+DLQ_PUBLISH_FAILURES = Counter(
+    "aftersales_dlq_publish_failures_total", "Failed attempts to park a message in its DLQ", ["topic"]
+)
+EVENTS_IGNORED = Counter(
+    "aftersales_events_ignored_total",
+    "Events passed over by a subscriber, by topic and reason",
+    ["topic", "reason"],
 )
 EVENTS_HANDLED = Counter(
     "aftersales_events_handled_total", "Events handled successfully, by topic and type", ["topic", "type"]
@@ -115,6 +141,28 @@ class RetryPolicy:
         return float(min(self.backoff_s * (2 ** (attempt - 1)), 10.0))
 
 
+# Faults of the infrastructure or lost races, not of the message: they never send a message to the DLQ.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RetryLater, KafkaError, TimeoutError, ConnectionError)
+TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when an error says "try again later" rather than "this message is bad"."""
+    if isinstance(exc, TRANSIENT_ERRORS + TRANSIENT_MONGO_ERRORS):
+        return True
+    return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+
+
+class HandBack(Exception):
+    """A batch could not finish within its retry budget: it is not committed and is polled again."""
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: ServiceSettings,
@@ -124,55 +172,201 @@ def subscribe(
     group_id: str | None = None,
     retry: RetryPolicy | None = None,
     ignore_unknown_types: bool = True,
+    batch_handler: BatchHandler | None = None,
 ) -> None:
-    """Register `handler` for CloudEvents on the logical `topics` with bounded retry and a DLQ.
+    """Register `handler` for CloudEvents on the logical `topics`: batches, ordered per key, with a DLQ.
+
+    Records come in batches (one poll across the assigned partitions). Records with the same Kafka key
+    (a ticket) are handled in order, one after the other; different keys run concurrently, up to
+    `consumer_concurrency`. The offsets are committed once, after every record of the batch was handled
+    or parked in `<topic>.dlq`. Outcomes: a handler that returns has applied (or found a duplicate); one
+    that raises a transient error (`RetryLater`, database or broker unavailable, a timeout) is retried with
+    backoff and never dead-lettered; one that raises `PoisonEvent` is dead-lettered at once; any other
+    error is retried `max_attempts` times, then dead-lettered. A batch still failing transiently after
+    `consumer_retry_budget_s` is handed back uncommitted and polled again, so the consumer stays in
+    its group. With `batch_handler`, a whole batch of valid events is first offered to it (one bulk
+    apply); if it fails for a reason other than a transient one, the batch falls back to `handler`
+    event by event, so one bad event cannot hold the others back.
 
     Event types outside the contract are a poison message unless `ignore_unknown_types` (the default for
-    subscribers that read a stream with types they do not care about) lets them pass handled.
+    subscribers that read a stream with types they do not care about) lets them pass, counted.
     """
-    policy = retry or RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_s)
-    group = group_id or f"aftersales-{settings.service_name}"
+    consumer = ReliableConsumer(
+        broker,
+        settings,
+        handler,
+        group=group_id or f"aftersales-{settings.service_name}",
+        retry=retry or RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_s),
+        ignore_unknown_types=ignore_unknown_types,
+        batch_handler=batch_handler,
+    )
     physical = [settings.topic(t) for t in topics]
 
-    async def _raw(message: Any) -> bytes:  # FastStream must not parse the body: a bad one is ours to park
-        return bytes(message.body or b"")
+    async def _raw(message: Any) -> Any:  # FastStream must not parse the bodies: a bad one is ours to park
+        return message.body
 
     @broker.subscriber(
         *physical,
-        group_id=group,
+        group_id=consumer.group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
+        batch=True,
+        max_records=settings.consumer_batch_max_records,
+        batch_timeout_ms=100,
         decoder=_raw,
-        title=f"{group}:{','.join(physical)}",
+        title=f"{consumer.group}:{','.join(physical)}",
     )
     async def _consume(message: KafkaMessage) -> None:
-        record = message.raw_message
-        assert not isinstance(record, tuple)
-        attempts = 0
-        try:
-            event = from_kafka(decode_headers(record.headers), record.value)
-            if ignore_unknown_types and _unknown_type(event):
-                return
-            while True:
-                attempts += 1
-                try:
-                    await handler(event)
-                    EVENTS_HANDLED.labels(record.topic, event.type).inc()
-                    return
-                except PoisonEvent:
-                    raise
-                except Exception as exc:
-                    if attempts >= policy.max_attempts:
-                        await _dead_letter(broker, record, group, exc, attempts, "retries_exhausted")
-                        return
-                    CONSUMER_RETRIES.labels(record.topic).inc()
-                    log.warning(
-                        "handler failed, will retry",
-                        extra={"topic": record.topic, "attempt": attempts, "error": repr(exc)[:300]},
+        records = message.raw_message
+        assert isinstance(records, tuple)
+        await consumer.handle_batch(records)
+
+
+class ReliableConsumer:
+    """Handles one polled batch: decode, dead-letter poison, apply the rest in order per key."""
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        settings: ServiceSettings,
+        handler: EventHandler,
+        *,
+        group: str,
+        retry: RetryPolicy,
+        ignore_unknown_types: bool,
+        batch_handler: BatchHandler | None,
+    ) -> None:
+        self.broker = broker
+        self.group = group
+        self.handler = handler
+        self.batch_handler = batch_handler
+        self.retry = retry
+        self.ignore_unknown_types = ignore_unknown_types
+        self.concurrency = settings.consumer_concurrency
+        self.timeout_s = settings.consumer_handler_timeout_s
+        self.budget_s = settings.consumer_retry_budget_s
+
+    async def handle_batch(self, records: Sequence[Any]) -> None:
+        deadline = asyncio.get_running_loop().time() + self.budget_s
+        events: list[tuple[Any, CloudEvent]] = []
+        for record in records:
+            try:
+                event = from_kafka(decode_headers(record.headers), record.value)
+            except PoisonEvent as exc:
+                await self._dead_letter(record, exc, 1, "poison", deadline)
+                continue
+            if _unknown_type(event):
+                if not self.ignore_unknown_types:
+                    await self._dead_letter(
+                        record, PoisonEvent(f"unknown event type {event.type!r}"), 1, "poison", deadline
                     )
-                    await asyncio.sleep(policy.delay_s(attempts))
-        except PoisonEvent as exc:
-            await _dead_letter(broker, record, group, exc, max(attempts, 1), "poison")
+                else:
+                    EVENTS_IGNORED.labels(record.topic, "unknown_type").inc()
+                continue
+            events.append((record, event))
+        if not events:
+            return
+        if self.batch_handler is not None and await self._try_batch(events, deadline):
+            return
+        groups: dict[Any, list[tuple[Any, CloudEvent]]] = {}
+        for record, event in events:
+            groups.setdefault(record.key, []).append((record, event))
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def run(group: list[tuple[Any, CloudEvent]]) -> None:
+            async with gate:
+                for record, event in group:
+                    await self._handle_one(record, event, deadline)
+
+        results = await asyncio.gather(*(run(g) for g in groups.values()), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]  # not committed: the batch is polled again (handlers are idempotent)
+
+    async def _try_batch(self, events: list[tuple[Any, CloudEvent]], deadline: float) -> bool:
+        """Offer the whole batch to the batch handler; True when it applied it."""
+        assert self.batch_handler is not None
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await asyncio.wait_for(self.batch_handler([e for _, e in events]), self.timeout_s)
+            except PoisonEvent:
+                return False
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.warning("batch handler failed; handling the batch event by event", exc_info=True)
+                    return False
+                await self._back_off(events[0][0], attempt, exc, deadline)
+                continue
+            for record, event in events:
+                EVENTS_HANDLED.labels(record.topic, event.type).inc()
+            return True
+
+    async def _handle_one(self, record: Any, event: CloudEvent, deadline: float) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with otel_context_of(event):
+                    await asyncio.wait_for(self.handler(event), self.timeout_s)
+            except PoisonEvent as exc:
+                await self._dead_letter(record, exc, attempt, "poison", deadline)
+                return
+            except Exception as exc:
+                if not is_transient(exc) and attempt >= self.retry.max_attempts:
+                    await self._dead_letter(record, exc, attempt, "retries_exhausted", deadline)
+                    return
+                await self._back_off(record, attempt, exc, deadline)
+                continue
+            EVENTS_HANDLED.labels(record.topic, event.type).inc()
+            return
+
+    async def _back_off(self, record: Any, attempt: int, exc: BaseException, deadline: float) -> None:
+        """Wait before the next attempt; past the batch's budget, hand the batch back to Kafka."""
+        kind = "transient" if is_transient(exc) else "error"
+        CONSUMER_RETRIES.labels(record.topic, kind).inc()
+        delay = self.retry.delay_s(attempt)
+        log.warning(
+            "handler failed, will retry",
+            extra={"topic": record.topic, "attempt": attempt, "kind": kind, "error": repr(exc)[:300]},
+        )
+        loop = asyncio.get_running_loop()
+        if loop.time() + delay > deadline:
+            CONSUMER_HANDBACKS.labels(record.topic).inc()
+            await asyncio.sleep(max(0.0, min(delay, deadline - loop.time())))
+            raise HandBack(f"{record.topic}: still failing after the retry budget: {exc!r}") from exc
+        await asyncio.sleep(delay)
+
+    async def _dead_letter(
+        self, record: Any, exc: BaseException, attempts: int, kind: str, deadline: float
+    ) -> None:
+        """Park a message in its DLQ; a failed DLQ publish backs off (then hands back), never spins."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await _dead_letter(self.broker, record, self.group, exc, attempts, kind)
+                return
+            except Exception as publish_error:
+                DLQ_PUBLISH_FAILURES.labels(record.topic).inc()
+                await self._back_off(record, attempt, publish_error, deadline)
+
+
+def otel_context_of(event: CloudEvent) -> contextlib.AbstractContextManager[None]:
+    """Run a handler inside the trace the event carries (one trace per ticket across services)."""
+    if not event.traceparent:
+        return contextlib.nullcontext()
+    return _attached(extract(event.headers()))
+
+
+@contextlib.contextmanager
+def _attached(ctx: Any) -> Iterator[None]:
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _unknown_type(event: CloudEvent) -> bool:

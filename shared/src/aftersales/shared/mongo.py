@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from prometheus_client import Counter
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -21,15 +22,64 @@ Database = AsyncDatabase[Document]
 Collection = AsyncCollection[Document]
 
 
+DB_COMMANDS = Counter(
+    "aftersales_db_commands_total",
+    "Database commands sent, by service, command and whether its filter selects by _id alone "
+    "(by_id=false: the store must evaluate another filter, a scan on FerretDB, an index on MongoDB)",
+    ["service", "command", "by_id"],
+)
+# Commands whose cost depends on a filter; everything else (insert, getMore, ping, ...) is by_id="n/a".
+_FILTERED = {"find": "filter", "count": "query", "distinct": "query", "findAndModify": "query"}
+
+
+def _selects_by_id(query: Any) -> bool:
+    """True when a filter is `{_id: <value>}` plus nothing that needs another index."""
+    return isinstance(query, Mapping) and "_id" in query and not isinstance(query["_id"], Mapping)
+
+
+def filter_kind(command_name: str, command: Mapping[str, Any]) -> str:
+    """Return "true"/"false" for commands with a filter (by _id or not), "n/a" for the others."""
+    if command_name in _FILTERED:
+        return str(_selects_by_id(command.get(_FILTERED[command_name]) or {})).lower()
+    if command_name in ("update", "delete"):
+        key = "updates" if command_name == "update" else "deletes"
+        statements = command.get(key) or []
+        return str(all(_selects_by_id(s.get("q")) for s in statements)).lower()
+    if command_name == "aggregate":
+        return "false"
+    return "n/a"
+
+
+class CommandCounter(monitoring.CommandListener):
+    """Counts every command a service sends, so tests and `make bench` can see the cost per ticket."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        if name in ("isMaster", "ismaster", "hello", "endSessions", "saslStart", "saslContinue"):
+            return
+        DB_COMMANDS.labels(self._service, name, filter_kind(name, event.command)).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
 def make_client(settings: ServiceSettings) -> AsyncMongoClient[Document]:
-    """Return a client with timezone-aware datetimes and bounded connection timeouts."""
+    """Return a client with timezone-aware datetimes, bounded timeouts and command counting."""
     timeout_ms = int(settings.mongodb_connect_timeout_s * 1000)
     return AsyncMongoClient(
         settings.mongodb_uri.get_secret_value(),
         tz_aware=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=int(settings.mongodb_socket_timeout_s * 1000),
         appname=f"aftersales-{settings.service_name}",
+        event_listeners=[CommandCounter(settings.service_name)],
     )
 
 

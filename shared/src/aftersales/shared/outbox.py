@@ -5,7 +5,11 @@ causes are one atomic update of that one document (`with_events`). After the wri
 `relay.notify(collection, doc_id)`; the relay reads that document by `_id`, publishes its events in
 order, waits for each broker acknowledgement, and then `$pullAll`s exactly the entries it published, so
 an event appended meanwhile stays queued. A crash can only re-publish (consumers dedupe by `ce_id`),
-never drop: a periodic sweep (and one at start-up) finds documents whose outbox is not empty.
+never drop: a sweep at start-up finds documents whose outbox is not empty, which recovers what a
+crashed process left (a crashed pod is restarted, and any replica's start-up sweep covers them all); a
+document whose publish fails is queued again, so a running relay never needs a sweep to find its own
+work. A rare periodic sweep (`outbox_sweep_interval_s`, 10 minutes by default) is the last safety net,
+for a replica that died and was never started again.
 
 Every hot-path operation filters by `_id` alone. FerretDB 1.x pushes nothing else down to SQLite (any
 other filter scans the whole collection), so scans are kept to the sweep. Two relays working on one
@@ -82,7 +86,9 @@ class OutboxRelay:
         self._sweep_interval_s = sweep_interval_s
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._queued: set[tuple[str, Any]] = set()
-        self._locks: dict[tuple[str, Any], asyncio.Lock] = {}
+        # One lock per document being relayed, with the number of tasks holding or awaiting it, so the
+        # lock is dropped only when nobody waits for it (never two relays of one document at once).
+        self._locks: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
         self._sweep_requested = asyncio.Event()
         self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
 
@@ -129,7 +135,10 @@ class OutboxRelay:
             w.cancel()
 
     async def _drain_queue(self) -> int:
-        """Relay every notified document, up to RELAY_CONCURRENCY at a time (order is per document)."""
+        """Relay every notified document, up to RELAY_CONCURRENCY at a time (order is per document).
+
+        A document whose relay fails is queued again before the failure is raised (the caller backs
+        off), so nothing notified is forgotten while the process lives."""
         published = 0
         while not self._queue.empty():
             batch: list[tuple[str, Any]] = []
@@ -137,8 +146,15 @@ class OutboxRelay:
                 key = self._queue.get_nowait()
                 self._queued.discard(key)
                 batch.append(key)
-            counts = await asyncio.gather(*(self.relay_document(c, d) for c, d in batch))
-            published += sum(counts)
+            results = await asyncio.gather(
+                *(self.relay_document(c, d) for c, d in batch), return_exceptions=True
+            )
+            failed = [(key, r) for key, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
+            published += sum(r for r in results if isinstance(r, int))
+            if failed:
+                for (collection, doc_id), _ in failed:
+                    self.notify(collection, doc_id)
+                raise failed[0][1]
         return published
 
     async def sweep(self) -> int:
@@ -154,9 +170,10 @@ class OutboxRelay:
         OUTBOX_PENDING.set(pending_docs)
         return published
 
-    async def drain(self) -> int:
-        """Publish everything pending now (queued and swept); return how many events were published."""
-        return await self._drain_queue() + await self.sweep()
+    async def drain(self, *, sweep: bool = True) -> int:
+        """Publish everything pending now (queued, and swept unless `sweep` is False); return how many."""
+        published = await self._drain_queue()
+        return published + (await self.sweep() if sweep else 0)
 
     async def pending(self) -> int:
         """Return the number of documents with unpublished events."""
@@ -168,12 +185,17 @@ class OutboxRelay:
     async def relay_document(self, collection: str, doc_id: Any) -> int:
         """Publish one document's pending events in order; remove exactly those after the broker has them."""
         key = (collection, doc_id)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            count = await self._relay_document(self._db[collection], doc_id)
-        if not lock.locked():
-            self._locks.pop(key, None)
-        return count
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self._relay_document(self._db[collection], doc_id)
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
     async def _relay_document(self, col: Collection, doc_id: Any) -> int:
         doc = await col.find_one({"_id": doc_id}, {"outbox": 1})

@@ -2,7 +2,8 @@
 
 Start order: database reachable and indexed -> topics exist -> broker (consumers) started -> relay and
 sweeper running. Stop order (graceful shutdown): stop consuming and let in-flight handlers finish ->
-stop the sweeper -> flush the outbox -> close connections.
+stop the timer sweeper and background tasks -> flush the outbox (the producer is still open) -> close
+the producer -> close the database client.
 """
 
 from __future__ import annotations
@@ -121,19 +122,30 @@ class ServiceRuntime:
             await self.client.close()
             return
         self.started = False
-        await self.broker.stop()  # stops consuming; waits up to graceful_timeout for in-flight handlers
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace_s
+        for subscriber in list(self.broker.subscribers):  # stop consuming; in-flight handlers finish
+            try:
+                await asyncio.wait_for(subscriber.stop(), timeout=max(deadline - loop.time(), 0.1))
+            except Exception:
+                log.warning("a consumer did not stop cleanly", exc_info=True)
         self._stop.set()
         self.relay.wake()
         try:
             await asyncio.wait_for(
-                asyncio.gather(*self._tasks, return_exceptions=True), timeout=self.settings.shutdown_grace_s
+                asyncio.gather(*self._tasks, return_exceptions=True),
+                timeout=max(deadline - loop.time(), 0.1),
             )
         except TimeoutError:
             log.warning("background tasks did not finish within the shutdown grace period")
             for task in self._tasks:
                 task.cancel()
+        try:  # the relay's last pass ran when it stopped; publish anything written since
+            await asyncio.wait_for(self.relay.drain(sweep=False), timeout=max(deadline - loop.time(), 0.1))
+        except Exception:
+            log.warning("outbox not fully flushed at shutdown; the next start-up sweep publishes it")
         with contextlib.suppress(Exception):
-            await self.relay.drain()
+            await self.broker.stop()  # closes the producer, now that the outbox is flushed
         await self.client.close()
         log.info("service stopped")
 

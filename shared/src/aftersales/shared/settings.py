@@ -73,6 +73,9 @@ class ServiceSettings(BaseSettings):
     mongodb_connect_timeout_s: float = Field(
         default=10.0, gt=0, description="give up reaching MongoDB after this"
     )
+    mongodb_socket_timeout_s: float = Field(
+        default=30.0, gt=0, description="a database call that has not answered after this fails (retried)"
+    )
 
     consumer_max_attempts: int = Field(
         default=4, ge=1, le=20, description="tries before a message goes to the DLQ"
@@ -80,9 +83,26 @@ class ServiceSettings(BaseSettings):
     consumer_backoff_s: float = Field(
         default=0.2, ge=0, description="first retry delay; doubles each attempt"
     )
+    consumer_batch_max_records: int = Field(
+        default=500, ge=1, le=10_000, description="records a consumer takes from Kafka per batch"
+    )
+    consumer_concurrency: int = Field(
+        default=16, ge=1, le=256, description="tickets (Kafka keys) of one batch handled at once"
+    )
+    consumer_handler_timeout_s: float = Field(
+        default=30.0, gt=0, description="a handler call running longer is cancelled and retried"
+    )
+    consumer_retry_budget_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how long a batch retries transient faults before it is handed back to Kafka "
+        "(re-polled later; keep it below the consumer's max poll interval of 300 s)",
+    )
     outbox_poll_interval_s: float = Field(default=0.5, gt=0, description="outbox relay idle wait")
     outbox_sweep_interval_s: float = Field(
-        default=30.0, gt=0, description="how often the relay scans for events a crash left unpublished"
+        default=600.0,
+        gt=0,
+        description="how often the relay scans for events a crash left unpublished (also at start-up)",
     )
     timer_poll_interval_s: float = Field(default=1.0, gt=0, description="how often due timers are checked")
     timer_scan_interval_s: float = Field(

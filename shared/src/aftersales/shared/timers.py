@@ -1,15 +1,20 @@
 """Durable timers: SLA warnings and breaches, follow-up due times, complaint deadlines.
 
-A timer is a document with a `due_at`. A sweeper claims a due timer, calls the service's handler, and
-marks it done. Claims are atomic and cheap on MongoDB and FerretDB alike: a replica wins a timer by
-inserting the unique claim document `<timer id>:<version>`; the winner then marks the timer running
-with a lease and bumps its version, so when a lease runs out (the replica died) exactly one other replica
-wins the next version. A restart loses no timer (it is a document) and handlers write their effect with
-`apply_once(..., event_id=timer id)`, so a timer fired again after a crash changes nothing.
+A timer is a document with a `due_at`. A replica claims a due timer in **one** conditional write: the
+filter names the timer's `version` (the fencing token) and that it is pending or its lease ran out;
+the update marks it running, sets the lease and bumps the version. Exactly one replica can win a
+version; one whose lease ran out (it died or hung) can no longer finish or fail the timer, because its
+fenced writes name a version that is gone. After the handler the timer is deleted (fenced), so the
+collection holds only timers still to fire, and every scan of it stays as small as the open work.
+
+A restart loses no timer (it is a document). A timer may fire again after a crash (claimed, handled, not
+yet deleted), and a late `schedule` of a fired id schedules it anew: handlers write their effect with
+`apply_once(..., event_id=timer id)` or check the aggregate's state, so a second firing changes nothing.
 
 Each replica keeps a heap of due times: the timers it scheduled itself, plus those found by a periodic
 scan (at start-up and every `scan_interval_s`), which is how timers of a dead replica are picked up.
-Every hot-path operation filters by `_id` alone (FerretDB 1.x scans the collection for anything else).
+Every hot-path operation filters by `_id` (FerretDB 1.x scans the collection for anything else; its
+local front evaluates the extra conditions of an `{_id: X, ...}` write under a lock).
 
 Schedule a timer *before* the state change it belongs to; a handler checks the aggregate's state and
 does nothing when the change never happened, so a crash between the two writes is harmless.
@@ -27,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from pymongo.errors import DuplicateKeyError
 
 from aftersales.shared.mongo import Database, IndexSpec
 
@@ -35,12 +39,16 @@ log = logging.getLogger("aftersales.timers")
 
 TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Durable timers fired", ["kind"])
 TIMER_FAILURES = Counter("aftersales_timer_failures_total", "Timer handler failures", ["kind"])
+TIMERS_GAVE_UP = Counter(
+    "aftersales_timers_failed_total",
+    "Timers that failed MAX_ATTEMPTS times and stopped firing (each needs a person: alert on it)",
+    ["kind"],
+)
 
 COLLECTION = "timers"
-CLAIMS = "timer_claims"
 MAX_ATTEMPTS = 10
 ACTIVE = ("pending", "running")
-TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)]), IndexSpec(COLLECTION, [("group", 1)])]
+TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,7 @@ class Timer:
     payload: Mapping[str, Any]
     group: str | None
     attempts: int
+    version: int = 0  # the fencing token this replica holds while it fires the timer
 
 
 TimerHandler = Callable[[Timer], Awaitable[None]]
@@ -66,10 +75,12 @@ class DurableTimers:
         lease_s: float = 60.0,
         poll_interval_s: float = 1.0,
         scan_interval_s: float = 15.0,
+        handler_timeout_s: float | None = None,
     ) -> None:
         self._col = db[COLLECTION]
-        self._claims = db[CLAIMS]
         self._lease = timedelta(seconds=lease_s)
+        # A handler must end well inside its lease, or another replica may fire the timer meanwhile.
+        self._handler_timeout_s = handler_timeout_s or lease_s / 2
         self._poll_interval_s = poll_interval_s
         self._scan_interval_s = scan_interval_s
         self._owner = uuid.uuid4().hex
@@ -91,7 +102,7 @@ class DurableTimers:
         *,
         group: str | None = None,
     ) -> None:
-        """Create the timer, or move it to a new due time; a timer that already fired stays done."""
+        """Create the timer, or move it to a new due time."""
         if due_at.tzinfo is None:
             raise ValueError("due_at must be timezone-aware")
         await self._col.update_one(
@@ -111,25 +122,18 @@ class DurableTimers:
         self._remember(timer_id, due_at)
 
     async def cancel(self, timer_id: str) -> bool:
-        """Cancel a timer that has not fired; return True if it was still active."""
-        doc = await self._col.find_one({"_id": timer_id}, {"state": 1})
-        if doc is None or doc["state"] not in ACTIVE:
-            return False
-        await self._col.update_one({"_id": timer_id}, {"$set": {"state": "cancelled", "lease_until": None}})
-        return True
-
-    async def cancel_group(self, group: str) -> int:
-        """Cancel every active timer of a group (e.g. all SLA timers of one work order)."""
-        result = await self._col.update_many(
-            {"group": group, "state": {"$in": list(ACTIVE)}}, {"$set": {"state": "cancelled"}}
-        )
-        return result.modified_count
+        """Cancel (delete) a timer that has not fired; return True if it existed."""
+        result = await self._col.delete_one({"_id": timer_id})
+        return result.deleted_count == 1
 
     async def get(self, timer_id: str) -> dict[str, Any] | None:
         return await self._col.find_one({"_id": timer_id})
 
     async def refresh(self) -> int:
-        """Load every active timer into this replica's heap (finds timers other replicas scheduled)."""
+        """Load every active timer into this replica's heap (finds timers other replicas scheduled).
+
+        The collection holds only timers still to fire (fired ones are deleted), so this scan is as
+        large as the open work, not as the history."""
         count = 0
         async for doc in self._col.find({"state": {"$in": list(ACTIVE)}}, {"due_at": 1, "lease_until": 1}):
             self._remember(doc["_id"], max(doc["due_at"], doc.get("lease_until") or doc["due_at"]))
@@ -148,19 +152,16 @@ class DurableTimers:
         if doc["state"] == "running" and lease_until is not None and lease_until > now:
             self._remember(timer_id, lease_until)  # another replica is firing it; look again after its lease
             return None
-        try:
-            await self._claims.insert_one(
-                {"_id": f"{timer_id}:{doc.get('version', 0)}", "owner": self._owner, "at": now}
-            )
-        except DuplicateKeyError:
-            return None  # another replica won this version
-        await self._col.update_one(
-            {"_id": timer_id},
+        version = doc.get("version", 0)
+        won = await self._col.update_one(
+            {"_id": timer_id, "version": version, "state": {"$in": list(ACTIVE)}},
             {
                 "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
                 "$inc": {"version": 1, "attempts": 1},
             },
         )
+        if won.modified_count != 1:
+            return None  # another replica won this version (or it was rescheduled or cancelled)
         return Timer(
             id=timer_id,
             kind=doc["kind"],
@@ -168,6 +169,7 @@ class DurableTimers:
             payload=doc.get("payload", {}),
             group=doc.get("group"),
             attempts=doc.get("attempts", 0) + 1,
+            version=version + 1,
         )
 
     async def fire_due(self, handler: TimerHandler, *, now: datetime | None = None, limit: int = 1000) -> int:
@@ -187,32 +189,40 @@ class DurableTimers:
         return fired
 
     async def _fire(self, handler: TimerHandler, timer: Timer) -> bool:
+        fence = {"_id": timer.id, "version": timer.version}
         try:
-            await handler(timer)
+            await asyncio.wait_for(handler(timer), self._handler_timeout_s)
         except Exception as exc:
             TIMER_FAILURES.labels(timer.kind).inc()
             retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
-            state = "failed" if timer.attempts >= MAX_ATTEMPTS else "pending"
+            gave_up = timer.attempts >= MAX_ATTEMPTS
             await self._col.update_one(
-                {"_id": timer.id},
+                fence,
                 {
                     "$set": {
-                        "state": state,
+                        "state": "failed" if gave_up else "pending",
                         "due_at": retry_at,
                         "lease_until": None,
                         "last_error": repr(exc)[:500],
                     }
                 },
             )
-            if state == "pending":
+            if gave_up:
+                TIMERS_GAVE_UP.labels(timer.kind).inc()
+                log.error(
+                    "timer failed for good",
+                    extra={"timer_id": timer.id, "timer_kind": timer.kind, "attempts": timer.attempts},
+                )
+            else:
                 self._remember(timer.id, retry_at)
-            log.exception(
-                "timer handler failed", extra={"timer_kind": timer.kind, "attempts": timer.attempts}
-            )
+                log.warning(
+                    "timer handler failed; will retry",
+                    extra={"timer_kind": timer.kind, "attempts": timer.attempts, "error": repr(exc)[:300]},
+                )
             return False
-        await self._col.update_one(
-            {"_id": timer.id}, {"$set": {"state": "done", "fired_at": datetime.now(UTC), "lease_until": None}}
-        )
+        # Fenced: if the lease ran out and another replica took the timer, that replica finishes it.
+        # find_one_and_delete is a findAndModify, which the local FerretDB front answers by `_id`.
+        await self._col.find_one_and_delete(fence)
         TIMERS_FIRED.labels(timer.kind).inc()
         return True
 

@@ -26,7 +26,7 @@ from aftersales.feedback.metrics import (
 from aftersales.feedback.store import FeedbackStore, complaint_from
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState, SurveySent, SurveySubmitted
-from aftersales.shared.errors import DomainError, NotFound
+from aftersales.shared.errors import DomainError, NotFound, RetryLater
 from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
@@ -36,7 +36,7 @@ TIMER_STEP, TIMER_CLOSE = "complaint_step_overdue", "complaint_close_overdue"
 NOT_WRITTEN_RETRIES = 4
 
 
-class NotWrittenYet(Exception):
+class NotWrittenYet(RetryLater):
     """A timer fired before the write it was scheduled for landed; the sweeper retries it shortly."""
 
 

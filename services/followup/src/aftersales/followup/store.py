@@ -29,7 +29,7 @@ from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import CustomerTier
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.errors import Conflict, NotFound
+from aftersales.shared.errors import Conflict, NotFound, RetryLater
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
@@ -39,7 +39,7 @@ SOURCE = "/aftersales/followup"
 NOT_WRITTEN_RETRIES = 4
 
 
-class NotWrittenYet(Exception):
+class NotWrittenYet(RetryLater):
     """A timer fired before the write it was scheduled for landed; the sweeper retries it shortly."""
 
 
@@ -229,7 +229,7 @@ class VisitStore:
             _events([messages.cancelled(after, now, reason)], visit.ticket_id),
         )
         result = await self.visits.update_one({"_id": visit.id, "status": {"$in": _open()}}, update)
-        await self.runtime.timers.cancel_group(visit.id)
+        await self._cancel_timers(visit)
         if result.modified_count:
             self.runtime.relay.notify(VISITS, visit.id)
         return result.modified_count == 1
@@ -255,12 +255,16 @@ class VisitStore:
         if result.modified_count != 1:
             raise Conflict(f"visit {before.id} changed meanwhile; reload and try again")
         if after.seq != before.seq or not after.is_open:
-            for kind in ("due", "overdue"):
-                await self.runtime.timers.cancel(f"{before.id}:{kind}:{before.seq}")
+            await self._cancel_timers(before)
         self.runtime.relay.notify(VISITS, before.id)
         return after
 
     # ------------------------------------------------------------------ timers
+
+    async def _cancel_timers(self, visit: Visit) -> None:
+        """Cancel the timers of the visit's current schedule, by id (a group query would scan)."""
+        for kind in ("due", "overdue"):
+            await self.runtime.timers.cancel(f"{visit.id}:{kind}:{visit.seq}")
 
     async def _schedule_timers(self, visit: Visit) -> None:
         payload = {"visit_id": visit.id, "seq": visit.seq}

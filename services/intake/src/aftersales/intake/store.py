@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.errors import DomainError
+from aftersales.shared.errors import DomainError, RetryLater
 from aftersales.shared.mongo import Database, IndexSpec, merge_updates
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
@@ -41,7 +41,7 @@ INDEXES = [
 ]
 
 
-class ContentionError(DomainError):
+class ContentionError(DomainError, RetryLater):
     """A ticket changed under us too many times in a row; the caller may retry the whole request."""
 
     status = 503

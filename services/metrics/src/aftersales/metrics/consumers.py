@@ -1,8 +1,9 @@
-"""Kafka handlers: every stream of the platform folds into the KPI store."""
+"""Kafka handlers: every stream of the platform folds into the KPI store, a whole batch at a time."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aftersales.metrics.facts import subject_of
 from aftersales.metrics.store import MetricsStore
@@ -20,10 +21,22 @@ def register(runtime: ServiceRuntime, store: MetricsStore) -> None:
     """Subscribe the KPI fold to every stream, with the shared bounded retry and dead-letter topic."""
 
     async def handle(event: CloudEvent) -> None:
-        data = event.model()  # raises PoisonEvent (-> DLQ) for invalid data
-        subject = subject_of(data)
-        if not subject:
-            return  # surge switches and other grid-level events carry no ticket facts
-        await store.record(subject, event.id, data)
+        await handle_batch([event])
 
-    subscribe(runtime.broker, runtime.settings, [t.value for t in CONSUMED], handle)
+    async def handle_batch(events: Sequence[CloudEvent]) -> None:
+        items = []
+        for event in events:
+            data = event.model()  # PoisonEvent: the batch goes one by one, this event to the DLQ
+            subject = subject_of(data)
+            if subject:  # surge switches and other grid-level events carry no ticket facts
+                items.append((subject, event.id, data))
+        if items:
+            await store.record_batch(items)
+
+    subscribe(
+        runtime.broker,
+        runtime.settings,
+        [t.value for t in CONSUMED],
+        handle,
+        batch_handler=handle_batch,
+    )

@@ -256,6 +256,6 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def refresh_snapshot(store: MetricsStore, settings: ServiceSettings) -> None:
-    """Apply deltas a crash left pending, then replace the snapshot the collector exports."""
-    await store.flush_all_pending()
+    """Finish batches a crash left behind, then replace the snapshot the collector exports."""
+    await store.recover_batches()
     COLLECTOR.snapshot = await refresh(store, settings)

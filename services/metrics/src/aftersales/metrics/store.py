@@ -1,30 +1,37 @@
 """MongoDB access of the metrics service: per-ticket facts, KPI rollups and inspection reports.
 
-Recording an event is one optimistic update of the ticket's facts document that stores the new facts,
-the event id (dedupe) and the rollup delta it causes as a pending entry, all at once. The pending delta
-is then applied to each rollup bucket with `apply_once` keyed by the delta id and removed; a crash in
-between leaves it pending, and the sweeper (or the next event of that ticket) applies it. So a rollup
-moves exactly once per fact change, even on redelivery.
+Events are recorded a batch at a time, and every rollup bucket moves once per batch, exactly once:
+1. the batch is registered in `batches` (a small collection: only batches in flight live there);
+2. each ticket's facts document takes the batch's events (deduped by event id) and stores the rollup
+   delta they cause as `pending.<batch id>`, in one version-guarded write;
+3. the deltas are summed per bucket and each bucket gets one `$inc` that also sets the marker
+   `applied.<batch id>`, guarded by that marker's absence, so a retry never counts twice;
+4. the `pending.<batch id>` entries are removed, then the markers, then the batch.
+A crash anywhere leaves the batch registered; recovery sums what is still pending for it (all of it
+until step 3 is complete) and replays steps 3 and 4, which the markers make harmless to repeat. No
+document accumulates markers: a bucket holds those of the batches in flight only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.metrics.facts import Facts, fold
 from aftersales.metrics.rollups import ALLTIME, CURRENT, Contribution, contribution, delta
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.idempotency import apply_once
+from aftersales.shared.errors import RetryLater
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import new_with_events
 
@@ -33,8 +40,9 @@ log = logging.getLogger("aftersales.metrics")
 FACTS = "facts"
 ROLLUPS = "rollups"
 REPORTS = "reports"
+BATCHES = "batches"
+FOLD_CONCURRENCY = 16
 INDEXES = [
-    IndexSpec(FACTS, [("has_pending", 1)]),
     IndexSpec(FACTS, [("open_complaint_deadlines", 1)]),
     IndexSpec(FACTS, [("open_visit_dues", 1)]),
     IndexSpec(ROLLUPS, [("day", 1)]),
@@ -42,7 +50,7 @@ INDEXES = [
 MAX_WRITE_ATTEMPTS = 20
 
 
-class WriteConflict(Exception):
+class WriteConflict(RetryLater):
     """The facts document kept changing under us; the consumer retries the event."""
 
 
@@ -73,73 +81,117 @@ class MetricsStore:
         self.facts = db[FACTS]
         self.rollups = db[ROLLUPS]
         self.reports = db[REPORTS]
+        self.batches = db[BATCHES]
+        self._in_flight: set[str] = set()
 
     # ------------------------------------------------------------ recording events
 
-    async def record(self, subject: str, event_id: str, data: BaseModel) -> bool:
-        """Fold one event into its facts document; return False when it was already applied."""
+    async def record(self, subject: str, event_id: str, data: BaseModel) -> None:
+        """Fold one event into its facts document and the rollups (a batch of one)."""
+        await self.record_batch([(subject, event_id, data)])
+
+    async def record_batch(self, items: Sequence[tuple[str, str, BaseModel]]) -> None:
+        """Fold a batch of (subject, event id, event) into facts and rollups, each bucket moved once."""
+        by_subject: dict[str, list[tuple[str, BaseModel]]] = {}
+        for subject, event_id, data in items:
+            by_subject.setdefault(subject, []).append((event_id, data))
+        batch_id = uuid.uuid4().hex
+        self._in_flight.add(batch_id)
+        try:
+            subjects = sorted(by_subject)
+            await self.batches.insert_one({"_id": batch_id, "subjects": subjects, "at": datetime.now(UTC)})
+            gate = asyncio.Semaphore(FOLD_CONCURRENCY)
+
+            async def fold_one(subject: str) -> Contribution:
+                async with gate:
+                    return await self._fold_subject(subject, by_subject[subject], batch_id)
+
+            changes = await asyncio.gather(*(fold_one(s) for s in subjects))
+            await self._finish_batch(batch_id, subjects, _as_paths(_sum(changes)))
+        finally:
+            self._in_flight.discard(batch_id)
+
+    async def _fold_subject(
+        self, subject: str, events: Sequence[tuple[str, BaseModel]], batch_id: str
+    ) -> Contribution:
+        """Store the new facts of one subject and its rollup delta as pending; return the delta."""
         for _ in range(MAX_WRITE_ATTEMPTS):
-            doc = await self.facts.find_one({"_id": subject})
-            if doc is not None and event_id in doc.get("applied_events", []):
-                await self.flush(subject)
-                return False
+            doc = await self.facts.find_one({"_id": subject}, {"pending": 0})
+            applied = set(doc.get("applied_events", [])) if doc else set()
+            fresh = [(i, d) for i, d in events if i not in applied]
+            if not fresh:
+                return {}
             old = Facts.model_validate(doc["facts"]) if doc else Facts(subject=subject)
-            new = fold(old, data)
+            new = old
+            for _, data in fresh:
+                new = fold(new, data)
             change = delta(contribution(old, self.zone), contribution(new, self.zone))
             fields: dict[str, Any] = {"facts": new.to_document(), **_index_fields(new)}
-            pending = {uuid.uuid4().hex: _entries(change)} if change else {}
+            pending = {batch_id: _entries(change)} if change else {}
+            ids = [i for i, _ in fresh]
             if doc is None:
-                first = {"_id": subject, "version": 1, "applied_events": [event_id], **fields}
+                first = {"_id": subject, "version": 1, "applied_events": ids, "pending": pending, **fields}
                 try:
-                    await self.facts.insert_one({**first, "pending": pending, "has_pending": bool(pending)})
+                    await self.facts.insert_one(first)
                 except DuplicateKeyError:
                     continue
-            else:
-                applied = await apply_once(
-                    self.facts,
-                    subject,
-                    event_id,
-                    {"$set": {**fields, **_pending_fields(pending)}, "$inc": {"version": 1}},
-                    extra_filter={"version": doc.get("version", 0)},
-                )
-                if not applied:
-                    continue
-            await self.flush(subject)
-            return True
-        raise WriteConflict(
-            f"facts of {subject} changed {MAX_WRITE_ATTEMPTS} times while applying {event_id}"
-        )
+                return change
+            result = await self.facts.update_one(
+                {"_id": subject, "version": doc.get("version", 0)},
+                {
+                    "$set": {**fields, **{f"pending.{k}": v for k, v in pending.items()}},
+                    "$inc": {"version": 1},
+                    "$push": {"applied_events": {"$each": ids}},
+                },
+            )
+            if result.modified_count == 1:
+                return change
+        raise WriteConflict(f"facts of {subject} changed {MAX_WRITE_ATTEMPTS} times in batch {batch_id}")
 
-    async def flush(self, subject: str) -> None:
-        """Apply the pending rollup deltas of one facts document, each exactly once."""
-        doc = await self.facts.find_one({"_id": subject}, {"pending": 1, "version": 1})
-        if not doc or not doc.get("pending"):
-            return
-        for delta_id, entries in sorted(doc["pending"].items()):
-            for entry in entries:
-                await self._apply_delta(delta_id, entry["bucket"], entry["inc"])
-            await self.facts.update_one({"_id": subject}, {"$unset": {f"pending.{delta_id}": ""}})
-        await self.facts.update_one(
-            {"_id": subject, "version": doc["version"]}, {"$set": {"has_pending": False}}
-        )
+    async def _finish_batch(self, batch_id: str, subjects: Sequence[str], incs: Contribution) -> None:
+        """Steps 3 and 4: move each bucket once, then clear the pending deltas, markers and batch.
 
-    async def _apply_delta(self, delta_id: str, bucket: str, inc: list[dict[str, Any]]) -> None:
+        `incs` is bucket -> stored counter path -> amount."""
+        for bucket, paths in sorted(incs.items()):
+            await self._apply_bucket(batch_id, bucket, paths)
+        if subjects:
+            await self.facts.bulk_write(
+                [UpdateOne({"_id": s}, {"$unset": {f"pending.{batch_id}": ""}}) for s in subjects],
+                ordered=False,
+            )
+        for bucket in sorted(incs):
+            await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{batch_id}": ""}})
+        await self.batches.delete_one({"_id": batch_id})
+
+    async def _apply_bucket(self, batch_id: str, bucket: str, inc: Mapping[str, int]) -> None:
+        seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
+        if bucket.startswith("d:"):
+            seed["day"] = bucket[2:]
         try:
-            seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
-            if bucket.startswith("d:"):
-                seed["day"] = bucket[2:]
-            await self.rollups.update_one({"_id": bucket}, {"$setOnInsert": seed}, upsert=True)
+            await self.rollups.update_one(
+                {"_id": bucket, f"applied.{batch_id}": {"$exists": False}},
+                {"$inc": inc, "$set": {f"applied.{batch_id}": True}, "$setOnInsert": seed},
+                upsert=True,
+            )
         except DuplicateKeyError:
-            pass  # created concurrently: it exists now, which is all we need
-        await apply_once(self.rollups, bucket, delta_id, {"$inc": {i["path"]: i["n"] for i in inc}})
+            pass  # the bucket exists and carries this batch's marker: applied before a crash
 
-    async def flush_all_pending(self, limit: int = 500) -> int:
-        """Apply deltas left pending by a crash; return how many facts documents were flushed."""
-        count = 0
-        async for doc in self.facts.find({"has_pending": True}, {"_id": 1}).limit(limit):
-            await self.flush(doc["_id"])
-            count += 1
-        return count
+    async def recover_batches(self, *, min_age_s: float = 30.0) -> int:
+        """Finish batches a crash left registered (older than `min_age_s`); return how many."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_s)
+        stale = [
+            b async for b in self.batches.find({}) if b["_id"] not in self._in_flight and b["at"] < cutoff
+        ]
+        for batch in stale:
+            subjects = list(batch.get("subjects", []))
+            pending: list[Contribution] = []
+            for subject in subjects:
+                doc = await self.facts.find_one({"_id": subject}, {f"pending.{batch['_id']}": 1})
+                entries = ((doc or {}).get("pending") or {}).get(batch["_id"])
+                if entries:
+                    pending.append({e["bucket"]: {i["path"]: i["n"] for i in e["inc"]} for e in entries})
+            await self._finish_batch(batch["_id"], subjects, _sum(pending))
+        return len(stale)
 
     # ------------------------------------------------------------ reading rollups
 
@@ -228,10 +280,22 @@ def _decode_values(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
     return {unquote(v): {unquote(k): int(n) for k, n in counters.items()} for v, counters in raw.items()}
 
 
-def _pending_fields(pending: Mapping[str, Any]) -> dict[str, Any]:
-    if not pending:
-        return {}
-    return {**{f"pending.{k}": v for k, v in pending.items()}, "has_pending": True}
+def _sum(changes: Sequence[Contribution]) -> Contribution:
+    """Return the bucket-by-bucket sum of several deltas, without zero entries."""
+    total: dict[str, dict[str, int]] = {}
+    for change in changes:
+        for bucket, counters in change.items():
+            target = total.setdefault(bucket, {})
+            for key, n in counters.items():
+                target[key] = target.get(key, 0) + n
+    return {b: {k: n for k, n in c.items() if n} for b, c in total.items() if any(c.values())}
+
+
+def _as_paths(change: Contribution) -> Contribution:
+    """Return bucket -> stored counter path -> amount."""
+    return {
+        bucket: {_path(bucket, key): n for key, n in counters.items()} for bucket, counters in change.items()
+    }
 
 
 def _index_fields(f: Facts) -> dict[str, Any]:

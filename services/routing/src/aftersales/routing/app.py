@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from fastapi import FastAPI
 from pydantic import Field
@@ -29,9 +28,6 @@ class Settings(ServiceSettings):
     housekeeping_interval_s: float = Field(
         default=5.0, gt=0, description="how often gauges are refreshed and queues swept"
     )
-    queue_reconcile_interval_s: float = Field(
-        default=60.0, gt=0, description="how often queued work orders are checked against the queue index"
-    )
 
 
 def build(settings: Settings) -> FastAPI:
@@ -41,13 +37,7 @@ def build(settings: Settings) -> FastAPI:
     async def on_timer(timer: Timer) -> None:
         await holder["lifecycle"].on_timer(timer)
 
-    last_reconcile = time.monotonic()
-
     async def housekeeping() -> None:
-        nonlocal last_reconcile
-        if time.monotonic() - last_reconcile >= settings.queue_reconcile_interval_s:
-            last_reconcile = time.monotonic()
-            await router.store.reconcile_queue()
         await router.refresh_gauges()
         await router.sweep_queues()
 

@@ -112,13 +112,13 @@ async def hand_back(router: Router, wo: Mapping[str, Any], *, reason: str, now: 
             category=need.category,
         )
         outcome = "queued"
+    if chosen is None:  # queue entry first: a crash leaves at most a stale entry, which drains drop
+        await router.store.enqueue({**wo, **update})
     ok = await router.store.update_work_order(ticket_id, guard, {"$set": update}, [event(data, ticket_id)])
     if not ok:
         if chosen is not None:
             await router.store.release(chosen[0].technician_id, key)
         return "conflict"
-    if chosen is None:
-        await router.store.enqueue({**wo, **update})
     freed = await router._release_holder(wo)
     await router.capacity_freed(freed)
     return outcome

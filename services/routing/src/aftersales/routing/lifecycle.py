@@ -243,7 +243,7 @@ class Lifecycle:
         )
         if ok:
             await self.store.dequeue(ticket_id)
-            for clock in CLOCKS:  # by id: cheaper than cancel_group's scan on FerretDB
+            for clock in CLOCKS:  # by id: a query by group would scan on FerretDB
                 await self._cancel(wo, clock)
             if wo["status"] in HOLDING_STATUSES:
                 await self.router.capacity_freed(await self.router._release_holder(wo))

@@ -179,6 +179,8 @@ class Router:
                     ticket_id,
                 )
             ]
+        if chosen is None:  # queue entry first: a crash leaves at most a stale entry, which drains drop
+            await self.store.enqueue({"_id": ticket_id, **base})
         if existing is None:
             written = await self.store.insert_work_order({"_id": ticket_id, **base}, events)
         else:
@@ -196,7 +198,6 @@ class Router:
                 await self.store.dequeue(ticket_id)
             self._observe_assignment(chosen[1], started_at, now)
         else:
-            await self.store.enqueue({"_id": ticket_id, **base})
             WORK_ORDERS.labels("queued").inc()
             if grid is not None:
                 await self.after_queued(grid_id)

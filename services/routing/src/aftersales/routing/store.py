@@ -260,16 +260,6 @@ class RoutingStore:
         pipeline: list[dict[str, Any]] = [{"$group": {"_id": "$grid_id", "n": {"$sum": 1}}}]
         return {d["_id"]: int(d["n"]) async for d in await self.queue.aggregate(pipeline)}
 
-    async def reconcile_queue(self) -> int:
-        """Re-add queued work orders missing from the queue index (a crash between the two writes)."""
-        added = 0
-        known = {e["_id"] async for e in self.queue.find({}, {"_id": 1})}
-        async for wo in self.work_orders.find({"status": Status.QUEUED.value}, {"outbox": 0}):
-            if wo["_id"] not in known:
-                await self.enqueue(wo)
-                added += 1
-        return added
-
     async def open_by_grid_and_region(self) -> dict[tuple[str, str], int]:
         pipeline: list[dict[str, Any]] = [
             {"$match": {"status": {"$in": [s.value for s in OPEN_STATUSES]}}},
