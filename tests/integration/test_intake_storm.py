@@ -78,22 +78,24 @@ async def test_a_thousand_interleaved_alerts_for_ten_devices_make_exactly_ten_ti
         assert abs(doc["last_seen"] - max(observed[serial])) < timedelta(milliseconds=1)
         assert doc["category"] == "hardware_fault" and doc["fault_code"] == "E42"
 
-    events = await read_topic(
-        platform.infra, platform.topic(Topic.TICKETS), expect=DEVICES * ALERTS_PER_DEVICE, timeout_s=60
-    )
+    # Alerts fold into their storm a batch at a time: one ticket.merged per fold, carrying the running
+    # alert_count, so the last merge of each ticket counts all of its alerts.
+    def is_final_merge(r: Any) -> bool:
+        return "merged" in headers_of(r)["ce_type"] and data_of(r)["alert_count"] == ALERTS_PER_DEVICE
+
+    await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=DEVICES, where=is_final_merge)
+    events = await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=DEVICES, settle_s=1)
     kinds = Counter(headers_of(r)["ce_type"] for r in events)
-    assert kinds == {
-        "aftersales.ticket.created.v1": DEVICES,
-        "aftersales.ticket.merged.v1": DEVICES * (ALERTS_PER_DEVICE - 1),
-    }
-    last_merge = {
-        data_of(r)["ticket_id"]: data_of(r)["alert_count"]
-        for r in events
-        if "merged" in headers_of(r)["ce_type"]
-    }
-    assert (
-        sorted(last_merge.values()) == [ALERTS_PER_DEVICE] * DEVICES
-    )  # in order per ticket, last one is 100
+    assert kinds["aftersales.ticket.created.v1"] == DEVICES
+    assert DEVICES <= kinds["aftersales.ticket.merged.v1"] <= DEVICES * (ALERTS_PER_DEVICE - 1)
+    assert set(kinds) == {"aftersales.ticket.created.v1", "aftersales.ticket.merged.v1"}
+    counts: dict[str, list[int]] = {}
+    for r in events:
+        if "merged" in headers_of(r)["ce_type"]:
+            counts.setdefault(data_of(r)["ticket_id"], []).append(data_of(r)["alert_count"])
+    assert len(counts) == DEVICES
+    for seen in counts.values():  # in order per ticket, growing, the last one counting every alert
+        assert seen == sorted(seen) and len(set(seen)) == len(seen) and seen[-1] == ALERTS_PER_DEVICE
     print(f"1,000 alerts collapsed and relayed in {time.monotonic() - started:.1f}s after producing")
 
     async with httpx.AsyncClient(base_url=intake.url, timeout=30) as client:

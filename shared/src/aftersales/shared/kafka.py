@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -45,8 +46,22 @@ from aftersales.shared.telemetry import tracer_provider
 
 log = logging.getLogger("aftersales.kafka")
 
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event with where it was read: handlers that need an idempotency token per record use the
+    position (`partition`, `offset`), which a redelivery repeats and a producer's duplicate does not."""
+
+    event: CloudEvent
+    topic: str
+    partition: int
+    offset: int
+
+
 EventHandler = Callable[[CloudEvent], Awaitable[None]]
-BatchHandler = Callable[[Sequence[CloudEvent]], Awaitable[None]]
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[None]]
+# The record a per-event handler is running for (set by the consumer runtime around each call).
+CURRENT_DELIVERY: ContextVar[Delivery | None] = ContextVar("aftersales_current_delivery", default=None)
 
 DLQ_MESSAGES = Counter(
     "aftersales_dlq_messages_total",
@@ -290,7 +305,8 @@ class ReliableConsumer:
         while True:
             attempt += 1
             try:
-                await asyncio.wait_for(self.batch_handler([e for _, e in events]), self.timeout_s)
+                deliveries = [Delivery(e, r.topic, r.partition, r.offset) for r, e in events]
+                await asyncio.wait_for(self.batch_handler(deliveries), self.timeout_s)
             except PoisonEvent:
                 return False
             except Exception as exc:
@@ -307,6 +323,7 @@ class ReliableConsumer:
         attempt = 0
         while True:
             attempt += 1
+            token = CURRENT_DELIVERY.set(Delivery(event, record.topic, record.partition, record.offset))
             try:
                 with otel_context_of(event):
                     await asyncio.wait_for(self.handler(event), self.timeout_s)
@@ -319,6 +336,8 @@ class ReliableConsumer:
                     return
                 await self._back_off(record, attempt, exc, deadline)
                 continue
+            finally:
+                CURRENT_DELIVERY.reset(token)
             EVENTS_HANDLED.labels(record.topic, event.type).inc()
             return
 

@@ -24,9 +24,9 @@ Collection = AsyncCollection[Document]
 
 DB_COMMANDS = Counter(
     "aftersales_db_commands_total",
-    "Database commands sent, by service, command and whether its filter selects by _id alone "
-    "(by_id=false: the store must evaluate another filter, a scan on FerretDB, an index on MongoDB)",
-    ["service", "command", "by_id"],
+    "Database commands sent, by service, collection, command and whether its filter selects by _id "
+    "alone (by_id=false: the store must evaluate another filter, a scan on FerretDB, an index on MongoDB)",
+    ["service", "collection", "command", "by_id"],
 )
 # Commands whose cost depends on a filter; everything else (insert, getMore, ping, ...) is by_id="n/a".
 _FILTERED = {"find": "filter", "count": "query", "distinct": "query", "findAndModify": "query"}
@@ -60,7 +60,11 @@ class CommandCounter(monitoring.CommandListener):
         name = event.command_name
         if name in ("isMaster", "ismaster", "hello", "endSessions", "saslStart", "saslContinue"):
             return
-        DB_COMMANDS.labels(self._service, name, filter_kind(name, event.command)).inc()
+        target = event.command.get(name)
+        collection = target if isinstance(target, str) and name != "getMore" else ""
+        if name == "getMore":
+            collection = str(event.command.get("collection", ""))
+        DB_COMMANDS.labels(self._service, collection, name, filter_kind(name, event.command)).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

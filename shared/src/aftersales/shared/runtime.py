@@ -30,7 +30,7 @@ BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 
 
 def periodic(
-    action: Callable[[], Awaitable[None]], interval_s: float, *, what: str, wait_first: bool = False
+    action: Callable[[], Awaitable[object]], interval_s: float, *, what: str, wait_first: bool = False
 ) -> BackgroundTask:
     """Return a background task (for `RuntimeSpec.extra_tasks`) running `action` every `interval_s`.
 

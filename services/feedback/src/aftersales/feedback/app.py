@@ -108,6 +108,7 @@ def build(settings: Settings) -> FastAPI:
         settings.survey_signing_key.get_secret_value().encode(),
     )
     runtime.spec.extra_tasks.append(feedback.gauge_refresher(settings.timer_poll_interval_s * 5))
+    runtime.spec.extra_tasks.append(feedback.open_index_healer(600.0))
     consumers.register(runtime, feedback)
     return create_app(
         runtime,

@@ -274,6 +274,11 @@ class Feedback:
         """Return a background task that keeps the gauges right (other replicas change complaints too)."""
         return periodic(self.refresh_gauges, interval_s, what="gauge refresh")
 
+    def open_index_healer(self, interval_s: float) -> BackgroundTask:
+        """Return a background task correcting the open-complaints index after crashes or lost races."""
+        heal = self.store.heal_open_index
+        return periodic(heal, interval_s, what="open-complaints index heal", wait_first=True)
+
 
 def _category(value: Any) -> Category | None:
     return Category(value) if value in Category._value2member_map_ else None

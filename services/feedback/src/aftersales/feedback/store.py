@@ -21,6 +21,7 @@ from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import Conflict, NotFound
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import IndexSpec
+from aftersales.shared.openindex import OpenIndex
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
 
@@ -88,6 +89,7 @@ class FeedbackStore:
         self.tickets = runtime.db[TICKETS]
         self.surveys = runtime.db[SURVEYS]
         self.complaints = runtime.db[COMPLAINTS]
+        self.open = OpenIndex(runtime.db, COMPLAINTS)
 
     # ------------------------------------------------------------------ ticket facts
 
@@ -168,6 +170,7 @@ class FeedbackStore:
             "history": [{"at": now, "action": "opened", "by": extra.get("opened_by"), "note": None}],
             "updated_at": now,
         }
+        await self.open.mark(c.id, _open_state(c))
         try:
             await self.complaints.insert_one(
                 new_with_events(doc, Topic.FEEDBACK, events(models, c.ticket_id or c.id))
@@ -219,6 +222,7 @@ class FeedbackStore:
         guard: dict[str, Any] = {"_id": before.id, "state": before.state.value, "seq": before.seq}
         if guard_scope:
             guard["scope"] = before.scope.value
+        await self.open.mark(after.id, _open_state(after))
         result = await self.complaints.update_one(guard, update)
         if result.modified_count != 1:
             raise Conflict(f"complaint {before.id} changed meanwhile; reload and try again")
@@ -244,8 +248,17 @@ class FeedbackStore:
         return applied
 
     async def open_by_state(self) -> dict[str, int]:
-        return {
-            s.value: await self.complaints.count_documents({"state": s.value})
-            for s in ComplaintState
-            if s != ComplaintState.CLOSED
-        }
+        """Return open complaints by state, from the open-items index (no scan of the history)."""
+        counts = await self.open.counts()
+        return {s.value: counts.get(s.value, 0) for s in ComplaintState if s != ComplaintState.CLOSED}
+
+    async def heal_open_index(self) -> int:
+        async def state_of(complaint_id: str) -> str | None:
+            doc = await self.complaints.find_one({"_id": complaint_id}, {"state": 1})
+            return None if doc is None or doc["state"] == ComplaintState.CLOSED else str(doc["state"])
+
+        return await self.open.heal(state_of)
+
+
+def _open_state(c: Complaint) -> str | None:
+    return None if c.state == ComplaintState.CLOSED else c.state.value

@@ -96,6 +96,7 @@ def build(settings: Settings) -> FastAPI:
     store = VisitStore(runtime, policy)
     followups = holder["followups"] = FollowUps(store, policy)
     runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
+    runtime.spec.extra_tasks.append(followups.open_index_healer(600.0))
     consumers.register(runtime, store, followups)
     return create_app(
         runtime,

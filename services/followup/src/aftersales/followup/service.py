@@ -140,8 +140,14 @@ class FollowUps:
             VISITS_SCHEDULED.labels(VisitKind.CARE.value).inc()
 
     async def refresh_gauges(self) -> None:
-        VISITS_DUE.set(await self.store.count_status(VisitStatus.DUE))
+        VISITS_DUE.set((await self.store.count_open()).get(VisitStatus.DUE.value, 0))
 
     def gauge_refresher(self, interval_s: float) -> BackgroundTask:
         """Return a background task that keeps the gauges right (other replicas change visits too)."""
         return periodic(self.refresh_gauges, interval_s, what="gauge refresh")
+
+    def open_index_healer(self, interval_s: float) -> BackgroundTask:
+        """Return a background task correcting the open-visits index after crashes or lost races."""
+        return periodic(
+            self.store.heal_open_index, interval_s, what="open-visits index heal", wait_first=True
+        )

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.followup import messages
@@ -24,6 +23,7 @@ from aftersales.followup.domain import (
     Visit,
     VisitStatus,
     overdue_at,
+    visit_id_for,
 )
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import CustomerTier
@@ -32,6 +32,7 @@ from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import Conflict, NotFound, RetryLater
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import IndexSpec
+from aftersales.shared.openindex import OpenIndex
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
 
@@ -43,7 +44,7 @@ class NotWrittenYet(RetryLater):
     """A timer fired before the write it was scheduled for landed; the sweeper retries it shortly."""
 
 
-VISITS, TICKETS = "visits", "tickets"
+VISITS, TICKETS, CUSTOMERS = "visits", "tickets", "customers"
 TIMER_DUE, TIMER_OVERDUE = "visit_due", "visit_overdue"
 
 INDEXES = [
@@ -102,6 +103,8 @@ class VisitStore:
         self.policy = policy
         self.visits = runtime.db[VISITS]
         self.tickets = runtime.db[TICKETS]
+        self.customers = runtime.db[CUSTOMERS]
+        self.open = OpenIndex(runtime.db, VISITS)
 
     # ------------------------------------------------------------------ ticket facts
 
@@ -133,10 +136,20 @@ class VisitStore:
     # ------------------------------------------------------------------ creating visits
 
     async def has_open_care(self, customer_id: str | None) -> bool:
+        """True when the customer's latest care visit is still open (read by `_id`, no query)."""
         if customer_id is None:
             return True  # without a customer there is no one to plan care visits for
-        query = {"customer_id": customer_id, "kind": VisitKind.CARE.value, "status": {"$in": _open()}}
-        return await self.visits.count_documents(query, limit=1) > 0
+        latest = await self._latest_care(customer_id)
+        if latest == 0:
+            return False
+        doc = await self.visits.find_one(
+            {"_id": visit_id_for("", 0, VisitKind.CARE, customer_id, latest)}, {"status": 1}
+        )
+        return doc is not None and doc["status"] in _open()
+
+    async def _latest_care(self, customer_id: str) -> int:
+        doc = await self.customers.find_one({"_id": customer_id}, {"care_n": 1})
+        return int((doc or {}).get("care_n", 0))
 
     async def create(self, visit: Visit, tier: CustomerTier) -> bool:
         """Insert a scheduled visit with its VisitScheduled event; False when it already exists."""
@@ -144,6 +157,11 @@ class VisitStore:
             return False
         now = datetime.now(UTC)
         await self._schedule_timers(visit)
+        await self.open.mark(visit.id, visit.status.value)
+        if visit.kind == VisitKind.CARE and visit.customer_id:  # the customer's latest care number
+            await self.customers.update_one(
+                {"_id": visit.customer_id}, {"$max": {"care_n": visit.care_n}}, upsert=True
+            )
         doc = {
             "_id": visit.id,
             "ticket_id": visit.ticket_id,
@@ -173,8 +191,7 @@ class VisitStore:
 
     async def care_sequence(self, customer_id: str) -> int:
         """Return the next care-visit number of a customer (ids stay unique by a unique _id)."""
-        query = {"customer_id": customer_id, "kind": VisitKind.CARE.value}
-        return await self.visits.count_documents(query) + 1
+        return await self._latest_care(customer_id) + 1
 
     # ------------------------------------------------------------------ reading
 
@@ -191,15 +208,27 @@ class VisitStore:
         return [doc async for doc in cursor]
 
     async def open_visits(self, ticket_id: str) -> list[Visit]:
-        cursor = self.visits.find({"ticket_id": ticket_id, "status": {"$in": _open()}})
-        return [visit_from(doc) async for doc in cursor]
+        """Return the ticket's open callbacks and on-site checks, read by their ids (one per round)."""
+        doc = await self.tickets.find_one({"_id": ticket_id}, {"round": 1})
+        rounds = int((doc or {}).get("round", 1))
+        out = []
+        for round_ in range(1, rounds + 1):
+            for kind in (k for k in VisitKind if k != VisitKind.CARE):
+                found = await self.visits.find_one({"_id": visit_id_for(ticket_id, round_, kind, None, 0)})
+                if found is not None and found["status"] in _open():
+                    out.append(visit_from(found))
+        return out
 
-    async def count_status(self, status: VisitStatus) -> int:
-        return await self.visits.count_documents({"status": status.value})
+    async def count_open(self) -> dict[str, int]:
+        """Return open visits by status, from the open-items index (no scan of the history)."""
+        return await self.open.counts()
 
-    async def latest_round(self, ticket_id: str) -> int:
-        doc = await self.visits.find_one({"ticket_id": ticket_id}, sort=[("round", DESCENDING)])
-        return int(doc["round"]) if doc else 0
+    async def heal_open_index(self) -> int:
+        async def status_of(visit_id: str) -> str | None:
+            doc = await self.visits.find_one({"_id": visit_id}, {"status": 1})
+            return doc["status"] if doc is not None and doc["status"] in _open() else None
+
+        return await self.open.heal(status_of)
 
     # ------------------------------------------------------------------ changing
 
@@ -228,6 +257,7 @@ class VisitStore:
             Topic.FOLLOWUPS,
             _events([messages.cancelled(after, now, reason)], visit.ticket_id),
         )
+        await self.open.mark(visit.id, None)
         result = await self.visits.update_one({"_id": visit.id, "status": {"$in": _open()}}, update)
         await self._cancel_timers(visit)
         if result.modified_count:
@@ -251,6 +281,7 @@ class VisitStore:
             _events(models, after.ticket_id),
         )
         guard = {"_id": before.id, "status": before.status.value, "seq": before.seq}
+        await self.open.mark(after.id, after.status.value if after.is_open else None)
         result = await self.visits.update_one(guard, update)
         if result.modified_count != 1:
             raise Conflict(f"visit {before.id} changed meanwhile; reload and try again")

@@ -155,7 +155,7 @@ def router(intake: Intake) -> APIRouter:
             {
                 **profile,
                 "id": profile["_id"],
-                "ticket_count": len(profile.get("ticket_ids", []))
+                "ticket_count": await intake.store.customer_ticket_count(customer_id)
                 if not principal.is_channel_only
                 else len(tickets),
                 "tickets": [summary_of(t) for t in tickets],

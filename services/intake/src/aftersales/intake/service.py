@@ -3,7 +3,9 @@ a ticket is cancelled; the customer answers. Shared by the HTTP API and the Kafk
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -11,9 +13,10 @@ from typing import Any, Literal
 from aftersales.intake import domain, metrics
 from aftersales.intake.domain import TicketStatus
 from aftersales.intake.rules import Classification, Facts, classify
-from aftersales.intake.store import KEEP_KEYS, KEEP_TIMELINE, Change, ContentionError, TicketStore
+from aftersales.intake.store import KEEP_TIMELINE, Change, ContentionError, TicketStore
+from aftersales.intake.storms import Alert, Storms
 from aftersales.shared.contracts.common import Channel
-from aftersales.shared.contracts.events import TicketCancelled, TicketCreated, TicketMerged, TicketUpdated
+from aftersales.shared.contracts.events import TicketCancelled, TicketCreated, TicketUpdated
 from aftersales.shared.contracts.requests import TicketRequest
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import Conflict, NotFound
@@ -22,7 +25,7 @@ from aftersales.shared.mongo import merge_updates
 log = logging.getLogger("aftersales.intake")
 
 SOURCE = "/aftersales/intake"
-PRIORITY_ORDER = ["P1", "P2", "P3", "P4"]
+STORM_CONCURRENCY = 16
 
 Outcome = Literal["created", "merged", "replayed"]
 
@@ -41,6 +44,9 @@ class Intake:
     def __init__(self, store: TicketStore, *, storm_window_s: float) -> None:
         self.store = store
         self.storm_window_s = storm_window_s
+        self.storms = Storms(
+            store, window_s=storm_window_s, new_ticket=self._new_alert_ticket, event_for=event_for
+        )
 
     async def submit(
         self, request: TicketRequest, *, caller: str, idempotency_key: str | None, source: str
@@ -54,35 +60,84 @@ class Intake:
         ticket_id = (
             domain.keyed_ticket_id(caller, idempotency_key) if idempotency_key else domain.new_ticket_id()
         )
-        # An alert's replay is found in its storm's ticket (which keeps the keys it absorbed), so only
-        # other requests look their key up first.
-        is_alert = request.channel is Channel.IOT
-        if key is not None and not is_alert and (earlier := await self.store.get(ticket_id)) is not None:
+        if request.channel is Channel.IOT:
+            alert = self.alert(request, caller=caller, idempotency_key=idempotency_key, source=source)
+            [(ticket, outcome)] = await self.storms.absorb(_storm_of(request), [alert])
+            if outcome == "created":
+                await self._remember_customer(ticket, request)
+            return Submitted(ticket, outcome)  # type: ignore[arg-type]
+        if key is not None and (earlier := await self.store.get(ticket_id)) is not None:
             return await self._replayed(earlier, request, fingerprint, source)
         doc = self._new_ticket(request, ticket_id, decided, warranty, caller, source, key, fingerprint, now)
         created = event_for(
             TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=decided.rules_version),
             ticket_id,
         )
-        if not is_alert:
-            if not await self.store.insert(doc, [created]):
-                return await self._replayed(await self._must_get(ticket_id), request, fingerprint, source)
-            return await self._created(doc, request)
-        assert request.iot is not None and request.product.serial is not None
-        storm = domain.storm_key(request.product.serial, request.iot.fault_code)
-        for _ in range(50):
-            merged = await self._join_storm(storm, request, key, fingerprint, decided)
-            if merged is not None:
-                if merged.outcome == "replayed":
-                    metrics.TICKETS_REPLAYED.labels(source).inc()
-                return merged
-            if await self.store.insert({**doc, "storm_key": storm}, [created]):
-                await self.store.point_storm(storm, ticket_id)
-                return await self._created(doc, request)
-            if (earlier := await self.store.get(ticket_id)) is not None:
-                return await self._replayed(earlier, request, fingerprint, source)
-            # Another request opened this storm's ticket between our look and our insert: join it.
-        raise ContentionError("alert storm kept changing; try again")
+        if not await self.store.insert(doc, [created]):
+            return await self._replayed(await self._must_get(ticket_id), request, fingerprint, source)
+        return await self._created(doc, request)
+
+    def alert(
+        self,
+        request: TicketRequest,
+        *,
+        caller: str,
+        idempotency_key: str | None,
+        source: str,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> Alert:
+        """Return an IoT request as an alert to fold into its storm."""
+        warranty = domain.under_warranty(request.product, datetime.now(UTC).date())
+        return Alert(
+            request=request,
+            decided=classify(Facts.of(request, under_warranty=warranty)),
+            fingerprint=domain.request_fingerprint(request),
+            key=domain.dedupe_key(caller, idempotency_key) if idempotency_key else None,
+            caller=caller,
+            source=source,
+            partition=partition,
+            offset=offset,
+        )
+
+    async def absorb_alerts(self, alerts: Sequence[Alert]) -> None:
+        """Fold a batch of IoT alerts, storm by storm (alerts of one storm in order); storms in parallel."""
+        storms: dict[str, list[Alert]] = {}
+        for alert in alerts:
+            storms.setdefault(_storm_of(alert.request), []).append(alert)
+        gate = asyncio.Semaphore(STORM_CONCURRENCY)
+
+        async def absorb(storm: str, group: list[Alert]) -> None:
+            async with gate:
+                for (ticket, outcome), alert in zip(
+                    await self.storms.absorb(storm, group), group, strict=True
+                ):
+                    if outcome == "created":
+                        await self._remember_customer(ticket, alert.request)
+
+        await asyncio.gather(*(absorb(s, g) for s, g in storms.items()))
+
+    def _new_alert_ticket(self, alert: Alert) -> tuple[dict[str, Any], CloudEvent]:
+        """Return a new storm ticket opened by `alert`, with its created event."""
+        request, now = alert.request, datetime.now(UTC)
+        ticket_id = domain.new_ticket_id()
+        warranty = domain.under_warranty(request.product, now.date())
+        doc = self._new_ticket(
+            request,
+            ticket_id,
+            alert.decided,
+            warranty,
+            alert.caller,
+            alert.source,
+            None,
+            alert.fingerprint,
+            now,
+        )
+        created = event_for(
+            TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=alert.decided.rules_version),
+            ticket_id,
+        )
+        return doc, created
 
     def _new_ticket(
         self,
@@ -185,66 +240,6 @@ class Intake:
             product=product,
         )
 
-    async def _join_storm(
-        self, storm: str, request: TicketRequest, key: str | None, fingerprint: str, decided: Classification
-    ) -> Submitted | None:
-        """Fold the alert into the storm's open ticket; None when there is none (or it just expired)."""
-        assert request.iot is not None
-        observed = domain.stored_precision(request.iot.observed_at)
-        for _ in range(200):
-            doc = await self.store.open_storm(storm)
-            if doc is None:
-                return None
-            if key is not None and key in doc.get("request_keys", []):
-                return Submitted(doc, "replayed")
-            if not domain.joins_storm(doc["last_seen"], observed, self.storm_window_s):
-                released = {"$set": {"storm_key": domain.released_storm_key(doc["_id"])}}
-                if await self.store.conditional_update(doc, released):
-                    return None
-                continue
-            count = int(doc.get("alert_count") or 1) + 1
-            first, last = min(doc["first_seen"], observed), max(doc["last_seen"], observed)
-            now = datetime.now(UTC)
-            sets: dict[str, Any] = {
-                "alert_count": count,
-                "first_seen": first,
-                "last_seen": last,
-                "updated_at": now,
-            }
-            events = [
-                event_for(
-                    TicketMerged(
-                        ticket_id=doc["_id"],
-                        fault_code=request.iot.fault_code,
-                        alert_count=count,
-                        first_seen=first,
-                        last_seen=last,
-                    ),
-                    doc["_id"],
-                )
-            ]
-            if PRIORITY_ORDER.index(decided.priority.value) < PRIORITY_ORDER.index(doc["priority"]):
-                sets["priority"] = decided.priority.value
-                sets["severity"] = request.iot.severity
-                events.append(
-                    event_for(
-                        TicketUpdated(
-                            ticket_id=doc["_id"],
-                            change="priority_changed",
-                            priority=decided.priority,
-                            updated_at=now,
-                        ),
-                        doc["_id"],
-                    )
-                )
-            update: dict[str, Any] = {"$set": sets}
-            if key is not None:
-                update["$push"] = {"request_keys": {"$each": [key], "$slice": -KEEP_KEYS}}
-            if await self.store.conditional_update(doc, update, events):
-                metrics.TICKETS_MERGED.labels(request.channel.value).inc()
-                return Submitted({**doc, **sets}, "merged")
-        raise ContentionError("alert storm kept changing; try again")
-
     # ------------------------------------------------------------ agent and customer actions
 
     async def cancel(self, ticket_id: str, *, visible: Any, reason: str) -> dict[str, Any]:
@@ -332,3 +327,8 @@ def _status_update(
         "$set": {"status": status.value, "status_changed_at": now, **(extra or {})},
         "$push": {"timeline": {"$each": [timeline], "$slice": -KEEP_TIMELINE}},
     }
+
+
+def _storm_of(request: TicketRequest) -> str:
+    assert request.iot is not None and request.product.serial is not None
+    return domain.storm_key(request.product.serial, request.iot.fault_code)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
@@ -28,9 +28,11 @@ log = logging.getLogger("aftersales.intake")
 TICKETS = "tickets"
 CUSTOMERS = "customers"
 STORMS = "storms"
+REQUEST_KEYS = "request_keys"
 KEEP_KEYS = 500
 KEEP_TIMELINE = 500
 MAX_CAS_ATTEMPTS = 200
+DUPLICATE_KEY = 11000
 
 INDEXES = [
     IndexSpec(TICKETS, [("storm_key", 1)], unique=True, name="storm_key_unique"),
@@ -126,12 +128,13 @@ class TicketStore:
                 return Applied(before=doc, change=decided)
         raise ContentionError(f"ticket {ticket_id} kept changing; try again")
 
-    async def open_storm(self, key: str) -> dict[str, Any] | None:
+    async def open_storm(self, key: str, *, look_everywhere: bool = False) -> dict[str, Any] | None:
         """Return the ticket currently collecting alerts under storm `key`, if any.
 
-        A pointer document (`storms`, keyed by the storm key) makes the usual case two `_id` look-ups; the
-        unique `storm_key` on tickets stays the source of truth, so a missing or stale pointer only costs
-        one query by `storm_key`.
+        A pointer document (`storms`, keyed by the storm key) makes this two `_id` look-ups. The unique
+        `storm_key` on tickets stays the source of truth: without a pointer the caller tries to open the
+        storm's ticket, and only when that insert collides (a crash left a ticket without its pointer)
+        does it ask again with `look_everywhere`, a query by `storm_key` (a scan on FerretDB).
         """
         tickets = self._db[TICKETS]
         pointer = await self._db[STORMS].find_one({"_id": key})
@@ -139,6 +142,8 @@ class TicketStore:
             doc = await tickets.find_one({"_id": pointer["ticket_id"]}, {"outbox": 0})
             if doc is not None and doc.get("storm_key") == key:
                 return doc
+        if not look_everywhere:
+            return None
         doc = await tickets.find_one({"storm_key": key}, {"outbox": 0})
         if doc is not None:
             await self.point_storm(key, doc["_id"])
@@ -150,6 +155,20 @@ class TicketStore:
             await self._db[STORMS].update_one({"_id": key}, {"$set": {"ticket_id": ticket_id}}, upsert=True)
         except DuplicateKeyError:
             pass  # a racing writer created the pointer; the next look-up verifies it anyway
+
+    async def claim_request_keys(self, claims: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Insert idempotency-key claims (one command); return the positions of keys claimed before."""
+        try:
+            await self._db[REQUEST_KEYS].insert_many([dict(c) for c in claims], ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            return sorted(int(e["index"]) for e in errors)
+        return []
+
+    async def request_key(self, key: str) -> dict[str, Any] | None:
+        return await self._db[REQUEST_KEYS].find_one({"_id": key})
 
     async def conditional_update(
         self,
@@ -195,12 +214,15 @@ class TicketStore:
     async def upsert_customer(
         self, customer_id: str, profile: Mapping[str, Any], *, ticket_id: str, product: Mapping[str, Any]
     ) -> None:
-        """Create or refresh a customer's profile; add the ticket and product to the history (idempotent)."""
+        """Create or refresh a customer's profile and add the product to it (idempotent).
+
+        The customer's tickets are not listed in this document (a list would grow without bound): they
+        are the tickets with this `customer_id`, counted through the (customer_id, created_at) index."""
         now = datetime.now(UTC)
         update = {
-            "$set": {**profile, "updated_at": now},
+            "$set": {**profile, "updated_at": now, "last_ticket_id": ticket_id},
             "$setOnInsert": {"created_at": now},
-            "$addToSet": {"ticket_ids": ticket_id, "products": dict(product)},
+            "$addToSet": {"products": dict(product)},
         }
         for attempt in range(3):
             try:
@@ -212,3 +234,6 @@ class TicketStore:
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
         return await self._db[CUSTOMERS].find_one({"_id": customer_id})
+
+    async def customer_ticket_count(self, customer_id: str) -> int:
+        return await self._db[TICKETS].count_documents({"customer_id": customer_id})

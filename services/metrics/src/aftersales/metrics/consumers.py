@@ -9,7 +9,7 @@ from aftersales.metrics.facts import subject_of
 from aftersales.metrics.store import MetricsStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.kafka import subscribe
+from aftersales.shared.kafka import Delivery, subscribe
 from aftersales.shared.runtime import ServiceRuntime
 
 log = logging.getLogger("aftersales.metrics")
@@ -21,9 +21,12 @@ def register(runtime: ServiceRuntime, store: MetricsStore) -> None:
     """Subscribe the KPI fold to every stream, with the shared bounded retry and dead-letter topic."""
 
     async def handle(event: CloudEvent) -> None:
-        await handle_batch([event])
+        await record([event])
 
-    async def handle_batch(events: Sequence[CloudEvent]) -> None:
+    async def handle_batch(deliveries: Sequence[Delivery]) -> None:
+        await record([d.event for d in deliveries])
+
+    async def record(events: Sequence[CloudEvent]) -> None:
         items = []
         for event in events:
             data = event.model()  # PoisonEvent: the batch goes one by one, this event to the DLQ

@@ -24,7 +24,6 @@ from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
-from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.metrics.facts import Facts, fold
@@ -42,9 +41,8 @@ ROLLUPS = "rollups"
 REPORTS = "reports"
 BATCHES = "batches"
 FOLD_CONCURRENCY = 16
+DEADLINES = "deadlines"
 INDEXES = [
-    IndexSpec(FACTS, [("open_complaint_deadlines", 1)]),
-    IndexSpec(FACTS, [("open_visit_dues", 1)]),
     IndexSpec(ROLLUPS, [("day", 1)]),
 ]
 MAX_WRITE_ATTEMPTS = 20
@@ -82,6 +80,7 @@ class MetricsStore:
         self.rollups = db[ROLLUPS]
         self.reports = db[REPORTS]
         self.batches = db[BATCHES]
+        self.deadlines = db[DEADLINES]
         self._in_flight: set[str] = set()
 
     # ------------------------------------------------------------ recording events
@@ -107,7 +106,8 @@ class MetricsStore:
                     return await self._fold_subject(subject, by_subject[subject], batch_id)
 
             changes = await asyncio.gather(*(fold_one(s) for s in subjects))
-            await self._finish_batch(batch_id, subjects, _as_paths(_sum(changes)))
+            pending = [s for s, change in zip(subjects, changes, strict=True) if change]
+            await self._finish_batch(batch_id, pending, _as_paths(_sum(changes)))
         finally:
             self._in_flight.discard(batch_id)
 
@@ -126,7 +126,8 @@ class MetricsStore:
             for _, data in fresh:
                 new = fold(new, data)
             change = delta(contribution(old, self.zone), contribution(new, self.zone))
-            fields: dict[str, Any] = {"facts": new.to_document(), **_index_fields(new)}
+            await self._track_deadlines(old, new)
+            fields: dict[str, Any] = {"facts": new.to_document(), "updated_at": datetime.now(UTC)}
             pending = {batch_id: _entries(change)} if change else {}
             ids = [i for i, _ in fresh]
             if doc is None:
@@ -154,11 +155,10 @@ class MetricsStore:
         `incs` is bucket -> stored counter path -> amount."""
         for bucket, paths in sorted(incs.items()):
             await self._apply_bucket(batch_id, bucket, paths)
-        if subjects:
-            await self.facts.bulk_write(
-                [UpdateOne({"_id": s}, {"$unset": {f"pending.{batch_id}": ""}}) for s in subjects],
-                ordered=False,
-            )
+        # One update per document, not one bulk command: FerretDB 1.x evaluates a many-statement update
+        # far slower than the same statements sent one by one (each `{_id: X}` is its fast path).
+        unset = {"$unset": {f"pending.{batch_id}": ""}}
+        await asyncio.gather(*(self.facts.update_one({"_id": s}, unset) for s in subjects))
         for bucket in sorted(incs):
             await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{batch_id}": ""}})
         await self.batches.delete_one({"_id": batch_id})
@@ -185,12 +185,14 @@ class MetricsStore:
         for batch in stale:
             subjects = list(batch.get("subjects", []))
             pending: list[Contribution] = []
+            holders: list[str] = []
             for subject in subjects:
                 doc = await self.facts.find_one({"_id": subject}, {f"pending.{batch['_id']}": 1})
                 entries = ((doc or {}).get("pending") or {}).get(batch["_id"])
                 if entries:
+                    holders.append(subject)
                     pending.append({e["bucket"]: {i["path"]: i["n"] for i in e["inc"]} for e in entries})
-            await self._finish_batch(batch["_id"], subjects, _sum(pending))
+            await self._finish_batch(batch["_id"], holders, _sum(pending))
         return len(stale)
 
     # ------------------------------------------------------------ reading rollups
@@ -221,36 +223,44 @@ class MetricsStore:
         return out
 
     async def overdue(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
-        """Return open complaints past their deadline and follow-ups past their due time, with their grid."""
+        """Return open complaints past their deadline and follow-ups past their due time, with their grid.
+
+        Reads the `deadlines` collection, which holds only what is open (not the facts history)."""
         complaints: list[dict[str, Any]] = []
         visits: list[dict[str, Any]] = []
-        query = {"$or": [{"open_complaint_deadlines": {"$lt": now}}, {"open_visit_dues": {"$lt": now}}]}
-        async for doc in self.facts.find(query, {"facts": 1}).limit(5000):
-            f = Facts.model_validate(doc["facts"])
-            for c in f.complaints:
-                if c.closed_at is None and c.deadline_at is not None and c.deadline_at < now:
-                    complaints.append(
-                        {
-                            "complaint_id": c.complaint_id,
-                            "ticket_id": _ticket_id(f),
-                            "grid": f.grid,
-                            "deadline_at": c.deadline_at,
-                            "overdue_s": (now - c.deadline_at).total_seconds(),
-                        }
-                    )
-            for v in f.visits:
-                if not v.done and v.due_at is not None and v.due_at < now:
-                    visits.append(
-                        {
-                            "visit_id": v.visit_id,
-                            "ticket_id": _ticket_id(f),
-                            "grid": f.grid,
-                            "kind": v.kind,
-                            "due_at": v.due_at,
-                            "overdue_s": (now - v.due_at).total_seconds(),
-                        }
-                    )
+        async for d in self.deadlines.find({}):
+            if d["due_at"] >= now:
+                continue
+            base = {"ticket_id": d.get("ticket_id"), "grid": d.get("grid")}
+            if d["kind"] == "complaint":
+                complaints.append(
+                    {
+                        "complaint_id": d["item_id"],
+                        **base,
+                        "deadline_at": d["due_at"],
+                        "overdue_s": (now - d["due_at"]).total_seconds(),
+                    }
+                )
+            else:
+                visits.append(
+                    {
+                        "visit_id": d["item_id"],
+                        **base,
+                        "kind": d["visit_kind"],
+                        "due_at": d["due_at"],
+                        "overdue_s": (now - d["due_at"]).total_seconds(),
+                    }
+                )
         return {"complaints": complaints, "followups": visits}
+
+    async def _track_deadlines(self, old: Facts, new: Facts) -> None:
+        """Write ahead the open deadlines that changed between two versions of one subject's facts."""
+        before, after = open_deadlines(old), open_deadlines(new)
+        for key in before.keys() - after.keys():
+            await self.deadlines.delete_one({"_id": key})
+        for key, doc in after.items():
+            if before.get(key) != doc:
+                await self.deadlines.replace_one({"_id": key}, doc, upsert=True)
 
     async def ticket_facts(self, subject: str) -> Facts | None:
         doc = await self.facts.find_one({"_id": subject}, {"facts": 1})
@@ -298,11 +308,26 @@ def _as_paths(change: Contribution) -> Contribution:
     }
 
 
-def _index_fields(f: Facts) -> dict[str, Any]:
-    return {
-        "open_complaint_deadlines": sorted(
-            c.deadline_at for c in f.complaints if c.closed_at is None and c.deadline_at is not None
-        ),
-        "open_visit_dues": sorted(v.due_at for v in f.visits if not v.done and v.due_at is not None),
-        "updated_at": datetime.now(UTC),
-    }
+def open_deadlines(f: Facts) -> dict[str, dict[str, Any]]:
+    """Return the open complaint deadlines and follow-up due times of one subject, keyed for storage."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in f.complaints:
+        if c.closed_at is None and c.deadline_at is not None:
+            out[f"complaint:{c.complaint_id}"] = {
+                "kind": "complaint",
+                "item_id": c.complaint_id,
+                "due_at": c.deadline_at,
+                "ticket_id": _ticket_id(f),
+                "grid": f.grid,
+            }
+    for v in f.visits:
+        if not v.done and v.due_at is not None:
+            out[f"visit:{v.visit_id}"] = {
+                "kind": "visit",
+                "item_id": v.visit_id,
+                "visit_kind": v.kind,
+                "due_at": v.due_at,
+                "ticket_id": _ticket_id(f),
+                "grid": f.grid,
+            }
+    return out
