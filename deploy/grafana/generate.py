@@ -84,7 +84,13 @@ OPERATIONS: list[Panel] = [
     (
         "SLA breaches by clock (1 h)",
         "timeseries",
-        [("sum by (clock) (increase(aftersales_kpi_sla_breaches_total[1h]))", "{{clock}}")],
+        # The series appear with the first breach: 0 (not "No data") until then.
+        [
+            (
+                "sum by (clock) (increase(aftersales_kpi_sla_breaches_total[1h])) or on () vector(0)",
+                "{{clock}}",
+            )
+        ],
         "short",
     ),
     (
@@ -92,8 +98,9 @@ OPERATIONS: list[Panel] = [
         "stat",
         [
             (
-                "sum(increase(aftersales_kpi_sla_breaches_total[1h])) "
-                "/ sum(increase(aftersales_kpi_tickets_created_total[1h]))",
+                # = the aftersales:sla_breach_ratio:1h rule: 0, not NaN or +Inf, without tickets
+                "(sum(increase(aftersales_kpi_sla_breaches_total[1h])) or vector(0))"
+                " / clamp_min(sum(increase(aftersales_kpi_tickets_created_total[1h])) or vector(0), 1)",
                 "breach rate",
             )
         ],
@@ -111,7 +118,8 @@ OPERATIONS: list[Panel] = [
         "stat",
         [
             (
-                '100 * (sum(aftersales_kpi_nps_responses_total{group="promoter"}) or vector(0)'
+                # `or` binds looser than `-`: each side of the difference needs its own parentheses
+                '100 * ((sum(aftersales_kpi_nps_responses_total{group="promoter"}) or vector(0))'
                 ' - (sum(aftersales_kpi_nps_responses_total{group="detractor"}) or vector(0)))'
                 " / sum(aftersales_kpi_nps_responses_total)",
                 "NPS",
@@ -230,12 +238,15 @@ HEALTH: list[Panel] = [
         "short",
     ),
     (
+        # The depth gauge exists at 0 from start-up, so the first parked message counts (a per-process
+        # counter appears with its first message, which increase() never sees); max - min is exact.
         "Dead-lettered messages (1 h)",
         "timeseries",
         [
             (
-                "sum by (job, topic, reason) (increase(aftersales_dlq_messages_total[1h]))",
-                "{{job}} {{topic}} {{reason}}",
+                "max by (topic) (max_over_time(aftersales_dlq_depth_messages[1h])"
+                " - min_over_time(aftersales_dlq_depth_messages[1h]))",
+                "{{topic}}",
             )
         ],
         "short",
@@ -267,7 +278,9 @@ GRID: list[Panel] = [
         "bargauge",
         [
             (
-                'sum by (grid, clock) (increase(aftersales_kpi_sla_breaches_total{grid=~"$grid"}[24h]))',
+                'sum by (grid, clock) (increase(aftersales_kpi_sla_breaches_total{grid=~"$grid"}[24h]))'
+                # grids without any breach yet show 0
+                ' or on (grid) (sum by (grid) (aftersales_kpi_backlog_tickets{grid=~"$grid"}) * 0)',
                 "{{grid}} {{clock}}",
             )
         ],

@@ -17,4 +17,5 @@ for s in metrics feedback followup routing intake; do
   rm -f "$pidfile"
 done
 bash "$HERE/prometheus.sh" stop || true
+bash "$HERE/alertmanager.sh" stop || true
 bash "$HERE/infra.sh" stop

@@ -41,6 +41,11 @@ for s in "${ORDER[@]}"; do
   echo "[up] started $s on http://127.0.0.1:${PORTS[$s]} (pid $(cat "$RUN/$s.pid"), log $LOGS/$s.log)"
 done
 (cd "$ROOT" && "$PY" "$HERE/demo.py")
+if bash "$HERE/alertmanager.sh" start >/dev/null 2>"$LOGS/alertmanager-start.err"; then
+  ALERTS="http://127.0.0.1:${ALERTMANAGER_PORT:-9094} (receives the alerts of Prometheus)"
+else
+  ALERTS="not started: $(tail -1 "$LOGS/alertmanager-start.err")"
+fi
 if bash "$HERE/prometheus.sh" start >/dev/null 2>"$LOGS/prometheus-start.err"; then
   PROM="http://127.0.0.1:${PROMETHEUS_PORT:-9090} (scraping 8001-8005, alert rules loaded)"
 else
@@ -52,6 +57,7 @@ cat <<EOT
 
 Kafka:   127.0.0.1:9092      MongoDB wire: ${MONGODB_URI}
 Prometheus: ${PROM}
+Alertmanager: ${ALERTS}
 OpenAPI: http://127.0.0.1:8001/docs (and 8002..8005)     Dev token: Authorization: Bearer dev-admin-token
 Stop everything with: make down
 EOT

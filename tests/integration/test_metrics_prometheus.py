@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from deploytools import promtool
 from harness import ROOT, Infra, Platform, ServiceProcess, auth, free_port, produce, wait_until
 from test_metrics import handled_all, produce_all, scenario_events
 
@@ -25,13 +26,7 @@ DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 RUNBOOK = ROOT / "docs" / "operations.md"
 OTHER_SERVICES = ("intake", "routing", "followup", "feedback")
 RATE_INTERVAL = "20s"
-
-
-def promtool() -> str:
-    """Return promtool's path, installing Debian's prometheus package through the project script if needed."""
-    done = subprocess.run(["bash", str(SCRIPT), "promtool"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"deploy/local/prometheus.sh promtool failed:\n{done.stderr}"
-    return done.stdout.strip().splitlines()[-1]
+DLQ_ALERT = "AftersalesDeadLetterNotEmpty"
 
 
 def test_alert_rules_pass_promtool_and_link_their_runbook() -> None:
@@ -51,9 +46,14 @@ def test_alert_rules_pass_promtool_and_link_their_runbook() -> None:
 
     text = "\n".join(r.read_text() for r in RULES)
     alerts = re.findall(r"- alert: (\S+)", text)
-    runbooks = re.findall(r'runbook_url: "docs/operations\.md#([a-z0-9-]+)"', text)
+    # absolute, so the link works from Alertmanager, chat and pager notifications
+    runbooks = re.findall(
+        r'runbook_url: "https://github\.com/aftersales/platform/blob/main/docs/operations\.md#([a-z0-9-]+)"',
+        text,
+    )
     assert {
         "AftersalesServiceDown",
+        "AftersalesServiceAbsent",
         "AftersalesConsumerLagGrowing",
         "AftersalesDeadLetterNotEmpty",
         "AftersalesOutboxBacklog",
@@ -192,8 +192,14 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
             rules = (await client.get(f"{prom}/api/v1/rules")).json()["data"]["groups"]
             assert {g["name"] for g in rules} >= {"aftersales-availability", "aftersales-messaging"}
             assert all(r.get("health") != "err" for g in rules for r in g["rules"]), rules
-            dlq_alert = [r for g in rules for r in g["rules"] if r["name"] == "AftersalesDeadLetterNotEmpty"]
-            assert dlq_alert[0]["state"] in ("pending", "firing")
+
+            # The poison message fires the dead-letter alert (panels answer 0 before it is parked, so wait).
+            async def dlq_alerting() -> bool:
+                groups = (await client.get(f"{prom}/api/v1/rules")).json()["data"]["groups"]
+                states = [r["state"] for g in groups for r in g["rules"] if r["name"] == DLQ_ALERT]
+                return states == ["firing"]
+
+            await wait_until("the poison message firing " + DLQ_ALERT, dlq_alerting, timeout_s=45)
     finally:
         await asyncio.to_thread(
             subprocess.run, ["bash", str(SCRIPT), "stop"], env=env, capture_output=True, timeout=60

@@ -1,41 +1,15 @@
-"""Deployment artifacts: the Helm chart rendered by a real helm, docker-compose.yml, the Dockerfiles."""
+"""Deployment artifacts: docker-compose.yml and the Dockerfiles (the Helm chart: test_helm_chart.py)."""
 
 from __future__ import annotations
 
 import importlib
-import json
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from harness import ROOT, SERVICE_NAMES
 
-CHART = ROOT / "helm" / "aftersales"
-PROD_VALUES = {
-    "environment": "production",
-    "apiTokens": {"json": json.dumps({"s3cret": {"subject": "crm", "scopes": ["supervisor"]}})},
-}
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    return subprocess.run(
-        ["bash", str(ROOT / "deploy/local/helm.sh")], check=True, capture_output=True, text=True, timeout=900
-    ).stdout.strip()
-
-
-def render(helm: str, tmp_path: Path, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    return subprocess.run(
-        [helm, "template", "rel", str(CHART), "-f", str(values_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
 
 
 def default_port(service: str) -> int:
@@ -44,41 +18,17 @@ def default_port(service: str) -> int:
     return port
 
 
-def test_chart_lints_and_every_deployment_is_a_good_cloud_native_citizen(helm: str, tmp_path: Path) -> None:
-    values_file = tmp_path / "v.yaml"
-    values_file.write_text(yaml.safe_dump(PROD_VALUES))
-    lint = subprocess.run([helm, "lint", str(CHART), "-f", str(values_file)], capture_output=True, text=True)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    rendered = render(helm, tmp_path, PROD_VALUES)
-    assert rendered.returncode == 0, rendered.stderr
-    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d]
-    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == {f"rel-{s}" for s in SERVICE_NAMES}
-    for service in SERVICE_NAMES:
-        pod = deployments[f"rel-{service}"]["spec"]["template"]["spec"]
-        [container] = pod["containers"]
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert container["securityContext"]["readOnlyRootFilesystem"] is True
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["resources"]["limits"]["memory"]
-        assert pod["terminationGracePeriodSeconds"] >= 20
-        assert container["ports"][0]["containerPort"] == default_port(service)
-        env = {e["name"] for e in container["env"]}
-        assert {"MONGODB_URI", "API_TOKENS", "HTTP_PORT"} <= env
-    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
-    assert config["ENVIRONMENT"] == "production" and config["HTTP_HOST"] == "0.0.0.0"
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((ROOT / "docker-compose.yml").read_text()))
 
 
-def test_chart_refuses_production_without_tokens(helm: str, tmp_path: Path) -> None:
-    rendered = render(helm, tmp_path, {"environment": "production"})
-    assert rendered.returncode != 0
-    assert "apiTokens.json or apiTokens.existingSecret is required" in rendered.stderr
+def mounts(spec: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source of each volume of a compose service."""
+    return {v.split(":")[1]: v.split(":")[0] for v in spec.get("volumes", [])}
 
 
 def test_compose_runs_every_service_from_its_dockerfile_with_its_port() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
+    services = compose()["services"]
     assert {"kafka", "mongodb", "prometheus", "grafana", *SERVICE_NAMES} <= set(services)
     for service in SERVICE_NAMES:
         spec = services[service]
@@ -96,3 +46,52 @@ def test_compose_runs_every_service_from_its_dockerfile_with_its_port() -> None:
         t for job in prometheus["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
     assert targets == {f"{s}:{default_port(s)}" for s in SERVICE_NAMES}
+    assert {job["job_name"] for job in prometheus["scrape_configs"]} == {
+        f"aftersales-{s}" for s in SERVICE_NAMES
+    }
+
+
+def test_compose_images_are_pinned_and_every_container_restarts() -> None:
+    services = compose()["services"]
+    for name, spec in services.items():
+        assert spec.get("restart") == "unless-stopped", f"{name} has no restart policy"
+        if "image" in spec:
+            assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", spec["image"]), (
+                f"{name}: floating tag {spec['image']}"
+            )
+    for service in SERVICE_NAMES:
+        text = (ROOT / "services" / service / "Dockerfile").read_text()
+        for image in re.findall(r"^FROM (\S+)", text, re.M):
+            assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", image), f"{service}: floating base {image}"
+        assert re.search(r'"uv==\d+\.\d+\.\d+"', text), f"{service}: uv is not pinned"
+
+
+def test_compose_keeps_kafka_mongodb_and_prometheus_data_in_volumes() -> None:
+    spec = compose()
+    services, volumes = spec["services"], set(spec["volumes"])
+    kafka = services["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    assert mounts(kafka)[log_dirs] in volumes, "Kafka must write its log into the volume"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["environment"]["CLUSTER_ID"])
+    assert mounts(services["mongodb"])["/data/db"] in volumes
+    prometheus = services["prometheus"]
+    [storage] = [a.split("=", 1)[1] for a in prometheus["command"] if a.startswith("--storage.tsdb.path=")]
+    assert mounts(prometheus)[storage] in volumes
+    assert mounts(services["grafana"])["/var/lib/grafana"] in volumes
+    # healthy means writable PRIMARY, not merely "replica set status answered"
+    healthcheck = " ".join(services["mongodb"]["healthcheck"]["test"])
+    assert "isWritablePrimary" in healthcheck and "rs.initiate" in healthcheck
+
+
+def test_compose_grafana_reads_prometheus_and_the_dashboards() -> None:
+    services = compose()["services"]
+    grafana = services["grafana"]
+    [source] = yaml.safe_load((GRAFANA / "datasources" / "prometheus.yml").read_text())["datasources"]
+    url = re.sub(r"\$\{(\w+)\}", lambda m: str(grafana["environment"][m.group(1)]), source["url"])
+    assert url == "http://prometheus:9090" and "prometheus" in services
+    assert "127.0.0.1" not in url, "inside the Grafana container, loopback is Grafana itself"
+    [provider] = yaml.safe_load((GRAFANA / "dashboards" / "aftersales.yml").read_text())["providers"]
+    dashboards = mounts(grafana)[provider["options"]["path"]]
+    assert (ROOT / dashboards).resolve() == (ROOT / "deploy" / "grafana" / "dashboards").resolve()
+    assert list((ROOT / dashboards).glob("*.json"))
+    assert mounts(grafana)["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"

@@ -2,7 +2,19 @@
 app.kubernetes.io/part-of: aftersales
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
+{{- end -}}
+
+{{/* Selector labels of one service: (dict "root" $ "name" "intake") */}}
+{{- define "aftersales.selectorLabels" -}}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/name: {{ .name }}
+{{- end -}}
+
+{{/* "true" in development and test, where the services accept their built-in dev tokens and keys. */}}
+{{- define "aftersales.isDevelopment" -}}
+{{- if has .Values.environment (list "development" "test") }}true{{ end -}}
 {{- end -}}
 
 {{- define "aftersales.mongodbSecret" -}}
@@ -11,4 +23,40 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 
 {{- define "aftersales.tokensSecret" -}}
 {{- default (printf "%s-api-tokens" .Release.Name) .Values.apiTokens.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret holding SURVEY_SIGNING_KEY, or nothing in development without a key (the dev key is used). */}}
+{{- define "aftersales.surveySecret" -}}
+{{- if .Values.survey.existingSecret -}}
+{{ .Values.survey.existingSecret }}
+{{- else if .Values.survey.signingKey -}}
+{{ printf "%s-survey-signing" .Release.Name }}
+{{- end -}}
+{{- end -}}
+
+{{- define "aftersales.surveyLinkBaseUrl" -}}
+{{- if .Values.survey.linkBaseUrl -}}
+{{ .Values.survey.linkBaseUrl }}
+{{- else -}}
+{{ printf "http://%s-feedback:%v/v1/surveys/" .Release.Name .Values.services.feedback.port }}
+{{- end -}}
+{{- end -}}
+
+{{/* Image of one service: (dict "root" $ "name" "intake" "svc" $svc) */}}
+{{- define "aftersales.image" -}}
+{{- $tag := .root.Values.image.tag | default .root.Chart.AppVersion -}}
+{{ .root.Values.image.registry }}/aftersales-{{ .name }}:{{ $tag }}{{ with .svc.imageDigest }}@{{ . }}{{ end }}
+{{- end -}}
+
+{{/* Autoscaling settings of one service, or nothing when it is not autoscaled. The metrics service never is:
+their KPI series would be counted once per replica. */}}
+{{- define "aftersales.autoscaling" -}}
+{{- $own := .svc.autoscaling | default dict -}}
+{{- $as := dict -}}
+{{- range $key, $default := .root.Values.autoscaling -}}
+{{- $_ := set $as $key (ternary (get $own $key) $default (hasKey $own $key)) -}}
+{{- end -}}
+{{- if and $as.enabled (ne .name "metrics") -}}
+{{ toYaml $as }}
+{{- end -}}
 {{- end -}}
