@@ -39,6 +39,7 @@ async def escalate(router: Router, wo: Mapping[str, Any], *, reason: str, now: d
     else:
         level = "supervisor"
         update = {"escalation_level": level, "updated_at": now}
+    update["escalation_due"] = False
     data = WorkOrderEscalated(
         ticket_id=ticket_id,
         grid_id=wo["grid_id"],

@@ -33,7 +33,7 @@ from aftersales.shared.contracts.events import (
     WorkOrderResolved,
     WorkOrderStarted,
 )
-from aftersales.shared.errors import Conflict, Forbidden, NotFound
+from aftersales.shared.errors import Conflict, Forbidden, NotFound, RetryLater
 from aftersales.shared.http import Principal
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.outbox import with_events
@@ -154,6 +154,8 @@ class Lifecycle:
             {"$set": sets, "$push": {"pauses": pause}},
             [event(data, wo["_id"])],
         )
+        if ok:
+            await self._retire(wo, sets)
         return ok
 
     async def _replan(
@@ -163,7 +165,11 @@ class Lifecycle:
         policy: SlaPolicy | None = None,
         facts: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Return `$set` fields re-arming every running clock with a new timer generation."""
+        """Return `$set` fields re-arming every running clock with a new timer generation.
+
+        The new generation's timer is armed before the caller's guarded write (a stale one fires and
+        does nothing); the timers it replaces are cancelled only by `_retire` after that write landed,
+        so a lost write never leaves a work order pointing at a cancelled timer."""
         view = await self.router.view()
         calendar = self.router.calendar_of(view, wo["grid_id"])
         facts = facts or wo["facts"]
@@ -185,10 +191,16 @@ class Lifecycle:
                 fired_pct=list(state.get("fired", [])),
                 generation=int(state.get("generation", 0)) + 1,
             )
-            if state.get("timer_id"):
-                await self.timers.cancel(state["timer_id"])
         await arm_earliest(self.timers, ticket_id=wo["_id"], round_=wo["round"], states=states)
         return {f"sla.{name}": state for name, state in states.items()}
+
+    async def _retire(self, wo: Mapping[str, Any], sets: Mapping[str, Any]) -> None:
+        """After a re-plan landed: cancel the timers of the generations it replaced."""
+        for key in sets:
+            if key.startswith("sla."):
+                old = wo["sla"][key.split(".", 1)[1]].get("timer_id")
+                if old and old != sets[key].get("timer_id"):
+                    await self.timers.cancel(old)
 
     async def replan_open(self, query: Mapping[str, Any], policy: SlaPolicy | None = None) -> int:
         """Re-plan the clocks of open work orders matching `query` (policy or calendar changed)."""
@@ -204,15 +216,21 @@ class Lifecycle:
             guard |= {f"{k}.generation": wo["sla"][k.split(".", 1)[1]]["generation"] for k in sets}
             sets["updated_at"] = now_utc()
             if await self.store.update_work_order(wo["_id"], guard, {"$set": sets}, []):
+                await self._retire(wo, sets)
                 count += 1
+            # else the work order moved meanwhile; whatever moved it planned its clocks itself
         return count
 
     # ------------------------------------------------------------------ ticket events
 
     async def customer_replied(self, ticket_id: str) -> None:
         wo = await self.store.work_order(ticket_id)
-        if wo is not None and wo["status"] == Status.PENDING_CUSTOMER:
-            await self.resume(wo, now_utc())
+        if (
+            wo is not None
+            and wo["status"] == Status.PENDING_CUSTOMER
+            and not await self.resume(wo, now_utc())
+        ):
+            raise RetryLater(f"work order {ticket_id} changed while resuming; decide again")
 
     async def priority_changed(self, ticket_id: str, priority: str) -> None:
         wo = await self.store.work_order(ticket_id)
@@ -226,9 +244,11 @@ class Lifecycle:
             "priority_rank": PRIORITY_RANK[priority],
             "updated_at": now_utc(),
         }
-        await self.store.update_work_order(
+        if not await self.store.update_work_order(
             ticket_id, {"round": wo["round"], "status": wo["status"]}, {"$set": sets}, []
-        )
+        ):
+            raise RetryLater(f"work order {ticket_id} changed while re-planning; decide again")
+        await self._retire(wo, sets)
 
     async def ended(self, ticket_id: str, status: Status) -> None:
         """The ticket was cancelled or closed: stop its clocks and free its technician."""
@@ -241,12 +261,13 @@ class Lifecycle:
             {"$set": {"status": status.value, "updated_at": now_utc(), "paused_since": None}},
             [],
         )
-        if ok:
-            await self.store.dequeue(ticket_id)
-            for clock in CLOCKS:  # by id: a query by group would scan on FerretDB
-                await self._cancel(wo, clock)
-            if wo["status"] in HOLDING_STATUSES:
-                await self.router.capacity_freed(await self.router._release_holder(wo))
+        if not ok:  # accepted, resolved or escalated meanwhile: read again and end what is there now
+            raise RetryLater(f"work order {ticket_id} changed while ending; decide again")
+        await self.store.dequeue(ticket_id)
+        for clock in CLOCKS:  # by id: a query by group would scan on FerretDB
+            await self._cancel(wo, clock)
+        if wo["status"] in HOLDING_STATUSES:
+            await self.router.capacity_freed(await self.router._release_holder(wo))
 
     # ------------------------------------------------------------------ SLA timers
 
@@ -254,6 +275,8 @@ class Lifecycle:
         """Fire a warning or breach once; stale timers (re-planned, stopped, paused) do nothing."""
         payload = timer.payload
         wo = await self.store.work_order(str(payload["ticket_id"]))
+        if wo is not None and wo.get("escalation_due") and wo["round"] == payload["round"]:
+            await self._escalate_due(wo)  # a breach whose escalation did not land (crash or lost race)
         if wo is None or not timer_is_current(wo, payload):
             return
         clock, pct, gen = SlaClock(payload["clock"]), int(payload["pct"]), int(payload["generation"])
@@ -285,6 +308,8 @@ class Lifecycle:
             states[other.value] = dict(wo["sla"][other.value])
         armed = await arm_earliest(self.timers, ticket_id=wo["_id"], round_=wo["round"], states=states)
         sets: dict[str, Any] = {f"sla.{clock.value}": next_state}
+        if pct == 100 and wo.get("escalation_level") != "supervisor":
+            sets["escalation_due"] = True  # cleared by the escalation's own write
         if armed == other.value:
             sets[f"sla.{other.value}.timer_id"] = states[other.value]["timer_id"]
         applied = await apply_once(
@@ -306,7 +331,19 @@ class Lifecycle:
             return
         SLA_BREACHES.labels(clock.value, wo["grid_id"]).inc()
         log.warning("SLA breached", extra={"ticket_id": wo["_id"], "clock": clock.value})
-        if wo.get("escalation_level") != "supervisor":
-            fresh = await self.store.work_order(wo["_id"])
-            if fresh is not None and fresh["status"] in OPEN_STATUSES:
-                await escalate(self.router, fresh, reason="sla_breach", now=now)
+        fresh = await self.store.work_order(wo["_id"])
+        if fresh is not None and fresh.get("escalation_due"):
+            await self._escalate_due(fresh)
+
+    async def _escalate_due(self, wo: Mapping[str, Any]) -> None:
+        """Escalate a breached work order; a lost race raises, so the timer runs again and retries."""
+        if wo["status"] not in OPEN_STATUSES:
+            await self.store.update_work_order(
+                wo["_id"],
+                {"round": wo["round"], "status": wo["status"]},
+                {"$set": {"escalation_due": False}},
+                [],
+            )
+            return
+        if await escalate(self.router, wo, reason="sla_breach", now=now_utc()) == "conflict":
+            raise RetryLater(f"escalation of {wo['_id']} lost a race; it is retried")

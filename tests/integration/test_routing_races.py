@@ -1,0 +1,195 @@
+"""Routing's handlers when their guard loses a race, on the real MongoDB-wire server.
+
+The use cases run in-process against the real database (no Kafka: the outbox relay is never started);
+a competing write is injected between a handler's read and its guarded write, exactly where another
+replica or an HTTP action would land. A handler that loses must say so (RetryLater: the consumer runtime
+runs it again, and it decides again on what is there now), never return as if it had applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from harness import Infra, mongo, unique
+
+from aftersales.routing.app import Settings
+from aftersales.routing.domain import ServiceGrid, Status, Technician
+from aftersales.routing.lifecycle import Lifecycle
+from aftersales.routing.router import Router
+from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS
+from aftersales.shared.errors import RetryLater
+from aftersales.shared.mongo import ensure_indexes
+from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.timers import TIMER_INDEXES, Timer
+
+ALWAYS = {str(d): [{"start": "00:00", "end": "24:00"}] for d in range(7)}
+REGION = "310000/310100/310104"
+
+
+@pytest.fixture
+async def routing(infra: Infra) -> AsyncIterator[Lifecycle]:
+    database = unique("races_")
+    settings = Settings(
+        mongodb_uri=infra.mongodb_uri,  # type: ignore[arg-type]
+        mongodb_database=database,
+        kafka_bootstrap_servers=infra.kafka,
+    )
+    runtime = ServiceRuntime(settings, RuntimeSpec(outbox_collections=OUTBOX_COLLECTIONS, indexes=INDEXES))
+    await ensure_indexes(runtime.db, [*INDEXES, *TIMER_INDEXES])
+    router = Router(runtime)
+    grid = ServiceGrid.model_validate(
+        {
+            "id": "g1",
+            "name": "g1",
+            "region_path": REGION.split("/"),
+            "calendar": {"timezone": "UTC", "weekly": ALWAYS},
+            "supervisor_id": "sup-1",
+            "surge": {"backlog_threshold": 1000, "capacity_factor": 1.5, "automatic": False},
+        }
+    )
+    await router.store.put_grid(grid)
+    await add_technician(router, "t1", tier=1)
+    yield Lifecycle(router)
+    client = mongo(infra)
+    await client.drop_database(database)
+    await client.close()
+    await runtime.client.close()
+
+
+async def add_technician(router: Router, tech_id: str, *, tier: int) -> None:
+    tech = {"id": tech_id, "name": tech_id, "grid_id": "g1", "tier": tier, "capacity": 5}
+    await router.store.put_technician(Technician.model_validate(tech))
+
+
+async def dispatch(lifecycle: Lifecycle, ticket_id: str) -> dict[str, Any]:
+    facts = {
+        "ticket_id": ticket_id,
+        "channel": "web",
+        "category": "hardware_fault",
+        "priority": "P3",
+        "customer_id": "C-1",
+        "customer_tier": "standard",
+        "region_code": REGION,
+        "device_type": "air_conditioner",
+    }
+    await lifecycle.router.dispatch_round(
+        facts=facts, started_at=datetime.now(UTC), round_=1, previous_technician_id=None
+    )
+    wo = await lifecycle.store.work_order(ticket_id)
+    assert wo is not None and wo["status"] == Status.ASSIGNED
+    return wo
+
+
+async def held_slots(lifecycle: Lifecycle) -> dict[str, int]:
+    return {d["_id"]: d["active_work_orders"] for d in await lifecycle.store.technician_docs()}
+
+
+def race_once(lifecycle: Lifecycle, competing: dict[str, Any]) -> None:
+    """Make the next guarded work-order write lose: another writer changes the work order just before."""
+    store = lifecycle.store
+    original = store.update_work_order
+
+    async def losing(ticket_id: str, guard: Any, update: Any, events: Any) -> bool:
+        store.update_work_order = original  # type: ignore[method-assign]
+        await store.work_orders.update_one({"_id": ticket_id}, {"$set": competing})
+        return await original(ticket_id, guard, update, events)
+
+    store.update_work_order = losing  # type: ignore[method-assign]
+
+
+async def test_a_cancellation_racing_an_accept_is_decided_again_and_frees_the_slot(
+    routing: Lifecycle,
+) -> None:
+    wo = await dispatch(routing, "R-cancel")
+    assert sum((await held_slots(routing)).values()) == 1
+    race_once(routing, {"status": Status.ACCEPTED.value})  # the technician accepts meanwhile
+    with pytest.raises(RetryLater):
+        await routing.ended(wo["_id"], Status.CANCELLED)
+    await routing.ended(wo["_id"], Status.CANCELLED)  # the consumer runs it again
+    after = await routing.store.work_order(wo["_id"])
+    assert after is not None and after["status"] == Status.CANCELLED
+    assert sum((await held_slots(routing)).values()) == 0
+
+
+async def test_a_lost_customer_reply_is_retried_and_the_sla_timer_survives(routing: Lifecycle) -> None:
+    wo = await dispatch(routing, "R-reply")
+    await routing.store.work_orders.update_one(
+        {"_id": wo["_id"]},
+        {"$set": {"status": Status.PENDING_CUSTOMER.value, "paused_since": datetime.now(UTC)}},
+    )
+    paused = await routing.store.work_order(wo["_id"])
+    assert paused is not None
+    armed = {c: s.get("timer_id") for c, s in paused["sla"].items() if s.get("timer_id")}
+    assert armed, "dispatch arms an SLA timer"
+    # The technician starts work meanwhile (his own action ends the pause).
+    race_once(routing, {"status": Status.IN_PROGRESS.value, "paused_since": None})
+    with pytest.raises(RetryLater):
+        await routing.customer_replied(wo["_id"])
+    # The lost re-plan cancelled nothing: the timer the work order points at still exists.
+    after = await routing.store.work_order(wo["_id"])
+    assert after is not None
+    for clock, timer_id in armed.items():
+        assert after["sla"][clock]["timer_id"] == timer_id
+        assert await routing.timers.get(timer_id) is not None
+    await routing.customer_replied(wo["_id"])  # run again: nothing to resume any more
+    assert (await routing.store.work_order(wo["_id"]))["status"] == Status.IN_PROGRESS  # type: ignore[index]
+
+
+async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: Lifecycle) -> None:
+    wo = await dispatch(routing, "R-resume")
+    await routing.store.work_orders.update_one(
+        {"_id": wo["_id"]},
+        {"$set": {"status": Status.PENDING_CUSTOMER.value, "paused_since": datetime.now(UTC)}},
+    )
+    paused = await routing.store.work_order(wo["_id"])
+    assert paused is not None
+    armed = {c: s["timer_id"] for c, s in paused["sla"].items() if s.get("timer_id")}
+    await routing.customer_replied(wo["_id"])
+    resumed = await routing.store.work_order(wo["_id"])
+    assert resumed is not None and resumed["status"] == Status.IN_PROGRESS
+    for clock, old in armed.items():
+        new = resumed["sla"][clock]["timer_id"]
+        assert new != old and await routing.timers.get(new) is not None
+        assert await routing.timers.get(old) is None
+
+
+async def test_a_breach_whose_escalation_loses_a_race_escalates_when_the_timer_runs_again(
+    routing: Lifecycle,
+) -> None:
+    wo = await dispatch(routing, "R-breach")
+    state = wo["sla"]["first_response"]
+    # Make the first-response clock due for its breach now.
+    await routing.store.work_orders.update_one(
+        {"_id": wo["_id"]}, {"$set": {"sla.first_response.next_pct": 100}}
+    )
+    payload = {
+        "ticket_id": wo["_id"],
+        "round": 1,
+        "clock": "first_response",
+        "pct": 100,
+        "generation": state["generation"],
+    }
+    timer = Timer(
+        id="breach-1",
+        kind="sla",
+        due_at=datetime.now(UTC) - timedelta(seconds=1),
+        payload=payload,
+        group=wo["_id"],
+        attempts=1,
+    )
+    await add_technician(routing.router, "t2", tier=2)  # someone to escalate to
+    # The breach itself lands (apply_once); the escalation's guarded write then loses to an accept.
+    race_once(routing, {"status": Status.ACCEPTED.value})
+    with pytest.raises(RetryLater):
+        await routing.on_timer(timer)
+    breached = await routing.store.work_order(wo["_id"])
+    assert breached is not None and breached.get("escalation_due") is True
+    assert breached.get("escalation_level") is None
+    await routing.on_timer(timer)  # the timer module runs a failed timer again
+    escalated = await routing.store.work_order(wo["_id"])
+    assert escalated is not None and escalated.get("escalation_due") is False
+    assert escalated["escalation_level"] == "tier2" and escalated["technician_id"] == "t2"
+    assert await held_slots(routing) == {"t1": 0, "t2": 1}
