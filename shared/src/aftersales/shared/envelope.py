@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.propagate import inject
 from pydantic import BaseModel, ValidationError
 
 from aftersales.shared.contracts import event_type_of, spec_for
@@ -102,8 +103,16 @@ class CloudEvent:
 
 
 def new_event(data: BaseModel, *, source: str, subject: str, traceparent: str | None = None) -> CloudEvent:
-    """Return a CloudEvent for a registered event model, its type looked up in the registry."""
+    """Return a CloudEvent for a registered event model, its type looked up in the registry.
+
+    Without an explicit `traceparent` the current trace is carried (the HTTP request's, or the consumed
+    event's: handlers run inside it), and the outbox stores it with the event, so the relay publishes it
+    inside the originating trace: one ticket is one trace across the services."""
     spec = event_type_of(data)
+    if traceparent is None:
+        carrier: dict[str, str] = {}
+        inject(carrier)
+        traceparent = carrier.get("traceparent")
     return CloudEvent(
         type=spec.type,
         source=source,

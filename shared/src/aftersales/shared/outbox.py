@@ -57,11 +57,14 @@ def new_with_events(doc: Mapping[str, Any], topic: str, events: Sequence[CloudEv
 
 
 def outbox_indexes(collections: Sequence[str]) -> list[IndexSpec]:
-    """Indexes for the sweep's `outbox.0 exists` query (used by MongoDB; FerretDB scans anyway)."""
-    return [IndexSpec(c, [("outbox.id", 1)]) for c in collections]
+    """The sweep's index: sparse, so on MongoDB it holds only documents with pending events and the
+    sweep walks those, not the history (FerretDB 1.x accepts it and scans anyway, hence the rare sweep)."""
+    return [
+        IndexSpec(c, [("outbox.id", 1)], name="outbox_pending", options={"sparse": True}) for c in collections
+    ]
 
 
-PENDING_QUERY = {"outbox.0": {"$exists": True}}
+PENDING_QUERY = {"outbox.id": {"$exists": True}}
 RELAY_CONCURRENCY = 32  # documents relayed at once; events of one document are always sequential
 
 
@@ -90,6 +93,7 @@ class OutboxRelay:
         # lock is dropped only when nobody waits for it (never two relays of one document at once).
         self._locks: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
         self._sweep_requested = asyncio.Event()
+        self.stalled_since: float | None = None  # loop time of the first failed pass of a failing streak
         self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
 
     def notify(self, collection: str, doc_id: Any) -> None:
@@ -116,8 +120,11 @@ class OutboxRelay:
                     await self.sweep()
                     next_sweep = loop.time() + self._sweep_interval_s
                 await self._drain_queue()
+                self.stalled_since = None
             except Exception:
                 OUTBOX_FAILURES.inc()
+                if self.stalled_since is None:
+                    self.stalled_since = loop.time()
                 log.exception("outbox relay pass failed; will retry")
                 await asyncio.sleep(self._poll_interval_s)
             await self._wait_for_work(

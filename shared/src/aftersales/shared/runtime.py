@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import ensure_topics, make_broker, publish_event
+from aftersales.shared.kafkaauth import client_options
 from aftersales.shared.mongo import Database, IndexSpec, ensure_indexes, make_client
 from aftersales.shared.outbox import OutboxRelay, outbox_indexes
 from aftersales.shared.settings import ServiceSettings
@@ -27,6 +28,7 @@ log = logging.getLogger("aftersales.runtime")
 
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
+OUTBOX_STALL_S = 60.0  # an outbox failing this long makes the service not ready
 
 
 def periodic(
@@ -150,8 +152,12 @@ class ServiceRuntime:
         log.info("service stopped")
 
     async def readiness(self) -> dict[str, bool]:
-        """Return each readiness check: MongoDB and Kafka reachable, consumers running."""
-        checks = {"mongodb": False, "kafka": False, "consumers": self.started}
+        """Return each readiness check: MongoDB and Kafka reachable, every consumer running, and the
+        outbox publishing (not failing for longer than `OUTBOX_STALL_S`: the producer is unusable)."""
+        running = self.started and all(getattr(s, "running", True) for s in self.broker.subscribers)
+        stalled = self.relay.stalled_since
+        outbox = stalled is None or asyncio.get_running_loop().time() - stalled < OUTBOX_STALL_S
+        checks = {"mongodb": False, "kafka": False, "consumers": running, "outbox": outbox}
         try:
             await asyncio.wait_for(self.client.admin.command("ping"), timeout=2.0)
             checks["mongodb"] = True
@@ -177,6 +183,7 @@ async def check_infrastructure(settings: ServiceSettings) -> None:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
+        **client_options(settings),
     )
     try:
         await asyncio.wait_for(admin.start(), timeout=settings.kafka_connect_timeout_s)

@@ -1,6 +1,8 @@
 """The ticket read model: assignment, follow-up and feedback events move a ticket's status and extend its
-timeline, each event applied once (by ce_id, in the ticket document). A follow-up's reopen request
-reopens the ticket; a follow-up that confirms the fix closes it. Both emit intake events via the outbox."""
+timeline, each event applied once (by ce_id, in the ticket document). An assignment event older (by
+round, then time) than the last one applied goes on the timeline without moving the status back. A
+follow-up's reopen request reopens the ticket; a follow-up that confirms the fix closes it. Both emit
+intake events via the outbox."""
 
 from __future__ import annotations
 
@@ -43,8 +45,12 @@ class ReadModel:
             sets: dict[str, Any] = {}
             events: list[CloudEvent] = []
             followup = domain.followup_action(kind, data)
-            if kind.startswith("assignment."):
+            if kind.startswith("assignment.") and _is_stale(doc, data, at):
+                pass  # older than what the status already shows (a redriven event): timeline only
+            elif kind.startswith("assignment."):
                 move = domain.assignment_transition(status, kind, data)
+                if isinstance(data.get("round"), int):
+                    sets["assignment_mark"] = [data["round"], at]
                 if move.technician_id:
                     sets["technician_id"] = move.technician_id
                     sets["last_technician_id"] = move.technician_id
@@ -120,6 +126,16 @@ def _follow_up(
         )
         return TicketStatus.CLOSED
     return None
+
+
+def _is_stale(doc: dict[str, Any], data: dict[str, Any], at: datetime) -> bool:
+    """True when an assignment event is older (by round, then time) than the last one that moved the
+    status: a parked event redriven from the DLQ arrives after newer ones and must not move it back."""
+    mark = doc.get("assignment_mark")
+    if not mark or not isinstance(data.get("round"), int):
+        return False
+    last_round, last_at = mark
+    return bool((data["round"], at) < (last_round, last_at))
 
 
 def _occurred_at(data: dict[str, Any], fallback: datetime) -> datetime:

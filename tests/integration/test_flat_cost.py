@@ -1,0 +1,125 @@
+"""Flat cost as data grows, guarded by counting database commands (never by timing them).
+
+All five services run as real processes; tickets go in over HTTP until routing's `assigned` event is on
+Kafka. Each service counts the commands it sends (`aftersales_db_commands_total{service,collection,
+command,by_id}`). The same load runs with ~1k and with ~20k tickets of history stored, and:
+- the commands per ticket of each service must not grow with the history;
+- no command may select documents of a history collection (one that grows with every ticket) by
+  anything but `_id` on this path: on FerretDB that is a scan whose cost grows with the history.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from harness import SERVICE_NAMES, Platform, mongo
+from pymongo.errors import BulkWriteError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.pipeline import closed_loop, db_commands, start_platform, watch_assigned
+
+# Collections that grow with every ticket. Anything else is bounded by configuration or by open work
+# (grids, technicians, the routing queue, open-items indexes, metrics batches in flight, live timers).
+HISTORY = {
+    "intake": {"tickets", "customers", "request_keys"},
+    "routing": {"work_orders"},
+    "followup": {"tickets", "visits", "customers"},
+    "feedback": {"tickets", "surveys", "complaints"},
+    "metrics": {"facts", "rollups", "reports"},
+}
+TICKETS_PER_WINDOW = 150
+SMALL, LARGE = 1_000, 20_000
+
+
+async def measure(platform: Platform, n: int) -> dict[str, dict[tuple[str, str], float]]:
+    """Run n tickets to `assigned`; return per service the commands per ticket by (collection.command,
+    by_id)."""
+    watch = await watch_assigned(platform)
+    try:
+        before = await db_commands(platform, detail=True)
+        posted = await closed_loop(platform.url("intake"), n, 8)
+        assert await watch.wait_for([p.ticket_id for p in posted], timeout_s=300), "not all assigned"
+        after = await db_commands(platform, detail=True)
+    finally:
+        await watch.stop()
+    out: dict[str, dict[tuple[str, str], float]] = {}
+    for service in SERVICE_NAMES:
+        earlier = before.get(service, {})
+        out[service] = {k: (v - earlier.get(k, 0.0)) / n for k, v in after[service].items()}
+    return out
+
+
+async def grow_history(platform: Platform, target: int) -> int:
+    """Copy the stored documents of every history collection until intake holds `target` tickets."""
+    client = mongo(platform.infra)
+    try:
+        stored = await client[platform.database("intake")]["tickets"].count_documents({})
+        copies = max(0, (target - stored) // max(stored, 1))
+        for service, collections in HISTORY.items():
+            db = client[platform.database(service)]
+            for name in collections:
+                docs = [d async for d in db[name].find({})]
+                if not docs or name == "rollups":
+                    continue  # rollups are per day and dimension, not per ticket
+                for copy in range(copies):
+                    batch = [_copy(d, f"-h{copy}") for d in docs]
+                    try:
+                        await db[name].insert_many(batch, ordered=False)
+                    except BulkWriteError:
+                        pass  # a unique key that cannot be copied (none expected); the rest went in
+        return int(await client[platform.database("intake")]["tickets"].count_documents({}))
+    finally:
+        await client.close()
+
+
+def _copy(doc: dict[str, Any], suffix: str) -> dict[str, Any]:
+    out = {**doc, "_id": f"{doc['_id']}{suffix}"}
+    out.pop("outbox", None)
+    if "storm_key" in out:
+        out["storm_key"] = f"done:{out['_id']}"
+    return out
+
+
+def history_scans(window: dict[str, dict[tuple[str, str], float]]) -> dict[str, float]:
+    scans: dict[str, float] = defaultdict(float)
+    for service, counts in window.items():
+        for (command, by_id), per_ticket in counts.items():
+            collection = command.split(".", 1)[0]
+            if by_id == "false" and collection in HISTORY[service] and per_ticket > 0:
+                scans[f"{service}:{command}"] += per_ticket
+    return dict(scans)
+
+
+def totals(window: dict[str, dict[tuple[str, str], float]]) -> dict[str, float]:
+    return {service: sum(counts.values()) for service, counts in window.items()}
+
+
+async def test_db_commands_per_ticket_stay_flat_from_1k_to_20k_stored_tickets(platform: Platform) -> None:
+    # The outbox's safety-net sweep (a scan on FerretDB, an index walk on MongoDB) runs every 10 min by
+    # default; the test environment's 5 s would put it in every window.
+    await start_platform(platform, OUTBOX_SWEEP_INTERVAL_S="600")
+    await measure(platform, 50)  # warm-up: caches, first writes of each collection
+    stored = await grow_history(platform, SMALL)
+    assert stored >= SMALL * 0.8
+    small = await measure(platform, TICKETS_PER_WINDOW)
+    stored = await grow_history(platform, LARGE)
+    assert stored >= LARGE * 0.8, f"history grew to {stored} tickets only"
+    large = await measure(platform, TICKETS_PER_WINDOW)
+
+    assert history_scans(small) == {}, "commands selecting history by something other than _id"
+    assert history_scans(large) == {}, "commands selecting history by something other than _id"
+    small_totals, large_totals = totals(small), totals(large)
+    print(f"commands per ticket at ~{SMALL:,}: { {k: round(v, 2) for k, v in small_totals.items()} }")
+    print(f"commands per ticket at ~{stored:,}: { {k: round(v, 2) for k, v in large_totals.items()} }")
+    for service in SERVICE_NAMES:
+        # Background work (timer scans, gauges) is counted too and depends on how long a window takes,
+        # hence the small allowance; a per-ticket cost that grows with the data would be far above it.
+        assert large_totals[service] <= small_totals[service] * 1.15 + 0.5, (
+            service,
+            small[service],
+            large[service],
+        )
