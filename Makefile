@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help sync up down status test lint format typecheck unit integration bench docs check-docs clean
+.PHONY: help sync up down status test lint format typecheck unit integration security bench docs check-docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ unit: sync ## unit tests only (no servers)
 
 integration: sync ## integration tests on the real Kafka broker and MongoDB-wire server
 	@bash deploy/local/with-infra.sh $(UV) run pytest -q tests/integration $(PYTEST_ARGS)
+
+security: sync ## the security suite (authorization, personal data, hostile input, Kafka SASL, schemathesis)
+	@bash deploy/local/with-infra.sh $(UV) run pytest -q tests/security $(PYTEST_ARGS)
 
 lint: sync ## ruff lint and format check
 	@$(UV) run ruff check .

@@ -23,10 +23,13 @@ def test_production_refuses_development_tokens_and_missing_tokens() -> None:
 
 def test_production_accepts_its_own_tokens_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENVIRONMENT", "production")
-    monkeypatch.setenv("API_TOKENS", json.dumps({"s3cret": {"subject": "crm", "scopes": ["supervisor"]}}))
+    monkeypatch.setenv(
+        "API_TOKENS",
+        json.dumps({"s3cret-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx": {"subject": "crm", "scopes": ["supervisor"]}}),
+    )
     monkeypatch.setenv("KAFKA_TOPIC_PREFIX", "prod.")
     settings = ServiceSettings()
-    assert settings.token_grants()["s3cret"].subject == "crm"
+    assert settings.token_grants()["s3cret-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"].subject == "crm"
     assert settings.topic("aftersales.tickets.v1") == "prod.aftersales.tickets.v1"
     assert "s3cret" not in repr(settings)
 

@@ -20,6 +20,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pymongo import AsyncMongoClient
 
+from aftersales.shared.settings import DEVELOPMENT_TOKENS
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "deploy" / "local" / "infra.sh"
 LOG_DIR = ROOT / ".test-logs"
@@ -132,8 +134,20 @@ class ServiceProcess:
             return ""
 
 
+# ENVIRONMENT=test gives a service no tokens or keys of its own: the suite passes them explicitly.
+TEST_TOKENS = json.dumps(DEVELOPMENT_TOKENS)
+TEST_SURVEY_SIGNING_KEY = "test-suite-survey-signing-key-not-for-production"
+TEST_CUSTOMER_ID_KEY = "test-suite-customer-id-key-not-for-production"
+
+
 def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MONGODB_", "HTTP_"))}
+    env.update(
+        API_TOKENS=TEST_TOKENS,
+        SURVEY_SIGNING_KEY=TEST_SURVEY_SIGNING_KEY,
+        CUSTOMER_ID_KEY=TEST_CUSTOMER_ID_KEY,
+        RATE_LIMIT="",  # the suite drives services harder than any client; tests/security turns it on
+    )
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=infra.kafka,
         MONGODB_URI=infra.mongodb_uri,

@@ -7,11 +7,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from harness import Platform, auth, data_of, headers_of, produce, read_topic, unique, wait_until
+from harness import (
+    TEST_SURVEY_SIGNING_KEY,
+    Platform,
+    auth,
+    data_of,
+    headers_of,
+    produce,
+    read_topic,
+    unique,
+    wait_until,
+)
 from pydantic import BaseModel
 
 from aftersales.feedback import tokens
-from aftersales.feedback.app import DEV_SIGNING_KEY
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Category, Channel, Priority
 from aftersales.shared.contracts.events import TicketCreated, WorkOrderResolved
@@ -93,7 +102,7 @@ async def test_surveys_tokens_and_complaint_sources(platform: Platform) -> None:
         forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
         assert (await client.post(f"{url}/v1/surveys/{forged}", json={"csat": 5})).status_code == 403
         expired = tokens.sign(
-            survey["survey_id"], datetime.now(UTC) - timedelta(minutes=1), DEV_SIGNING_KEY.encode()
+            survey["survey_id"], datetime.now(UTC) - timedelta(minutes=1), TEST_SURVEY_SIGNING_KEY.encode()
         )
         gone = await client.post(f"{url}/v1/surveys/{expired}", json={"csat": 5})
         assert gone.status_code == 410 and gone.json()["error"] == "token_expired"

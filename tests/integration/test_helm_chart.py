@@ -22,7 +22,12 @@ from harness import SERVICE_NAMES
 from pydantic import ValidationError
 
 KUBERNETES_VERSIONS = [f"1.{minor}.0" for minor in range(29, 38)]
-TOKENS = json.dumps({"crm-7f3a9c2e51": {"subject": "crm", "scopes": ["supervisor"]}})
+TOKENS = json.dumps(
+    {
+        "crm-7f3a9c2e51-0d4b8a61c2f94e3b-a7": {"subject": "crm", "scopes": ["supervisor"]},
+        "prometheus-5b1e0c7d9a2f4e68b3c1-d2": {"subject": "prometheus", "scopes": ["metrics"]},
+    }
+)
 LINK_BASE = "https://survey.example.com/v1/surveys/"
 DIGEST = "sha256:" + "ab" * 32
 PRODUCTION: dict[str, Any] = {
@@ -30,7 +35,8 @@ PRODUCTION: dict[str, Any] = {
     "apiTokens": {"json": TOKENS},
     "survey": {"linkBaseUrl": LINK_BASE, "signingKey": "chart-managed-survey-key-" + "x" * 16},
     "networkPolicy": {"enabled": True},
-    "serviceMonitor": {"enabled": True},
+    "customerIdKey": {"value": "chart-managed-customer-id-key-" + "c" * 8},
+    "serviceMonitor": {"enabled": True, "bearerTokenSecret": {"name": "platform-prometheus-token"}},
     "prometheusRule": {"enabled": True, "runbookBaseUrl": "https://runbooks.example.com/aftersales"},
     "autoscaling": {"enabled": True},
     "services": {"intake": {"imageDigest": DIGEST}},
@@ -40,6 +46,7 @@ PLATFORM_SECRETS = {
     ("platform-mongodb", "MONGODB_URI"): "mongodb://mongo-0.mongo:27017/?replicaSet=rs0",
     ("platform-api-tokens", "API_TOKENS"): TOKENS,
     ("platform-survey", "SURVEY_SIGNING_KEY"): "platform-survey-key-" + "y" * 20,
+    ("platform-customer-id", "CUSTOMER_ID_KEY"): "platform-customer-id-key-" + "z" * 20,
 }
 SCENARIOS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -55,6 +62,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "mongodb": {"existingSecret": "platform-mongodb"},
         "apiTokens": {"existingSecret": "platform-api-tokens"},
         "survey": {"linkBaseUrl": LINK_BASE, "existingSecret": "platform-survey"},
+        "customerIdKey": {"existingSecret": "platform-customer-id"},
         "image": {"tag": "1.2.3"},
     },
 }
@@ -199,6 +207,7 @@ MISSING_OUTSIDE_DEVELOPMENT = {
     "apiTokens": ("apiTokens.json", "apiTokens.json or apiTokens.existingSecret is required"),
     "survey.linkBaseUrl": ("survey.linkBaseUrl", "survey.linkBaseUrl is required outside development"),
     "survey.signingKey": ("survey.signingKey", "survey.signingKey or survey.existingSecret"),
+    "customerIdKey.value": ("customerIdKey", "customerIdKey.value or customerIdKey.existingSecret"),
 }
 
 

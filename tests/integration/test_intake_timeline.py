@@ -77,7 +77,8 @@ async def test_downstream_events_drive_status_timeline_reopen_and_close(platform
                 ),
             )
 
-            async def ticket(token: str = "dev-web-token") -> dict[str, Any]:
+            # Staff read the ticket's internals; a channel's view has no technician ids (tests/security).
+            async def ticket(token: str = "dev-supervisor-token") -> dict[str, Any]:
                 return (await client.get(f"/v1/tickets/{tid}", headers=auth(token))).json()
 
             async def status_is(status: str) -> dict[str, Any] | None:
@@ -209,12 +210,16 @@ async def test_downstream_events_drive_status_timeline_reopen_and_close(platform
                 "confirmed_resolved"
             ]
 
-            # Object-level authorization: another channel's token does not see it; staff do.
+            # Object-level authorization: another channel's token and a technician who never worked on it
+            # do not see it; supervisors do.
             assert (
                 await client.get(f"/v1/tickets/{tid}", headers=auth("dev-phone-token"))
             ).status_code == 404
             assert (
                 await client.get(f"/v1/tickets/{tid}", headers=auth("dev-technician-token"))
+            ).status_code == 404
+            assert (
+                await client.get(f"/v1/tickets/{tid}", headers=auth("dev-supervisor-token"))
             ).status_code == 200
             cancel = await client.post(f"/v1/tickets/{tid}/cancel", headers=auth("dev-web-token"))
             assert cancel.status_code == 409
@@ -276,7 +281,7 @@ async def test_a_followup_read_before_the_resolution_it_follows_still_reopens(pl
             )
 
             async def timeline_has(kind: str) -> dict[str, Any] | None:
-                doc = (await client.get(f"/v1/tickets/{tid}", headers=auth("dev-web-token"))).json()
+                doc = (await client.get(f"/v1/tickets/{tid}", headers=auth("dev-supervisor-token"))).json()
                 return doc if any(e["type"] == kind for e in doc["timeline"]) else None
 
             doc = await wait_until(

@@ -12,9 +12,18 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/name: {{ .name }}
 {{- end -}}
 
-{{/* "true" in development and test, where the services accept their built-in dev tokens and keys. */}}
+{{/* "true" in development, the only environment where the services use their built-in dev tokens and keys. */}}
 {{- define "aftersales.isDevelopment" -}}
-{{- if has .Values.environment (list "development" "test") }}true{{ end -}}
+{{- if eq .Values.environment "development" }}true{{ end -}}
+{{- end -}}
+
+{{/* The Secret holding CUSTOMER_ID_KEY, or nothing in development without a key (the dev key is used). */}}
+{{- define "aftersales.customerIdSecret" -}}
+{{- if .Values.customerIdKey.existingSecret -}}
+{{ .Values.customerIdKey.existingSecret }}
+{{- else if .Values.customerIdKey.value -}}
+{{ printf "%s-customer-id-key" .Release.Name }}
+{{- end -}}
 {{- end -}}
 
 {{- define "aftersales.mongodbSecret" -}}

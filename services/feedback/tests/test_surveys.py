@@ -103,11 +103,13 @@ def test_summary_arithmetic() -> None:
 
 
 def test_dev_signing_key_refused_outside_development() -> None:
-    tokens_env = '{"t-1": {"subject": "ops", "scopes": ["admin"]}}'
+    tokens_env = '{"tttttttttttttttttttttttttttttttttttttttt": {"subject": "ops", "scopes": ["admin"]}}'
     with pytest.raises(ValidationError, match="signing key"):
         Settings(environment="production", api_tokens=tokens_env)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="at least"):
         Settings(environment="production", api_tokens=tokens_env, survey_signing_key="short")  # type: ignore[arg-type]
     ok = Settings(environment="production", api_tokens=tokens_env, survey_signing_key="s" * 40)  # type: ignore[arg-type]
     assert ok.survey_signing_key.get_secret_value() != DEV_SIGNING_KEY
-    assert Settings(environment="test").survey_signing_key.get_secret_value() == DEV_SIGNING_KEY
+    assert Settings(environment="development").survey_signing_key.get_secret_value() == DEV_SIGNING_KEY
+    with pytest.raises(ValidationError, match="signing key"):  # test gets no dev key: the suite passes one
+        Settings(environment="test", api_tokens=tokens_env)  # type: ignore[arg-type]

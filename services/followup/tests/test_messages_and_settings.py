@@ -68,7 +68,7 @@ def test_unreachable_publishes_a_reschedule_then_a_miss() -> None:
 
 def test_settings_shape_the_policy() -> None:
     settings = Settings(
-        environment="test",
+        environment="development",
         callback_business_hours={"P1": 2},  # type: ignore[dict-item]
         callback_delay_s=1,
         do_not_disturb_start=time(22, 0),
@@ -82,7 +82,7 @@ def test_settings_shape_the_policy() -> None:
 
 
 def test_default_settings_are_a_realistic_desk() -> None:
-    policy = Settings(environment="test").policy()
+    policy = Settings(environment="development").policy()
     assert policy.callback_delay == timedelta(hours=2)
     assert policy.care_interval == timedelta(days=90)
     assert (policy.do_not_disturb.start, policy.do_not_disturb.end) == (time(21, 0), time(9, 0))
@@ -90,4 +90,4 @@ def test_default_settings_are_a_realistic_desk() -> None:
 
 def test_invalid_settings_name_the_field() -> None:
     with pytest.raises(ValidationError, match="visit_max_attempts"):
-        Settings(environment="test", visit_max_attempts=0)
+        Settings(environment="development", visit_max_attempts=0)

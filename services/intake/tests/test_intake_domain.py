@@ -63,15 +63,21 @@ def test_warranty_unknown_without_purchase_date() -> None:
     assert domain.under_warranty(ProductIn(device_type="tv"), date(2026, 1, 1)) is None
 
 
+KEY = b"k" * 32
+
+
 def test_same_person_maps_to_the_same_customer() -> None:
     a = CustomerIn(name="A", email="Li.Lei@Example.com", region_code="310000")
     b = CustomerIn(name="A B", email="li.lei@example.com ".strip(), region_code="110000")
     c = CustomerIn(name="A", phone="+86 138 0013 8000", region_code="310000")
     d = CustomerIn(name="A", phone="+8613800138000", region_code="310000")
-    assert domain.customer_id_for(a) == domain.customer_id_for(b)
-    assert domain.customer_id_for(c) == domain.customer_id_for(d)
-    assert domain.customer_id_for(a) != domain.customer_id_for(c)
-    assert domain.customer_id_for(CustomerIn(id="CUST-7", region_code="310000")) == "CUST-7"
+    assert domain.customer_id_for(a, KEY) == domain.customer_id_for(b, KEY)
+    assert domain.customer_id_for(c, KEY) == domain.customer_id_for(d, KEY)
+    assert domain.customer_id_for(a, KEY) != domain.customer_id_for(c, KEY)
+    assert domain.customer_id_for(CustomerIn(id="CUST-7", region_code="310000"), KEY) == "CUST-7"
+    # keyed: without the key nobody computes a customer's id from a phone or an e-mail
+    assert domain.customer_id_for(c, b"other-key" * 4) != domain.customer_id_for(c, KEY)
+    assert domain.customer_id_for(c, KEY) != domain.legacy_customer_id(c)
 
 
 def test_idempotency_keys_are_scoped_to_the_caller() -> None:

@@ -163,7 +163,7 @@ def openapi_documents() -> dict[str, str]:
         except ModuleNotFoundError:
             continue
         settings_type: type[ServiceSettings] = module.Settings
-        app = module.build(settings_type(environment="test"))
+        app = module.build(settings_type(environment="development"))
         out[name] = json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"
     return out
 

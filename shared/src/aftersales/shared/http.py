@@ -1,26 +1,41 @@
-"""HTTP app factory: every service gets /healthz, /readyz, /metrics, /asyncapi.json, OpenAPI at /docs,
-bearer-token auth with scopes, field-naming 4xx errors, a body size limit, and RED metrics per route."""
+"""HTTP app factory: every service gets /healthz, /readyz, /metrics, /asyncapi.json, OpenAPI at /docs
+(each exposed as settings say), bearer-token auth with scopes and per-token rate limits (`auth`),
+field-naming 4xx errors, a body size limit, and RED metrics per route."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
-from aftersales.shared.errors import DomainError, Forbidden
+from aftersales.shared.auth import (
+    Principal,
+    RateLimiter,
+    TokenRegistry,
+    TooManyRequests,
+    Unauthorized,
+    _bearer,
+    anonymous,
+    authenticate,
+    require,
+)
+from aftersales.shared.errors import DomainError, Forbidden, NotFound
 from aftersales.shared.runtime import ServiceRuntime
-from aftersales.shared.settings import Scope, TokenGrant
+from aftersales.shared.settings import Scope
+
+__all__ = ["MAX_BODY_BYTES", "BodySizeLimit", "Principal", "anonymous", "create_app", "require"]
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -36,50 +51,24 @@ HTTP_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated caller."""
-
-    subject: str
-    scopes: frozenset[Scope]
-    channel: str | None = None
-
-    def has(self, scope: Scope) -> bool:
-        return Scope.ADMIN in self.scopes or scope in self.scopes
-
-    @property
-    def is_channel_only(self) -> bool:
-        """True when the caller may see only what its channel created."""
-        return not (self.scopes & {Scope.ADMIN, Scope.SUPERVISOR, Scope.TECHNICIAN})
-
-
-_bearer = HTTPBearer(auto_error=False, description="Bearer token from API_TOKENS")
-
-
-def require(*scopes: Scope) -> Callable[..., Awaitable[Principal]]:
-    """Return a dependency that authenticates the caller and demands one of `scopes` (admin passes all)."""
-
-    async def dependency(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-    ) -> Principal:
-        grants: dict[str, TokenGrant] = request.app.state.token_grants
-        if credentials is None:
-            raise _Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-        grant = grants.get(credentials.credentials)
-        if grant is None:
-            raise _Unauthorized("unknown bearer token")
-        principal = Principal(grant.subject, frozenset(grant.scopes), grant.channel)
-        if scopes and not any(principal.has(s) for s in scopes):
-            raise Forbidden(f"this needs one of the scopes: {', '.join(s.value for s in scopes)}")
-        return principal
-
-    return dependency
-
-
-class _Unauthorized(DomainError):
-    status = 401
-    code = "unauthorized"
+# The body of every 4xx this API answers (documented for 422 in place of FastAPI's default shape).
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string", "description": "machine-readable code, e.g. invalid_request"},
+        "message": {"type": "string", "description": "what was wrong, naming the field"},
+        "field": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
 
 
 class BodySizeLimit:
@@ -143,9 +132,19 @@ def create_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=title, description=description, version=version, lifespan=lifespan)
+    settings = runtime.settings
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.runtime = runtime
-    app.state.token_grants = runtime.settings.token_grants()
+    app.state.tokens = TokenRegistry.of(settings)
+    app.state.rate_limiter = RateLimiter.of(settings)
     app.add_middleware(BodySizeLimit)
 
     @app.middleware("http")
@@ -171,12 +170,16 @@ def create_app(
         body: dict[str, Any] = {"error": exc.code, "message": exc.message}
         if exc.field:
             body["field"] = exc.field
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = None
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(body, status_code=exc.status, headers=headers)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.settings.service_name}
+        return {"status": "ok", "service": settings.service_name}
 
     @app.get(
         "/readyz", tags=["operations"], summary="Readiness: Kafka and MongoDB reachable, consumers running"
@@ -186,18 +189,80 @@ def create_app(
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
+    metrics_gate = _gate(settings.metrics_exposure(), Scope.METRICS)
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        include_in_schema=False,
+        dependencies=[Depends(metrics_gate)],
+    )
     async def metrics() -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI document of this service's topics")
+    docs = settings.docs_exposure()
+    docs_gate = _gate(docs, None)
+
+    @app.get(
+        "/asyncapi.json",
+        tags=["operations"],
+        summary="AsyncAPI document of this service's topics",
+        dependencies=[Depends(docs_gate)],
+    )
     async def asyncapi() -> JSONResponse:
         spec = AsyncAPI(runtime.broker, title=f"{title} events", version=version).to_specification()
         return JSONResponse(spec.to_jsonable())
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(docs_gate)])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    if docs == "public":  # the HTML pages fetch /openapi.json without a token: only when it is public
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger() -> HTMLResponse:
+            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} - docs")
+
+        @app.get("/redoc", include_in_schema=False)
+        async def redoc() -> HTMLResponse:
+            return get_redoc_html(openapi_url="/openapi.json", title=f"{title} - ReDoc")
+
+    def custom_openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=title, version=version, description=description, routes=app.routes)
+            app.openapi_schema = _with_error_schema(schema)
+        return app.openapi_schema
+
+    app.openapi = custom_openapi  # type: ignore[method-assign]
+
     for router in routers:
         app.include_router(router)
     return app
+
+
+def _gate(exposure: str, scope: Scope | None) -> Callable[..., Awaitable[None]]:
+    """Return a dependency enforcing an operations endpoint's exposure: public, authenticated or off."""
+
+    async def gate(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> None:
+        if exposure == "off":
+            raise NotFound("not found")
+        if exposure == "authenticated":
+            principal = await authenticate(request, credentials)
+            if scope is not None and not principal.has(scope):
+                raise Forbidden(f"this needs the {scope.value} or admin scope")
+
+    return gate
+
+
+def _with_error_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document the error body this API really answers 422 with (not FastAPI's default shape)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("ValidationError", None)
+    components["HTTPValidationError"] = ERROR_SCHEMA
+    return schema
 
 
 def _field_name(loc: Sequence[Any]) -> str:

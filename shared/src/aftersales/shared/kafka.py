@@ -41,6 +41,7 @@ from pymongo.errors import (
 from aftersales.shared.contracts import dead_letter_topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, decode_headers, from_kafka
 from aftersales.shared.errors import RetryLater
+from aftersales.shared.kafkaauth import broker_security, client_options
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.telemetry import tracer_provider
 
@@ -99,6 +100,7 @@ def make_broker(settings: ServiceSettings) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
+        security=broker_security(settings),
         middlewares=(
             KafkaTelemetryMiddleware(tracer_provider=tracer_provider()),
             KafkaPrometheusMiddleware(registry=REGISTRY, app_name=settings.service_name),
@@ -114,6 +116,7 @@ async def ensure_topics(settings: ServiceSettings, topics: Iterable[str]) -> Non
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=int(settings.kafka_connect_timeout_s * 1000),
+        **client_options(settings),
     )
     await admin.start()
     try:

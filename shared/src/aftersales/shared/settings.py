@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,7 @@ class Scope(StrEnum):
     TECHNICIAN = "technician"
     SUPERVISOR = "supervisor"
     ADMIN = "admin"
+    METRICS = "metrics"  # reads /metrics only (a Prometheus scraper's token)
 
 
 class TokenGrant(BaseModel):
@@ -27,7 +29,8 @@ class TokenGrant(BaseModel):
     channel: str | None = Field(default=None, description="for channel tokens: the channel they speak for")
 
 
-# Development tokens, refused outside ENVIRONMENT=development so nobody ships them.
+# Development tokens: used on their own only in ENVIRONMENT=development, refused in staging and production.
+# ENVIRONMENT=test gets no tokens unless API_TOKENS names them (the test suite passes these explicitly).
 DEVELOPMENT_TOKENS: dict[str, dict[str, Any]] = {
     "dev-admin-token": {"subject": "admin", "scopes": ["admin"]},
     "dev-supervisor-token": {"subject": "supervisor-1", "scopes": ["supervisor"]},
@@ -132,19 +135,30 @@ class ServiceSettings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_unsafe_tokens(self) -> Self:
         grants = self.token_grants()
-        if self.environment not in {"development", "test"}:
+        if self.environment != "development" and not grants:
+            raise ValueError(f"API_TOKENS must be set in {self.environment}")
+        if self.environment in {"staging", "production"}:
             shipped = set(grants) & set(DEVELOPMENT_TOKENS)
             if shipped:
                 raise ValueError(f"development tokens are not allowed in {self.environment}: set API_TOKENS")
-            if not grants:
-                raise ValueError(f"API_TOKENS must be set in {self.environment}")
+            short = [t for t in grants if not t.startswith(HASHED_TOKEN_PREFIX) and len(t) < MIN_TOKEN_CHARS]
+            if short:
+                raise ValueError(
+                    f"API_TOKENS: every token must be at least {MIN_TOKEN_CHARS} characters in "
+                    f"{self.environment} ({len(short)} shorter); generate one with `openssl rand -hex 32`"
+                )
+        for token in grants:
+            if token.startswith(HASHED_TOKEN_PREFIX) and not _is_sha256_hex(
+                token[len(HASHED_TOKEN_PREFIX) :]
+            ):
+                raise ValueError(f"API_TOKENS: a hashed token is {HASHED_TOKEN_PREFIX}<64 hex digits>")
         return self
 
     def token_grants(self) -> dict[str, TokenGrant]:
         """Return the configured tokens, or the development tokens when none are configured in development."""
         raw = self.api_tokens.get_secret_value().strip()
         if not raw:
-            source: dict[str, Any] = DEVELOPMENT_TOKENS if self.environment in {"development", "test"} else {}
+            source: dict[str, Any] = DEVELOPMENT_TOKENS if self.environment == "development" else {}
         else:
             try:
                 source = json.loads(raw)
@@ -162,3 +176,105 @@ class ServiceSettings(BaseSettings):
     def database_name(self) -> str:
         """Return this service's own database name."""
         return self.mongodb_database or f"aftersales_{self.service_name}"
+
+    # ------------------------------------------------------------ security of the edges (issue 13)
+
+    http_docs: Literal["public", "authenticated", "off"] | None = Field(
+        default=None,
+        description="/docs, /redoc, /openapi.json and /asyncapi.json: public, authenticated (any valid "
+        "token) or off; default public in development and test, off in staging and production "
+        "(public is refused in production)",
+    )
+    http_metrics: Literal["public", "authenticated", "off"] | None = Field(
+        default=None,
+        description="/metrics: public, authenticated (a token with the metrics or admin scope) or off; "
+        "default public in development and test, authenticated in staging and production "
+        "(public is refused in production)",
+    )
+    rate_limit: str = Field(
+        default="1200/minute;100/second",
+        description="requests allowed per bearer token (per client address for unauthenticated "
+        "routes), in the `limits` notation, e.g. '600/minute;20/second'; empty turns it off. "
+        "Counted per replica unless RATE_LIMIT_STORAGE_URI is shared",
+    )
+    rate_limit_storage_uri: str = Field(
+        default="async+memory://",
+        description="where rate-limit counters live: async+memory:// (per replica) or a shared "
+        "async+redis://host:6379 (see the `limits` library)",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how clients reach Kafka; SASL_SSL (SCRAM over TLS) in production"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism for SASL_PLAINTEXT and SASL_SSL"
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL user of this service")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="SASL password (secret)")
+    kafka_ssl_cafile: str = Field(
+        default="", description="PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL)"
+    )
+    kafka_ssl_certfile: str = Field(default="", description="client certificate (PEM) for mutual TLS")
+    kafka_ssl_keyfile: str = Field(default="", description="private key (PEM) of the client certificate")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="verify that a broker's certificate names the host connected to"
+    )
+
+    @model_validator(mode="after")
+    def _secure_edges(self) -> Self:
+        if self.environment == "production":
+            for name in ("http_docs", "http_metrics"):
+                if getattr(self, name) == "public":
+                    raise ValueError(f"{name.upper()}=public is not allowed in production")
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required with "
+                f"{self.kafka_security_protocol}"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        if self.rate_limit.strip():
+            from limits import parse_many
+
+            try:
+                parse_many(self.rate_limit)
+            except ValueError:
+                raise ValueError(
+                    f"RATE_LIMIT {self.rate_limit!r} is not like '600/minute;20/second'"
+                ) from None
+        return self
+
+    def docs_exposure(self) -> str:
+        """Return how /docs, /redoc, /openapi.json and /asyncapi.json are served."""
+        return self.http_docs or ("public" if self.environment in {"development", "test"} else "off")
+
+    def metrics_exposure(self) -> str:
+        """Return how /metrics is served."""
+        return self.http_metrics or (
+            "public" if self.environment in {"development", "test"} else "authenticated"
+        )
+
+    def token_digests(self) -> list[tuple[bytes, TokenGrant]]:
+        """Return (SHA-256 of the token, grant) for every configured token; plain tokens are hashed here,
+        `sha256:<hex>` entries are taken as they are, so a deployment need not store tokens in the clear."""
+        out = []
+        for token, grant in self.token_grants().items():
+            if token.startswith(HASHED_TOKEN_PREFIX):
+                out.append((bytes.fromhex(token[len(HASHED_TOKEN_PREFIX) :]), grant))
+            else:
+                out.append((hash_token(token), grant))
+        return out
+
+
+HASHED_TOKEN_PREFIX = "sha256:"
+MIN_TOKEN_CHARS = 32
+
+
+def hash_token(token: str) -> bytes:
+    """Return the SHA-256 digest a bearer token is stored and compared as."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _is_sha256_hex(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -14,18 +13,11 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from aftersales.shared.pii import mask_pii, mask_value
+
+__all__ = ["JsonFormatter", "configure_logging", "configure_tracing", "mask_pii", "tracer_provider"]
+
 _PROVIDER: TracerProvider | None = None
-
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-_PHONE = re.compile(r"(?<![\w-])\+?\d[\d ()-]{7,}\d(?![\w-])")
-
-
-def mask_pii(text: str) -> str:
-    """Return `text` with e-mail addresses, card numbers and phone numbers masked."""
-    text = _EMAIL.sub(lambda m: m.group()[0] + "***@" + m.group().split("@", 1)[1], text)
-    text = _CARD.sub(lambda m: "****" + re.sub(r"\D", "", m.group())[-4:], text)
-    return _PHONE.sub(lambda m: "***" + re.sub(r"\D", "", m.group())[-4:], text)
 
 
 def tracer_provider() -> TracerProvider:
@@ -79,7 +71,7 @@ class JsonFormatter(logging.Formatter):
             out["span_id"] = format(span.span_id, "016x")
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                out[key] = mask_pii(value) if isinstance(value, str) else value
+                out[key] = mask_value(value)
         if record.exc_info:
             out["error"] = mask_pii(self.formatException(record.exc_info))
         return json.dumps(out, default=str, ensure_ascii=False)

@@ -15,11 +15,13 @@ from aftersales.feedback.domain import ComplaintSource, SurveyStatus, summarize
 from aftersales.feedback.service import Feedback
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState
-from aftersales.shared.http import Principal, require
+from aftersales.shared.errors import Forbidden, NotFound
+from aftersales.shared.http import Principal, anonymous, require
 from aftersales.shared.settings import Scope
 
 Supervisor = Annotated[Principal, Depends(require(Scope.SUPERVISOR))]
 Opener = Annotated[Principal, Depends(require(Scope.SUPERVISOR, Scope.CHANNEL))]
+ComplaintId = Annotated[str, Path(max_length=200)]
 COMMENT_MAX_CHARS = 2000
 
 
@@ -77,7 +79,9 @@ class ComplaintCreate(BaseModel):
     category: Category | None = None
     product_model: str | None = Field(default=None, min_length=1, max_length=100)
     summary: str = Field(min_length=1, max_length=4000, description="what the customer complains about")
-    owner_id: str | None = Field(default=None, min_length=1, max_length=100)
+    owner_id: str | None = Field(
+        default=None, min_length=1, max_length=100, description="supervisors only: who owns it"
+    )
 
 
 class ComplaintTransition(BaseModel):
@@ -176,6 +180,7 @@ def surveys_router(feedback: Feedback, link_base: str) -> APIRouter:
 
     @r.post(
         "/{token}",
+        dependencies=[Depends(anonymous)],
         summary="Answer a survey (no account; the signed link is the credential)",
         responses={
             403: {"description": "forged or malformed token"},
@@ -210,6 +215,16 @@ def complaints_router(feedback: Feedback) -> APIRouter:
         response: Response,
         idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     ) -> ComplaintRead:
+        if not caller.is_staff:  # a channel complains about its own tickets, and assigns nobody
+            if body.owner_id is not None:
+                raise Forbidden("only supervisors assign a complaint's owner", field="owner_id")
+            if body.ticket_id is None:
+                raise Forbidden(
+                    "a channel opens complaints about its own tickets: give ticket_id", field="ticket_id"
+                )
+            facts = await feedback.store.ticket(body.ticket_id)
+            if facts is None or facts.get("submitted_by") != f"http:{caller.subject}":
+                raise NotFound(f"ticket {body.ticket_id} not found", field="ticket_id")
         if idempotency_key:
             digest = hashlib.sha256(f"{caller.subject}|{idempotency_key}".encode()).hexdigest()[:20]
             complaint_id = f"CP-api-{digest}"
@@ -251,11 +266,13 @@ def complaints_router(feedback: Feedback) -> APIRouter:
         return ComplaintList(items=items, count=len(items))
 
     @r.get("/{complaint_id}", summary="One complaint with its history")
-    async def get_complaint(complaint_id: str, _: Supervisor) -> ComplaintRead:
+    async def get_complaint(complaint_id: ComplaintId, _: Supervisor) -> ComplaintRead:
         return _complaint(await feedback.store.complaint_doc(complaint_id))
 
     @r.post("/{complaint_id}/transition", summary="Move a complaint through its workflow (409 when illegal)")
-    async def transition(complaint_id: str, body: ComplaintTransition, caller: Supervisor) -> ComplaintRead:
+    async def transition(
+        complaint_id: ComplaintId, body: ComplaintTransition, caller: Supervisor
+    ) -> ComplaintRead:
         await feedback.transition(
             complaint_id, body.to, owner_id=body.owner_id, by=caller.subject, note=body.note
         )

@@ -27,6 +27,7 @@ from aftersales.feedback.store import FeedbackStore, complaint_from
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState, SurveySent, SurveySubmitted
 from aftersales.shared.errors import DomainError, NotFound, RetryLater
+from aftersales.shared.pii import redact_optional
 from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
@@ -97,7 +98,7 @@ class Feedback:
             if survey is None:
                 raise NotFound("this survey does not exist")
             domain.check_answerable(SurveyStatus(survey["status"]), survey["expires_at"], now)
-            answer = {"csat": csat, "nps": nps, "comment": comment, "submitted_at": now}
+            answer = {"csat": csat, "nps": nps, "comment": redact_optional(comment), "submitted_at": now}
             submitted = SurveySubmitted(
                 survey_id=survey["_id"],
                 ticket_id=survey["ticket_id"],
@@ -164,7 +165,12 @@ class Feedback:
             owner_id=owner_id,
         )
         await self._schedule_timers(complaint)
-        extra = {"class_key": key, "summary": summary, "opened_by": opened_by, "survey_id": survey_id}
+        extra = {
+            "class_key": key,
+            "summary": redact_optional(summary),
+            "opened_by": opened_by,
+            "survey_id": survey_id,
+        }
         if not await self.store.insert_complaint(
             complaint, extra, [messages.opened(complaint, now, survey_id)], now
         ):
@@ -205,7 +211,7 @@ class Feedback:
         if target == ComplaintState.CLOSED:
             models.append(messages.closed(after, now))
         await self.store.save_complaint(
-            before, after, models, now, action=f"to:{target.value}", by=by, note=note
+            before, after, models, now, action=f"to:{target.value}", by=by, note=redact_optional(note)
         )
         for timer_id in self._stale_timers(before, after):
             await self.store.runtime.timers.cancel(timer_id)

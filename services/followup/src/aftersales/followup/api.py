@@ -5,22 +5,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from aftersales.followup.domain import VisitStatus
 from aftersales.followup.service import FollowUps
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
+from aftersales.shared.errors import Forbidden, NotFound
 from aftersales.shared.http import Principal, require
+from aftersales.shared.pii import redact_optional
 from aftersales.shared.settings import Scope
 
 Desk = Annotated[Principal, Depends(require(Scope.TECHNICIAN, Scope.SUPERVISOR))]
+VisitId = Annotated[str, Path(max_length=200)]
 
 
 class VisitHistoryRead(BaseModel):
     at: datetime
     action: str
     by: str | None = None
+    on_behalf_of: str | None = None
     note: str | None = None
 
 
@@ -53,7 +57,10 @@ class OutcomeCreate(BaseModel):
     outcome: VisitOutcome
     note: str | None = Field(default=None, max_length=2000)
     agent: str | None = Field(
-        default=None, min_length=1, max_length=100, description="defaults to the caller"
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="supervisors only: the agent the outcome is recorded for (the caller is recorded too)",
     )
 
 
@@ -61,7 +68,9 @@ class RescheduleCreate(BaseModel):
     due_at: AwareDatetime = Field(
         description="new due time; moved out of the customer's do-not-disturb hours"
     )
-    agent: str | None = Field(default=None, min_length=1, max_length=100, description="assign to this agent")
+    agent: str | None = Field(
+        default=None, min_length=1, max_length=100, description="supervisors only: assign to this agent"
+    )
     note: str | None = Field(default=None, max_length=2000)
 
 
@@ -70,11 +79,28 @@ def router(followups: FollowUps) -> APIRouter:
     max_attempts = followups.policy.max_attempts
 
     def read(doc: dict[str, Any]) -> VisitRead:
-        return VisitRead.model_validate({**doc, "id": doc["_id"], "max_attempts": max_attempts})
+        history = [{**h, "note": redact_optional(h.get("note"))} for h in doc.get("history", [])]
+        return VisitRead.model_validate(
+            {**doc, "history": history, "id": doc["_id"], "max_attempts": max_attempts}
+        )
+
+    async def visit_for(principal: Principal, visit_id: str, *, acting: bool) -> dict[str, Any]:
+        """Return the visit if the caller may see it (acting: act on it): staff any visit; a technician
+        the visits assigned to it, and to read also the visits of tickets it resolved."""
+        doc = await followups.store.get(visit_id)
+        if principal.is_technician_only:
+            mine = doc.get("agent_id") == principal.subject
+            if not mine and (acting or doc.get("technician_id") != principal.subject):
+                raise NotFound(f"visit {visit_id} not found")
+        return doc
+
+    def check_agent(principal: Principal, agent: str | None) -> None:
+        if agent is not None and agent != principal.subject and not principal.is_staff:
+            raise Forbidden("only supervisors may act for or assign another agent", field="agent")
 
     @r.get("", summary="List visits: the due list of a grid or agent, or a ticket's visits")
     async def list_visits(
-        _: Desk,
+        principal: Desk,
         status: VisitStatus | None = None,
         grid: Annotated[str | None, Query(max_length=100)] = None,
         agent: Annotated[str | None, Query(max_length=100)] = None,
@@ -87,6 +113,9 @@ def router(followups: FollowUps) -> APIRouter:
             filters["status"] = status.value
         if grid is not None:
             filters["grid_id"] = grid
+        check_agent(principal, agent)
+        if principal.is_technician_only:
+            agent = principal.subject  # a technician's list is its own
         if agent is not None:
             filters["agent_id"] = agent
         if ticket_id is not None:
@@ -97,18 +126,23 @@ def router(followups: FollowUps) -> APIRouter:
         return VisitList(items=items, count=len(items))
 
     @r.get("/{visit_id}", summary="One visit with its history")
-    async def get_visit(visit_id: str, _: Desk) -> VisitRead:
-        return read(await followups.store.get(visit_id))
+    async def get_visit(visit_id: VisitId, principal: Desk) -> VisitRead:
+        return read(await visit_for(principal, visit_id, acting=False))
 
     @r.post("/{visit_id}/outcome", summary="Record the outcome of a contact attempt (409 when closed)")
-    async def record_outcome(visit_id: str, body: OutcomeCreate, caller: Desk) -> VisitRead:
+    async def record_outcome(visit_id: VisitId, body: OutcomeCreate, caller: Desk) -> VisitRead:
+        check_agent(caller, body.agent)
+        await visit_for(caller, visit_id, acting=True)
+        on_behalf = body.agent if body.agent not in (None, caller.subject) else None
         await followups.record_outcome(
-            visit_id, body.outcome, agent=body.agent or caller.subject, note=body.note
+            visit_id, body.outcome, agent=caller.subject, note=body.note, on_behalf_of=on_behalf
         )
         return read(await followups.store.get(visit_id))
 
     @r.post("/{visit_id}/reschedule", summary="Move a visit (out of do-not-disturb hours; 409 when closed)")
-    async def reschedule(visit_id: str, body: RescheduleCreate, caller: Desk) -> VisitRead:
+    async def reschedule(visit_id: VisitId, body: RescheduleCreate, caller: Desk) -> VisitRead:
+        check_agent(caller, body.agent)
+        await visit_for(caller, visit_id, acting=True)
         await followups.reschedule(
             visit_id, body.due_at, by=caller.subject, agent_id=body.agent, note=body.note
         )

@@ -24,6 +24,8 @@ class VisitStatus(StrEnum):
 
 
 OPEN_STATUSES = frozenset({VisitStatus.SCHEDULED, VisitStatus.DUE})
+# A visit moves at most this far ahead (further is a typo, and the calendar's end overflows).
+MAX_RESCHEDULE_AHEAD = timedelta(days=366)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,10 @@ def reschedule(
         raise InvalidRequest("due_at must carry a time zone offset", field="due_at")
     if due_at < now - timedelta(minutes=1):
         raise InvalidRequest("due_at must not be in the past", field="due_at")
+    if due_at > now + MAX_RESCHEDULE_AHEAD:
+        raise InvalidRequest(
+            f"due_at must be within {MAX_RESCHEDULE_AHEAD.days} days from now", field="due_at"
+        )
     due = allowed_time(policy, due_at.astimezone(UTC), visit.timezone)
     window = visit.deadline_at - visit.due_at
     return replace(

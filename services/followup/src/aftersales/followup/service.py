@@ -20,6 +20,7 @@ from aftersales.followup.metrics import (
 from aftersales.followup.store import VisitStore, visit_from
 from aftersales.shared.contracts.common import CustomerTier
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
+from aftersales.shared.pii import redact_optional
 from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
@@ -73,14 +74,26 @@ class FollowUps:
         return cancelled
 
     async def record_outcome(
-        self, visit_id: str, outcome: VisitOutcome, *, agent: str, note: str | None
+        self,
+        visit_id: str,
+        outcome: VisitOutcome,
+        *,
+        agent: str,
+        note: str | None,
+        on_behalf_of: str | None = None,
     ) -> Visit:
+        """Record the outcome `agent` (the caller) reached; return the visit after it."""
         before = visit_from(await self.store.get(visit_id))
         decision = domain.record_outcome(self.policy, before, outcome, datetime.now(UTC))
         if domain.Effect.NEXT_CARE in decision.effects:
             await self._plan_next_care(before)
         after = await self.store.apply_decision(
-            before, decision, by=agent, note=note, action=f"outcome:{outcome.value}"
+            before,
+            decision,
+            by=agent,
+            note=redact_optional(note),
+            action=f"outcome:{outcome.value}",
+            on_behalf_of=on_behalf_of,
         )
         VISIT_OUTCOMES.labels(before.kind.value, outcome.value).inc()
         await self.refresh_gauges()
@@ -91,7 +104,7 @@ class FollowUps:
     ) -> Visit:
         before = visit_from(await self.store.get(visit_id))
         after = domain.reschedule(self.policy, before, due_at, datetime.now(UTC), agent_id)
-        result = await self.store.reschedule(before, after, by=by, note=note)
+        result = await self.store.reschedule(before, after, by=by, note=redact_optional(note))
         await self.refresh_gauges()
         return result
 

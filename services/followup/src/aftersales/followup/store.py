@@ -93,8 +93,17 @@ def _fields(visit: Visit) -> dict[str, Any]:
     }
 
 
-def _history(action: str, now: datetime, by: str | None = None, note: str | None = None) -> dict[str, Any]:
-    return {"$push": {"history": {"$each": [{"at": now, "action": action, "by": by, "note": note}]}}}
+def _history(
+    action: str,
+    now: datetime,
+    by: str | None = None,
+    note: str | None = None,
+    on_behalf_of: str | None = None,
+) -> dict[str, Any]:
+    entry = {"at": now, "action": action, "by": by, "note": note}
+    if on_behalf_of is not None:
+        entry["on_behalf_of"] = on_behalf_of
+    return {"$push": {"history": {"$each": [entry]}}}
 
 
 class VisitStore:
@@ -233,7 +242,14 @@ class VisitStore:
     # ------------------------------------------------------------------ changing
 
     async def apply_decision(
-        self, before: Visit, decision: Decision, *, by: str | None, note: str | None, action: str
+        self,
+        before: Visit,
+        decision: Decision,
+        *,
+        by: str | None,
+        note: str | None,
+        action: str,
+        on_behalf_of: str | None = None,
     ) -> Visit:
         """Write an agent's decision if the visit is still as `before` was read; 409 otherwise."""
         after = decision.visit
@@ -241,7 +257,9 @@ class VisitStore:
         if after.seq != before.seq and after.is_open:
             await self._schedule_timers(after)
         models = messages.for_decision(before, decision, now, note)
-        return await self._write(before, after, models, now, action=action, by=by, note=note)
+        return await self._write(
+            before, after, models, now, action=action, by=by, note=note, on_behalf_of=on_behalf_of
+        )
 
     async def reschedule(self, before: Visit, after: Visit, *, by: str | None, note: str | None) -> Visit:
         now = datetime.now(UTC)
@@ -274,9 +292,11 @@ class VisitStore:
         action: str,
         by: str | None,
         note: str | None,
+        on_behalf_of: str | None = None,
     ) -> Visit:
+        history = _history(action, now, by, note, on_behalf_of)
         update = with_events(
-            {"$set": {**_fields(after), "updated_at": now}, **_history(action, now, by, note)},
+            {"$set": {**_fields(after), "updated_at": now}, **history},
             Topic.FOLLOWUPS,
             _events(models, after.ticket_id),
         )

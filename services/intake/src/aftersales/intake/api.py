@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
-from aftersales.intake import domain, metrics
+from aftersales.intake import customers, domain, metrics
 from aftersales.intake.domain import TicketStatus
 from aftersales.intake.schemas import (
     CancelIn,
     CustomerRead,
     CustomerReplyIn,
+    CustomerTierIn,
     TicketPage,
     TicketRead,
     TicketReceipt,
@@ -30,6 +31,9 @@ Submitter = Annotated[Principal, Depends(require(Scope.CHANNEL, Scope.SUPERVISOR
 Reader = Annotated[Principal, Depends(require(Scope.CHANNEL, Scope.TECHNICIAN, Scope.SUPERVISOR))]
 Agent = Annotated[Principal, Depends(require(Scope.CHANNEL, Scope.SUPERVISOR))]
 Desk = Annotated[Principal, Depends(require(Scope.CHANNEL, Scope.TECHNICIAN, Scope.SUPERVISOR))]
+Supervisor = Annotated[Principal, Depends(require(Scope.SUPERVISOR))]
+TicketId = Annotated[str, Path(max_length=100)]
+CustomerId = Annotated[str, Path(max_length=100)]
 
 
 def router(intake: Intake) -> APIRouter:
@@ -61,7 +65,11 @@ def router(intake: Intake) -> APIRouter:
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidRequest("Idempotency-Key must not be blank", field="Idempotency-Key")
         submitted = await intake.submit(
-            body, caller=f"http:{principal.subject}", idempotency_key=idempotency_key, source="http"
+            body,
+            caller=f"http:{principal.subject}",
+            idempotency_key=idempotency_key,
+            source="http",
+            staff=principal.is_staff,
         )
         if submitted.outcome != "created":
             response.status_code = status.HTTP_200_OK
@@ -80,22 +88,22 @@ def router(intake: Intake) -> APIRouter:
         )
 
     @api.get("/tickets/{ticket_id}", summary="A ticket with its status and timeline")
-    async def get_ticket(ticket_id: str, principal: Reader) -> TicketRead:
+    async def get_ticket(ticket_id: TicketId, principal: Reader) -> TicketRead:
         doc = await intake.store.get(ticket_id)
         if doc is None or not _visible(principal)(doc):
             raise NotFound(f"ticket {ticket_id} not found")
-        return read_of(doc)
+        return _read_for(principal, doc)
 
     @api.get("/tickets", summary="Tickets, newest first, filtered; cursor pagination")
     async def list_tickets(
         principal: Reader,
         status_: Annotated[TicketStatus | None, Query(alias="status")] = None,
-        customer_id: str | None = None,
+        customer_id: Annotated[str | None, Query(max_length=100)] = None,
         channel: Channel | None = None,
         category: Category | None = None,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
-        cursor: str | None = None,
+        cursor: Annotated[str | None, Query(max_length=500)] = None,
         limit: Annotated[int, Query(ge=1, le=domain.MAX_PAGE)] = 50,
     ) -> TicketPage:
         query: dict[str, Any] = {}
@@ -110,72 +118,119 @@ def router(intake: Intake) -> APIRouter:
         created: dict[str, Any] = {}
         for name, value, op in (("created_from", created_from, "$gte"), ("created_to", created_to, "$lt")):
             if value is not None:
-                if value.tzinfo is None:
-                    raise InvalidRequest(f"{name} needs a time zone, e.g. 2026-11-24T00:00:00Z", field=name)
-                created[op] = value
+                created[op] = _utc(name, value)
         if created:
             query["created_at"] = created
         if principal.is_channel_only:
             query["created_by"] = f"http:{principal.subject}"
+        elif principal.is_technician_only:
+            query["technician_id"] = principal.subject
         after = domain.decode_cursor(cursor) if cursor else None
         docs = await intake.store.list(query, after=after, limit=limit + 1)
         page, more = docs[:limit], len(docs) > limit
         next_cursor = domain.encode_cursor(page[-1]["created_at"], page[-1]["_id"]) if more and page else None
-        return TicketPage(items=[summary_of(d) for d in page], next_cursor=next_cursor)
+        view = domain.channel_view if principal.is_channel_only else dict
+        return TicketPage(items=[summary_of(view(d)) for d in page], next_cursor=next_cursor)
 
     @api.post("/tickets/{ticket_id}/cancel", summary="Cancel a ticket that is not resolved yet")
-    async def cancel_ticket(ticket_id: str, principal: Agent, body: CancelIn | None = None) -> TicketRead:
+    async def cancel_ticket(
+        ticket_id: TicketId, principal: Agent, body: CancelIn | None = None
+    ) -> TicketRead:
         reason = (body or CancelIn()).reason
         await intake.cancel(ticket_id, visible=_visible(principal), reason=reason)
-        return await _read(intake, ticket_id)
+        return await _read(intake, ticket_id, principal)
 
     @api.post(
         "/tickets/{ticket_id}/customer-reply",
         summary="The customer answered: a ticket waiting on the customer goes back to work",
     )
     async def customer_reply(
-        ticket_id: str, principal: Agent, body: CustomerReplyIn | None = None
+        ticket_id: TicketId, principal: Agent, body: CustomerReplyIn | None = None
     ) -> TicketRead:
         message = body.message if body else None
         await intake.customer_replied(ticket_id, visible=_visible(principal), message=message)
-        return await _read(intake, ticket_id)
+        return await _read(intake, ticket_id, principal)
 
     @api.get("/customers/{customer_id}", tags=["customers"], summary="A customer's profile and history")
-    async def get_customer(customer_id: str, principal: Desk) -> CustomerRead:
+    async def get_customer(customer_id: CustomerId, principal: Desk) -> CustomerRead:
+        """Staff see every customer; a technician the customers of its tickets; a channel the customers
+        it has served, with contact data masked and only the tickets it created."""
         profile = await intake.store.customer(customer_id)
-        if profile is None:
+        caller = f"http:{principal.subject}"
+        if profile is None or not await _may_see_customer(intake, principal, profile):
             raise NotFound(f"customer {customer_id} not found")
         query: dict[str, Any] = {"customer_id": customer_id}
         if principal.is_channel_only:
-            query["created_by"] = f"http:{principal.subject}"
+            query["created_by"] = caller
+        elif principal.is_technician_only:
+            query["technician_id"] = principal.subject
         tickets = await intake.store.list(query, after=None, limit=50)
-        if principal.is_channel_only and not tickets:
-            raise NotFound(f"customer {customer_id} not found")
+        view = domain.channel_view if principal.is_channel_only else dict
+        shown = customers.contact_view(profile) if principal.is_channel_only else profile
         return CustomerRead.model_validate(
             {
-                **profile,
+                **shown,
                 "id": profile["_id"],
                 "ticket_count": await intake.store.customer_ticket_count(customer_id)
-                if not principal.is_channel_only
+                if principal.is_staff
                 else len(tickets),
-                "tickets": [summary_of(t) for t in tickets],
+                "tickets": [summary_of(view(t)) for t in tickets],
             }
         )
+
+    @api.put(
+        "/customers/{customer_id}/tier",
+        tags=["customers"],
+        summary="Set a customer's tier (supervisors): the platform's record that tickets are judged by",
+    )
+    async def set_customer_tier(
+        customer_id: CustomerId, body: CustomerTierIn, principal: Supervisor
+    ) -> CustomerRead:
+        if not await intake.store.set_customer_tier(customer_id, body.tier.value, by=principal.subject):
+            raise NotFound(f"customer {customer_id} not found")
+        return await get_customer(customer_id, principal)
 
     return api
 
 
 def _visible(principal: Principal) -> Any:
-    """Return a predicate: may this caller see the ticket? A channel token sees only what it created."""
+    """Return a predicate: may this caller see the ticket? A channel token sees only what it created,
+    a technician only the tickets it works (or last worked) on."""
 
     def check(doc: dict[str, Any]) -> bool:
-        return not principal.is_channel_only or doc.get("created_by") == f"http:{principal.subject}"
+        if principal.is_channel_only:
+            return bool(doc.get("created_by") == f"http:{principal.subject}")
+        if principal.is_technician_only:
+            return principal.subject in (doc.get("technician_id"), doc.get("last_technician_id"))
+        return True
 
     return check
 
 
-async def _read(intake: Intake, ticket_id: str) -> TicketRead:
+async def _may_see_customer(intake: Intake, principal: Principal, profile: dict[str, Any]) -> bool:
+    if principal.is_staff:
+        return True
+    if principal.is_technician_only:
+        return await intake.store.serves_customer(principal.subject, profile["_id"])
+    return f"http:{principal.subject}" in profile.get("channels", [])
+
+
+def _read_for(principal: Principal, doc: dict[str, Any]) -> TicketRead:
+    return read_of(domain.channel_view(doc) if principal.is_channel_only else doc)
+
+
+def _utc(name: str, value: datetime) -> datetime:
+    """Return a filter time in UTC; 422 naming the field without a zone or beyond the calendar."""
+    if value.tzinfo is None:
+        raise InvalidRequest(f"{name} needs a time zone, e.g. 2026-11-24T00:00:00Z", field=name)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRequest(f"{name} is out of range", field=name) from None
+
+
+async def _read(intake: Intake, ticket_id: str, principal: Principal) -> TicketRead:
     doc = await intake.store.get(ticket_id)
     if doc is None:
         raise NotFound(f"ticket {ticket_id} not found")
-    return read_of(doc)
+    return _read_for(principal, doc)

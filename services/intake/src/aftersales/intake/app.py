@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from aftersales.intake import api, consumers, store
 from aftersales.intake.readmodel import ReadModel
@@ -13,6 +15,9 @@ from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
+
+DEV_CUSTOMER_ID_KEY = "dev-customer-id-key-do-not-use-in-production"
+MIN_KEY_CHARS = 32
 
 
 class Settings(ServiceSettings):
@@ -25,6 +30,31 @@ class Settings(ServiceSettings):
         description="IoT alerts of one device and fault within this many seconds of the last one "
         "join its open ticket",
     )
+    customer_id_key: SecretStr = Field(
+        default=SecretStr(DEV_CUSTOMER_ID_KEY),
+        description="HMAC-SHA256 key that derives customer ids from phone numbers and e-mail addresses "
+        "(at least 32 characters; the dev default is refused outside development). Changing it changes "
+        "every derived id: see the README's migration note",
+    )
+    standard_warranty_months: int = Field(
+        default=24,
+        ge=0,
+        le=240,
+        description="warranty period the platform grants; a channel's own warranty_months is not trusted",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_customer_key(self) -> Self:
+        if self.environment != "development":
+            key = self.customer_id_key.get_secret_value()
+            if key == DEV_CUSTOMER_ID_KEY:
+                raise ValueError(
+                    f"the development customer id key is not allowed in {self.environment}: "
+                    "set CUSTOMER_ID_KEY"
+                )
+            if len(key) < MIN_KEY_CHARS:
+                raise ValueError(f"CUSTOMER_ID_KEY must be at least {MIN_KEY_CHARS} characters")
+        return self
 
 
 def build(settings: Settings) -> FastAPI:
@@ -40,7 +70,12 @@ def build(settings: Settings) -> FastAPI:
         ),
     )
     tickets = store.TicketStore(runtime)
-    intake = Intake(tickets, storm_window_s=settings.storm_window_s)
+    intake = Intake(
+        tickets,
+        storm_window_s=settings.storm_window_s,
+        customer_id_key=settings.customer_id_key.get_secret_value().encode(),
+        standard_warranty_months=settings.standard_warranty_months,
+    )
     consumers.register(runtime.broker, settings, intake, ReadModel(tickets))
     return create_app(
         runtime,

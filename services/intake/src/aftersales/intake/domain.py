@@ -7,6 +7,7 @@ import base64
 import binascii
 import calendar
 import hashlib
+import hmac
 import json
 import uuid
 from dataclasses import dataclass
@@ -54,17 +55,26 @@ def dedupe_key(namespace: str, key: str) -> str:
     return _digest(f"{namespace}|{key}")[:32]
 
 
-def customer_id_for(customer: CustomerIn) -> str:
-    """Return the customer's id: the given one, else a stable id from the normalized e-mail or phone."""
+def customer_id_for(customer: CustomerIn, key: bytes) -> str:
+    """Return the customer's id: the given one, else a stable id keyed with `key` (HMAC-SHA256) from the
+    normalized e-mail or phone, so nobody without the key can compute a customer's id from a phone."""
     if customer.id is not None:
         return customer.id
+    return f"C-{hmac.new(key, _identity(customer).encode(), hashlib.sha256).hexdigest()[:20]}"
+
+
+def legacy_customer_id(customer: CustomerIn) -> str:
+    """Return the id the platform used before ids were keyed (plain SHA-256), for the one-off re-keying."""
+    return f"C-{_digest(_identity(customer))[:16]}"
+
+
+def _identity(customer: CustomerIn) -> str:
     if customer.email is not None:
-        basis = f"email:{customer.email.strip().lower()}"
-    elif customer.phone is not None:
-        basis = f"phone:{customer.phone}"  # already E.164-normalized by the request model
-    else:  # the request model refuses this; keep the function total
-        raise InvalidRequest("a new customer needs a phone or an e-mail", field="customer")
-    return f"C-{_digest(basis)[:16]}"
+        return f"email:{customer.email.strip().lower()}"
+    if customer.phone is not None:
+        return f"phone:{customer.phone}"  # already E.164-normalized by the request model
+    # the request model refuses this; keep the function total
+    raise InvalidRequest("a new customer needs a phone or an e-mail", field="customer")
 
 
 def request_fingerprint(request: TicketRequest) -> str:
@@ -264,9 +274,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_text, ticket_id = json.loads(raw)
         created_at = datetime.fromisoformat(created_text)
-        if created_at.tzinfo is None or not isinstance(ticket_id, str):
+        if created_at.tzinfo is None or not isinstance(ticket_id, str) or len(ticket_id) > 100:
             raise ValueError("bad cursor")
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        created_at = created_at.astimezone(UTC)  # the calendar's extremes overflow here, not in the query
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
         raise InvalidRequest("cursor is not one this API returned", field="cursor") from None
     return created_at, ticket_id
 
@@ -290,6 +301,7 @@ def facts_of(ticket: dict[str, Any]) -> dict[str, Any]:
         "product_model": product.get("model"),
         "under_warranty": ticket.get("under_warranty"),
         "fault_code": ticket.get("fault_code"),
+        "submitted_by": ticket.get("created_by"),
     }
 
 
@@ -305,14 +317,51 @@ def product_document(product: ProductIn) -> dict[str, Any]:
 
 
 def customer_profile(customer: CustomerIn) -> dict[str, Any]:
-    """Return the profile fields a request gives about its customer (absent ones are left unchanged)."""
+    """Return the profile fields a request gives about its customer (absent ones are left unchanged).
+    The tier is not among them: it comes from the platform's own records (see `customers`)."""
     fields = {
         "name": customer.name,
         "phone": customer.phone,
         "email": customer.email,
-        "tier": customer.tier.value,
         "region_code": customer.region_code,
         "address": customer.address,
         "timezone": customer.timezone,
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+# ---------------------------------------------------------------- what a channel may see of a ticket
+
+# The timeline entries a channel (the customer's side) is shown, with time, type and source only:
+# no technician ids, escalation levels, SLA clocks, grid ids or staff's free-text reasons.
+CHANNEL_TIMELINE_TYPES = frozenset(
+    {
+        "ticket.created",
+        "ticket.merged",
+        "ticket.cancelled",
+        "ticket.customer_replied",
+        "assignment.assigned",
+        "assignment.accepted",
+        "assignment.started",
+        "assignment.pending",
+        "assignment.resolved",
+        "followup.scheduled",
+        "followup.completed",
+        "feedback.survey-sent",
+        "feedback.survey-submitted",
+    }
+)
+# Ticket fields a channel is not shown (internal: who works on it, how it was classified).
+CHANNEL_HIDDEN_FIELDS = ("technician_id", "last_technician_id", "matched_rules")
+
+
+def channel_view(ticket: dict[str, Any]) -> dict[str, Any]:
+    """Return a ticket as a channel may see it: internal fields dropped, the timeline reduced."""
+    out = {k: v for k, v in ticket.items() if k not in CHANNEL_HIDDEN_FIELDS}
+    if "timeline" in ticket:
+        out["timeline"] = [
+            {"at": e["at"], "type": e["type"], "source": e["source"]}
+            for e in ticket["timeline"]
+            if e.get("type") in CHANNEL_TIMELINE_TYPES
+        ]
+    return out

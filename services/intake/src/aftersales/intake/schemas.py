@@ -63,7 +63,10 @@ class TicketRead(TicketSummary):
     product: ProductRead
     under_warranty: bool | None = None
     rules_version: str
-    matched_rules: list[str]
+    matched_rules: list[str] = Field(default_factory=list)
+    priority_hint: Priority | None = Field(
+        default=None, description="the submitter's hint (not applied to a channel's request)"
+    )
     fault_code: str | None = None
     severity: int | None = None
     first_seen: datetime | None = None
@@ -89,6 +92,12 @@ class CustomerReplyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str | None = Field(default=None, max_length=10_000)
+
+
+class CustomerTierIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tier: CustomerTier
 
 
 class CustomerRead(BaseModel):

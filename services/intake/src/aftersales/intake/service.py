@@ -4,15 +4,16 @@ a ticket is cancelled; the customer answers. Shared by the HTTP API and the Kafk
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from aftersales.intake import domain, metrics
+from aftersales.intake import customers, domain, metrics
 from aftersales.intake.domain import TicketStatus
-from aftersales.intake.rules import Classification, Facts, classify
+from aftersales.intake.rules import Classification, classify
 from aftersales.intake.store import KEEP_TIMELINE, Change, ContentionError, TicketStore
 from aftersales.intake.storms import Alert, Storms
 from aftersales.shared.contracts.common import Channel
@@ -21,6 +22,7 @@ from aftersales.shared.contracts.requests import TicketRequest
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import Conflict, NotFound
 from aftersales.shared.mongo import merge_updates
+from aftersales.shared.pii import redact_pii
 
 log = logging.getLogger("aftersales.intake")
 
@@ -41,41 +43,71 @@ def event_for(model: Any, ticket_id: str) -> CloudEvent:
 
 
 class Intake:
-    def __init__(self, store: TicketStore, *, storm_window_s: float) -> None:
+    def __init__(
+        self,
+        store: TicketStore,
+        *,
+        storm_window_s: float,
+        customer_id_key: bytes,
+        standard_warranty_months: int = 24,
+    ) -> None:
         self.store = store
         self.storm_window_s = storm_window_s
+        self.customer_id_key = customer_id_key
+        self.warranty_months = standard_warranty_months
         self.storms = Storms(
             store, window_s=storm_window_s, new_ticket=self._new_alert_ticket, event_for=event_for
         )
 
+    def customer_id(self, request: TicketRequest) -> str:
+        """Return the id of the request's customer (keyed: not computable without the platform's key)."""
+        return domain.customer_id_for(request.customer, self.customer_id_key)
+
+    async def _judged(self, request: TicketRequest, *, caller: str, staff: bool) -> TicketRequest:
+        """Check the caller may name the request's customer; return the request with the platform's
+        tier and entitlement in place of what the caller claimed (see `customers`)."""
+        record = await self.store.customer(self.customer_id(request))
+        customers.check_may_name(record, request.customer, caller=caller, staff=staff)
+        return customers.effective_request(request, record, staff=staff, warranty_months=self.warranty_months)
+
     async def submit(
-        self, request: TicketRequest, *, caller: str, idempotency_key: str | None, source: str
+        self,
+        request: TicketRequest,
+        *,
+        caller: str,
+        idempotency_key: str | None,
+        source: str,
+        staff: bool = False,
     ) -> Submitted:
-        """Return the ticket a request created, joined (alert storm) or replayed (same idempotency key)."""
+        """Return the ticket a request created, joined (alert storm) or replayed (same idempotency key).
+        `staff` (a supervisor or admin) may set the tier, the warranty period and the priority."""
         now = datetime.now(UTC)
+        fingerprint = domain.request_fingerprint(request)  # of what was sent, so replays compare alike
+        request = await self._judged(request, caller=caller, staff=staff)
         warranty = domain.under_warranty(request.product, now.date())
-        decided = classify(Facts.of(request, under_warranty=warranty))
-        fingerprint = domain.request_fingerprint(request)
+        decided = classify(customers.rule_facts(request, under_warranty=warranty, staff=staff))
         key = domain.dedupe_key(caller, idempotency_key) if idempotency_key else None
         ticket_id = (
             domain.keyed_ticket_id(caller, idempotency_key) if idempotency_key else domain.new_ticket_id()
         )
         if request.channel is Channel.IOT:
             alert = self.alert(request, caller=caller, idempotency_key=idempotency_key, source=source)
+            alert = dataclasses.replace(alert, fingerprint=fingerprint)
             [(ticket, outcome)] = await self.storms.absorb(_storm_of(request), [alert])
             if outcome == "created":
-                await self._remember_customer(ticket, request)
+                await self._remember_customer(ticket, request, caller=caller, staff=False)
             return Submitted(ticket, outcome)  # type: ignore[arg-type]
         if key is not None and (earlier := await self.store.get(ticket_id)) is not None:
-            return await self._replayed(earlier, request, fingerprint, source)
+            return await self._replayed(earlier, request, fingerprint, source, caller=caller, staff=staff)
         doc = self._new_ticket(request, ticket_id, decided, warranty, caller, source, key, fingerprint, now)
         created = event_for(
             TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=decided.rules_version),
             ticket_id,
         )
         if not await self.store.insert(doc, [created]):
-            return await self._replayed(await self._must_get(ticket_id), request, fingerprint, source)
-        return await self._created(doc, request)
+            earlier = await self._must_get(ticket_id)
+            return await self._replayed(earlier, request, fingerprint, source, caller=caller, staff=staff)
+        return await self._created(doc, request, caller=caller, staff=staff)
 
     def alert(
         self,
@@ -91,7 +123,7 @@ class Intake:
         warranty = domain.under_warranty(request.product, datetime.now(UTC).date())
         return Alert(
             request=request,
-            decided=classify(Facts.of(request, under_warranty=warranty)),
+            decided=classify(customers.rule_facts(request, under_warranty=warranty, staff=False)),
             fingerprint=domain.request_fingerprint(request),
             key=domain.dedupe_key(caller, idempotency_key) if idempotency_key else None,
             caller=caller,
@@ -101,7 +133,10 @@ class Intake:
         )
 
     async def absorb_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Fold a batch of IoT alerts, storm by storm (alerts of one storm in order); storms in parallel."""
+        """Fold a batch of IoT alerts, storm by storm (alerts of one storm in order); storms in parallel.
+        Each alert is first judged against its customer's record (one read per customer of the batch):
+        a gateway naming a customer it has not served is refused, tier and warranty are the platform's."""
+        alerts = await self._judged_alerts(alerts)
         storms: dict[str, list[Alert]] = {}
         for alert in alerts:
             storms.setdefault(_storm_of(alert.request), []).append(alert)
@@ -113,9 +148,25 @@ class Intake:
                     await self.storms.absorb(storm, group), group, strict=True
                 ):
                     if outcome == "created":
-                        await self._remember_customer(ticket, alert.request)
+                        await self._remember_customer(ticket, alert.request, caller=alert.caller, staff=False)
 
         await asyncio.gather(*(absorb(s, g) for s, g in storms.items()))
+
+    async def _judged_alerts(self, alerts: Sequence[Alert]) -> list[Alert]:
+        ids = {self.customer_id(a.request) for a in alerts}
+        records = dict(zip(ids, await asyncio.gather(*(self.store.customer(i) for i in ids)), strict=True))
+        out = []
+        today = datetime.now(UTC).date()
+        for alert in alerts:
+            record = records[self.customer_id(alert.request)]
+            customers.check_may_name(record, alert.request.customer, caller=alert.caller, staff=False)
+            request = customers.effective_request(
+                alert.request, record, staff=False, warranty_months=self.warranty_months
+            )
+            warranty = domain.under_warranty(request.product, today)
+            decided = classify(customers.rule_facts(request, under_warranty=warranty, staff=False))
+            out.append(dataclasses.replace(alert, request=request, decided=decided))
+        return out
 
     def _new_alert_ticket(self, alert: Alert) -> tuple[dict[str, Any], CloudEvent]:
         """Return a new storm ticket opened by `alert`, with its created event."""
@@ -167,7 +218,7 @@ class Intake:
             "title": request.title,
             "description": request.description,
             "external_ref": request.external_ref,
-            "customer_id": domain.customer_id_for(customer),
+            "customer_id": self.customer_id(request),
             "customer_tier": customer.tier.value,
             "customer_timezone": customer.timezone,
             "region_code": customer.region_code,
@@ -196,8 +247,10 @@ class Intake:
             "applied_events": [],
         }
 
-    async def _created(self, doc: dict[str, Any], request: TicketRequest) -> Submitted:
-        await self._remember_customer(doc, request)
+    async def _created(
+        self, doc: dict[str, Any], request: TicketRequest, *, caller: str, staff: bool
+    ) -> Submitted:
+        await self._remember_customer(doc, request, caller=caller, staff=staff)
         metrics.TICKETS_CREATED.labels(doc["channel"], doc["category"], doc["priority"]).inc()
         metrics.STATUS_CHANGES.labels(TicketStatus.NEW.value).inc()
         log.info(
@@ -212,14 +265,22 @@ class Intake:
         return Submitted(doc, "created")
 
     async def _replayed(
-        self, earlier: dict[str, Any], request: TicketRequest, fingerprint: str, source: str
+        self,
+        earlier: dict[str, Any],
+        request: TicketRequest,
+        fingerprint: str,
+        source: str,
+        *,
+        caller: str,
+        staff: bool,
     ) -> Submitted:
         if earlier.get("request_hash") != fingerprint:
             raise Conflict(
                 "this Idempotency-Key was already used for a different request; use a new key",
                 field="Idempotency-Key",
             )
-        await self._remember_customer(earlier, request)  # heals a crash between ticket and customer write
+        # heals a crash between the ticket's and the customer's write
+        await self._remember_customer(earlier, request, caller=caller, staff=staff)
         metrics.TICKETS_REPLAYED.labels(source).inc()
         return Submitted(earlier, "replayed")
 
@@ -229,22 +290,28 @@ class Intake:
             raise ContentionError(f"ticket {ticket_id} vanished during creation")
         return doc
 
-    async def _remember_customer(self, ticket: dict[str, Any], request: TicketRequest) -> None:
+    async def _remember_customer(
+        self, ticket: dict[str, Any], request: TicketRequest, *, caller: str, staff: bool
+    ) -> None:
         product = {
             k: v for k, v in domain.product_document(request.product).items() if k != "warranty_months"
         }
-        await self.store.upsert_customer(
-            ticket["customer_id"],
-            domain.customer_profile(request.customer),
-            ticket_id=ticket["_id"],
+        update = customers.record_update(
+            request,
+            caller=caller,
+            staff=staff,
             product=product,
+            ticket_id=ticket["_id"],
+            now=datetime.now(UTC),
         )
+        await self.store.upsert_customer(ticket["customer_id"], update)
 
     # ------------------------------------------------------------ agent and customer actions
 
     async def cancel(self, ticket_id: str, *, visible: Any, reason: str) -> dict[str, Any]:
         """Cancel a ticket that is not yet resolved; return it as it was before."""
         now = datetime.now(UTC)
+        reason = redact_pii(reason)  # free text: no contact data in the record or the event
 
         def decide(doc: dict[str, Any]) -> Change:
             if not visible(doc):
@@ -297,7 +364,10 @@ class Intake:
                     update,
                     {
                         "$push": {
-                            "customer_messages": {"$each": [{"at": now, "message": message}], "$slice": -50}
+                            "customer_messages": {
+                                "$each": [{"at": now, "message": redact_pii(message)}],
+                                "$slice": -50,
+                            }
                         }
                     },
                 )

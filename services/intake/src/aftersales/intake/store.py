@@ -40,6 +40,7 @@ INDEXES = [
     IndexSpec(TICKETS, [("customer_id", 1), ("created_at", -1)]),
     IndexSpec(TICKETS, [("status", 1), ("created_at", -1)]),
     IndexSpec(TICKETS, [("created_by", 1), ("created_at", -1)]),
+    IndexSpec(TICKETS, [("technician_id", 1), ("created_at", -1)]),
 ]
 
 
@@ -211,22 +212,14 @@ class TicketStore:
 
     # ------------------------------------------------------------ customers
 
-    async def upsert_customer(
-        self, customer_id: str, profile: Mapping[str, Any], *, ticket_id: str, product: Mapping[str, Any]
-    ) -> None:
-        """Create or refresh a customer's profile and add the product to it (idempotent).
+    async def upsert_customer(self, customer_id: str, update: Mapping[str, Any]) -> None:
+        """Create or refresh a customer's record with `update` (see `customers.record_update`; idempotent).
 
         The customer's tickets are not listed in this document (a list would grow without bound): they
         are the tickets with this `customer_id`, counted through the (customer_id, created_at) index."""
-        now = datetime.now(UTC)
-        update = {
-            "$set": {**profile, "updated_at": now, "last_ticket_id": ticket_id},
-            "$setOnInsert": {"created_at": now},
-            "$addToSet": {"products": dict(product)},
-        }
         for attempt in range(3):
             try:
-                await self._db[CUSTOMERS].update_one({"_id": customer_id}, update, upsert=True)
+                await self._db[CUSTOMERS].update_one({"_id": customer_id}, dict(update), upsert=True)
                 return
             except DuplicateKeyError:
                 if attempt == 2:
@@ -237,3 +230,19 @@ class TicketStore:
 
     async def customer_ticket_count(self, customer_id: str) -> int:
         return await self._db[TICKETS].count_documents({"customer_id": customer_id})
+
+    async def set_customer_tier(self, customer_id: str, tier: str, *, by: str) -> bool:
+        """Set a customer's tier (a supervisor's decision); False when there is no such customer."""
+        result = await self._db[CUSTOMERS].update_one(
+            {"_id": customer_id},
+            {"$set": {"tier": tier, "tier_set_by": by, "updated_at": datetime.now(UTC)}},
+        )
+        return result.matched_count == 1
+
+    async def serves_customer(self, technician_id: str, customer_id: str) -> bool:
+        """True when the technician works (or last worked) on a ticket of the customer."""
+        tickets = self._db[TICKETS]
+        for field in ("technician_id", "last_technician_id"):
+            if await tickets.find_one({"customer_id": customer_id, field: technician_id}, {"_id": 1}):
+                return True
+        return False

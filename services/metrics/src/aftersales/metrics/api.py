@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
@@ -22,6 +23,12 @@ SupervisorOrTechnician = Annotated[Principal, Depends(require(Scope.SUPERVISOR, 
 
 MAX_RANGE_DAYS = 400
 DEFAULT_RANGE_DAYS = 30
+# Days and report periods the API answers for: the calendar's extremes are typos (and overflow).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+_PERIOD = re.compile(r"(\d{4})-(W\d{2}|\d{2})")
+PeriodLabel = Annotated[
+    str, Path(max_length=8, description="ISO week 2026-W48 or month 2026-11 (years 2000-2999)")
+]
 
 
 class GroupBy(StrEnum):
@@ -87,7 +94,20 @@ def _row(g: GroupFigures) -> KpiRowRead:
     )
 
 
+def _period(label: str) -> str:
+    """Return a report period label that is exactly a week or month of a year the API answers for."""
+    m = _PERIOD.fullmatch(label)
+    if m is None or not FIRST_DAY.year <= int(m[1]) <= LAST_DAY.year:
+        raise InvalidRequest(
+            "period must be an ISO week like 2026-W48 or a month like 2026-11, in 2000-2999", field="period"
+        )
+    return label
+
+
 def _range(start: date | None, end: date | None, zone_today: date) -> tuple[date, date]:
+    for name, day in (("from", start), ("to", end)):
+        if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+            raise InvalidRequest(f"'{name}' must lie in {FIRST_DAY.year}-{LAST_DAY.year}", field=name)
     end = end or zone_today
     start = start or end - timedelta(days=DEFAULT_RANGE_DAYS - 1)
     if start > end:
@@ -130,7 +150,7 @@ def router(reporting: Reporting) -> APIRouter:
         summary="A technician's performance review (绩效考核)",
     )
     async def technician_performance(
-        technician_id: str,
+        technician_id: Annotated[str, Path(max_length=100)],
         principal: SupervisorOrTechnician,
         from_: Annotated[date | None, Query(alias="from")] = None,
         to: date | None = None,
@@ -162,20 +182,20 @@ def router(reporting: Reporting) -> APIRouter:
     @api.get("/reports/inspections", summary="The inspection report (巡检) of a week or month")
     async def inspection_report(
         _: Supervisor,
-        period: Annotated[str, Query(description="ISO week 2026-W48 or month 2026-11")],
+        period: Annotated[str, Query(max_length=8, description="ISO week 2026-W48 or month 2026-11")],
         format: ReportFormat = ReportFormat.JSON,
     ) -> Response:
         """Return the report with its findings as JSON, Markdown or HTML."""
-        report = await reporting.inspection_report(period)
+        report = await reporting.inspection_report(_period(period))
         return _render(report, format)
 
     @api.post(
         "/reports/inspections/{period}/publish",
         summary="Publish a period's inspection report to aftersales.reports.v1 (once)",
     )
-    async def publish(period: str, _: Supervisor) -> dict[str, Any]:
+    async def publish(period: PeriodLabel, _: Supervisor) -> dict[str, Any]:
         """Publish the report now; publishing the same period again returns the stored report."""
-        report, created = await reporting.publish(period)
+        report, created = await reporting.publish(_period(period))
         report = {k: v for k, v in report.items() if k != "_id"}
         return {"published": created, "report": report}
 

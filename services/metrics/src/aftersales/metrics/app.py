@@ -38,6 +38,11 @@ class Settings(ServiceSettings):
     rising_min_tickets: int = Field(default=3, ge=1)
     rising_growth: float = Field(default=0.5, gt=0)
     publish_reports: bool = Field(default=True, description="publish weekly and monthly inspection reports")
+    kpi_product_models: frozenset[str] = Field(
+        default=frozenset(),
+        description="product models (or device types) the product KPIs are broken down by (JSON list); "
+        "every other value counts as 'other', so channels cannot grow the rollups without bound",
+    )
 
     def targets(self) -> Targets:
         return Targets(
@@ -82,7 +87,7 @@ def build(settings: Settings) -> FastAPI:
 
     tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = [background, schedule]
     spec.extra_tasks.extend(tasks)
-    consumers.register(runtime, store)
+    consumers.register(runtime, store, settings.kpi_product_models)
     return create_app(
         runtime,
         title="aftersales metrics",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from aftersales.metrics.facts import subject_of
+from aftersales.metrics.products import bounded_product
 from aftersales.metrics.store import MetricsStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
@@ -17,7 +18,7 @@ log = logging.getLogger("aftersales.metrics")
 CONSUMED = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
 
 
-def register(runtime: ServiceRuntime, store: MetricsStore) -> None:
+def register(runtime: ServiceRuntime, store: MetricsStore, products: Collection[str] = ()) -> None:
     """Subscribe the KPI fold to every stream, with the shared bounded retry and dead-letter topic."""
 
     async def handle(event: CloudEvent) -> None:
@@ -30,6 +31,7 @@ def register(runtime: ServiceRuntime, store: MetricsStore) -> None:
         items = []
         for event in events:
             data = event.model()  # PoisonEvent: the batch goes one by one, this event to the DLQ
+            data = bounded_product(data, products)  # a channel's model names must not grow the rollups
             subject = subject_of(data)
             if subject:  # surge switches and other grid-level events carry no ticket facts
                 items.append((subject, event.id, data))

@@ -25,6 +25,7 @@ from aftersales.metrics.rollups import DURATION_BUCKETS_S
 from aftersales.metrics.store import MetricsStore
 from aftersales.shared.contracts import Topic, dead_letter_topic
 from aftersales.shared.contracts.common import Priority
+from aftersales.shared.kafkaauth import client_options
 from aftersales.shared.settings import ServiceSettings
 
 log = logging.getLogger("aftersales.metrics")
@@ -212,8 +213,13 @@ async def refresh(store: MetricsStore, settings: ServiceSettings) -> Snapshot:
 async def kafka_offsets(settings: ServiceSettings) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
     """Return lag per (consumer group, logical topic) of every aftersales-* group, and DLQ depths."""
     physical = {settings.topic(t.value): t.value for t in Topic}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    security = client_options(settings)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=5000, **security
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, **security
+    )
     await admin.start()
     await consumer.start()
     try:

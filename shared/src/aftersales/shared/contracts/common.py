@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+from aftersales.shared.pii import redact_pii
+
+# Text a person or a channel wrote (a reason, a model name): phone numbers, e-mail addresses and card
+# numbers are replaced by placeholders when the event is built, so they never reach a topic.
+FreeText = Annotated[str, AfterValidator(redact_pii)]
 
 
 class Channel(StrEnum):

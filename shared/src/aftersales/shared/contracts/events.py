@@ -8,7 +8,14 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from aftersales.shared.contracts.common import Category, Channel, CustomerTier, EventData, Priority
+from aftersales.shared.contracts.common import (
+    Category,
+    Channel,
+    CustomerTier,
+    EventData,
+    FreeText,
+    Priority,
+)
 from aftersales.shared.contracts.registry import event
 from aftersales.shared.contracts.topics import Topic
 
@@ -26,10 +33,15 @@ class TicketFacts(EventData):
     customer_tier: CustomerTier = CustomerTier.STANDARD
     customer_timezone: str = "UTC"
     region_code: str = Field(description="administrative region path, e.g. 310000/310100/310104")
-    device_type: str
-    product_model: str | None = None
+    device_type: FreeText
+    product_model: FreeText | None = None
     under_warranty: bool | None = None
     fault_code: str | None = None
+    submitted_by: str | None = Field(
+        default=None,
+        description="the API client or gateway that submitted the request (`http:<client>` or "
+        "`kafka:<source>`), so downstream services can check who may act on the ticket",
+    )
 
 
 @event("aftersales.ticket.created.v1", Topic.TICKETS)
@@ -67,7 +79,7 @@ class TicketMerged(EventData):
 class TicketReopened(TicketFacts):
     """A resolved ticket was reopened; routing should prefer the previous technician."""
 
-    reason: str
+    reason: FreeText
     reopen_count: int = Field(ge=1)
     previous_technician_id: str | None = None
     reopened_at: AwareDatetime
@@ -87,7 +99,7 @@ class TicketCancelled(EventData):
     """A ticket was cancelled before it was resolved."""
 
     ticket_id: str
-    reason: str
+    reason: FreeText
     cancelled_at: AwareDatetime
 
 
@@ -124,7 +136,7 @@ class WorkOrderAssigned(AssignmentEvent):
 class WorkOrderQueued(AssignmentEvent):
     """No technician could take the work order; it waits for capacity in its grid."""
 
-    reason: str
+    reason: FreeText
     priority: Priority
     category: Category
 
@@ -148,7 +160,7 @@ class WorkOrderPending(AssignmentEvent):
     """The work order waits on the customer; SLA clocks are paused."""
 
     technician_id: str
-    reason: str = ""
+    reason: FreeText = ""
 
 
 @event("aftersales.assignment.escalated.v1", Topic.ASSIGNMENTS)
@@ -170,7 +182,7 @@ class WorkOrderReassigned(AssignmentEvent):
 
     from_technician_id: str | None
     to_technician_id: str
-    reason: str
+    reason: FreeText
 
 
 @event("aftersales.assignment.resolved.v1", Topic.ASSIGNMENTS)
@@ -292,7 +304,7 @@ class VisitMissed(VisitEvent):
 class ReopenRequested(VisitEvent):
     """The customer said the problem is not resolved; intake should reopen the ticket."""
 
-    reason: str
+    reason: FreeText
     round: int = Field(default=1, ge=1, description="the round whose resolution was not confirmed")
     technician_id: str | None = Field(default=None, description="who resolved that round")
 
@@ -301,7 +313,7 @@ class ReopenRequested(VisitEvent):
 class VisitCancelled(VisitEvent):
     """A follow-up visit was cancelled (the ticket was cancelled or closed)."""
 
-    reason: str
+    reason: FreeText
 
 
 # ---------------------------------------------------------------- aftersales.feedback.v1 (feedback)
@@ -361,7 +373,7 @@ class ComplaintOpened(ComplaintEvent):
     scope: ComplaintScope = ComplaintScope.INDIVIDUAL
     category: Category | None = None
     deadline_at: AwareDatetime
-    product_model: str | None = None
+    product_model: FreeText | None = None
     owner_id: str | None = None
     ack_deadline_at: AwareDatetime | None = Field(default=None, description="acknowledge (investigate) by")
     survey_id: str | None = Field(default=None, description="for source=low_csat: the survey that caused it")

@@ -7,7 +7,7 @@ event; intake's own events carry only ids.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import phonenumbers
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
@@ -18,6 +18,12 @@ from aftersales.shared.contracts.topics import Topic
 from aftersales.shared.zones import IanaZone
 
 MAX_DESCRIPTION_CHARS = 10_000
+MAX_REGION_CODE_CHARS = 69  # ten levels of six digits
+MAX_PHONE_CHARS = 32
+# An IoT alert's observation time must lie in this range: anything else is a broken device clock, and
+# the extremes of the calendar cannot be converted between time zones.
+EARLIEST_OBSERVATION = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_OBSERVATION = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 class CustomerIn(BaseModel):
@@ -25,20 +31,32 @@ class CustomerIn(BaseModel):
 
     id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    phone: str | None = Field(default=None, description="E.164, e.g. +8613800138000")
+    phone: str | None = Field(default=None, description="E.164, e.g. +8613800138000 (at most 32 characters)")
     email: EmailStr | None = None
     tier: CustomerTier = CustomerTier.STANDARD
     region_code: str = Field(
-        pattern=r"^\d{6}(/\d{6})*$", description="region path, e.g. 310000/310100/310104"
+        pattern=r"^\d{6}(/\d{6})*$",
+        description=f"region path, e.g. 310000/310100/310104 (at most {MAX_REGION_CODE_CHARS} characters)",
     )
     address: str | None = Field(default=None, max_length=500)
     timezone: IanaZone = Field(default="Asia/Shanghai", max_length=64)
+
+    @field_validator("region_code", mode="before")
+    @classmethod
+    def _short_region(cls, value: object) -> object:
+        # A length check before the pattern: the limit is a validator, not a JSON Schema maxLength, so
+        # the published v1 schema stays as it was (the contract gate treats any change as a new type).
+        if isinstance(value, str) and len(value) > MAX_REGION_CODE_CHARS:
+            raise ValueError(f"must be at most {MAX_REGION_CODE_CHARS} characters")
+        return value
 
     @field_validator("phone")
     @classmethod
     def _valid_phone(cls, value: str | None) -> str | None:
         if value is None:
             return None
+        if len(value) > MAX_PHONE_CHARS:
+            raise ValueError(f"must be at most {MAX_PHONE_CHARS} characters")
         try:
             parsed = phonenumbers.parse(value, None)
         except phonenumbers.NumberParseException:
@@ -72,6 +90,17 @@ class IotSignal(BaseModel):
     fault_code: str = Field(min_length=1, max_length=64)
     severity: int = Field(ge=1, le=5, description="1 = info ... 5 = critical")
     observed_at: AwareDatetime
+
+    @field_validator("observed_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError:
+            utc = None
+        if utc is None or not EARLIEST_OBSERVATION <= utc < LATEST_OBSERVATION:
+            raise ValueError("must be between 2000-01-01 and 2100-01-01 (UTC)")
+        return value
 
 
 @event("aftersales.request.submitted.v1", Topic.REQUESTS)

@@ -1,0 +1,103 @@
+"""Customer records as the platform keeps them, and what a request may do to them (pure rules, no I/O).
+
+- A channel may name an existing customer by `customer.id` only when it has served that customer before
+  (it is in the record's `channels`); giving the customer's phone or e-mail instead (the id is then
+  derived with a key only the platform has) links the channel to the customer.
+- Tier and entitlement are the platform's records. A channel's request never sets a tier, its warranty
+  period is the platform's standard one, and its priority hint is kept as a hint for staff to confirm,
+  not applied. Supervisors and admins are trusted with all three.
+- A channel's request fills a new customer's profile; it never overwrites an existing one, so a request
+  that names a key account by id alone does not downgrade it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from aftersales.intake import domain
+from aftersales.intake.rules import Facts
+from aftersales.shared.contracts.common import CustomerTier
+from aftersales.shared.contracts.requests import CustomerIn, TicketRequest
+from aftersales.shared.errors import Forbidden
+from aftersales.shared.pii import mask_pii
+
+
+def check_may_name(
+    record: Mapping[str, Any] | None, customer: CustomerIn, *, caller: str, staff: bool
+) -> None:
+    """Raise Forbidden when a channel names by id a customer it has not served."""
+    if staff or record is None or customer.id is None:
+        return
+    if caller not in record.get("channels", []):
+        raise Forbidden(
+            "customer.id names a customer this client has not served; identify the customer by phone "
+            "or e-mail instead",
+            field="customer.id",
+        )
+
+
+def platform_tier(record: Mapping[str, Any] | None) -> CustomerTier:
+    """Return the tier the platform's record gives a customer (standard when there is none)."""
+    value = (record or {}).get("tier")
+    return CustomerTier(str(value)) if value in CustomerTier._value2member_map_ else CustomerTier.STANDARD
+
+
+def effective_request(
+    request: TicketRequest, record: Mapping[str, Any] | None, *, staff: bool, warranty_months: int
+) -> TicketRequest:
+    """Return the request as the platform judges it: the customer's tier from the record, and for a
+    channel the standard warranty period. Staff may state a tier and a warranty period themselves."""
+    customer, product = request.customer, request.product
+    if not (staff and "tier" in customer.model_fields_set):
+        customer = customer.model_copy(update={"tier": platform_tier(record)})
+    if not staff:
+        product = product.model_copy(update={"warranty_months": warranty_months})
+    return request.model_copy(update={"customer": customer, "product": product})
+
+
+def rule_facts(request: TicketRequest, *, under_warranty: bool | None, staff: bool) -> Facts:
+    """Return what the classification rules see; a channel's priority hint is not among it."""
+    facts = Facts.of(request, under_warranty=under_warranty)
+    return facts if staff else dataclasses.replace(facts, priority_hint=None)
+
+
+def record_update(
+    request: TicketRequest,
+    *,
+    caller: str,
+    staff: bool,
+    product: Mapping[str, Any],
+    ticket_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """Return the upsert of the customer's record for a request (idempotent)."""
+    profile = domain.customer_profile(request.customer)
+    update: dict[str, Any] = {
+        "$set": {"updated_at": now, "last_ticket_id": ticket_id},
+        "$setOnInsert": {"created_at": now},
+        "$addToSet": {"products": dict(product)},
+    }
+    if staff:
+        update["$set"].update(profile)
+        if "tier" in request.customer.model_fields_set:
+            update["$set"]["tier"] = request.customer.tier.value
+        else:
+            update["$setOnInsert"]["tier"] = CustomerTier.STANDARD.value
+    else:
+        update["$setOnInsert"].update(profile, tier=CustomerTier.STANDARD.value)
+        update["$addToSet"]["channels"] = caller
+    return update
+
+
+def contact_view(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a customer record with its contact data masked (what a channel is shown)."""
+    out = dict(record)
+    for name in ("phone", "email"):
+        if isinstance(out.get(name), str):
+            out[name] = mask_pii(out[name])
+    if out.get("address"):
+        out["address"] = "***"
+    return out
