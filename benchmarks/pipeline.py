@@ -180,8 +180,11 @@ async def watch_assigned(platform: Platform) -> TopicWatch:
 DbCounts = dict[str, dict[tuple[str, str], float]]
 
 
-async def db_commands(platform: Platform, services: Iterable[str] = SERVICE_NAMES) -> DbCounts:
-    """Return service -> (command, by_id) -> commands sent so far, from each service's /metrics."""
+async def db_commands(
+    platform: Platform, services: Iterable[str] = SERVICE_NAMES, *, detail: bool = False
+) -> DbCounts:
+    """Return service -> (command, by_id) -> commands sent so far, from each service's /metrics
+    (with `detail`, the command is "<collection>.<command>")."""
     out: DbCounts = {}
     async with httpx.AsyncClient(timeout=10.0) as http:
         for service in services:
@@ -195,6 +198,8 @@ async def db_commands(platform: Platform, services: Iterable[str] = SERVICE_NAME
                     item.split("=", 1) for item in labels_part[labels_part.index("{") + 1 : -1].split(",")
                 )
                 key = (labels["command"].strip('"'), labels["by_id"].strip('"'))
+                if detail:
+                    key = (f"{labels.get('collection', '').strip(chr(34))}.{key[0]}", key[1])
                 counts[key] += float(value)
             out[service] = dict(counts)
     return out
