@@ -95,17 +95,17 @@ class LagProbe:
             for p in self._consumer.partitions_for_topic(topic) or ()
         ]
         ends = await self._consumer.end_offsets(partitions) if partitions else {}
-        groups = [
-            g[0] for g in await self._admin.list_consumer_groups() if str(g[0]).startswith(GROUP_PREFIX)
-        ]
+        mine = f"{self.prefix}{GROUP_PREFIX}"  # consumer groups carry the platform's topic prefix
+        groups = [g[0] for g in await self._admin.list_consumer_groups() if str(g[0]).startswith(mine)]
         lag: dict[tuple[str, str], int] = {}
         for group in groups:
             offsets = await self._admin.list_consumer_group_offsets(group)
             committed = {tp: m.offset for tp, m in offsets.items() if tp.topic in physical and m.offset >= 0}
+            label = group.removeprefix(self.prefix)
             for topic in {tp.topic for tp in committed}:
-                self.seen.add((group, physical[topic]))
+                self.seen.add((label, physical[topic]))
             for g, logical in self.seen:
-                if g != group:
+                if g != label:
                     continue
                 lag[(g, logical)] = sum(
                     max(end - committed.get(tp, 0), 0)

@@ -111,7 +111,8 @@ async def list_dlqs(settings: ServiceSettings) -> list[tuple[str, int, Counter[s
 async def redrive(settings: ServiceSettings, topic: str, *, dry_run: bool = False) -> int:
     """Publish the DLQ's messages not redriven yet back to their topic, in order; return how many."""
     dlq = _dlq_name(settings, topic)
-    parked, consumer = await read_parked(settings.kafka_bootstrap_servers, dlq, group=REDRIVE_GROUP)
+    group = settings.topic(REDRIVE_GROUP)  # per environment, like every consumer group
+    parked, consumer = await read_parked(settings.kafka_bootstrap_servers, dlq, group=group)
     try:
         ordered = sorted(parked, key=lambda p: p.original)
         if dry_run or not ordered:

@@ -213,7 +213,9 @@ def subscribe(
         broker,
         settings,
         handler,
-        group=group_id or f"aftersales-{settings.service_name}",
+        # Consumer groups carry the topic prefix too: environments (or test runs) sharing one cluster
+        # must not share groups, or every member joining or leaving anywhere rebalances them all.
+        group=settings.topic(group_id or f"aftersales-{settings.service_name}"),
         retry=retry or RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_s),
         ignore_unknown_types=ignore_unknown_types,
         batch_handler=batch_handler,

@@ -14,7 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from faststream._internal.parser import DefaultCodec
+from faststream.kafka import KafkaBroker
+from faststream.kafka.publisher.producer import AioKafkaFastProducer
+from prometheus_client import Counter
 
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import ensure_topics, make_broker, publish_event
@@ -28,7 +33,10 @@ log = logging.getLogger("aftersales.runtime")
 
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
-OUTBOX_STALL_S = 60.0  # an outbox failing this long makes the service not ready
+OUTBOX_STALL_S = 60.0
+PRODUCER_RENEWALS = Counter(
+    "aftersales_producer_renewals_total", "Kafka producers recreated after publishing kept failing"
+)  # an outbox failing this long makes the service not ready
 
 
 def periodic(
@@ -93,11 +101,26 @@ class ServiceRuntime:
             scan_interval_s=settings.timer_scan_interval_s,
         )
         self._stop = asyncio.Event()
+        self._publish_failing_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
 
     async def publish(self, topic: str, event: CloudEvent) -> None:
-        await publish_event(self.broker, topic, event)
+        """Publish one event; a publish failing for long recreates the producer (see `renew_producer`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                publish_event(self.broker, topic, event), timeout=self.settings.kafka_publish_timeout_s
+            )
+        except Exception:
+            now = loop.time()
+            if self._publish_failing_since is None:
+                self._publish_failing_since = now
+            elif now - self._publish_failing_since >= 2 * self.settings.kafka_publish_timeout_s:
+                self._publish_failing_since = now  # one renewal per period of failures
+                await renew_producer(self.broker)
+            raise
+        self._publish_failing_since = None
 
     async def start(self) -> None:
         await check_infrastructure(self.settings)
@@ -166,6 +189,26 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
         return checks
+
+
+async def renew_producer(broker: KafkaBroker) -> None:
+    """Replace the broker's Kafka producer with a new one.
+
+    aiokafka's idempotent producer can stay stuck after a broker restart or a fatal sequence error,
+    retrying `NotLeaderForPartitionError` forever (aiokafka issues 1017 and 1018), while a new producer
+    works at once. FastStream has no public call for this, so it goes through the broker's config the
+    same way `KafkaBroker.connect` does."""
+    config = broker.config
+    fast_producer = config.producer
+    assert isinstance(fast_producer, AioKafkaFastProducer)
+    log.warning("publishing keeps failing: recreating the Kafka producer")
+    PRODUCER_RENEWALS.inc()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(fast_producer.disconnect(), timeout=5)
+    producer = AIOKafkaProducer(**broker._connection_kwargs)
+    await fast_producer.connect(
+        producer, serializer=config.fd_config._serializer, codec=config.broker_codec or DefaultCodec()
+    )
 
 
 async def check_infrastructure(settings: ServiceSettings) -> None:

@@ -68,6 +68,12 @@ class ServiceSettings(BaseSettings):
     kafka_connect_timeout_s: float = Field(
         default=20.0, gt=0, description="give up reaching Kafka after this"
     )
+    kafka_publish_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="a publish not acknowledged by then fails (and is retried); failing for twice as "
+        "long recreates the producer (aiokafka's idempotent producer may never recover by itself)",
+    )
 
     mongodb_uri: SecretStr = Field(
         default=SecretStr("mongodb://127.0.0.1:27017/"), description="MongoDB connection URI"

@@ -224,7 +224,8 @@ async def kafka_offsets(settings: ServiceSettings) -> tuple[dict[tuple[str, str]
     await consumer.start()
     try:
         existing = set(await admin.list_topics())
-        groups = [g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith(GROUP_PREFIX)]
+        mine = settings.topic(GROUP_PREFIX)  # groups carry the topic prefix, labels do not
+        groups = [g[0] for g in await admin.list_consumer_groups() if str(g[0]).startswith(mine)]
         committed: dict[tuple[str, str], dict[TopicPartition, int]] = {}
         for group in groups:
             offsets = await admin.list_consumer_group_offsets(group)
@@ -244,7 +245,7 @@ async def kafka_offsets(settings: ServiceSettings) -> tuple[dict[tuple[str, str]
             for tp, end in ends.items():
                 if tp.topic == topic and tp not in offsets:
                     total += end
-            lag[(group, physical[topic])] = total
+            lag[(group.removeprefix(settings.kafka_topic_prefix), physical[topic])] = total
         dlq: dict[str, int] = {}
         for topic, logical in physical.items():
             dlq_topic = dead_letter_topic(topic)
