@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help sync up down status test lint format typecheck unit integration security bench docs check-docs clean
+.PHONY: help sync up down status test lint format typecheck unit integration security bench chaos docs check-docs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ check-docs: sync ## fail when the committed contract docs are stale or a schema 
 
 bench: sync ## benchmarks that print figures (needs the local infrastructure)
 	@bash deploy/local/with-infra.sh $(UV) run python -m benchmarks
+
+chaos: sync ## the chaos run: 20,000 tickets and IoT storms while services are SIGKILLed, Kafka restarts, the DB freezes
+	@bash deploy/local/with-infra.sh $(UV) run python tests/integration/chaos.py $(CHAOS_ARGS)
 
 clean: ## remove caches and test logs (keeps the provisioned servers in the cache dir)
 	rm -rf .mypy_cache .ruff_cache .test-logs .bench

@@ -193,3 +193,18 @@ async def test_a_breach_whose_escalation_loses_a_race_escalates_when_the_timer_r
     assert escalated is not None and escalated.get("escalation_due") is False
     assert escalated["escalation_level"] == "tier2" and escalated["technician_id"] == "t2"
     assert await held_slots(routing) == {"t1": 0, "t2": 1}
+
+
+async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: Lifecycle) -> None:
+    live = await dispatch(routing, "R-live")
+    ended = await dispatch(routing, "R-ended")
+    # A crash between taking a slot and writing the work order leaves a slot nobody holds; a crash
+    # between ending a work order and releasing its slot leaves one a closed work order "holds".
+    assert await routing.store.reserve("t1", "R-ghost#1", 5)
+    await routing.store.work_orders.update_one({"_id": ended["_id"]}, {"$set": {"status": "cancelled"}})
+    assert await held_slots(routing) == {"t1": 3}
+    assert await routing.router.reap_slots(grace_s=60) == 0  # too young: a dispatch may still be writing
+    assert await routing.router.reap_slots(grace_s=0) == 2
+    assert await held_slots(routing) == {"t1": 1}
+    kept = await routing.store.technician_doc("t1")
+    assert kept is not None and kept["active_ids"] == [f"{live['_id']}#1"]

@@ -21,7 +21,6 @@ from aftersales.routing.domain import (
 )
 from aftersales.routing.sla import SlaPolicy, default_policy, plan_clock
 from aftersales.shared.contracts.common import CustomerTier, Priority
-from aftersales.shared.contracts.events import SlaClock
 from aftersales.shared.errors import Conflict
 
 
@@ -85,7 +84,6 @@ def test_clock_plan_walks_thresholds() -> None:
         started_at=start, target_minutes=100, calendar=always_open(), pauses=[], fired_pct=[50, 75, 100]
     )
     assert done.next_pct is None
-    assert SlaClock.RESOLUTION.value == "resolution"
 
 
 def test_grid_planning_flags_dense_grids_and_splits_by_busiest_children() -> None:

@@ -33,10 +33,10 @@ log = logging.getLogger("aftersales.runtime")
 
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
-OUTBOX_STALL_S = 60.0
+OUTBOX_STALL_S = 60.0  # an outbox failing this long makes the service not ready
 PRODUCER_RENEWALS = Counter(
     "aftersales_producer_renewals_total", "Kafka producers recreated after publishing kept failing"
-)  # an outbox failing this long makes the service not ready
+)
 
 
 def periodic(

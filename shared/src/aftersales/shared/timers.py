@@ -47,6 +47,7 @@ TIMERS_GAVE_UP = Counter(
 
 COLLECTION = "timers"
 MAX_ATTEMPTS = 10
+FIRE_CONCURRENCY = 16
 ACTIVE = ("pending", "running")
 TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)])]
 
@@ -173,20 +174,25 @@ class DurableTimers:
         )
 
     async def fire_due(self, handler: TimerHandler, *, now: datetime | None = None, limit: int = 1000) -> int:
-        """Fire up to `limit` due timers this replica knows of; return how many completed."""
+        """Fire up to `limit` due timers this replica knows of, `FIRE_CONCURRENCY` at a time (timers of
+        different aggregates are independent; one aggregate arms one timer at a time); return how many
+        completed."""
         now = now or datetime.now(UTC)
-        fired = 0
-        while self._heap and self._heap[0][0] <= now and fired < limit:
+        due: list[str] = []
+        while self._heap and self._heap[0][0] <= now and len(due) < limit:
             due_at, timer_id = heapq.heappop(self._heap)
             if self._in_heap.get(timer_id) != due_at:
                 continue  # superseded by a newer heap entry
             del self._in_heap[timer_id]
-            timer = await self.claim(timer_id, now)
-            if timer is None:
-                continue
-            if await self._fire(handler, timer):
-                fired += 1
-        return fired
+            due.append(timer_id)
+        gate = asyncio.Semaphore(FIRE_CONCURRENCY)
+
+        async def one(timer_id: str) -> bool:
+            async with gate:
+                timer = await self.claim(timer_id, now)
+                return timer is not None and await self._fire(handler, timer)
+
+        return sum(await asyncio.gather(*(one(t) for t in due)))
 
     async def _fire(self, handler: TimerHandler, timer: Timer) -> bool:
         fence = {"_id": timer.id, "version": timer.version}

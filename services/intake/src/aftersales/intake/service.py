@@ -97,8 +97,7 @@ class Intake:
             if outcome == "created":
                 await self._remember_customer(ticket, request, caller=caller, staff=False)
             return Submitted(ticket, outcome)  # type: ignore[arg-type]
-        if key is not None and (earlier := await self.store.get(ticket_id)) is not None:
-            return await self._replayed(earlier, request, fingerprint, source, caller=caller, staff=staff)
+        # A replay (same key) collides on the keyed ticket id: insert first, read only then.
         doc = self._new_ticket(request, ticket_id, decided, warranty, caller, source, key, fingerprint, now)
         created = event_for(
             TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=decided.rules_version),

@@ -28,6 +28,12 @@ class Settings(ServiceSettings):
     housekeeping_interval_s: float = Field(
         default=5.0, gt=0, description="how often gauges are refreshed and queues swept"
     )
+    slot_reconcile_interval_s: float = Field(
+        default=120.0, gt=0, description="how often held capacity slots are checked against work orders"
+    )
+    slot_grace_s: float = Field(
+        default=60.0, gt=0, description="a slot younger than this is never released by the reconciler"
+    )
 
 
 def build(settings: Settings) -> FastAPI:
@@ -41,6 +47,9 @@ def build(settings: Settings) -> FastAPI:
         await router.refresh_gauges()
         await router.sweep_queues()
 
+    async def reconcile() -> None:
+        await router.reap_slots(grace_s=settings.slot_grace_s)
+
     spec = RuntimeSpec(
         consumes=[Topic.TICKETS],
         produces=[Topic.ASSIGNMENTS],
@@ -50,7 +59,10 @@ def build(settings: Settings) -> FastAPI:
         extra_tasks=[
             periodic(
                 housekeeping, settings.housekeeping_interval_s, what="housekeeping pass", wait_first=True
-            )
+            ),
+            periodic(
+                reconcile, settings.slot_reconcile_interval_s, what="slot reconciliation", wait_first=True
+            ),
         ],
     )
     runtime = ServiceRuntime(settings, spec)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -24,7 +24,7 @@ from aftersales.routing.assignment import (
 )
 from aftersales.routing.calendar import BusinessCalendar, always_open
 from aftersales.routing.clocks import CLOCKS, arm_earliest, now_utc, plan_state
-from aftersales.routing.domain import ServiceGrid, Status, match_grid
+from aftersales.routing.domain import HOLDING_STATUSES, ServiceGrid, Status, match_grid
 from aftersales.routing.store import RoutingStore, grid_of, load_of, slot_key, technician_of
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import (
@@ -55,6 +55,9 @@ SLA_WARNINGS = Counter("aftersales_sla_warnings_total", "SLA warnings fired", ["
 SLA_BREACHES = Counter("aftersales_sla_breaches_total", "SLA breaches", ["clock", "grid"])
 ESCALATIONS = Counter("aftersales_escalations_total", "Work-order escalations", ["level", "reason"])
 WORK_ORDERS = Counter("aftersales_work_orders_total", "Dispatch outcomes", ["outcome"])
+SLOTS_REAPED = Counter(
+    "aftersales_slots_reaped_total", "Capacity slots released because no open work order held them"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +395,33 @@ class Router:
             t[1] += cap
         for gid, (active, cap) in totals.items():
             GRID_LOAD.labels(gid).set(active / cap if cap else 0.0)
+
+    async def reap_slots(self, *, grace_s: float = 60.0) -> int:
+        """Release slots that no open work order holds (a crash between taking a slot and writing the
+        work order, or between a hand-over's writes); return how many. Slots younger than `grace_s`
+        are left alone: their dispatch may still be writing. Bounded by the open work, by `_id`."""
+        released = 0
+        freed: set[str] = set()
+        for tech_id, key in await self.store.held_slots(now_utc() - timedelta(seconds=grace_s)):
+            ticket_id, _, round_ = key.rpartition("#")
+            wo = await self.store.work_order(ticket_id)
+            holds = (
+                wo is not None
+                and str(wo.get("round")) == round_
+                and wo.get("technician_id") == tech_id
+                and wo.get("status") in {s.value for s in HOLDING_STATUSES}
+            )
+            if not holds and await self.store.release(tech_id, key):
+                released += 1
+                SLOTS_REAPED.inc()
+                log.warning(
+                    "released a slot no work order holds", extra={"ticket_id": ticket_id, "slot": key}
+                )
+                if wo is not None:
+                    freed.add(str(wo.get("grid_id")))
+        for grid_id in freed:
+            await self.capacity_freed(grid_id)
+        return released
 
     async def sweep_queues(self) -> None:
         """Safety net: drain every grid's queue (a release may have raced a queueing elsewhere)."""

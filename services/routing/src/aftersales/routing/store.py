@@ -146,7 +146,7 @@ class RoutingStore:
             {
                 "$inc": {"active_work_orders": 1},
                 "$push": {"active_ids": key},
-                "$set": {"last_assigned_at": datetime.now(UTC)},
+                "$set": {"last_assigned_at": datetime.now(UTC), f"slot_at.{key}": datetime.now(UTC)},
             },
         )
         return result.modified_count == 1
@@ -155,9 +155,25 @@ class RoutingStore:
         """Give a slot back; True if it was held (idempotent)."""
         result = await self.technicians.update_one(
             {"_id": tech_id, "active_ids": key},
-            {"$inc": {"active_work_orders": -1}, "$pull": {"active_ids": key}},
+            {
+                "$inc": {"active_work_orders": -1},
+                "$pull": {"active_ids": key},
+                "$unset": {f"slot_at.{key}": ""},
+            },
         )
         return result.modified_count == 1
+
+    async def held_slots(self, older_than: datetime) -> list[tuple[str, str]]:
+        """Return (technician, slot key) of every slot taken before `older_than` (technicians are a small
+        collection; a slot without a time predates the field and counts as old)."""
+        out = []
+        async for doc in self.technicians.find({}, {"active_ids": 1, "slot_at": 1}):
+            taken = doc.get("slot_at") or {}
+            for key in doc.get("active_ids", []):
+                at = taken.get(key)
+                if at is None or at < older_than:
+                    out.append((doc["_id"], key))
+        return out
 
     # ------------------------------------------------------------------ SLA policy
 

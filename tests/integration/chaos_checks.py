@@ -1,0 +1,225 @@
+"""What the chaos run checks at the end, from the services' HTTP APIs and the Kafka topics only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from harness import auth, headers_of, read_topic
+
+from aftersales.metrics.exporter import kafka_offsets
+from aftersales.routing.domain import HOLDING_STATUSES
+from aftersales.shared.contracts import Topic, dead_letter_topic
+from aftersales.shared.settings import ServiceSettings
+
+SLA_THRESHOLDS = (50, 75, 100)
+
+
+@dataclass
+class Findings:
+    figures: dict[str, int] = field(default_factory=dict)
+    zero: tuple[str, ...] = (
+        "tickets_lost",
+        "tickets_duplicated",
+        "work_orders_missing",
+        "double_dispatch",
+        "leaked_slots",
+        "missing_slots",
+        "over_capacity",
+        "timers_lost",
+        "timers_fired_twice",
+        "kpi_mismatch",
+        "dlq_missing",
+        "dlq_unexpected",
+        "lag_left",
+    )
+
+    @property
+    def ok(self) -> bool:
+        return all(self.figures.get(k, 0) == 0 for k in self.zero)
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.figures)
+
+    def table(self) -> str:
+        rows = [f"{'figure':<24} {'value':>10}  {'must be'}"]
+        for key, value in self.figures.items():
+            rows.append(f"{key:<24} {value:>10}  {'0' if key in self.zero else ''}")
+        rows.append(f"{'verdict':<24} {'PASS' if self.ok else 'FAIL':>10}")
+        return "\n".join(rows)
+
+
+async def wait_drained(run: Any, timeout_s: float) -> int:
+    """Wait until every consumer group of the platform has read everything, 10 s in a row; return lag."""
+    settings = ServiceSettings(
+        service_name="chaos",
+        kafka_bootstrap_servers=run.platform.infra.kafka,
+        kafka_topic_prefix=run.platform.prefix,
+    )
+    deadline = time.monotonic() + timeout_s
+    quiet_since: float | None = None
+    total = -1
+    while time.monotonic() < deadline:
+        try:
+            lag, _ = await kafka_offsets(settings)
+            total = sum(lag.values())
+        except Exception:
+            total = -1
+        if total == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 10:
+                return 0
+        else:
+            quiet_since = None
+        await asyncio.sleep(1)
+    return total if total >= 0 else 1
+
+
+async def fetch_all(http: httpx.AsyncClient, urls: list[str]) -> list[httpx.Response | None]:
+    gate = asyncio.Semaphore(16)
+
+    async def one(url: str) -> httpx.Response | None:
+        async with gate:
+            for _ in range(5):
+                try:
+                    return await http.get(url, headers=auth())
+                except httpx.HTTPError:
+                    await asyncio.sleep(1)
+            return None
+
+    return list(await asyncio.gather(*(one(u) for u in urls)))
+
+
+def distinct(records: list[Any]) -> list[tuple[dict[str, str], dict[str, Any]]]:
+    """The records of a topic as (headers, data), each CloudEvent once (relays may publish twice)."""
+    seen: set[str] = set()
+    out = []
+    for r in records:
+        h = headers_of(r)
+        if h.get("ce_id") in seen:
+            continue
+        seen.add(h.get("ce_id", ""))
+        try:
+            out.append((h, json.loads(r.value or b"{}")))
+        except ValueError:
+            continue  # the injected poison
+    return out
+
+
+async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
+    f = Findings()
+    platform, cfg = run.platform, run.cfg
+    # SLA timers of the last tickets fire one first-response target (plus a lease) after their creation.
+    await asyncio.sleep(cfg.first_response_minutes * 60 + 15)
+    f.figures["lag_left"] = await wait_drained(run, cfg.drain_timeout_s)
+
+    tickets = distinct(
+        await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=10**9, timeout_s=20)
+    )
+    created = Counter(d["ticket_id"] for h, d in tickets if h["ce_type"] == "aftersales.ticket.created.v1")
+    storm_tickets = {
+        d["ticket_id"] for h, d in tickets if h["ce_type"].endswith("created.v1") and d["channel"] == "iot"
+    }
+    accepted = set(run.accepted.values())
+    f.figures["requests_sent"] = cfg.tickets
+    f.figures["requests_accepted"] = len(accepted)
+    f.figures["requests_refused"] = run.refused
+    f.figures["storm_tickets"] = len(storm_tickets)
+    f.figures["tickets_duplicated"] = sum(n - 1 for n in created.values() if n > 1) + max(
+        0, len(storm_tickets) - cfg.devices
+    )
+    f.figures["tickets_lost"] = len(accepted - set(created))
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        ids = sorted(set(created))
+        intake = await fetch_all(http, [f"{platform.url('intake')}/v1/tickets/{t}" for t in ids])
+        f.figures["tickets_lost"] += sum(
+            1
+            for t, r in zip(ids, intake, strict=True)
+            if t in accepted and (r is None or r.status_code != 200)
+        )
+        orders = await fetch_all(http, [f"{platform.url('routing')}/v1/work-orders/{t}" for t in ids])
+        techs = (await http.get(f"{platform.url('routing')}/v1/technicians", headers=auth())).json()
+        kpis = (await http.get(f"{platform.url('metrics')}/v1/kpis", headers=auth())).json()
+
+    held: Counter[str] = Counter()
+    work_orders: dict[str, dict[str, Any]] = {}
+    missing = 0
+    for t, r in zip(ids, orders, strict=True):
+        if r is None or r.status_code != 200:
+            missing += 1
+            continue
+        wo = r.json()
+        work_orders[t] = wo
+        if wo["status"] in {s.value for s in HOLDING_STATUSES} and wo.get("technician_id"):
+            held[wo["technician_id"]] += 1
+    f.figures["work_orders_missing"] = missing
+    active = {t["id"]: int(t["active_work_orders"]) for t in techs}
+    f.figures["leaked_slots"] = sum(max(0, n - held.get(tid, 0)) for tid, n in active.items())
+    f.figures["missing_slots"] = sum(max(0, n - active.get(tid, 0)) for tid, n in held.items())
+    f.figures["over_capacity"] = sum(1 for t in techs if int(t["active_work_orders"]) > int(t["capacity"]))
+    f.figures["slots_held"] = sum(active.values())
+
+    assignments = distinct(
+        await read_topic(platform.infra, platform.topic(Topic.ASSIGNMENTS), expect=10**9, timeout_s=30)
+    )
+    dispatched: Counter[tuple[str, int]] = Counter()
+    fired: Counter[tuple[str, int, str, int]] = Counter()
+    for h, d in assignments:
+        kind = h["ce_type"].removeprefix("aftersales.assignment.").removesuffix(".v1")
+        if kind == "assigned":  # queued, then assigned from the queue, is one dispatch
+            dispatched[(d["ticket_id"], d["round"])] += 1
+        elif kind in ("sla-warning", "sla-breached"):
+            pct = d.get("threshold_pct", 100) if kind == "sla-warning" else 100
+            fired[(d["ticket_id"], d["round"], d["clock"], pct)] += 1
+    f.figures["double_dispatch"] = sum(n - 1 for n in dispatched.values() if n > 1)
+    f.figures["timers_fired_twice"] = sum(n - 1 for n in fired.values() if n > 1)
+    f.figures["sla_events"] = len(fired)
+    # Every work order never accepted, not cancelled, that has been open longer than its first-response
+    # target must have fired all three first-response thresholds.
+    due_before = datetime.now(UTC) - timedelta(minutes=cfg.first_response_minutes, seconds=15)
+    lost = 0
+    for t, wo in work_orders.items():
+        if t in run.cancelled or wo["status"] in ("cancelled", "closed") or wo.get("accepted_at"):
+            continue
+        if datetime.fromisoformat(wo["started_at"]) > due_before:
+            continue
+        lost += sum(1 for pct in SLA_THRESHOLDS if (t, wo["round"], "first_response", pct) not in fired)
+    f.figures["timers_lost"] = lost
+
+    counts = next((row["counts"] for row in kpis.get("rows", []) if row["value"] == "all"), {})
+    f.figures["kpi_created"] = int(counts.get("created", 0))
+    f.figures["kpi_mismatch"] = abs(int(counts.get("created", 0)) - len(created))
+
+    expected_dlq = 0
+    actual_dlq = 0
+    unexpected = 0
+    for topic, groups in readers.items():
+        injected = set(run.poison_ids.get(topic.value, []))
+        parked = await read_topic(
+            platform.infra, dead_letter_topic(platform.topic(topic)), expect=10**9, timeout_s=10
+        )
+        # A consumer killed after parking a message but before committing parks it again when it comes
+        # back (at-least-once, like every other topic): count each (message, consumer group) once.
+        copies = {
+            (headers_of(r).get("ce_id", ""), headers_of(r).get("dlq_consumer_group", "")) for r in parked
+        }
+        per_id = Counter(ce_id for ce_id, _ in copies)
+        expected_dlq += len(injected) * groups
+        actual_dlq += sum(n for ce_id, n in per_id.items() if ce_id in injected)
+        unexpected += sum(n for ce_id, n in per_id.items() if ce_id not in injected)
+        unexpected += sum(max(0, n - groups) for ce_id, n in per_id.items() if ce_id in injected)
+        f.figures["dlq_redelivered_copies"] = (
+            f.figures.get("dlq_redelivered_copies", 0) + len(parked) - len(copies)
+        )
+    f.figures["dlq_expected"] = expected_dlq
+    f.figures["dlq_parked"] = actual_dlq
+    f.figures["dlq_missing"] = max(0, expected_dlq - actual_dlq)
+    f.figures["dlq_unexpected"] = unexpected
+    return f
