@@ -104,22 +104,6 @@ async def closed_loop(url: str, n: int, clients: int, tag: str | None = None) ->
     return out
 
 
-async def open_loop(url: str, rate_per_s: float, duration_s: float, tag: str | None = None) -> list[Posted]:
-    """POST at a fixed rate for `duration_s` (bounded: rate x duration requests), whatever the answers."""
-    tag = tag or uuid.uuid4().hex[:8]
-    n = int(rate_per_s * duration_s)
-    start = time.monotonic()
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as http:
-        tasks = []
-        for i in range(n):
-            delay = start + i / rate_per_s - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(post_one(http, url, i, tag)))
-        return list(await asyncio.gather(*tasks))
-
-
 @dataclass
 class TopicWatch:
     """Reads a topic from its end in the background and records when each ticket's event of a type came."""
