@@ -15,11 +15,22 @@ def infra() -> Infra:
 
 @pytest.fixture
 def processes() -> Iterator[list[ServiceProcess]]:
-    """Processes a test starts; each is stopped by its PID when the test ends, pass or fail."""
+    """Processes a test starts; each is stopped by its PID when the test ends, pass or fail.
+
+    A process the test did not end itself (kill, stop, wait_exit) must still be running and must shut
+    down cleanly on SIGTERM: exit code 0. One that died during the test, or whose shutdown failed,
+    fails the test."""
     started: list[ServiceProcess] = []
     yield started
+    failures = []
     for proc in started:
-        proc.stop(timeout_s=15)
+        died = not proc.running()
+        code = proc.terminate(timeout_s=15)
+        if not proc.ended_by_test and code != 0:
+            when = "died during the test" if died else "did not shut down cleanly on SIGTERM"
+            failures.append(f"{proc.name} {when}: exit code {code}\n{proc.tail(15)}")
+    if failures:
+        pytest.fail("\n".join(failures), pytrace=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,19 +11,26 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from pymongo import AsyncMongoClient
+from topics import *  # noqa: F403  (the topic helpers: tests import them from the harness)
 
 from aftersales.shared.settings import DEVELOPMENT_TOKENS
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "deploy" / "local" / "infra.sh"
+INFRA_RUN = (
+    Path(
+        os.environ.get("AFTERSALES_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aftersales"
+    )
+    / "run"
+)  # where infra.sh keeps kafka.pid and db.pid
 LOG_DIR = ROOT / ".test-logs"
 
 T = TypeVar("T")
@@ -45,6 +52,13 @@ def start_infra() -> Infra:
         ).stdout.split()
     )
     return Infra(kafka=env["KAFKA_BOOTSTRAP_SERVERS"], mongodb_uri=env["MONGODB_URI"])
+
+
+def infra_pid(name: str) -> int:
+    """Return the PID of the local `kafka` or `db` server that infra.sh started (to pause it)."""
+    path = INFRA_RUN / f"{name}.pid"
+    assert path.exists(), f"{path} missing: this test needs the {name} server infra.sh runs locally"
+    return int(path.read_text().split()[0])
 
 
 def free_port() -> int:
@@ -71,7 +85,7 @@ async def wait_until(
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 
-@dataclass
+@dataclass(eq=False)
 class ServiceProcess:
     """One service (or probe) as a real OS process, stopped by its PID."""
 
@@ -81,17 +95,43 @@ class ServiceProcess:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    log_offset: int = 0  # the log file is appended to (a port can come back): this run's part starts here
+    ended_by_test: bool = False  # the test killed, stopped or awaited it, so its exit code is the test's
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def topic_prefix(self) -> str:
+        return self.env.get("KAFKA_TOPIC_PREFIX", "")
+
     def start(self) -> ServiceProcess:
         LOG_DIR.mkdir(exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name}-{self.port}.log"
         log = self.log_path.open("ab")
+        self.log_offset = log.tell()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        STARTED.append(self)
         return self
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self, since: int | None = None) -> str:
+        """Return what this run wrote to its log (from byte `since`, default: from its start)."""
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(self.log_offset if since is None else since)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return self.log_offset
 
     async def wait_ready(self, timeout_s: float = 60.0) -> ServiceProcess:
         async with httpx.AsyncClient(timeout=2.0) as client:
@@ -110,12 +150,24 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL: the crash case."""
+        self.ended_by_test = True
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
 
+    def wait_exit(self, timeout_s: float) -> int:
+        """Wait for a process the test expects to end by itself (a crash probe); return its exit code."""
+        assert self.proc is not None
+        self.ended_by_test = True
+        return self.proc.wait(timeout=timeout_s)
+
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait (graceful shutdown); SIGKILL if it does not stop in time."""
+        self.ended_by_test = True
+        return self.terminate(timeout_s)
+
+    def terminate(self, timeout_s: float = 30.0) -> int | None:
+        """Like `stop`, for the fixtures that clean up after a test (the exit code is then theirs)."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -132,6 +184,10 @@ class ServiceProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+# Every process the suite started, in order: the after-test checks read their logs and DLQs.
+STARTED: list[ServiceProcess] = []
 
 
 # ENVIRONMENT=test gives a service no tokens or keys of its own: the suite passes them explicitly.
@@ -169,75 +225,6 @@ def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra:
 
 def python_module(module: str) -> list[str]:
     return [sys.executable, "-m", module]
-
-
-async def read_topic(
-    infra: Infra,
-    topic: str,
-    *,
-    expect: int,
-    timeout_s: float = 30.0,
-    where: Callable[[ConsumerRecord[bytes, bytes]], bool] | None = None,
-    settle_s: float = 0.0,
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read `topic` from the beginning until `expect` matching records arrived (then `settle_s` more)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=infra.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out.extend(r for r in records if where is None or where(r))
-            if len(out) >= expect:
-                if settle_until is None:
-                    settle_until = time.monotonic() + settle_s
-                if time.monotonic() >= settle_until:
-                    break
-    finally:
-        await consumer.stop()
-    return out
-
-
-def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
-    return {k: v.decode() for k, v in record.headers or ()}
-
-
-def data_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, Any]:
-    value = json.loads(record.value or b"{}")
-    assert isinstance(value, dict)
-    return value
-
-
-async def produce(
-    infra: Infra,
-    topic: str,
-    value: bytes,
-    *,
-    key: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
-    partition: int | None = None,
-) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            topic,
-            value,
-            key=key,
-            partition=partition,
-            headers=[(k, v.encode()) for k, v in (headers or {}).items()],
-        )
-    finally:
-        await producer.stop()
 
 
 def mongo(infra: Infra) -> AsyncMongoClient[dict[str, Any]]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from aiokafka import AIOKafkaProducer
 from harness import Platform, auth, wait_until
 from test_intake import ticket_body
@@ -25,6 +26,7 @@ def headers_of(event: CloudEvent, **extra: str) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in {**event.headers(), **extra}.items()]
 
 
+@pytest.mark.expect_dlq("assignments: the test parks an accepted event in the DLQ itself, then redrives it")
 async def test_a_redriven_event_older_than_the_status_goes_on_the_timeline_only(platform: Platform) -> None:
     intake = (await platform.start_ready("intake"))["intake"]
     topic = platform.topic(Topic.ASSIGNMENTS)

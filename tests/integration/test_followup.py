@@ -25,11 +25,17 @@ from aftersales.shared.envelope import new_event
 DESK = auth("dev-supervisor-token")
 
 
-def daytime_zone() -> str:
-    """Return an Etc/GMT zone where it is now about 14:00, far from the 21:00-09:00 do-not-disturb hours."""
-    offset = 14 - datetime.now(UTC).hour
-    offset = offset - 24 if offset > 14 else offset + 24 if offset < -12 else offset
-    return "Etc/GMT" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+ZONE = "Asia/Shanghai"
+# Whether a visit falls due now must not depend on the hour or weekday the suite runs at: the desk's
+# hours and days cover the whole week and the do-not-disturb window is empty (start == end), except
+# in the test of that window, which reschedules to a fixed local hour instead of "now".
+AROUND_THE_CLOCK = {
+    "DO_NOT_DISTURB_START": "00:00",
+    "DO_NOT_DISTURB_END": "00:00",
+    "BUSINESS_HOURS_OPEN": "00:00",
+    "BUSINESS_HOURS_CLOSE": "23:59:59.999999",
+    "BUSINESS_DAYS": "[0,1,2,3,4,5,6]",
+}
 
 
 async def send(platform: Platform, topic: Topic, model: BaseModel, ticket_id: str, source: str) -> str:
@@ -79,10 +85,10 @@ async def visits(client: httpx.AsyncClient, url: str, **params: str) -> list[dic
 
 async def test_resolution_callback_reopen_retry_cancel(platform: Platform) -> None:
     procs = await platform.start_ready(
-        "followup", CALLBACK_DELAY_S="1", VISIT_MAX_ATTEMPTS="2", VISIT_RETRY_AFTER_S="1"
+        "followup", CALLBACK_DELAY_S="1", VISIT_MAX_ATTEMPTS="2", VISIT_RETRY_AFTER_S="1", **AROUND_THE_CLOCK
     )
     url = procs["followup"].url
-    tz = daytime_zone()
+    tz = ZONE
     ticket = unique("T-")
     intake, routing = "/aftersales/intake", "/aftersales/routing"
     await send(
@@ -219,24 +225,7 @@ async def test_resolution_callback_reopen_retry_cancel(platform: Platform) -> No
             f"{url}/v1/visits/{callback2}/outcome", json={"outcome": "unreachable"}, headers=DESK
         )
         assert final.json()["status"] == "missed"
-
-        # Reschedule into the customer's night: moved to 09:00 local the next morning.
         on_site2 = f"V-{ticket}-r2-on_site"
-        zone = ZoneInfo(tz)
-        night = (datetime.now(zone) + timedelta(days=1)).replace(hour=22, minute=30, second=0, microsecond=0)
-        moved = await client.post(
-            f"{url}/v1/visits/{on_site2}/reschedule",
-            json={"due_at": night.isoformat(), "agent": "agent-9"},
-            headers=DESK,
-        )
-        assert moved.status_code == 200, moved.text
-        local = datetime.fromisoformat(moved.json()["due_at"]).astimezone(zone)
-        assert (local.date(), local.hour, local.minute) == ((night + timedelta(days=1)).date(), 9, 0)
-        assert [v["id"] for v in await visits(client, url, agent="agent-9")] == [on_site2]
-        past = await client.post(
-            f"{url}/v1/visits/{on_site2}/reschedule", json={"due_at": "2020-01-01T00:00:00Z"}, headers=DESK
-        )
-        assert past.status_code == 422 and past.json()["field"] == "due_at"
 
     # Cancelling the ticket cancels its open visits (VisitCancelled).
     await send(
@@ -276,11 +265,11 @@ async def test_unanswered_callback_goes_missed_by_its_durable_timer(platform: Pl
         CALLBACK_DELAY_S="0",
         CALLBACK_BUSINESS_HOURS='{"P2": 0.001}',  # a 3.6-second callback target
         VISIT_GRACE_S="1",
-        BUSINESS_DAYS="[0,1,2,3,4,5,6]",  # so the test does not depend on the weekday
+        **AROUND_THE_CLOCK,
     )
     url = procs["followup"].url
     ticket = unique("T-")
-    standard = created(ticket, daytime_zone(), tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
+    standard = created(ticket, ZONE, tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
     await send(platform, Topic.TICKETS, standard, ticket, "/aftersales/intake")
     await send(
         platform,
@@ -306,3 +295,47 @@ async def test_unanswered_callback_goes_missed_by_its_durable_timer(platform: Pl
         assert late.status_code == 409
         metrics = (await client.get(f"{url}/metrics")).text
     assert "aftersales_visits_overdue_total 1.0" in metrics
+
+
+async def test_a_visit_rescheduled_into_the_customers_night_moves_to_the_next_morning(
+    platform: Platform,
+) -> None:
+    # The do-not-disturb window stated here (it is also the default); the callback is hours away, so
+    # nothing depends on the time the test runs.
+    procs = await platform.start_ready(
+        "followup", CALLBACK_DELAY_S="7200", DO_NOT_DISTURB_START="21:00", DO_NOT_DISTURB_END="09:00"
+    )
+    url = procs["followup"].url
+    ticket = unique("T-")
+    facts = created(ticket, ZONE, tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
+    await send(platform, Topic.TICKETS, facts, ticket, "/aftersales/intake")
+    await send(
+        platform,
+        Topic.ASSIGNMENTS,
+        resolved(ticket, 1, Category.SOFTWARE_FAULT),
+        ticket,
+        "/aftersales/routing",
+    )
+    callback = f"V-{ticket}-r1-callback"
+    async with httpx.AsyncClient(timeout=10) as client:
+        await wait_until(
+            "the callback scheduled",
+            lambda: _when(
+                client.get(f"{url}/v1/visits/{callback}", headers=DESK), lambda r: r.status_code == 200
+            ),
+        )
+        zone = ZoneInfo(ZONE)
+        night = (datetime.now(zone) + timedelta(days=1)).replace(hour=22, minute=30, second=0, microsecond=0)
+        moved = await client.post(
+            f"{url}/v1/visits/{callback}/reschedule",
+            json={"due_at": night.isoformat(), "agent": "agent-9"},
+            headers=DESK,
+        )
+        assert moved.status_code == 200, moved.text
+        local = datetime.fromisoformat(moved.json()["due_at"]).astimezone(zone)
+        assert (local.date(), local.hour, local.minute) == ((night + timedelta(days=1)).date(), 9, 0)
+        assert [v["id"] for v in await visits(client, url, agent="agent-9")] == [callback]
+        past = await client.post(
+            f"{url}/v1/visits/{callback}/reschedule", json={"due_at": "2020-01-01T00:00:00Z"}, headers=DESK
+        )
+        assert past.status_code == 422 and past.json()["field"] == "due_at"

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 
 import httpx
+import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 from harness import (
     ROOT,
     Infra,
+    Platform,
     ServiceProcess,
     data_of,
     free_port,
     headers_of,
+    infra_pid,
     mongo,
     produce,
+    read_to_end,
     read_topic,
     service_env,
     unique,
@@ -79,6 +84,37 @@ async def test_published_event_is_a_cloudevent_the_sdk_reads(infra: Infra) -> No
     assert record.key == b"T-1"
 
 
+async def test_service_producers_wait_for_all_in_sync_replicas_and_are_idempotent(infra: Infra) -> None:
+    """`make_broker` is every service's producer; this reads what its Kafka client really runs with."""
+    broker = make_broker(ServiceSettings(service_name="acks-check", kafka_bootstrap_servers=infra.kafka))
+    await broker.start()
+    try:
+        client = broker.config.producer._producer.producer  # the aiokafka producer every publish uses
+        assert client._sender._acks == -1  # acks=all: the leader waits for every in-sync replica
+        assert client._txn_manager is not None  # idempotent: a retried send is not written twice
+    finally:
+        await broker.stop()
+
+
+async def test_readyz_is_503_while_the_database_does_not_answer(platform: Platform) -> None:
+    intake = (await platform.start_ready("intake"))["intake"]
+    db = infra_pid("db")
+    async with httpx.AsyncClient(base_url=intake.url, timeout=10) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        os.kill(db, signal.SIGSTOP)  # frozen, not gone: connections stay open and get no answer
+        try:
+            frozen = await client.get("/readyz")  # the database ping gives up after 2 s
+        finally:
+            os.kill(db, signal.SIGCONT)
+        assert frozen.status_code == 503, frozen.text
+        assert frozen.json()["checks"] == {"mongodb": False, "kafka": True, "consumers": True, "outbox": True}
+
+        async def ready_again() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await wait_until("/readyz 200 once the database answers again", ready_again)
+
+
 async def test_outbox_survives_kill_before_publish_and_consumer_applies_once(infra: Infra, processes) -> None:
     prefix, database = unique("t"), unique("probe_")
     topic = f"{prefix}{Topic.TICKETS}"
@@ -87,15 +123,14 @@ async def test_outbox_survives_kill_before_publish_and_consumer_applies_once(inf
     async with httpx.AsyncClient() as client:
         created = (await client.post(f"{crashing.url}/notes", json={"note_id": "N-1"})).json()
     # The relay picks the event up and the process SIGKILLs itself before the broker has it.
-    assert crashing.proc is not None
-    assert crashing.proc.wait(timeout=30) == -9
+    assert crashing.wait_exit(timeout_s=30) == -9
     client = mongo(infra)
     try:
         note = await client[database]["notes"].find_one({"_id": "N-1"})
     finally:
         await client.close()
     assert note is not None and [e["id"] for e in note["outbox"]] == [created["event_id"]]
-    assert await read_topic(infra, topic, expect=1, timeout_s=3) == []
+    assert await read_to_end(infra, topic) == []  # the only producer is dead: the topic is final
 
     restarted = probe(infra, prefix, database, processes)
     await restarted.wait_ready()
@@ -122,6 +157,7 @@ async def test_outbox_survives_kill_before_publish_and_consumer_applies_once(inf
     assert doc["applied"] == 2  # the duplicate changed nothing
 
 
+@pytest.mark.expect_dlq("tickets: a message whose handler always fails, and a non-CloudEvent")
 async def test_poison_message_goes_to_dlq_and_partition_moves_on(infra: Infra, processes) -> None:
     prefix, database = unique("t"), unique("probe_")
     topic = f"{prefix}{Topic.TICKETS}"
@@ -171,8 +207,7 @@ async def test_consumer_killed_before_commit_sees_message_again_and_applies_once
     await crashing.wait_ready()
     async with httpx.AsyncClient() as client:
         await client.post(f"{crashing.url}/notes", json={"note_id": "R-1", "reason": "crash"})
-    assert crashing.proc is not None
-    assert crashing.proc.wait(timeout=30) == -9
+    assert crashing.wait_exit(timeout_s=30) == -9
     doc = await tally(infra, database, "R-1")
     assert doc is not None and doc["applied"] == 1 and doc["deliveries"] == 1
 
@@ -196,14 +231,12 @@ def test_unreachable_kafka_gives_one_clear_line_and_nonzero_exit(infra: Infra) -
         KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
         KAFKA_CONNECT_TIMEOUT_S="3",
     )
-    started = time.monotonic()
     result = subprocess.run(PROBE, env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 3
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "cannot reach Kafka" in lines[0] and "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
-    assert time.monotonic() - started < 50
 
 
 def test_unreachable_mongodb_gives_one_clear_line_and_nonzero_exit(infra: Infra) -> None:

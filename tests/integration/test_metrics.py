@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from harness import Infra, Platform, auth, data_of, headers_of, read_topic, wait_until
+from harness import Infra, Platform, auth, data_of, headers_of, read_to_end, wait_until
 from pydantic import BaseModel
 
 from aftersales.shared.contracts import Topic, event_type_of
@@ -348,6 +348,15 @@ async def handled_all(url: str, platform: Platform, count: int) -> bool:
     return handled >= count
 
 
+async def snapshot_after(url: str, instant: float) -> float | None:
+    """Return when the metrics service's KPI snapshot was refreshed, if that is after `instant`."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"{url}/metrics")).text
+    [line] = [x for x in text.splitlines() if x.startswith("aftersales_kpi_snapshot_timestamp_seconds ")]
+    refreshed = float(line.split()[1])
+    return refreshed if refreshed > instant else None
+
+
 async def kpi_rows(url: str, **params: str) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.get(f"{url}/v1/kpis", params=params, headers=auth("dev-supervisor-token"))
@@ -364,6 +373,7 @@ async def test_kpis_equal_the_figures_computed_from_the_scenario(infra: Infra, p
     week = {"from": "2026-11-16", "to": "2026-11-22"}
 
     await wait_until("every scenario event handled", lambda: handled_all(svc.url, platform, len(events)), 45)
+    handled_at = datetime.now(UTC).timestamp()
     rows = {r["value"]: r for r in (await kpi_rows(svc.url, group_by="grid", **week))["rows"]}
     for grid, want in expected.items():
         row = rows[grid]
@@ -426,13 +436,10 @@ async def test_kpis_equal_the_figures_computed_from_the_scenario(infra: Infra, p
         again = await client.post(f"{svc.url}/v1/reports/inspections/2026-W47/publish", headers=auth())
         assert first.status_code == again.status_code == 200
         assert (first.json()["published"], again.json()["published"]) == (True, False)
-    [record] = await read_topic(infra, platform.topic(Topic.REPORTS.value), expect=1, settle_s=1.0)
-    assert headers_of(record)["ce_type"] == event_type_of(InspectionPublished).type
-    published = data_of(record)
-    assert (published["period"], published["findings"]) == ("2026-W47", len(report["findings"]))
-    assert published["period_start"] == "2026-11-16" and published["kind"] == "week"
-
-    # /metrics carries the store-derived business series with the same figures.
+    # /metrics carries the store-derived business series with the same figures, once a snapshot has
+    # been taken wholly after the scenario was handled (the one after the first to end after it).
+    first = await wait_until("a KPI snapshot after the scenario", lambda: snapshot_after(svc.url, handled_at))
+    await wait_until("the next KPI snapshot", lambda: snapshot_after(svc.url, first))
     async with httpx.AsyncClient(timeout=10) as client:
         text = (await client.get(f"{svc.url}/metrics")).text
     created_total = sum(
@@ -443,3 +450,11 @@ async def test_kpis_equal_the_figures_computed_from_the_scenario(infra: Infra, p
     assert created_total == len(PLANS)
     assert 'aftersales_kpi_backlog_tickets{grid="G-A"} 1.0' in text
     assert "aftersales_kpi_complaints_overdue 1.0" in text
+
+    # Stopped (its outbox flushed), the reports topic holds every report it published: exactly one.
+    assert svc.stop() == 0
+    [record] = await read_to_end(infra, platform.topic(Topic.REPORTS.value))
+    assert headers_of(record)["ce_type"] == event_type_of(InspectionPublished).type
+    published = data_of(record)
+    assert (published["period"], published["findings"]) == ("2026-W47", len(report["findings"]))
+    assert published["period_start"] == "2026-11-16" and published["kind"] == "week"

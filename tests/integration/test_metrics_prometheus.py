@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,11 @@ import httpx
 import pytest
 from deploytools import promtool
 from harness import ROOT, Infra, Platform, ServiceProcess, auth, free_port, produce, wait_until
-from test_metrics import handled_all, produce_all, scenario_events
+from test_intake import ticket_body
+from test_metrics import PLANS, SOURCES, events_of, handled_all, produce_all, scenario_events
 
 from aftersales.shared.contracts import Topic
+from aftersales.shared.envelope import CloudEvent, new_event
 
 SCRIPT = ROOT / "deploy" / "local" / "prometheus.sh"
 RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
@@ -27,6 +30,30 @@ RUNBOOK = ROOT / "docs" / "operations.md"
 OTHER_SERVICES = ("intake", "routing", "followup", "feedback")
 RATE_INTERVAL = "20s"
 DLQ_ALERT = "AftersalesDeadLetterNotEmpty"
+# Panels whose true value in this scenario is 0, and why; any other panel must show a non-zero number.
+PROTECTED = {
+    "intake": "/v1/tickets",
+    "routing": "/v1/grids",
+    "followup": "/v1/visits",
+    "feedback": "/v1/complaints",
+    "metrics": "/v1/kpis",
+}
+ZERO_IS_RIGHT = {
+    "Messages in process": "nothing is being handled once the scenario is through",
+    "Outbox backlog": "every outbox is published within a poll",
+    "Consumer lag": "every group has read everything",
+    "Waiting on customer": "every pause of the scenario ends",
+    "NPS": "the scenario's answers are one promoter, one passive and one detractor",
+}
+
+
+def second_wave() -> list[tuple[Topic, CloudEvent]]:
+    """The scenario's plans again under new ticket ids: the same grids, technicians and scores."""
+    return [
+        (topic, new_event(data, source=SOURCES[topic], subject=f"{p.tid}-2"))
+        for p in PLANS
+        for topic, data in events_of(replace(p, tid=f"{p.tid}-2"))
+    ]
 
 
 def test_alert_rules_pass_promtool_and_link_their_runbook() -> None:
@@ -96,26 +123,22 @@ async def query(client: httpx.AsyncClient, prom: str, expr: str) -> tuple[str | 
     return None, body["data"]["result"]
 
 
-def has_number(result: list[dict[str, Any]]) -> bool:
-    return any(not math.isnan(float(s["value"][1])) for s in result)
+def numbers(result: list[dict[str, Any]]) -> list[float]:
+    return [v for v in (float(s["value"][1]) for s in result) if not math.isnan(v)]
+
+
+def jobs_of(result: list[dict[str, Any]]) -> set[str]:
+    return {s["metric"]["job"].removeprefix("aftersales-") for s in result if "job" in s["metric"]}
 
 
 async def start_other_services(platform: Platform) -> dict[str, ServiceProcess]:
-    """Start the other services whose packages exist; report (not hide) the ones that do not come up."""
-    started: dict[str, ServiceProcess] = {}
-    for name in OTHER_SERVICES:
-        pkg = ROOT / "services" / name / "src" / "aftersales" / name
-        if (pkg / "app.py").exists() and (pkg / "__main__.py").exists():
-            started[name] = platform.start(name)
-    for name, proc in list(started.items()):
-        try:
-            await proc.wait_ready(timeout_s=40)
-        except AssertionError as exc:
-            print(f"NOTE: {name} did not become ready; its series are not part of this run: {exc}")
-            started.pop(name)
+    """Start the other four services; each must come up (a service that does not fails the test)."""
+    started = {name: platform.start(name) for name in OTHER_SERVICES}
+    await asyncio.gather(*(proc.wait_ready(timeout_s=60) for proc in started.values()))
     return started
 
 
+@pytest.mark.expect_dlq("tickets: one message that is not a CloudEvent (the dead-letter panels and alert)")
 async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
     infra: Infra, platform: Platform, tmp_path: Path
 ) -> None:
@@ -145,13 +168,36 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
                 return bool(result)
 
             await wait_until("Prometheus scraping the metrics service", scraping, timeout_s=30)
-            # Traffic after scraping began, so windows see increases: the scenario, a poison message
-            # (dead-letter panels), a refused request (error panels) and a published report.
+            # Traffic after scraping began, so windows see increases: the scenario twice (a counter
+            # scraped first at its final value has no increase(), so the second wave, same grids and
+            # scores under other ticket ids, makes the 24 h panels move), a poison message (dead-letter
+            # panels), a ticket through intake (so intake publishes too), refused requests to every
+            # service (error panels) and a published report.
             events = scenario_events()
             await produce_all(infra, platform, events)
             await produce(infra, platform.topic(Topic.TICKETS.value), b"not a cloudevent", key=b"X")
             await wait_until("scenario handled", lambda: handled_all(metrics.url, platform, len(events)), 45)
-            assert (await client.get(f"{metrics.url}/v1/kpis")).status_code == 401
+
+            async def kpis_scraped() -> bool:
+                _, result = await query(client, prom, "aftersales_kpi_csat_responses_total")
+                return bool(result)
+
+            await wait_until("the first wave's KPI series scraped", kpis_scraped, timeout_s=30)
+            again = second_wave()
+            await produce_all(infra, platform, again)
+            total = len(events) + len(again)
+            await wait_until("second wave handled", lambda: handled_all(metrics.url, platform, total), 45)
+            ticket = await client.post(
+                f"{others['intake'].url}/v1/tickets", json=ticket_body(), headers=auth("dev-web-token")
+            )
+            assert ticket.status_code == 201, ticket.text
+
+            async def refused_everywhere() -> None:
+                for name, proc in [("metrics", metrics), *others.items()]:
+                    refused = await client.get(f"{proc.url}{PROTECTED[name]}")  # no token
+                    assert refused.status_code == 401, (name, refused.text)
+
+            await refused_everywhere()
             published = await client.post(
                 f"{metrics.url}/v1/reports/inspections/2026-W47/publish", headers=auth()
             )
@@ -160,33 +206,47 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
             queries = list(panel_queries())
             assert len(queries) >= 30
             failing: dict[str, str] = {}
-            # A panel is proven once it has answered with a number; short rate() windows go back to NaN
-            # when the traffic is older than the window, so all panels need not answer at one instant.
+            # A panel is proven once it has answered with a number: a non-zero one unless the scenario
+            # gives it nothing to count (ZERO_IS_RIGHT), and, when it is drawn per job, with a series
+            # for every service (so one broken service cannot hide behind the others). Short rate()
+            # windows go back to NaN when the traffic is older than the window, so all panels need not
+            # answer at one instant.
             answered: set[str] = set()
 
             async def all_answer() -> bool:
+                await refused_everywhere()  # keeps the 20 s error-ratio windows fed
                 failing.clear()
                 for board, title, expr in queries:
                     key = f"{board} / {title}: {expr}"
                     if key in answered:
                         continue
                     error, result = await query(client, prom, expr)
+                    values = numbers(result)
+                    missing = set(jobs) - jobs_of(result) if "by (job" in expr else set()
                     if error:
                         failing[key] = error
                     elif not result:
                         failing[key] = "no series"
-                    elif not has_number(result):
+                    elif not values:
                         failing[key] = "only NaN"
+                    elif missing:
+                        failing[key] = f"no series for {sorted(missing)}"
+                    elif title not in ZERO_IS_RIGHT and not any(values):
+                        failing[key] = "only 0"
                     else:
                         answered.add(key)
                 return not failing
 
             try:
-                await wait_until("every panel query answering", all_answer, timeout_s=60, interval_s=2)
+                await wait_until("every panel query answering", all_answer, timeout_s=90, interval_s=2)
             except AssertionError:
                 pytest.fail(
                     "panel queries without data:\n" + "\n".join(f"{k} -> {v}" for k, v in failing.items())
                 )
+            _, up = await query(client, prom, 'up{job=~"aftersales-.*"}')
+            assert sorted((s["metric"]["job"], s["value"][1]) for s in up) == [
+                (f"aftersales-{name}", "1") for name in sorted(jobs)
+            ]
 
             # The alert rules load and evaluate on the same server.
             rules = (await client.get(f"{prom}/api/v1/rules")).json()["data"]["groups"]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from harness import Platform, auth, wait_until
+from harness import ALL, Platform, auth, wait_until
 from test_routing_support import (
     assignment_events,
     grid_body,
@@ -35,6 +35,10 @@ TOKENS = {
 
 def as_(token: str) -> dict[str, str]:
     return auth(token)
+
+
+def at(value: str) -> datetime:
+    return datetime.fromisoformat(value)
 
 
 async def work_order(client: httpx.AsyncClient, base: str, ticket_id: str) -> dict[str, Any]:
@@ -124,7 +128,11 @@ async def test_routing_end_to_end_over_http_and_kafka(platform: Platform) -> Non
             return wo if wo.get("status") == "in_progress" else None
 
         after = await wait_until("A resumed by the customer's reply", resumed)
-        assert after["resolution"]["due_at"] > paused["resolution"]["due_at"]
+        # A 24x7 grid: the due time moves by exactly the pause, from the pending step to the resume
+        # (`updated_at`), to the millisecond the database keeps.
+        pause = at(after["updated_at"]) - at(paused["paused_since"])
+        moved = at(after["resolution"]["due_at"]) - at(paused["resolution"]["due_at"])
+        assert abs(moved - pause) <= timedelta(milliseconds=2), (moved, pause)
         r = await client.post(
             f"{base}/v1/work-orders/A/resolve", json={"resolution_code": "replaced_fan"}, headers=as_("t1")
         )
@@ -171,7 +179,9 @@ async def test_routing_end_to_end_over_http_and_kafka(platform: Platform) -> Non
         assert "aftersales_assignment_latency_seconds_count" in metrics
         assert 'aftersales_escalations_total{level="supervisor",reason="technician"} 1.0' in metrics
 
-    events = await assignment_events(platform.infra, topic, expect=14, timeout_s=30, settle_s=1.0)
+    assert routing.stop() == 0  # graceful: the outbox is flushed, so the topic is now complete
+    events = await assignment_events(platform.infra, topic, expect=ALL)
+    assert len(events) == 14, events
     a_kinds = [kind for kind, d in events if d.get("ticket_id") == "A"]
     assert a_kinds == ["assigned", "accepted", "started", "pending", "started", "resolved"]
     b_kinds = [kind for kind, d in events if d.get("ticket_id") == "B"]
@@ -207,7 +217,8 @@ async def test_breach_timer_set_before_a_restart_fires_exactly_once_after_it(pla
         await put_all(
             client, base, [grid_body("g", "310104", supervisor="sup-9")], [tech_body("t1", "g", capacity=3)]
         )
-        r = await client.put(f"{base}/v1/sla-policies", json=fast_policy(0.25, 0.4), headers=auth())
+        # 30 s and 36 s: time enough to see the assignment and stop routing before either runs out.
+        r = await client.put(f"{base}/v1/sla-policies", json=fast_policy(0.5, 0.6), headers=auth())
         assert r.status_code == 200 and r.json()["version"] == 1
         bad = fast_policy(1, 2)
         bad["targets"] = bad["targets"][1:]
@@ -218,12 +229,10 @@ async def test_breach_timer_set_before_a_restart_fires_exactly_once_after_it(pla
         due = datetime.fromisoformat(assigned["resolution_due"])
         first_due = datetime.fromisoformat(assigned["first_response_due"])
         assert first_due < due
-    assert routing.stop() in (0, -15)  # uvicorn re-raises SIGTERM after a graceful shutdown
+    assert routing.stop() == 0  # a graceful shutdown on SIGTERM exits 0
     stopped_at = datetime.now(UTC)
     assert stopped_at < first_due, "the process must stop before the clocks run out"
-    assert (
-        await assignment_events(platform.infra, topic, expect=1, types=("sla-breached",), timeout_s=1) == []
-    )
+    assert await assignment_events(platform.infra, topic, expect=ALL, types=("sla-breached",)) == []
 
     async def past_due() -> bool:
         return datetime.now(UTC) > due + timedelta(seconds=1)
@@ -231,26 +240,27 @@ async def test_breach_timer_set_before_a_restart_fires_exactly_once_after_it(pla
     await wait_until("both SLA clocks past due while routing is down", past_due, timeout_s=60, interval_s=0.5)
     restarted = platform.start("routing", replica=1)
     await restarted.wait_ready(90)
-    breaches = await assignment_events(
-        platform.infra, topic, expect=2, types=("sla-breached",), timeout_s=40, settle_s=4.0
-    )
-    assert sorted(d["clock"] for _, d in breaches) == ["first_response", "resolution"]
-    assert all(datetime.fromisoformat(d["occurred_at"]) > stopped_at for _, d in breaches)
-    warnings = await assignment_events(platform.infra, topic, expect=4, types=("sla-warning",), timeout_s=10)
-    assert sorted((d["clock"], d["threshold_pct"]) for _, d in warnings) == [
-        ("first_response", 50),
-        ("first_response", 75),
-        ("resolution", 50),
-        ("resolution", 75),
-    ]
-    escalations = await assignment_events(
-        platform.infra, topic, expect=1, types=("escalated",), timeout_s=10, settle_s=1.0
-    )
-    assert [(d["level"], d["reason"], d["supervisor_id"]) for _, d in escalations] == [
-        ("supervisor", "sla_breach", "sup-9")
-    ]
+    await assignment_events(platform.infra, topic, expect=2, types=("sla-breached",), timeout_s=40)
+    await assignment_events(platform.infra, topic, expect=1, types=("escalated",), timeout_s=10)
     async with httpx.AsyncClient(timeout=20) as client:
         wo = (await client.get(f"{restarted.url}/v1/work-orders/S1", headers=auth())).json()
         assert wo["first_response"]["breached"] and wo["resolution"]["breached"]
         metrics = (await client.get(f"{restarted.url}/metrics")).text
         assert 'aftersales_sla_breaches_total{clock="resolution",grid="g"} 1.0' in metrics
+    # Stopped again, the topic is final: every timer fired exactly once, the breaches after the restart.
+    assert restarted.stop() == 0
+    events = await assignment_events(platform.infra, topic, expect=ALL)
+    breaches = [d for kind, d in events if kind == "sla-breached"]
+    assert sorted(d["clock"] for d in breaches) == ["first_response", "resolution"]
+    assert all(datetime.fromisoformat(d["occurred_at"]) > stopped_at for d in breaches)
+    warnings = [d for kind, d in events if kind == "sla-warning"]
+    assert sorted((d["clock"], d["threshold_pct"]) for d in warnings) == [
+        ("first_response", 50),
+        ("first_response", 75),
+        ("resolution", 50),
+        ("resolution", 75),
+    ]
+    escalations = [d for kind, d in events if kind == "escalated"]
+    assert [(d["level"], d["reason"], d["supervisor_id"]) for d in escalations] == [
+        ("supervisor", "sla_breach", "sup-9")
+    ]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from harness import Infra, auth, data_of, headers_of
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from harness import Infra, auth, data_of, headers_of, read_topic
 
 from aftersales.shared.contracts.events import TicketCreated
 from aftersales.shared.envelope import new_event
@@ -59,7 +58,14 @@ async def put_all(
         assert r.status_code in (200, 201), r.text
 
 
-def ticket(ticket_id: str, district: str, *, priority: str = "P3", device: str = "air_conditioner") -> Any:
+def ticket(
+    ticket_id: str,
+    district: str,
+    *,
+    priority: str = "P3",
+    device: str = "air_conditioner",
+    created_at: datetime | None = None,
+) -> Any:
     return new_event(
         TicketCreated(
             ticket_id=ticket_id,
@@ -69,7 +75,7 @@ def ticket(ticket_id: str, district: str, *, priority: str = "P3", device: str =
             customer_id=f"C-{ticket_id}",
             region_code="/".join([*CITY, district, "000001"]),
             device_type=device,
-            created_at=datetime.now(UTC),
+            created_at=created_at or datetime.now(UTC),
             rules_version="test",
         ),
         source="/aftersales/intake",
@@ -110,35 +116,18 @@ async def assignment_events(
     settle_s: float = 0.0,
 ) -> list[tuple[str, dict[str, Any]]]:
     """Read (type, data) of the assignments topic from the beginning until `expect` distinct events (by
-    ce_id: the outbox may re-publish, consumers dedupe) of the wanted types arrived, then `settle_s` more."""
-    consumer = AIOKafkaConsumer(
+    ce_id: the outbox may re-publish, consumers dedupe) of the wanted types arrived, then `settle_s` more;
+    fail naming what arrived when they do not come in time. `expect=ALL`: every such event there now."""
+    records = await read_topic(
+        infra,
         topic,
-        bootstrap_servers=infra.kafka,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
+        expect=expect,
+        timeout_s=timeout_s,
+        settle_s=settle_s,
+        distinct=True,
+        where=lambda r: types is None or event_type(r) in types,
     )
-    await consumer.start()
-    seen: set[str] = set()
-    out: list[tuple[str, dict[str, Any]]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        settle_until: float | None = None
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    kind, ce_id = event_type(r), headers_of(r)["ce_id"]
-                    if (types is None or kind in types) and ce_id not in seen:
-                        seen.add(ce_id)
-                        out.append((kind, data_of(r)))
-            if len(out) >= expect:
-                settle_until = settle_until or time.monotonic() + settle_s
-                if time.monotonic() >= settle_until:
-                    break
-    finally:
-        await consumer.stop()
-    return out
+    return [(event_type(r), data_of(r)) for r in records]
 
 
 def dumps(value: Any) -> str:

@@ -6,6 +6,8 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from aiokafka.errors import KafkaConnectionError
 from harness import Infra, mongo, unique
 
 from aftersales.shared.contracts import Topic
@@ -46,22 +48,26 @@ async def test_a_timer_whose_replica_died_is_fired_after_its_lease(infra: Infra)
     client = mongo(infra)
     db = client[unique("timers_")]
     await ensure_indexes(db, TIMER_INDEXES)
-    crashed = DurableTimers(db, lease_s=0.5)
-    survivor = DurableTimers(db, lease_s=0.5)
-    await crashed.schedule("breach-1", "sla", datetime.now(UTC) - timedelta(seconds=1))
-    claimed = await crashed.claim("breach-1", datetime.now(UTC))  # ... and the replica dies before firing it
+    lease = timedelta(seconds=30)
+    crashed = DurableTimers(db, lease_s=lease.total_seconds())
+    survivor = DurableTimers(db, lease_s=lease.total_seconds())
+    claimed_at = datetime.now(UTC)
+    await crashed.schedule("breach-1", "sla", claimed_at - timedelta(seconds=1))
+    claimed = await crashed.claim("breach-1", claimed_at)  # ... and the replica dies before firing it
     assert claimed is not None and claimed.id == "breach-1"
     fired: list[str] = []
 
     async def handler(timer: Timer) -> None:
         fired.append(timer.id)
 
+    # Instants are passed in, not slept to: the lease's edge is exact and no machine is too slow for it.
     await survivor.refresh()
-    assert await survivor.fire_due(handler) == 0  # still leased by the dead replica
-    await asyncio.sleep(0.7)
-    assert await survivor.fire_due(handler) == 1
+    assert await survivor.fire_due(handler, now=claimed_at + lease - timedelta(milliseconds=1)) == 0
+    assert fired == []  # still leased by the dead replica
+    after_lease = claimed_at + lease + timedelta(milliseconds=1)
+    assert await survivor.fire_due(handler, now=after_lease) == 1
     assert fired == ["breach-1"]
-    assert await survivor.fire_due(handler) == 0
+    assert await survivor.fire_due(handler, now=after_lease) == 0
     assert await survivor.get("breach-1") is None  # fired timers are deleted: the collection stays small
 
     async def late_failure(timer: Timer) -> None:
@@ -106,18 +112,64 @@ async def test_failing_handler_is_retried_and_rescheduling_moves_only_pending_ti
     await client.close()
 
 
+def event(doc_id: str, seq: int) -> CloudEvent:
+    return new_event(
+        TicketCancelled(ticket_id=doc_id, reason=str(seq), cancelled_at=datetime.now(UTC)),
+        source="/test",
+        subject=doc_id,
+    )
+
+
+async def test_a_failed_publish_stays_queued_and_a_crash_after_publishing_only_republishes(
+    infra: Infra,
+) -> None:
+    client = mongo(infra)
+    db = client[unique("outbox_")]
+    await ensure_indexes(db, outbox_indexes(["orders"]))
+    col = db["orders"]
+    first, second = event("d0", 0), event("d1", 0)
+    await col.insert_many(
+        [new_with_events({"_id": d}, Topic.TICKETS, [e]) for d, e in (("d0", first), ("d1", second))]
+    )
+    broker_up = False
+    published: list[str] = []
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        if not broker_up:
+            raise KafkaConnectionError("broker unavailable")
+        published.append(ev.id)
+
+    # The broker is down: the event stays in the document and the document stays queued in the relay,
+    # so its next pass publishes it without waiting for a sweep.
+    relay = OutboxRelay(db, ["orders"], publish)
+    relay.notify("orders", "d0")
+    with pytest.raises(KafkaConnectionError):
+        await relay.drain(sweep=False)
+    assert published == [] and await relay.pending() == 2
+    broker_up = True
+    assert await relay.drain(sweep=False) == 1
+    assert published == [first.id]
+
+    # A relay dies after the broker took the event but before removing it: the next one publishes it
+    # again (consumers dedupe by ce_id); it is never lost.
+    async def publish_then_die(topic: str, ev: CloudEvent) -> None:
+        published.append(ev.id)
+        raise RuntimeError("the process died before removing what it published")
+
+    with pytest.raises(RuntimeError, match="died"):
+        await OutboxRelay(db, ["orders"], publish_then_die).relay_document("orders", "d1")
+    assert await OutboxRelay(db, ["orders"], publish).drain() == 1  # the start-up sweep of a new process
+    assert published == [first.id, second.id, second.id]
+    assert await relay.pending() == 0
+    await client.drop_database(db.name)
+    await client.close()
+
+
 async def test_competing_relays_publish_every_event_in_order_per_document(infra: Infra) -> None:
     client = mongo(infra)
     db = client[unique("outbox_")]
     await ensure_indexes(db, outbox_indexes(["orders"]))
     col = db["orders"]
-
-    def event(doc_id: str, seq: int) -> CloudEvent:
-        return new_event(
-            TicketCancelled(ticket_id=doc_id, reason=str(seq), cancelled_at=datetime.now(UTC)),
-            source="/test",
-            subject=doc_id,
-        )
 
     for d in range(20):
         await col.insert_one(new_with_events({"_id": f"d{d}"}, Topic.TICKETS, [event(f"d{d}", 0)]))

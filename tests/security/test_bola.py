@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from harness import Platform, wait_until
 from security_helpers import (
     OTHER_TECH,
@@ -26,6 +27,12 @@ from security_helpers import (
 
 from aftersales.intake import domain
 from aftersales.shared.contracts.requests import CustomerIn
+
+# Not yet run under the after-test checks (tests/conftest.py): opted out of both until it is.
+pytestmark = [
+    pytest.mark.expect_tracebacks("callers reaching for other callers' objects on a shared stack"),
+    pytest.mark.expect_dlq("callers reaching for other callers' objects on a shared stack"),
+]
 
 
 async def test_a_channel_reaches_only_its_own_customers_and_tickets(stack: Platform) -> None:

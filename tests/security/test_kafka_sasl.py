@@ -25,6 +25,12 @@ from aftersales.shared.contracts import Topic
 from aftersales.shared.kafkaauth import client_options
 from aftersales.shared.settings import ServiceSettings
 
+# Not yet run under the after-test checks (tests/conftest.py): opted out of both until it is.
+pytestmark = [
+    pytest.mark.expect_tracebacks("a second SASL_SSL broker killed under a running service, bad credentials"),
+    pytest.mark.expect_dlq("a second SASL_SSL broker killed under a running service, bad credentials"),
+]
+
 USER, PASSWORD = "aftersales-intake", "scram-secret-for-the-test-broker"
 KAFKA_DIR = ROOT / "deploy" / "local" / "kafka"
 

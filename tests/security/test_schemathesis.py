@@ -13,6 +13,12 @@ from pathlib import Path
 import pytest
 from harness import LOG_DIR, SERVICE_NAMES, Platform
 
+# Not yet run under the after-test checks (tests/conftest.py): opted out of both until it is.
+pytestmark = [
+    pytest.mark.expect_tracebacks("generated (fuzzed) requests against every service"),
+    pytest.mark.expect_dlq("generated (fuzzed) requests against every service"),
+]
+
 MAX_EXAMPLES = 15  # per operation and phase: a bounded run (2 cores), seeded so a failure reproduces
 SEED = 13
 CHECKS = "not_a_server_error,response_schema_conformance"

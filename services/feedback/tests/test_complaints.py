@@ -37,8 +37,28 @@ LEGAL = {
     (S.REPLIED, S.INVESTIGATING),
     (S.CLOSED, S.INVESTIGATING),  # reopen
 }
-ALL_PAIRS = list(itertools.product(list(S), list(S)))
-ILLEGAL = [p for p in ALL_PAIRS if p not in LEGAL]
+# Written out, not derived from LEGAL: the two lists are checked against each other and against every
+# pair of states, so a state or a transition nobody classified fails a test.
+ILLEGAL = {
+    (S.RECEIVED, S.RECEIVED),
+    (S.RECEIVED, S.RESOLUTION_PROPOSED),
+    (S.RECEIVED, S.REPLIED),
+    (S.RECEIVED, S.CLOSED),
+    (S.INVESTIGATING, S.RECEIVED),
+    (S.INVESTIGATING, S.INVESTIGATING),
+    (S.INVESTIGATING, S.REPLIED),
+    (S.INVESTIGATING, S.CLOSED),
+    (S.RESOLUTION_PROPOSED, S.RECEIVED),
+    (S.RESOLUTION_PROPOSED, S.RESOLUTION_PROPOSED),
+    (S.RESOLUTION_PROPOSED, S.CLOSED),
+    (S.REPLIED, S.RECEIVED),
+    (S.REPLIED, S.RESOLUTION_PROPOSED),
+    (S.REPLIED, S.REPLIED),
+    (S.CLOSED, S.RECEIVED),
+    (S.CLOSED, S.RESOLUTION_PROPOSED),
+    (S.CLOSED, S.REPLIED),
+    (S.CLOSED, S.CLOSED),
+}
 
 
 def complaint(state: ComplaintState = S.RECEIVED, owner: str | None = "sup-1") -> Complaint:
@@ -79,7 +99,7 @@ def test_legal_transition(source: ComplaintState, target: ComplaintState) -> Non
         assert after.closed_at is None
 
 
-@pytest.mark.parametrize(("source", "target"), ILLEGAL)
+@pytest.mark.parametrize(("source", "target"), sorted(ILLEGAL))
 def test_illegal_transition_is_a_conflict_and_changes_nothing(
     source: ComplaintState, target: ComplaintState
 ) -> None:
@@ -91,8 +111,9 @@ def test_illegal_transition_is_a_conflict_and_changes_nothing(
     assert before == complaint(source)
 
 
-def test_every_pair_is_covered() -> None:
-    assert len(LEGAL) + len(ILLEGAL) == len(S) ** 2
+def test_every_pair_of_states_is_classified_exactly_once() -> None:
+    assert not LEGAL & ILLEGAL
+    assert set(itertools.product(S, S)) == LEGAL | ILLEGAL
 
 
 def test_new_complaint_has_acknowledge_and_close_deadlines() -> None:

@@ -7,6 +7,7 @@ non-zero exit code, never a traceback wall.
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -42,6 +43,11 @@ def run_service(name: str, settings_type: type[S], build_app: Callable[[S], Fast
         print(f"aftersales-{name}: {exc}", file=sys.stderr)
         sys.exit(EXIT_UNREACHABLE)
     app = build_app(settings)
+    # uvicorn handles SIGTERM (graceful shutdown), then raises it again against the handler it found at
+    # start, so with the default one the process ends "killed by SIGTERM" (-15) after a clean shutdown
+    # and nobody can tell it from a kill. The shutdown is complete by then: ignore that second signal,
+    # so a graceful stop exits 0.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     uvicorn.run(
         app,
         host=settings.http_host,
