@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -35,6 +35,7 @@ INDEXES = [
     IndexSpec(TECHNICIANS, [("active_ids", 1)]),
     IndexSpec(QUEUE, [("grid_id", 1), ("priority_rank", 1), ("queued_at", 1)]),
 ]
+PENDING_WRITE_S = 60.0  # a queue entry whose work order is not written yet, younger than this, is kept
 GRID_CACHE_S = 1.0
 POLICY_CACHE_S = 1.0
 
@@ -261,12 +262,18 @@ class RoutingStore:
             .limit(limit)
         ]
         out = []
+        cutoff = datetime.now(UTC) - timedelta(seconds=PENDING_WRITE_S)
         for entry in entries:
             wo = await self.work_order(entry["_id"])
-            if wo is None or wo["status"] != Status.QUEUED or wo["grid_id"] != grid_id:
-                await self.queue.delete_one({"_id": entry["_id"], "round": entry["round"]})
+            if wo is None or wo["round"] < entry["round"]:
+                # The entry is written before its work order: a dispatch may still be writing it; only
+                # an old one is what a crash left behind.
+                if entry["queued_at"] > cutoff:
+                    continue
+            elif wo["round"] == entry["round"] and wo["status"] == Status.QUEUED and wo["grid_id"] == grid_id:
+                out.append(wo)
                 continue
-            out.append(wo)
+            await self.queue.delete_one({"_id": entry["_id"], "round": entry["round"]})
         return out
 
     async def queue_length(self, grid_id: str) -> int:
