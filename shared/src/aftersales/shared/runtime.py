@@ -26,6 +26,7 @@ from aftersales.shared.kafka import ensure_topics, make_broker, publish_event
 from aftersales.shared.kafkaauth import client_options
 from aftersales.shared.mongo import Database, IndexSpec, ensure_indexes, make_client
 from aftersales.shared.outbox import OutboxRelay, outbox_indexes
+from aftersales.shared.routes import TimerRoutes
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.timers import TIMER_INDEXES, DurableTimers, TimerHandler
 
@@ -75,7 +76,6 @@ class RuntimeSpec:
     produces: Sequence[str] = ()
     outbox_collections: Sequence[str] = ()
     indexes: Sequence[IndexSpec] = ()
-    timer_handler: TimerHandler | None = None
     extra_tasks: list[BackgroundTask] = field(default_factory=list)
 
 
@@ -100,10 +100,15 @@ class ServiceRuntime:
             poll_interval_s=settings.timer_poll_interval_s,
             scan_interval_s=settings.timer_scan_interval_s,
         )
+        self.timer_routes = TimerRoutes()
         self._stop = asyncio.Event()
         self._publish_failing_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.started = False
+
+    def on_timer(self, kind: str, handler: TimerHandler) -> None:
+        """Fire `handler` for due timers of `kind` (register before the runtime starts)."""
+        self.timer_routes.on(kind, handler)
 
     async def publish(self, topic: str, event: CloudEvent) -> None:
         """Publish one event; a publish failing for long recreates the producer (see `renew_producer`)."""
@@ -130,11 +135,9 @@ class ServiceRuntime:
         await ensure_topics(self.settings, [*self.spec.consumes, *self.spec.produces])
         await self.broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
-        if self.spec.timer_handler is not None:
+        if self.timer_routes:
             self._tasks.append(
-                asyncio.create_task(
-                    self.timers.run(self.spec.timer_handler, self._stop), name="timer-sweeper"
-                )
+                asyncio.create_task(self.timers.run(self.timer_routes, self._stop), name="timer-sweeper")
             )
         for factory in self.spec.extra_tasks:
             self._tasks.append(asyncio.ensure_future(factory(self._stop)))

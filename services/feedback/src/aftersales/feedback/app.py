@@ -14,14 +14,13 @@ from pydantic import Field, SecretStr, model_validator
 
 from aftersales.feedback import api, consumers
 from aftersales.feedback.domain import ComplaintPolicy
-from aftersales.feedback.service import Feedback, SurveyPolicy
+from aftersales.feedback.service import TIMER_CLOSE, TIMER_STEP, Feedback, SurveyPolicy
 from aftersales.feedback.store import COMPLAINTS, INDEXES, SURVEYS, FeedbackStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import ComplaintState
 from aftersales.shared.http import create_app
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
-from aftersales.shared.timers import Timer
 
 DEV_SIGNING_KEY = "dev-survey-signing-key-do-not-use-in-production"
 MIN_KEY_CHARS = 32
@@ -86,11 +85,6 @@ class Settings(ServiceSettings):
 
 
 def build(settings: Settings) -> FastAPI:
-    holder: dict[str, Feedback] = {}
-
-    async def on_timer(timer: Timer) -> None:
-        await holder["feedback"].on_timer(timer)
-
     runtime = ServiceRuntime(
         settings,
         RuntimeSpec(
@@ -98,15 +92,16 @@ def build(settings: Settings) -> FastAPI:
             produces=[Topic.FEEDBACK],
             outbox_collections=[SURVEYS, COMPLAINTS],
             indexes=INDEXES,
-            timer_handler=on_timer,
         ),
     )
-    feedback = holder["feedback"] = Feedback(
+    feedback = Feedback(
         FeedbackStore(runtime),
         settings.complaint_policy(),
         settings.survey_policy(),
         settings.survey_signing_key.get_secret_value().encode(),
     )
+    for kind in (TIMER_STEP, TIMER_CLOSE):
+        runtime.on_timer(kind, feedback.on_timer)
     runtime.spec.extra_tasks.append(feedback.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(feedback.open_index_healer(600.0))
     consumers.register(runtime, feedback)

@@ -15,14 +15,13 @@ from pydantic import Field, model_validator
 from aftersales.followup import api, consumers
 from aftersales.followup.calendar import BusinessHours, DoNotDisturb
 from aftersales.followup.domain import FollowUpPolicy
-from aftersales.followup.service import FollowUps
-from aftersales.followup.store import INDEXES, VISITS, VisitStore
+from aftersales.followup.service import TIMER_NEXT_CARE, FollowUps
+from aftersales.followup.store import INDEXES, TIMER_DUE, TIMER_OVERDUE, VISITS, VisitStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Priority
 from aftersales.shared.http import create_app
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
-from aftersales.shared.timers import Timer
 
 
 class Settings(ServiceSettings):
@@ -78,11 +77,6 @@ class Settings(ServiceSettings):
 
 def build(settings: Settings) -> FastAPI:
     policy = settings.policy()
-    holder: dict[str, FollowUps] = {}
-
-    async def on_timer(timer: Timer) -> None:
-        await holder["followups"].on_timer(timer)
-
     runtime = ServiceRuntime(
         settings,
         RuntimeSpec(
@@ -90,11 +84,12 @@ def build(settings: Settings) -> FastAPI:
             produces=[Topic.FOLLOWUPS],
             outbox_collections=[VISITS],
             indexes=INDEXES,
-            timer_handler=on_timer,
         ),
     )
     store = VisitStore(runtime, policy)
-    followups = holder["followups"] = FollowUps(store, policy)
+    followups = FollowUps(store, policy)
+    for kind in (TIMER_DUE, TIMER_OVERDUE, TIMER_NEXT_CARE):
+        runtime.on_timer(kind, followups.on_timer)
     runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(followups.open_index_healer(600.0))
     consumers.register(runtime, store, followups)

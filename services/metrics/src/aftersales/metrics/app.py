@@ -11,13 +11,12 @@ from pydantic import Field
 
 from aftersales.metrics import api, consumers, exporter
 from aftersales.metrics.inspection import Targets
-from aftersales.metrics.reporting import Reporting
+from aftersales.metrics.reporting import TIMER_KIND, Reporting
 from aftersales.metrics.store import INDEXES, REPORTS, MetricsStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime, periodic
 from aftersales.shared.settings import ServiceSettings
-from aftersales.shared.timers import Timer
 from aftersales.shared.zones import IanaZone
 
 
@@ -58,22 +57,16 @@ class Settings(ServiceSettings):
 
 def build(settings: Settings) -> FastAPI:
     zone = ZoneInfo(settings.kpi_timezone)
-    holder: dict[str, Reporting] = {}
-
-    async def on_timer(timer: Timer) -> None:
-        await holder["reporting"].on_timer(timer)
-
     spec = RuntimeSpec(
         consumes=[t.value for t in consumers.CONSUMED],
         produces=[Topic.REPORTS.value],
         outbox_collections=[REPORTS],
         indexes=INDEXES,
-        timer_handler=on_timer,
     )
     runtime = ServiceRuntime(settings, spec)
     store = MetricsStore(runtime.db, zone)
     reporting = Reporting(store, zone, settings.targets(), runtime.timers, runtime.relay.wake)
-    holder["reporting"] = reporting
+    runtime.on_timer(TIMER_KIND, reporting.on_timer)
     exporter.register()
 
     async def refresh_snapshot() -> None:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from aftersales.routing.api import build_router
+from aftersales.routing.clocks import TIMER_KIND
 from aftersales.routing.consumers import make_ticket_handler
 from aftersales.routing.lifecycle import Lifecycle
 from aftersales.routing.router import Router
@@ -17,7 +18,6 @@ from aftersales.shared.http import create_app
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime, periodic
 from aftersales.shared.settings import ServiceSettings
-from aftersales.shared.timers import Timer
 
 log = logging.getLogger("aftersales.routing")
 
@@ -38,10 +38,6 @@ class Settings(ServiceSettings):
 
 def build(settings: Settings) -> FastAPI:
     """Construct the routing app (connects to nothing until its lifespan starts)."""
-    holder: dict[str, Lifecycle] = {}
-
-    async def on_timer(timer: Timer) -> None:
-        await holder["lifecycle"].on_timer(timer)
 
     async def housekeeping() -> None:
         await router.refresh_gauges()
@@ -55,7 +51,6 @@ def build(settings: Settings) -> FastAPI:
         produces=[Topic.ASSIGNMENTS],
         outbox_collections=OUTBOX_COLLECTIONS,
         indexes=INDEXES,
-        timer_handler=on_timer,
         extra_tasks=[
             periodic(
                 housekeeping, settings.housekeeping_interval_s, what="housekeeping pass", wait_first=True
@@ -68,7 +63,7 @@ def build(settings: Settings) -> FastAPI:
     runtime = ServiceRuntime(settings, spec)
     router = Router(runtime)
     lifecycle = Lifecycle(router)
-    holder["lifecycle"] = lifecycle
+    runtime.on_timer(TIMER_KIND, lifecycle.on_timer)
     subscribe(runtime.broker, settings, [Topic.TICKETS], make_ticket_handler(router, lifecycle))
     return create_app(
         runtime,
