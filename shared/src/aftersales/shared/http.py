@@ -31,7 +31,7 @@ from aftersales.shared.auth import (
     authenticate,
     require,
 )
-from aftersales.shared.errors import DomainError, Forbidden, NotFound
+from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater
 from aftersales.shared.runtime import ServiceRuntime
 from aftersales.shared.settings import Scope
 
@@ -176,6 +176,16 @@ def create_app(
         elif isinstance(exc, TooManyRequests):
             headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse(body, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RetryLater)
+    async def retry_later(_: Request, exc: RetryLater) -> JSONResponse:
+        # A lost race that kept losing, or a transient fault: nothing was changed; the same request
+        # may simply be sent again.
+        return JSONResponse(
+            {"error": "busy", "message": str(exc) or "busy; try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
