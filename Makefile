@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: help sync up down status test lint format typecheck unit integration security bench chaos docs check-docs clean
+.PHONY: help sync up down status test lint format typecheck unit integration security bench chaos docs check-docs pre-commit clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ docs: sync ## regenerate the event catalogue, JSON Schemas, AsyncAPI and OpenAPI
 
 check-docs: sync ## fail when the committed contract docs are stale or a schema changed incompatibly
 	@$(UV) run python -m aftersales.shared.docs check
+
+pre-commit: sync ## install the git pre-commit hook (ruff lint + format, mypy; see .pre-commit-config.yaml)
+	@$(UV) run pre-commit install
 
 bench: sync ## benchmarks that print figures (needs the local infrastructure)
 	@bash deploy/local/with-infra.sh $(UV) run python -m benchmarks

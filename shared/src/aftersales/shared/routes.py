@@ -1,7 +1,7 @@
 """Dispatch tables: which handler an event type or a timer kind goes to.
 
 A service's `consumers.py` declares `EventRoutes({TicketCreated: on_created, ...})` and subscribes it;
-its `timers.py` registers `runtime.timers_on(kind, handler)`. No `isinstance` or `if kind ==` chains."""
+its `timers.py` registers `runtime.on_timer(kind, handler)`. No `isinstance` or `if kind ==` chains."""
 
 from __future__ import annotations
 
