@@ -238,7 +238,7 @@ def subscribe(
     )
     async def _consume(message: KafkaMessage) -> None:
         records = message.raw_message
-        assert isinstance(records, tuple)
+        assert isinstance(records, tuple | list)  # a poll gives a tuple, TestKafkaBroker a list
         await consumer.handle_batch(records)
 
 

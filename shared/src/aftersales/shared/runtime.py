@@ -1,9 +1,10 @@
 """A service's process runtime: MongoDB, the Kafka broker, the outbox relay and the timer sweeper.
 
 Start order: database reachable and indexed -> topics exist -> broker (consumers) started -> relay and
-sweeper running. Stop order (graceful shutdown): stop consuming and let in-flight handlers finish ->
-stop the timer sweeper and background tasks -> flush the outbox (the producer is still open) -> close
-the producer -> close the database client.
+sweeper running. Stop order (graceful shutdown, after uvicorn finished in-flight HTTP requests): stop the
+timer sweeper and background tasks -> stop consuming and let in-flight handlers finish -> flush the outbox
+(the producer is still open) -> close the producer -> close the database client; all of it within
+`shutdown_grace_s`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
@@ -20,11 +22,12 @@ from faststream._internal.parser import DefaultCodec
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher.producer import AioKafkaFastProducer
 from prometheus_client import Counter
+from pymongo import AsyncMongoClient
 
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import ensure_topics, make_broker, publish_event
 from aftersales.shared.kafkaauth import client_options
-from aftersales.shared.mongo import Database, IndexSpec, ensure_indexes, make_client
+from aftersales.shared.mongo import Database, Document, IndexSpec, ensure_indexes, make_client
 from aftersales.shared.outbox import OutboxRelay, outbox_indexes
 from aftersales.shared.routes import TimerRoutes
 from aftersales.shared.settings import ServiceSettings
@@ -79,11 +82,25 @@ class RuntimeSpec:
     extra_tasks: list[BackgroundTask] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class InProcess:
+    """Infrastructure a service-level test supplies in place of the servers (`aftersales.shared.testing`):
+    the database client. A runtime built under it neither checks the servers nor creates topics."""
+
+    mongo_client: Callable[[ServiceSettings], AsyncMongoClient[Document]]
+
+
+# Set only by `aftersales.shared.testing` around `app.build(settings)`; production never sets it.
+IN_PROCESS: ContextVar[InProcess | None] = ContextVar("aftersales_in_process", default=None)
+
+
 class ServiceRuntime:
     def __init__(self, settings: ServiceSettings, spec: RuntimeSpec) -> None:
         self.settings = settings
         self.spec = spec
-        self.client = make_client(settings)
+        in_process = IN_PROCESS.get()
+        self.in_process = in_process is not None
+        self.client = in_process.mongo_client(settings) if in_process else make_client(settings)
         self.db: Database = self.client[settings.database_name]
         self.broker = make_broker(settings)
         self.relay = OutboxRelay(
@@ -128,11 +145,13 @@ class ServiceRuntime:
         self._publish_failing_since = None
 
     async def start(self) -> None:
-        await check_infrastructure(self.settings)
+        if not self.in_process:
+            await check_infrastructure(self.settings)
         await ensure_indexes(
             self.db, [*self.spec.indexes, *outbox_indexes(self.spec.outbox_collections), *TIMER_INDEXES]
         )
-        await ensure_topics(self.settings, [*self.spec.consumes, *self.spec.produces])
+        if not self.in_process:
+            await ensure_topics(self.settings, [*self.spec.consumes, *self.spec.produces])
         await self.broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name="outbox-relay"))
         if self.timer_routes:
@@ -145,24 +164,27 @@ class ServiceRuntime:
         log.info("service started", extra={"database": self.settings.database_name})
 
     async def stop(self) -> None:
-        """Graceful shutdown: consumers finish in-flight work, the outbox is flushed, connections close."""
+        """Graceful shutdown in what is left of `shutdown_grace_s` after HTTP had `http_drain_s`: timers
+        stop firing, consumers finish in-flight work, the outbox is flushed, then connections close."""
         if not self.started:
             await self.client.close()
             return
         self.started = False
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_grace_s
+        deadline = loop.time() + self.settings.shutdown_grace_s - http_drain_s(self.settings)
+        # a hung handler must not eat the time of the flush: consumers and tasks end by `flush_from`
+        flush_from = deadline - min(5.0, (deadline - loop.time()) / 3)
+        self._stop.set()  # no timer fires from now on; what consumers still write is flushed below
+        self.relay.wake()
         for subscriber in list(self.broker.subscribers):  # stop consuming; in-flight handlers finish
             try:
-                await asyncio.wait_for(subscriber.stop(), timeout=max(deadline - loop.time(), 0.1))
+                await asyncio.wait_for(subscriber.stop(), timeout=max(flush_from - loop.time(), 0.1))
             except Exception:
                 log.warning("a consumer did not stop cleanly", exc_info=True)
-        self._stop.set()
-        self.relay.wake()
         try:
             await asyncio.wait_for(
                 asyncio.gather(*self._tasks, return_exceptions=True),
-                timeout=max(deadline - loop.time(), 0.1),
+                timeout=max(flush_from - loop.time(), 0.1),
             )
         except TimeoutError:
             log.warning("background tasks did not finish within the shutdown grace period")
@@ -172,8 +194,8 @@ class ServiceRuntime:
             await asyncio.wait_for(self.relay.drain(sweep=False), timeout=max(deadline - loop.time(), 0.1))
         except Exception:
             log.warning("outbox not fully flushed at shutdown; the next start-up sweep publishes it")
-        with contextlib.suppress(Exception):
-            await self.broker.stop()  # closes the producer, now that the outbox is flushed
+        with contextlib.suppress(Exception):  # closes the producer, now that the outbox is flushed
+            await asyncio.wait_for(self.broker.stop(), timeout=max(deadline - loop.time(), 1.0))
         await self.client.close()
         log.info("service stopped")
 
@@ -192,6 +214,12 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
         return checks
+
+
+def http_drain_s(settings: ServiceSettings) -> int:
+    """Return the seconds in-flight HTTP requests get after SIGTERM (uvicorn's graceful timeout); the
+    runtime stops in the rest of `shutdown_grace_s`, so the whole shutdown fits in it."""
+    return max(1, min(5, int(settings.shutdown_grace_s / 4)))
 
 
 async def renew_producer(broker: KafkaBroker) -> None:

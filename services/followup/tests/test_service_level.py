@@ -1,0 +1,93 @@
+"""Follow-up in-process (FastStream's TestKafkaBroker, in-memory MongoDB): a resolution schedules its
+visits, timers make them due, the desk records outcomes over HTTP; a duplicate resolution schedules once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import pytest
+
+from aftersales.followup.app import Settings, build
+from aftersales.shared.contracts.common import Channel, CustomerTier, Priority
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.testing import (
+    FAST,
+    ServiceUnderTest,
+    in_process,
+    ticket_created,
+    work_order_resolved,
+)
+
+SCHEDULED = "aftersales.followup.scheduled.v1"
+COMPLETED = "aftersales.followup.completed.v1"
+DESK = "dev-supervisor-token"
+# The desk works around the clock, so whether a visit falls due does not depend on when the suite runs.
+AROUND_THE_CLOCK: dict[str, Any] = {
+    "do_not_disturb_start": time(0, 0),
+    "do_not_disturb_end": time(0, 0),
+    "business_hours_open": time(0, 0),
+    "business_hours_close": time(23, 59, 59, 999999),
+    "business_days": frozenset(range(7)),
+}
+
+
+@pytest.fixture
+async def followup() -> AsyncIterator[ServiceUnderTest]:
+    async with in_process(build, Settings(**FAST, **AROUND_THE_CLOCK, callback_delay_s=0)) as svc:
+        yield svc
+
+
+def created(ticket_id: str) -> CloudEvent:
+    """A key account's hardware fault: a callback, an on-site check and a care visit follow it."""
+    return ticket_created(
+        ticket_id,
+        channel=Channel.PHONE,
+        priority=Priority.P2,
+        customer_tier=CustomerTier.KEY_ACCOUNT,
+        customer_timezone="Asia/Shanghai",
+    )
+
+
+async def visits(svc: ServiceUnderTest, **params: str) -> list[dict[str, Any]]:
+    r = await svc.http.get("/v1/visits", params=params, headers=svc.auth(DESK))
+    assert r.status_code == 200, r.text
+    items: list[dict[str, Any]] = r.json()["items"]
+    return items
+
+
+async def test_a_resolution_schedules_visits_that_fall_due_and_take_an_outcome(
+    followup: ServiceUnderTest,
+) -> None:
+    await followup.deliver(created("T1"))
+    await followup.deliver(work_order_resolved("T1"))
+
+    # A key account's hardware fault: a callback, an on-site check by the technician, a care visit.
+    await followup.published.wait_for(SCHEDULED, count=3)
+    kinds = {v["kind"]: v for v in await visits(followup, ticket_id="T1")}
+    assert set(kinds) == {"callback", "on_site", "care"}
+    assert kinds["on_site"]["agent_id"] == "tech-42"
+    callback = kinds["callback"]["id"]
+
+    await followup.fire_timers(now=datetime.now(UTC) + timedelta(minutes=1))
+    assert any(v["id"] == callback for v in await visits(followup, status="due", grid="grid-7"))
+    r = await followup.http.post(
+        f"/v1/visits/{callback}/outcome", json={"outcome": "confirmed_resolved"}, headers=followup.auth(DESK)
+    )
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    [completed] = await followup.published.wait_for(COMPLETED)
+    assert completed.data["visit_id"] == callback
+    assert followup.dead_letters == []
+
+
+async def test_a_resolution_delivered_twice_at_once_schedules_each_visit_once(
+    followup: ServiceUnderTest,
+) -> None:
+    await followup.deliver(created("T1"))
+    event = work_order_resolved("T1")
+    await followup.deliver(event, replicas=2)
+    await followup.deliver(event)
+
+    await followup.published_exactly(SCHEDULED, 3)
+    assert len(await visits(followup, ticket_id="T1")) == 3

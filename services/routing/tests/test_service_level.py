@@ -1,0 +1,97 @@
+"""Routing in-process (FastStream's TestKafkaBroker, in-memory MongoDB): ticket events in, assignment
+events out, work orders over HTTP; duplicates and capacity races apply once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from aftersales.routing.app import Settings, build
+from aftersales.shared.contracts.common import Priority
+from aftersales.shared.testing import FAST, ServiceUnderTest, in_process, ticket_created
+
+ASSIGNED = "aftersales.assignment.assigned.v1"
+QUEUED = "aftersales.assignment.queued.v1"
+BREACHED = "aftersales.assignment.sla-breached.v1"
+ALWAYS = {str(d): [{"start": "00:00", "end": "24:00"}] for d in range(7)}
+REGION = ["310000", "310100", "310104"]
+
+
+@pytest.fixture
+async def routing() -> AsyncIterator[ServiceUnderTest]:
+    async with in_process(build, Settings(**FAST)) as svc:
+        grid = {
+            "id": "xuhui",
+            "name": "Xuhui",
+            "region_path": REGION,
+            "calendar": {"timezone": "UTC", "weekly": ALWAYS},
+            "teams": [{"id": "xuhui-team", "name": "team"}],
+            "neighbours": [],
+            "supervisor_id": "supervisor-1",
+            "surge": {"backlog_threshold": 10_000, "capacity_factor": 1.5, "automatic": False},
+        }
+        r = await svc.http.put("/v1/grids/xuhui", json=grid, headers=svc.auth())
+        assert r.status_code in (200, 201), r.text
+        tech = {"id": "t1", "name": "t1", "grid_id": "xuhui", "tier": 1, "capacity": 1}
+        r = await svc.http.put("/v1/technicians/t1", json=tech, headers=svc.auth())
+        assert r.status_code in (200, 201), r.text
+        yield svc
+
+
+async def work_order(svc: ServiceUnderTest, ticket_id: str) -> dict[str, Any]:
+    r = await svc.http.get(f"/v1/work-orders/{ticket_id}", headers=svc.auth())
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_a_created_ticket_is_assigned_and_its_work_order_readable(routing: ServiceUnderTest) -> None:
+    await routing.deliver(ticket_created("A"))
+
+    [assigned] = await routing.published.wait_for(ASSIGNED)
+    assert assigned.subject == "A"
+    assert assigned.data["technician_id"] == "t1" and assigned.data["via"] == "direct"
+    wo = await work_order(routing, "A")
+    assert wo["status"] == "assigned" and wo["technician_id"] == "t1"
+    r = await routing.http.post("/v1/work-orders/A/accept", headers=routing.auth("dev-technician-token"))
+    assert r.status_code == 403  # the demo technician token is not t1
+    assert routing.dead_letters == []
+
+
+async def test_the_same_ticket_event_delivered_twice_at_once_assigns_once(routing: ServiceUnderTest) -> None:
+    event = ticket_created("A")
+    await routing.deliver(event, replicas=2)
+    await routing.deliver(event)  # and once more, later
+
+    await routing.published_exactly(ASSIGNED)
+    assert routing.published.of_type(QUEUED) == []
+    r = await routing.http.get("/v1/technicians/t1", headers=routing.auth())
+    assert r.json()["active_work_orders"] == 1
+
+
+async def test_two_tickets_racing_for_the_last_slot_one_is_assigned_one_queued(
+    routing: ServiceUnderTest,
+) -> None:
+    await asyncio.gather(routing.deliver(ticket_created("A")), routing.deliver(ticket_created("B")))
+
+    [assigned] = await routing.published.wait_for(ASSIGNED)
+    [queued] = await routing.published.wait_for(QUEUED)
+    assert {assigned.subject, queued.subject} == {"A", "B"}
+    assert (await work_order(routing, queued.subject))["status"] == "queued"
+
+
+async def test_an_sla_timer_past_due_breaches_the_work_order_once(routing: ServiceUnderTest) -> None:
+    await routing.deliver(ticket_created("A", priority=Priority.P1))
+    [assigned] = await routing.published.wait_for(ASSIGNED)
+    due = datetime.fromisoformat(assigned.data["resolution_due"])
+
+    later = due + timedelta(minutes=1)
+    assert await routing.fire_timers(now=later) > 0  # the warnings, then the breaches
+    assert await routing.fire_timers(now=later) == 0  # nothing fires twice
+
+    await routing.published_exactly(BREACHED, where=lambda e: e.data["clock"] == "resolution")
+    assert (await work_order(routing, "A"))["resolution"]["breached"] is True
