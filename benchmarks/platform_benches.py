@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 from harness import Platform, auth, read_topic, start_infra
+from routing_demo import demo_calendar
 
-from aftersales.routing.demo import demo_calendar
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
 from aftersales.shared.contracts.events import TicketCreated

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-
-from aftersales.routing.demo import demo_data
+from routing_demo import demo_data
 
 URLS = {
     "intake": "http://127.0.0.1:8001",

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 from harness import Platform, auth, read_to_end, wait_until
+from routing_demo import demo_calendar
 from test_metrics import handled_all
 
-from aftersales.routing.demo import demo_calendar
 from aftersales.shared.contracts import Topic
 
 ADMIN = auth()

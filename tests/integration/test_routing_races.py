@@ -17,9 +17,8 @@ from harness import Infra, mongo, unique
 
 from aftersales.routing.app import Settings
 from aftersales.routing.domain import ServiceGrid, Status, Technician
-from aftersales.routing.lifecycle import Lifecycle
-from aftersales.routing.router import Router
-from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS
+from aftersales.routing.service import RoutingService
+from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore
 from aftersales.shared.errors import RetryLater
 from aftersales.shared.mongo import ensure_indexes
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -30,7 +29,7 @@ REGION = "310000/310100/310104"
 
 
 @pytest.fixture
-async def routing(infra: Infra) -> AsyncIterator[Lifecycle]:
+async def routing(infra: Infra) -> AsyncIterator[RoutingService]:
     database = unique("races_")
     settings = Settings(
         mongodb_uri=infra.mongodb_uri,  # type: ignore[arg-type]
@@ -39,7 +38,7 @@ async def routing(infra: Infra) -> AsyncIterator[Lifecycle]:
     )
     runtime = ServiceRuntime(settings, RuntimeSpec(outbox_collections=OUTBOX_COLLECTIONS, indexes=INDEXES))
     await ensure_indexes(runtime.db, [*INDEXES, *TIMER_INDEXES])
-    router = Router(runtime)
+    service = RoutingService(RoutingStore(runtime.db, runtime.relay.notify), runtime.timers)
     grid = ServiceGrid.model_validate(
         {
             "id": "g1",
@@ -50,21 +49,21 @@ async def routing(infra: Infra) -> AsyncIterator[Lifecycle]:
             "surge": {"backlog_threshold": 1000, "capacity_factor": 1.5, "automatic": False},
         }
     )
-    await router.store.put_grid(grid)
-    await add_technician(router, "t1", tier=1)
-    yield Lifecycle(router)
+    await service.store.put_grid(grid)
+    await add_technician(service, "t1", tier=1)
+    yield service
     client = mongo(infra)
     await client.drop_database(database)
     await client.close()
     await runtime.client.close()
 
 
-async def add_technician(router: Router, tech_id: str, *, tier: int) -> None:
+async def add_technician(service: RoutingService, tech_id: str, *, tier: int) -> None:
     tech = {"id": tech_id, "name": tech_id, "grid_id": "g1", "tier": tier, "capacity": 5}
-    await router.store.put_technician(Technician.model_validate(tech))
+    await service.store.put_technician(Technician.model_validate(tech))
 
 
-async def dispatch(lifecycle: Lifecycle, ticket_id: str) -> dict[str, Any]:
+async def dispatch(service: RoutingService, ticket_id: str) -> dict[str, Any]:
     facts = {
         "ticket_id": ticket_id,
         "channel": "web",
@@ -75,21 +74,21 @@ async def dispatch(lifecycle: Lifecycle, ticket_id: str) -> dict[str, Any]:
         "region_code": REGION,
         "device_type": "air_conditioner",
     }
-    await lifecycle.router.dispatch_round(
+    await service.dispatch.dispatch_round(
         facts=facts, started_at=datetime.now(UTC), round_=1, previous_technician_id=None
     )
-    wo = await lifecycle.store.work_order(ticket_id)
+    wo = await service.store.work_order(ticket_id)
     assert wo is not None and wo["status"] == Status.ASSIGNED
     return wo
 
 
-async def held_slots(lifecycle: Lifecycle) -> dict[str, int]:
-    return {d["_id"]: d["active_work_orders"] for d in await lifecycle.store.technician_docs()}
+async def held_slots(service: RoutingService) -> dict[str, int]:
+    return {d["_id"]: d["active_work_orders"] for d in await service.store.technician_docs()}
 
 
-def race_once(lifecycle: Lifecycle, competing: dict[str, Any]) -> None:
+def race_once(service: RoutingService, competing: dict[str, Any]) -> None:
     """Make the next guarded work-order write lose: another writer changes the work order just before."""
-    store = lifecycle.store
+    store = service.store
     original = store.update_work_order
 
     async def losing(ticket_id: str, guard: Any, update: Any, events: Any) -> bool:
@@ -101,20 +100,20 @@ def race_once(lifecycle: Lifecycle, competing: dict[str, Any]) -> None:
 
 
 async def test_a_cancellation_racing_an_accept_is_decided_again_and_frees_the_slot(
-    routing: Lifecycle,
+    routing: RoutingService,
 ) -> None:
     wo = await dispatch(routing, "R-cancel")
     assert sum((await held_slots(routing)).values()) == 1
     race_once(routing, {"status": Status.ACCEPTED.value})  # the technician accepts meanwhile
     with pytest.raises(RetryLater):
-        await routing.ended(wo["_id"], Status.CANCELLED)
-    await routing.ended(wo["_id"], Status.CANCELLED)  # the consumer runs it again
+        await routing.work_orders.ended(wo["_id"], Status.CANCELLED)
+    await routing.work_orders.ended(wo["_id"], Status.CANCELLED)  # the consumer runs it again
     after = await routing.store.work_order(wo["_id"])
     assert after is not None and after["status"] == Status.CANCELLED
     assert sum((await held_slots(routing)).values()) == 0
 
 
-async def test_a_lost_customer_reply_is_retried_and_the_sla_timer_survives(routing: Lifecycle) -> None:
+async def test_a_lost_customer_reply_is_retried_and_the_sla_timer_survives(routing: RoutingService) -> None:
     wo = await dispatch(routing, "R-reply")
     await routing.store.work_orders.update_one(
         {"_id": wo["_id"]},
@@ -127,18 +126,18 @@ async def test_a_lost_customer_reply_is_retried_and_the_sla_timer_survives(routi
     # The technician starts work meanwhile (his own action ends the pause).
     race_once(routing, {"status": Status.IN_PROGRESS.value, "paused_since": None})
     with pytest.raises(RetryLater):
-        await routing.customer_replied(wo["_id"])
+        await routing.work_orders.customer_replied(wo["_id"])
     # The lost re-plan cancelled nothing: the timer the work order points at still exists.
     after = await routing.store.work_order(wo["_id"])
     assert after is not None
     for clock, timer_id in armed.items():
         assert after["sla"][clock]["timer_id"] == timer_id
         assert await routing.timers.get(timer_id) is not None
-    await routing.customer_replied(wo["_id"])  # run again: nothing to resume any more
+    await routing.work_orders.customer_replied(wo["_id"])  # run again: nothing to resume any more
     assert (await routing.store.work_order(wo["_id"]))["status"] == Status.IN_PROGRESS  # type: ignore[index]
 
 
-async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: Lifecycle) -> None:
+async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: RoutingService) -> None:
     wo = await dispatch(routing, "R-resume")
     await routing.store.work_orders.update_one(
         {"_id": wo["_id"]},
@@ -147,7 +146,7 @@ async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: Lif
     paused = await routing.store.work_order(wo["_id"])
     assert paused is not None
     armed = {c: s["timer_id"] for c, s in paused["sla"].items() if s.get("timer_id")}
-    await routing.customer_replied(wo["_id"])
+    await routing.work_orders.customer_replied(wo["_id"])
     resumed = await routing.store.work_order(wo["_id"])
     assert resumed is not None and resumed["status"] == Status.IN_PROGRESS
     for clock, old in armed.items():
@@ -157,7 +156,7 @@ async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: Lif
 
 
 async def test_a_breach_whose_escalation_loses_a_race_escalates_when_the_timer_runs_again(
-    routing: Lifecycle,
+    routing: RoutingService,
 ) -> None:
     wo = await dispatch(routing, "R-breach")
     state = wo["sla"]["first_response"]
@@ -180,22 +179,22 @@ async def test_a_breach_whose_escalation_loses_a_race_escalates_when_the_timer_r
         group=wo["_id"],
         attempts=1,
     )
-    await add_technician(routing.router, "t2", tier=2)  # someone to escalate to
+    await add_technician(routing, "t2", tier=2)  # someone to escalate to
     # The breach itself lands (apply_once); the escalation's guarded write then loses to an accept.
     race_once(routing, {"status": Status.ACCEPTED.value})
     with pytest.raises(RetryLater):
-        await routing.on_timer(timer)
+        await routing.clocks.on_timer(timer)
     breached = await routing.store.work_order(wo["_id"])
     assert breached is not None and breached.get("escalation_due") is True
     assert breached.get("escalation_level") is None
-    await routing.on_timer(timer)  # the timer module runs a failed timer again
+    await routing.clocks.on_timer(timer)  # the timer module runs a failed timer again
     escalated = await routing.store.work_order(wo["_id"])
     assert escalated is not None and escalated.get("escalation_due") is False
     assert escalated["escalation_level"] == "tier2" and escalated["technician_id"] == "t2"
     assert await held_slots(routing) == {"t1": 0, "t2": 1}
 
 
-async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: Lifecycle) -> None:
+async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: RoutingService) -> None:
     live = await dispatch(routing, "R-live")
     ended = await dispatch(routing, "R-ended")
     # A crash between taking a slot and writing the work order leaves a slot nobody holds; a crash
@@ -203,8 +202,8 @@ async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: L
     assert await routing.store.reserve("t1", "R-ghost#1", 5)
     await routing.store.work_orders.update_one({"_id": ended["_id"]}, {"$set": {"status": "cancelled"}})
     assert await held_slots(routing) == {"t1": 3}
-    assert await routing.router.reap_slots(grace_s=60) == 0  # too young: a dispatch may still be writing
-    assert await routing.router.reap_slots(grace_s=0) == 2
+    assert await routing.reap_slots(grace_s=60) == 0  # too young: a dispatch may still be writing
+    assert await routing.reap_slots(grace_s=0) == 2
     assert await held_slots(routing) == {"t1": 1}
     kept = await routing.store.technician_doc("t1")
     assert kept is not None and kept["active_ids"] == [f"{live['_id']}#1"]

@@ -7,8 +7,7 @@ from typing import Any
 
 import httpx
 from harness import Platform, auth, unique, wait_until
-
-from aftersales.routing.demo import demo_calendar
+from routing_demo import demo_calendar
 
 ADMIN, SUPERVISOR = auth(), auth("dev-supervisor-token")
 WEB, OTHER_WEB, PHONE, IOT = (

@@ -14,8 +14,8 @@ from aftersales.routing.assignment import (
     effective_capacity,
     rank_candidates,
 )
-from aftersales.routing.calendar import always_open
 from aftersales.routing.domain import ServiceGrid, SurgeSettings, Technician
+from aftersales.shared.calendar import always_open
 
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 

@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
+from routing_demo import demo_data
 
-from aftersales.routing.calendar import always_open
-from aftersales.routing.demo import demo_data
 from aftersales.routing.domain import (
     Action,
     GridLoad,
@@ -20,6 +19,7 @@ from aftersales.routing.domain import (
     plan_grids,
 )
 from aftersales.routing.sla import SlaPolicy, default_policy, plan_clock
+from aftersales.shared.calendar import always_open
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.errors import Conflict
 

@@ -1,381 +1,224 @@
-"""HTTP routes of routing: grids, technicians, SLA policies, work-order actions, surge, grid planning."""
+"""HTTP routes of routing: grids, technicians, SLA policies, work-order actions, surge, grid planning.
+Edges only: parse, authorize, call the service, shape the response."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
 
-from aftersales.routing.domain import (
-    OPEN_STATUSES,
-    Action,
-    GridLoad,
-    ServiceGrid,
-    Status,
-    Technician,
-    plan_grids,
-    region_parts,
+from aftersales.routing.domain import Action, ServiceGrid, Status, Technician
+from aftersales.routing.schemas import (
+    GridRead,
+    PlanningRead,
+    PolicyRead,
+    ReasonIn,
+    ResolveIn,
+    SurgeIn,
+    SurgeRead,
+    TechnicianRead,
+    WorkOrderRead,
+    grid_read,
+    planning_read,
+    technician_read,
+    work_order_read,
 )
-from aftersales.routing.lifecycle import Lifecycle
-from aftersales.routing.router import Router
+from aftersales.routing.service import RoutingService
 from aftersales.routing.sla import SlaPolicy
-from aftersales.routing.store import grid_of, technician_of
 from aftersales.shared.errors import Forbidden, InvalidRequest, NotFound
-from aftersales.shared.http import Principal, require
+from aftersales.shared.roles import Admin, Staff, Supervisor
 from aftersales.shared.settings import Scope
 
-Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
-Supervisor = Annotated[Principal, Depends(require(Scope.SUPERVISOR))]
-Staff = Annotated[Principal, Depends(require(Scope.TECHNICIAN, Scope.SUPERVISOR))]
+
+def _routing(request: Request) -> RoutingService:
+    routing: RoutingService = request.app.state.routing
+    return routing
 
 
-class GridRead(ServiceGrid):
-    surge_on: bool
-    surge_trigger: str | None = None
-    queue_length: int | None = None
+Routing = Annotated[RoutingService, Depends(_routing)]
+
+grids = APIRouter(prefix="/v1", tags=["grids"])
+technicians = APIRouter(prefix="/v1", tags=["technicians"])
+sla = APIRouter(prefix="/v1", tags=["sla"])
+work_orders = APIRouter(prefix="/v1", tags=["work orders"])
+reports = APIRouter(prefix="/v1", tags=["reports"])
+ROUTERS = (grids, technicians, sla, work_orders, reports)
 
 
-class TechnicianRead(Technician):
-    active_work_orders: int
-    last_assigned_at: datetime | None = None
+def _same_id(body_id: str, path_id: str) -> None:
+    if body_id != path_id:
+        raise InvalidRequest(f"body id {body_id!r} differs from the path id {path_id!r}", field="id")
 
 
-class ClockRead(BaseModel):
-    target_minutes: float
-    started_at: datetime
-    due_at: datetime | None
-    stopped_at: datetime | None = None
-    breached: bool = False
-    warnings_pct: list[int] = Field(default_factory=list)
+# ------------------------------------------------------------------------------- grids
 
 
-class WorkOrderRead(BaseModel):
-    ticket_id: str
-    round: int
-    status: Status
-    grid_id: str
-    technician_id: str | None
-    tier: int | None = None
-    via: str | None = None
-    priority: str
-    category: str
-    device_type: str
-    region_code: str
-    escalation_level: str | None = None
-    resolution_code: str | None = None
-    started_at: datetime
-    assigned_at: datetime | None = None
-    updated_at: datetime
-    paused_since: datetime | None = None
-    first_response: ClockRead
-    resolution: ClockRead
+@grids.put("/grids/{grid_id}", summary="Create or replace a service grid", response_model=GridRead)
+async def put_grid(
+    grid_id: str, body: ServiceGrid, response: Response, _: Admin, routing: Routing
+) -> GridRead:
+    _same_id(body.id, grid_id)
+    doc, created = await routing.put_grid(body)
+    response.status_code = 201 if created else 200
+    return grid_read(doc, await routing.store.queue_length(grid_id))
 
 
-class ResolveIn(BaseModel):
-    resolution_code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+@grids.get("/grids/{grid_id}", summary="Read a service grid", response_model=GridRead)
+async def get_grid(grid_id: str, _: Staff, routing: Routing) -> GridRead:
+    doc = await routing.store.grid_doc(grid_id)
+    if doc is None:
+        raise NotFound(f"grid {grid_id} not found", field="grid_id")
+    return grid_read(doc, await routing.store.queue_length(grid_id))
 
 
-class ReasonIn(BaseModel):
-    reason: str = Field(default="", max_length=500)
+@grids.get("/grids", summary="List service grids", response_model=list[GridRead])
+async def list_grids(_: Staff, routing: Routing) -> list[GridRead]:
+    docs = (await routing.store.grid_docs(fresh=True)).values()
+    return [grid_read(d, await routing.store.queue_length(d["_id"])) for d in docs]
 
 
-class SurgeIn(BaseModel):
-    on: bool
+@grids.post(
+    "/grids/{grid_id}/surge", summary="Switch surge mode (应急预案) on or off", response_model=SurgeRead
+)
+async def surge(grid_id: str, body: SurgeIn, _: Supervisor, routing: Routing) -> SurgeRead:
+    changed = await routing.switch_surge(grid_id, on=body.on)
+    return SurgeRead(grid_id=grid_id, surge_on=body.on, changed=changed)
 
 
-class SurgeRead(BaseModel):
-    grid_id: str
-    surge_on: bool
-    changed: bool
+# ------------------------------------------------------------------------------- technicians
 
 
-class PlanningRead(BaseModel):
-    grid_id: str
-    open_work_orders: int
-    technicians_on_duty: int
-    per_technician: float
-    suggested_split: list[list[str]]
-    suggestion: str
+@technicians.put(
+    "/technicians/{tech_id}", summary="Create or replace a technician", response_model=TechnicianRead
+)
+async def put_technician(
+    tech_id: str, body: Technician, response: Response, _: Admin, routing: Routing
+) -> TechnicianRead:
+    _same_id(body.id, tech_id)
+    doc, created = await routing.put_technician(body)
+    response.status_code = 201 if created else 200
+    return technician_read(doc)
 
 
-class PolicyRead(SlaPolicy):
-    version: int
-    replanned_work_orders: int | None = None
+@technicians.get("/technicians/{tech_id}", summary="Read a technician", response_model=TechnicianRead)
+async def get_technician(tech_id: str, principal: Staff, routing: Routing) -> TechnicianRead:
+    if not principal.has(Scope.SUPERVISOR) and principal.subject != tech_id:
+        raise Forbidden("technicians may read only their own record")
+    doc = await routing.store.technician_doc(tech_id)
+    if doc is None:
+        raise NotFound(f"technician {tech_id} not found", field="technician_id")
+    return technician_read(doc)
 
 
-def work_order_read(doc: dict[str, Any]) -> WorkOrderRead:
-    facts = doc["facts"]
+@technicians.get(
+    "/technicians",
+    summary="List technicians, optionally of one grid",
+    response_model=list[TechnicianRead],
+)
+async def list_technicians(
+    _: Supervisor, routing: Routing, grid_id: str | None = None
+) -> list[TechnicianRead]:
+    if grid_id is not None and await routing.store.grid_doc(grid_id) is None:
+        raise NotFound(f"grid {grid_id} not found", field="grid_id")
+    return [technician_read(d) for d in await routing.store.technician_docs(grid_id)]
 
-    def clock(name: str) -> ClockRead:
-        s = doc["sla"][name]
-        return ClockRead(
-            target_minutes=s["target_minutes"],
-            started_at=s["started_at"],
-            due_at=s.get("due_at"),
-            stopped_at=s.get("stopped_at"),
-            breached=100 in s.get("fired", []),
-            warnings_pct=[p for p in s.get("fired", []) if p < 100],
-        )
 
-    return WorkOrderRead(
-        ticket_id=doc["_id"],
-        round=doc["round"],
-        status=doc["status"],
-        grid_id=doc["grid_id"],
-        technician_id=doc.get("technician_id"),
-        tier=doc.get("tier"),
-        via=doc.get("via"),
-        priority=facts["priority"],
-        category=facts["category"],
-        device_type=facts["device_type"],
-        region_code=facts["region_code"],
-        escalation_level=doc.get("escalation_level"),
-        resolution_code=doc.get("resolution_code"),
-        started_at=doc["started_at"],
-        assigned_at=doc.get("assigned_at"),
-        updated_at=doc["updated_at"],
-        paused_since=doc.get("paused_since"),
-        first_response=clock("first_response"),
-        resolution=clock("resolution"),
+# ------------------------------------------------------------------------------- SLA policy
+
+
+@sla.get("/sla-policies", summary="Read the SLA policy table", response_model=PolicyRead)
+async def get_policy(_: Staff, routing: Routing) -> PolicyRead:
+    policy, version = await routing.store.policy()
+    return PolicyRead(**policy.model_dump(), version=version)
+
+
+@sla.put(
+    "/sla-policies",
+    summary="Replace the SLA policy table; open clocks are re-planned",
+    response_model=PolicyRead,
+)
+async def put_policy(body: SlaPolicy, _: Admin, routing: Routing) -> PolicyRead:
+    version, replanned = await routing.put_policy(body)
+    return PolicyRead(**body.model_dump(), version=version, replanned_work_orders=replanned)
+
+
+# ------------------------------------------------------------------------------- work orders
+
+
+@work_orders.get("/work-orders", summary="List work orders", response_model=list[WorkOrderRead])
+async def list_work_orders(
+    principal: Staff,
+    routing: Routing,
+    technician_id: str | None = None,
+    status: Status | None = None,
+    grid_id: str | None = None,
+    open_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[WorkOrderRead]:
+    if not principal.has(Scope.SUPERVISOR):
+        if technician_id not in (None, principal.subject):
+            raise Forbidden("technicians may list only their own work orders")
+        technician_id = principal.subject
+    docs = await routing.store.find_work_orders(
+        technician_id=technician_id,
+        grid_id=grid_id,
+        status=status.value if status else None,
+        open_only=open_only,
+        limit=limit,
     )
+    return [work_order_read(d) for d in docs]
 
 
-def build_router(router: Router, lifecycle: Lifecycle) -> APIRouter:
-    api = APIRouter(prefix="/v1")
-    store = router.store
+@work_orders.get("/work-orders/{ticket_id}", summary="Read a work order", response_model=WorkOrderRead)
+async def get_work_order(ticket_id: str, principal: Staff, routing: Routing) -> WorkOrderRead:
+    doc = await routing.store.work_order(ticket_id)
+    if doc is None:
+        raise NotFound(f"work order {ticket_id} not found", field="ticket_id")
+    if not principal.has(Scope.SUPERVISOR) and doc.get("technician_id") != principal.subject:
+        raise Forbidden(f"work order {ticket_id} is not assigned to {principal.subject}")
+    return work_order_read(doc)
 
-    async def grid_read(doc: dict[str, Any]) -> GridRead:
-        return GridRead(
-            **grid_of(doc).model_dump(),
-            surge_on=bool(doc.get("surge_on")),
-            surge_trigger=doc.get("surge_trigger"),
-            queue_length=await store.queue_length(doc["_id"]),
-        )
 
-    @api.put(
-        "/grids/{grid_id}",
-        tags=["grids"],
-        summary="Create or replace a service grid",
-        response_model=GridRead,
-    )
-    async def put_grid(grid_id: str, body: ServiceGrid, response: Response, _: Admin) -> GridRead:
-        if body.id != grid_id:
-            raise InvalidRequest(f"body id {body.id!r} differs from the path id {grid_id!r}", field="id")
-        known = await store.grid_docs(fresh=True)
-        unknown = [n for n in body.neighbours if n not in known and n != grid_id]
-        if unknown:
-            raise InvalidRequest(f"unknown neighbour grid(s): {', '.join(unknown)}", field="neighbours")
-        if grid_id in body.neighbours:
-            raise InvalidRequest("a grid cannot be its own neighbour", field="neighbours")
-        before = known.get(grid_id)
-        doc, created = await store.put_grid(body)
-        response.status_code = 201 if created else 200
-        if before is not None and grid_of(before).calendar != body.calendar:
-            await lifecycle.replan_open({"grid_id": grid_id})
-        await router.drain(grid_id, await router.view(fresh=True))
-        return await grid_read(doc)
+def _action_route(action: Action) -> None:
+    """Register the POST of one action that takes an optional reason."""
 
-    @api.get("/grids/{grid_id}", tags=["grids"], summary="Read a service grid", response_model=GridRead)
-    async def get_grid(grid_id: str, _: Staff) -> GridRead:
-        doc = await store.grid_doc(grid_id)
-        if doc is None:
-            raise NotFound(f"grid {grid_id} not found", field="grid_id")
-        return await grid_read(doc)
+    async def simple(
+        ticket_id: str, principal: Staff, routing: Routing, body: ReasonIn | None = None
+    ) -> WorkOrderRead:
+        reason = body.reason if body else ""
+        return work_order_read(await routing.work_orders.act(ticket_id, action, principal, reason=reason))
 
-    @api.get("/grids", tags=["grids"], summary="List service grids", response_model=list[GridRead])
-    async def list_grids(_: Staff) -> list[GridRead]:
-        return [await grid_read(d) for d in (await store.grid_docs(fresh=True)).values()]
-
-    @api.post(
-        "/grids/{grid_id}/surge",
-        tags=["grids"],
-        summary="Switch surge mode (应急预案) on or off",
-        response_model=SurgeRead,
-    )
-    async def surge(grid_id: str, body: SurgeIn, _: Supervisor) -> SurgeRead:
-        if await store.grid_doc(grid_id) is None:
-            raise NotFound(f"grid {grid_id} not found", field="grid_id")
-        backlog = await store.queue_length(grid_id)
-        changed = await router.switch_surge(grid_id, on=body.on, trigger="supervisor", backlog=backlog)
-        return SurgeRead(grid_id=grid_id, surge_on=body.on, changed=changed)
-
-    @api.put(
-        "/technicians/{tech_id}",
-        tags=["technicians"],
-        summary="Create or replace a technician",
-        response_model=TechnicianRead,
-    )
-    async def put_technician(tech_id: str, body: Technician, response: Response, _: Admin) -> TechnicianRead:
-        if body.id != tech_id:
-            raise InvalidRequest(f"body id {body.id!r} differs from the path id {tech_id!r}", field="id")
-        grid = await store.grid_doc(body.grid_id)
-        if grid is None:
-            raise InvalidRequest(f"unknown grid {body.grid_id}", field="grid_id")
-        teams = [t["id"] for t in grid["spec"].get("teams", [])]
-        if body.team_id is not None and body.team_id not in teams:
-            raise InvalidRequest(f"grid {body.grid_id} has no team {body.team_id}", field="team_id")
-        doc, created = await store.put_technician(body)
-        response.status_code = 201 if created else 200
-        await router.capacity_freed(body.grid_id)  # more capacity or back on duty: serve the queue
-        return _tech_read(doc)
-
-    @api.get(
-        "/technicians/{tech_id}",
-        tags=["technicians"],
-        summary="Read a technician",
-        response_model=TechnicianRead,
-    )
-    async def get_technician(tech_id: str, principal: Staff) -> TechnicianRead:
-        if not principal.has(Scope.SUPERVISOR) and principal.subject != tech_id:
-            raise Forbidden("technicians may read only their own record")
-        doc = await store.technician_doc(tech_id)
-        if doc is None:
-            raise NotFound(f"technician {tech_id} not found", field="technician_id")
-        return _tech_read(doc)
-
-    @api.get(
-        "/technicians",
-        tags=["technicians"],
-        summary="List technicians, optionally of one grid",
-        response_model=list[TechnicianRead],
-    )
-    async def list_technicians(_: Supervisor, grid_id: str | None = None) -> list[TechnicianRead]:
-        if grid_id is not None and await store.grid_doc(grid_id) is None:
-            raise NotFound(f"grid {grid_id} not found", field="grid_id")
-        return [_tech_read(d) for d in await store.technician_docs(grid_id)]
-
-    @api.get("/sla-policies", tags=["sla"], summary="Read the SLA policy table", response_model=PolicyRead)
-    async def get_policy(_: Staff) -> PolicyRead:
-        policy, version = await store.policy()
-        return PolicyRead(**policy.model_dump(), version=version)
-
-    @api.put(
-        "/sla-policies",
-        tags=["sla"],
-        summary="Replace the SLA policy table; open clocks are re-planned",
-        response_model=PolicyRead,
-    )
-    async def put_policy(body: SlaPolicy, _: Admin) -> PolicyRead:
-        version = await store.put_policy(body)
-        replanned = await lifecycle.replan_open({}, body)
-        return PolicyRead(**body.model_dump(), version=version, replanned_work_orders=replanned)
-
-    @api.get(
-        "/work-orders", tags=["work orders"], summary="List work orders", response_model=list[WorkOrderRead]
-    )
-    async def list_work_orders(
-        principal: Staff,
-        technician_id: str | None = None,
-        status: Status | None = None,
-        grid_id: str | None = None,
-        open_only: bool = False,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[WorkOrderRead]:
-        if not principal.has(Scope.SUPERVISOR):
-            if technician_id not in (None, principal.subject):
-                raise Forbidden("technicians may list only their own work orders")
-            technician_id = principal.subject
-        query: dict[str, Any] = {}
-        if technician_id:
-            query["technician_id"] = technician_id
-        if grid_id:
-            query["grid_id"] = grid_id
-        if status:
-            query["status"] = status.value
-        elif open_only:
-            query["status"] = {"$in": [s.value for s in OPEN_STATUSES]}
-        return [work_order_read(d) for d in await store.find_work_orders(query, limit)]
-
-    @api.get(
-        "/work-orders/{ticket_id}",
-        tags=["work orders"],
-        summary="Read a work order",
+    work_orders.post(
+        f"/work-orders/{{ticket_id}}/{action.value}",
         response_model=WorkOrderRead,
-    )
-    async def get_work_order(ticket_id: str, principal: Staff) -> WorkOrderRead:
-        doc = await store.work_order(ticket_id)
-        if doc is None:
-            raise NotFound(f"work order {ticket_id} not found", field="ticket_id")
-        if not principal.has(Scope.SUPERVISOR) and doc.get("technician_id") != principal.subject:
-            raise Forbidden(f"work order {ticket_id} is not assigned to {principal.subject}")
-        return work_order_read(doc)
-
-    def action_route(action: Action) -> None:
-        async def simple(ticket_id: str, principal: Staff, body: ReasonIn | None = None) -> WorkOrderRead:
-            reason = body.reason if body else ""
-            return work_order_read(await lifecycle.act(ticket_id, action, principal, reason=reason))
-
-        api.post(
-            f"/work-orders/{{ticket_id}}/{action.value}",
-            tags=["work orders"],
-            response_model=WorkOrderRead,
-            summary=f"{action.value.replace('-', ' ').capitalize()} a work order (409 if not allowed now)",
-            name=f"work_order_{action.value.replace('-', '_')}",
-        )(simple)
-
-    for action in (Action.ACCEPT, Action.START, Action.PENDING_CUSTOMER, Action.ESCALATE, Action.HAND_BACK):
-        action_route(action)
-
-    @api.post(
-        "/work-orders/{ticket_id}/resolve",
-        tags=["work orders"],
-        response_model=WorkOrderRead,
-        summary="Resolve a work order with a resolution code (409 before accept)",
-    )
-    async def resolve(ticket_id: str, body: ResolveIn, principal: Staff) -> WorkOrderRead:
-        doc = await lifecycle.act(ticket_id, Action.RESOLVE, principal, code=body.resolution_code)
-        return work_order_read(doc)
-
-    @api.get(
-        "/reports/grid-planning",
-        tags=["reports"],
-        response_model=list[PlanningRead],
-        summary="Grids whose open work orders per on-duty technician exceed a threshold, with a split",
-    )
-    async def grid_planning(
-        _: Supervisor, threshold: Annotated[float, Query(gt=0, le=10_000)] = 5.0
-    ) -> list[PlanningRead]:
-        view = await router.view(fresh=True)
-        counts = await store.open_by_grid_and_region()
-        on_duty: dict[str, int] = {}
-        for doc in await store.technician_docs():
-            if doc.get("on_duty", True):
-                on_duty[doc["grid_id"]] = on_duty.get(doc["grid_id"], 0) + 1
-        loads = []
-        for gid, grid in view.grids.items():
-            depth = len(grid.region_path)
-            children: dict[str, int] = {}
-            total = 0
-            for (g, region), n in counts.items():
-                if g != gid:
-                    continue
-                total += n
-                parts = region_parts(region)
-                child = parts[depth] if len(parts) > depth else "(grid level)"
-                children[child] = children.get(child, 0) + n
-            loads.append(GridLoad(gid, grid.region_path, total, on_duty.get(gid, 0), children))
-        return [_planning(f) for f in plan_grids(loads, threshold)]
-
-    return api
+        summary=f"{action.value.replace('-', ' ').capitalize()} a work order (409 if not allowed now)",
+        name=f"work_order_{action.value.replace('-', '_')}",
+    )(simple)
 
 
-def _planning(f: Any) -> PlanningRead:
-    return PlanningRead(
-        grid_id=f.grid_id,
-        open_work_orders=f.open_work_orders,
-        technicians_on_duty=f.technicians_on_duty,
-        per_technician=f.per_technician,
-        suggested_split=f.suggested_split,
-        suggestion=f.suggestion,
-    )
+for _action in (Action.ACCEPT, Action.START, Action.PENDING_CUSTOMER, Action.ESCALATE, Action.HAND_BACK):
+    _action_route(_action)
 
 
-def _tech_read(doc: dict[str, Any]) -> TechnicianRead:
-    tech = technician_of(doc)
-    return TechnicianRead(
-        **tech.model_dump(),
-        active_work_orders=int(doc.get("active_work_orders", 0)),
-        last_assigned_at=doc.get("last_assigned_at"),
-    )
+@work_orders.post(
+    "/work-orders/{ticket_id}/resolve",
+    response_model=WorkOrderRead,
+    summary="Resolve a work order with a resolution code (409 before accept)",
+)
+async def resolve(ticket_id: str, body: ResolveIn, principal: Staff, routing: Routing) -> WorkOrderRead:
+    doc = await routing.work_orders.act(ticket_id, Action.RESOLVE, principal, code=body.resolution_code)
+    return work_order_read(doc)
+
+
+# ------------------------------------------------------------------------------- reports
+
+
+@reports.get(
+    "/reports/grid-planning",
+    response_model=list[PlanningRead],
+    summary="Grids whose open work orders per on-duty technician exceed a threshold, with a split",
+)
+async def grid_planning(
+    _: Supervisor, routing: Routing, threshold: Annotated[float, Query(gt=0, le=10_000)] = 5.0
+) -> list[PlanningRead]:
+    return [planning_read(f) for f in await routing.grid_planning(threshold)]

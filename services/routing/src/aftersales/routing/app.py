@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 from pydantic import Field
 
-from aftersales.routing.api import build_router
-from aftersales.routing.clocks import TIMER_KIND
-from aftersales.routing.consumers import make_ticket_handler
-from aftersales.routing.lifecycle import Lifecycle
-from aftersales.routing.router import Router
-from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS
+from aftersales.routing import api, consumers, timers
+from aftersales.routing.service import RoutingService
+from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
-from aftersales.shared.kafka import subscribe
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime, periodic
 from aftersales.shared.settings import ServiceSettings
-
-log = logging.getLogger("aftersales.routing")
 
 
 class Settings(ServiceSettings):
@@ -40,14 +32,13 @@ def build(settings: Settings) -> FastAPI:
     """Construct the routing app (connects to nothing until its lifespan starts)."""
 
     async def housekeeping() -> None:
-        await router.refresh_gauges()
-        await router.sweep_queues()
+        await routing.housekeeping()
 
     async def reconcile() -> None:
-        await router.reap_slots(grace_s=settings.slot_grace_s)
+        await routing.reap_slots(grace_s=settings.slot_grace_s)
 
     spec = RuntimeSpec(
-        consumes=[Topic.TICKETS],
+        consumes=list(consumers.CONSUMES),
         produces=[Topic.ASSIGNMENTS],
         outbox_collections=OUTBOX_COLLECTIONS,
         indexes=INDEXES,
@@ -61,16 +52,17 @@ def build(settings: Settings) -> FastAPI:
         ],
     )
     runtime = ServiceRuntime(settings, spec)
-    router = Router(runtime)
-    lifecycle = Lifecycle(router)
-    runtime.on_timer(TIMER_KIND, lifecycle.on_timer)
-    subscribe(runtime.broker, settings, [Topic.TICKETS], make_ticket_handler(router, lifecycle))
-    return create_app(
+    routing = RoutingService(RoutingStore(runtime.db, runtime.relay.notify), runtime.timers)
+    consumers.register(runtime, routing)
+    timers.register(runtime, routing)
+    app = create_app(
         runtime,
         title="aftersales routing",
         description=(
             "Service grids, technicians, assignment with capacity, surge mode, SLA clocks in business hours "
             "and escalation. Publishes aftersales.assignments.v1."
         ),
-        routers=[build_router(router, lifecycle)],
+        routers=list(api.ROUTERS),
     )
+    app.state.routing = routing
+    return app

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from aftersales.routing.domain import ServiceGrid, Technician
+from aftersales.routing.domain import ServiceGrid, Status, Technician, WorkOrder
 
 Via = Literal["direct", "overflow", "surge", "previous_technician", "queue"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -38,14 +38,12 @@ class WorkNeed:
     exclude: frozenset[str] = frozenset()  # e.g. the technician who handed it back
 
 
-def need_of(
-    work_order: Mapping[str, Any], *, exclude: Iterable[str], min_tier: int | None = None
-) -> WorkNeed:
-    """Return what a stored work order needs: tier 2 once escalated there (unless `min_tier` says)."""
-    facts = work_order["facts"]
-    tier = min_tier or (2 if work_order.get("escalation_level") == "tier2" else 1)
+def need_of(work_order: WorkOrder, *, exclude: Iterable[str], min_tier: int | None = None) -> WorkNeed:
+    """Return what a work order needs: tier 2 once escalated there (unless `min_tier` says)."""
+    facts = work_order.facts
+    tier = min_tier or (2 if work_order.escalation_level == "tier2" else 1)
     return WorkNeed(
-        work_order["grid_id"],
+        work_order.grid_id,
         facts["device_type"],
         facts["category"],
         facts["priority"],
@@ -143,3 +141,22 @@ def backlog_surge_change(*, surge_on: bool, automatic: bool, queued: int, thresh
     if surge_on and queued < max(threshold // 2, 1):
         return False
     return None
+
+
+def assigned_fields(candidate: Candidate, via: Via, now: datetime) -> dict[str, Any]:
+    """Return the work-order fields of holding `candidate`'s slot (assigned to him)."""
+    return {
+        "status": Status.ASSIGNED.value,
+        "technician_id": candidate.technician_id,
+        "technician_grid_id": candidate.grid_id,
+        "tier": candidate.tier,
+        "team_id": candidate.team_id,
+        "via": via,
+        "assigned_at": now,
+        "queued_at": None,
+    }
+
+
+def queued_fields(now: datetime) -> dict[str, Any]:
+    """Return the work-order fields of waiting in its grid's queue (nobody holds it)."""
+    return {"status": Status.QUEUED.value, "technician_id": None, "queued_at": now, "via": None}

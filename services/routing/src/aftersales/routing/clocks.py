@@ -7,26 +7,33 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from aftersales.routing.calendar import BusinessCalendar, Pause
-from aftersales.routing.domain import Status
+from aftersales.routing.domain import Status, WorkOrder
 from aftersales.routing.sla import ClockPlan, plan_clock, timer_id
+from aftersales.routing.timers import SLA_TIMER
+from aftersales.shared.calendar import BusinessCalendar, Pause
 from aftersales.shared.contracts.events import SlaClock
 from aftersales.shared.timers import DurableTimers
 
-TIMER_KIND = "sla"
 CLOCKS = (SlaClock.FIRST_RESPONSE, SlaClock.RESOLUTION)
+Clocked = WorkOrder | Mapping[str, Any]  # a typed work order, or its fields as stored
 
 
-def pauses_of(wo: Mapping[str, Any], now: datetime | None = None) -> list[Pause]:
+def _fields(wo: Clocked) -> Mapping[str, Any]:
+    return wo.clock_fields() if isinstance(wo, WorkOrder) else wo
+
+
+def pauses_of(wo: Clocked, now: datetime | None = None) -> list[Pause]:
     """Return a work order's pauses of this round, the open one (waiting on the customer) included."""
+    wo = _fields(wo)
     pauses: list[Pause] = [(p["start"], p["end"]) for p in wo.get("pauses", [])]
     if wo.get("paused_since") is not None:
         pauses.append((wo["paused_since"], None))
     return pauses
 
 
-def clock_running(wo: Mapping[str, Any], clock: SlaClock) -> bool:
+def clock_running(wo: Clocked, clock: SlaClock) -> bool:
     """True while a clock may still warn or breach: not stopped and the work order still open."""
+    wo = _fields(wo)
     state = wo.get("sla", {}).get(clock.value)
     if not state or state.get("stopped_at") is not None:
         return False
@@ -88,7 +95,7 @@ async def arm_earliest(
     tid = timer_id(ticket_id, round_, SlaClock(name), state["next_pct"], state["generation"])
     await timers.schedule(
         tid,
-        TIMER_KIND,
+        SLA_TIMER,
         due,
         {
             "ticket_id": ticket_id,
@@ -103,9 +110,12 @@ async def arm_earliest(
     return name
 
 
-def timer_is_current(wo: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> bool:
+def timer_is_current(wo: Clocked | None, payload: Mapping[str, Any]) -> bool:
     """True when a fired timer still belongs to the work order's round, clock generation and threshold."""
-    if wo is None or wo.get("round") != payload["round"]:
+    if wo is None:
+        return False
+    wo = _fields(wo)
+    if wo.get("round") != payload["round"]:
         return False
     clock = SlaClock(payload["clock"])
     if not clock_running(wo, clock) or wo.get("status") == Status.PENDING_CUSTOMER:

@@ -7,13 +7,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from aftersales.routing.calendar import BusinessCalendar, WorkingWindow
+from aftersales.shared.calendar import BusinessCalendar, WorkingWindow
 from aftersales.shared.errors import Conflict
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+UNROUTED = "unrouted"  # the grid id of a work order no grid covers
+PRIORITY_RANK = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
 
 
 class Team(BaseModel):
@@ -125,6 +128,82 @@ OPEN_STATUSES = (
 HOLDING_STATUSES = (Status.ASSIGNED, Status.ACCEPTED, Status.IN_PROGRESS, Status.PENDING_CUSTOMER)
 
 
+@dataclass(frozen=True, slots=True)
+class WorkOrder:
+    """A ticket round's work order as the rules read it. The states of its SLA clocks (`sla`, by clock
+    name, as `clocks.plan_state` returns them) and its ended pauses stay plain records: the clock rules
+    read and re-plan them as stored."""
+
+    ticket_id: str
+    round: int
+    status: Status
+    grid_id: str
+    facts: Mapping[str, Any]
+    priority_rank: int
+    started_at: datetime
+    sla: Mapping[str, Mapping[str, Any]]
+    pauses: Sequence[Mapping[str, Any]] = ()
+    paused_since: datetime | None = None
+    technician_id: str | None = None
+    technician_grid_id: str | None = None
+    tier: int | None = None
+    via: str | None = None
+    exclude: Sequence[str] = ()
+    escalation_level: str | None = None
+    escalation_due: bool = False
+
+    @property
+    def priority(self) -> str:
+        return str(self.facts["priority"])
+
+    @property
+    def category(self) -> str:
+        return str(self.facts["category"])
+
+    @property
+    def holds_slot(self) -> bool:
+        """True while its technician holds a slot for it (assigned and not yet ended or queued)."""
+        return self.status in HOLDING_STATUSES
+
+    def clock_fields(self) -> dict[str, Any]:
+        """Return the fields the clock rules read, shaped as stored."""
+        return {
+            "round": self.round,
+            "status": self.status,
+            "sla": self.sla,
+            "pauses": list(self.pauses),
+            "paused_since": self.paused_since,
+        }
+
+
+def new_round_fields(
+    *,
+    round_: int,
+    grid_id: str,
+    facts: Mapping[str, Any],
+    started_at: datetime,
+    sla: Mapping[str, Mapping[str, Any]],
+    previous_technician_id: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """Return the fields a work order starts a round with (who holds it is added by dispatch)."""
+    return {
+        "round": round_,
+        "grid_id": grid_id,
+        "facts": dict(facts),
+        "priority_rank": PRIORITY_RANK[facts["priority"]],
+        "started_at": started_at,
+        "updated_at": now,
+        "sla": sla,
+        "pauses": [],
+        "paused_since": None,
+        "exclude": [],
+        "escalation_level": None,
+        "previous_technician_id": previous_technician_id,
+        "resolution_code": None,
+    }
+
+
 class Action(StrEnum):
     ACCEPT = "accept"
     START = "start"
@@ -181,6 +260,28 @@ class PlanningFinding:
     per_technician: float
     suggested_split: list[list[str]]
     suggestion: str
+
+
+def grid_loads(
+    grids: Mapping[str, ServiceGrid],
+    open_by_grid_and_region: Mapping[tuple[str, str], int],
+    on_duty: Mapping[str, int],
+) -> list[GridLoad]:
+    """Return each grid's open work orders, split by its child regions, and its on-duty technicians."""
+    loads = []
+    for gid, grid in grids.items():
+        depth = len(grid.region_path)
+        children: dict[str, int] = {}
+        total = 0
+        for (g, region), n in open_by_grid_and_region.items():
+            if g != gid:
+                continue
+            total += n
+            parts = region_parts(region)
+            child = parts[depth] if len(parts) > depth else "(grid level)"
+            children[child] = children.get(child, 0) + n
+        loads.append(GridLoad(gid, grid.region_path, total, on_duty.get(gid, 0), children))
+    return loads
 
 
 def plan_grids(loads: Iterable[GridLoad], threshold: float) -> list[PlanningFinding]:

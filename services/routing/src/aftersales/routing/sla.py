@@ -13,7 +13,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field, model_validator
 
-from aftersales.routing.calendar import BusinessCalendar, Pause, add_business_time
+from aftersales.shared.calendar import BusinessCalendar, Pause, add_business_time
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import SlaClock
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,10 +18,11 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.routing.assignment import TechnicianLoad
-from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician
+from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician, WorkOrder
 from aftersales.routing.sla import SlaPolicy, default_policy
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
 
@@ -45,6 +47,27 @@ def slot_key(ticket_id: str, round_: int) -> str:
     return f"{ticket_id}#{round_}"
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """What a work order must still be for a write to apply: its round, and optionally its status, its
+    technician (`check_technician`; None means nobody) and the generations of some SLA clocks."""
+
+    round: int
+    status: str | None = None
+    technician_id: str | None = None
+    check_technician: bool = False
+    generations: Mapping[str, int] = field(default_factory=dict)
+
+    def filter(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"round": self.round}
+        if self.status is not None:
+            out["status"] = str(self.status)
+        if self.check_technician:
+            out["technician_id"] = self.technician_id
+        out |= {f"sla.{clock}.generation": gen for clock, gen in self.generations.items()}
+        return out
+
+
 Hint = Callable[[str, Any], None]
 
 
@@ -52,7 +75,9 @@ def _no_hint(collection: str, doc_id: Any) -> None:
     return None
 
 
-class RoutingStore:
+class DirectoryStore:
+    """Grids, technicians (with their slots) and the SLA policy: what dispatch decides with."""
+
     def __init__(self, db: Database, hint: Hint = _no_hint) -> None:
         self.db = db
         self.hint = hint  # tells the outbox relay which document just got events
@@ -205,10 +230,18 @@ class RoutingStore:
         self._policy_cache = None
         return int(doc["version"])
 
-    # ------------------------------------------------------------------ work orders
+
+class RoutingStore(DirectoryStore):
+    """The directory plus the work orders (with their outbox) and the queue index."""
 
     async def work_order(self, ticket_id: str) -> dict[str, Any] | None:
+        """Return a work order's document as stored (for reads), or None."""
         return await self.work_orders.find_one({"_id": ticket_id}, {"outbox": 0, "applied_events": 0})
+
+    async def load_work_order(self, ticket_id: str) -> WorkOrder | None:
+        """Return a work order, or None."""
+        doc = await self.work_order(ticket_id)
+        return None if doc is None else work_order_of(doc)
 
     async def insert_work_order(self, doc: Mapping[str, Any], events: Sequence[CloudEvent]) -> bool:
         """Insert a new work order with its events; False if it already exists."""
@@ -235,16 +268,63 @@ class RoutingStore:
             self.hint(WORK_ORDERS, ticket_id)
         return result.modified_count == 1
 
-    async def enqueue(self, wo: Mapping[str, Any]) -> None:
+    async def write_work_order(
+        self,
+        ticket_id: str,
+        guard: Guard,
+        changes: Mapping[str, Any],
+        events: Sequence[CloudEvent] = (),
+        *,
+        add_pause: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Set `changes` (field paths such as `sla.resolution.timer_id`) and append `events`, and the
+        ended pause `add_pause` if given, if the work order still matches `guard`; True if it did."""
+        update: dict[str, Any] = {"$set": dict(changes)}
+        if add_pause is not None:
+            update["$push"] = {"pauses": dict(add_pause)}
+        return await self.update_work_order(ticket_id, guard.filter(), update, events)
+
+    async def record_threshold(
+        self,
+        ticket_id: str,
+        timer_id: str,
+        *,
+        round_: int,
+        clock: str,
+        generation: int,
+        pct: int,
+        changes: Mapping[str, Any],
+        events: Sequence[CloudEvent],
+    ) -> bool:
+        """Record a fired SLA threshold once per timer (keyed by its id) while the clock still stands at
+        that generation and threshold; True if this call applied it."""
+        applied = await apply_once(
+            self.work_orders,
+            ticket_id,
+            timer_id,
+            with_events({"$set": dict(changes)}, Topic.ASSIGNMENTS, events),
+            extra_filter={
+                "round": round_,
+                f"sla.{clock}.generation": generation,
+                f"sla.{clock}.next_pct": pct,
+            },
+        )
+        if applied:
+            self.hint(WORK_ORDERS, ticket_id)
+        return applied
+
+    async def enqueue(
+        self, ticket_id: str, *, grid_id: str, round_: int, priority_rank: int, queued_at: datetime
+    ) -> None:
         """Add a queued work order to its grid's queue index (idempotent)."""
         await self.queue.update_one(
-            {"_id": wo["_id"]},
+            {"_id": ticket_id},
             {
                 "$set": {
-                    "grid_id": wo["grid_id"],
-                    "round": wo["round"],
-                    "priority_rank": wo["priority_rank"],
-                    "queued_at": wo["queued_at"],
+                    "grid_id": grid_id,
+                    "round": round_,
+                    "priority_rank": priority_rank,
+                    "queued_at": queued_at,
                 }
             },
             upsert=True,
@@ -253,7 +333,7 @@ class RoutingStore:
     async def dequeue(self, ticket_id: str) -> None:
         await self.queue.delete_one({"_id": ticket_id})
 
-    async def queued(self, grid_id: str, limit: int) -> list[dict[str, Any]]:
+    async def queued(self, grid_id: str, limit: int) -> list[WorkOrder]:
         """Return the queued work orders of a grid: priority first, then age (stale entries dropped)."""
         entries = [
             e
@@ -271,7 +351,7 @@ class RoutingStore:
                 if entry["queued_at"] > cutoff:
                     continue
             elif wo["round"] == entry["round"] and wo["status"] == Status.QUEUED and wo["grid_id"] == grid_id:
-                out.append(wo)
+                out.append(work_order_of(wo))
                 continue
             await self.queue.delete_one({"_id": entry["_id"], "round": entry["round"]})
         return out
@@ -293,17 +373,60 @@ class RoutingStore:
             async for d in await self.work_orders.aggregate(pipeline)
         }
 
-    async def find_work_orders(self, query: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
+    async def find_work_orders(
+        self,
+        *,
+        technician_id: str | None = None,
+        grid_id: str | None = None,
+        status: str | None = None,
+        open_only: bool = False,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Return work orders, most recently updated first; `status` wins over `open_only`."""
+        query: dict[str, Any] = {}
+        if technician_id:
+            query["technician_id"] = technician_id
+        if grid_id:
+            query["grid_id"] = grid_id
+        if status:
+            query["status"] = status
+        elif open_only:
+            query["status"] = {"$in": [s.value for s in OPEN_STATUSES]}
         cursor = (
-            self.work_orders.find(dict(query), {"outbox": 0, "applied_events": 0})
+            self.work_orders.find(query, {"outbox": 0, "applied_events": 0})
             .sort([("updated_at", -1)])
             .limit(limit)
         )
         return [d async for d in cursor]
 
-    async def open_work_orders(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
-        q = {"status": {"$in": [s.value for s in OPEN_STATUSES]}, **query}
-        return [d async for d in self.work_orders.find(q, {"outbox": 0, "applied_events": 0})]
+    async def open_work_orders(self, grid_id: str | None = None) -> list[WorkOrder]:
+        """Return the open work orders, of one grid or all."""
+        q: dict[str, Any] = {"status": {"$in": [s.value for s in OPEN_STATUSES]}}
+        if grid_id is not None:
+            q["grid_id"] = grid_id
+        return [work_order_of(d) async for d in self.work_orders.find(q, {"outbox": 0, "applied_events": 0})]
+
+
+def work_order_of(doc: Mapping[str, Any]) -> WorkOrder:
+    return WorkOrder(
+        ticket_id=doc["_id"],
+        round=int(doc["round"]),
+        status=Status(doc["status"]),
+        grid_id=doc["grid_id"],
+        facts=doc["facts"],
+        priority_rank=int(doc["priority_rank"]),
+        started_at=doc["started_at"],
+        sla=doc.get("sla", {}),
+        pauses=list(doc.get("pauses", [])),
+        paused_since=doc.get("paused_since"),
+        technician_id=doc.get("technician_id"),
+        technician_grid_id=doc.get("technician_grid_id"),
+        tier=doc.get("tier"),
+        via=doc.get("via"),
+        exclude=list(doc.get("exclude", [])),
+        escalation_level=doc.get("escalation_level"),
+        escalation_due=bool(doc.get("escalation_due")),
+    )
 
 
 def load_of(doc: Mapping[str, Any]) -> TechnicianLoad:

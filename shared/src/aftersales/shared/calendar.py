@@ -1,4 +1,8 @@
-"""The business-hours clock: working windows of a grid's calendar in its own time zone, minus pauses.
+"""The one business calendar of the platform: working time in a calendar's own zone, minus pauses.
+
+Routing counts SLA clocks in a grid's `BusinessCalendar` (weekly windows, holidays, extra working days);
+followup counts its desk's `BusinessHours` in the customer's zone (the same engine over one daily window)
+and keeps calls and visits out of the customer's `DoNotDisturb` hours.
 
 An instant counts as working time when its local wall-clock time (in the calendar's zone) falls inside a
 working window of its local date, that date is not a holiday (or is an extra working day), and the
@@ -8,10 +12,11 @@ instant is not inside a pause. All inputs and outputs are timezone-aware UTC dat
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from itertools import pairwise
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -251,3 +256,74 @@ def _minutes(text: str) -> int:
 @lru_cache(maxsize=64)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
+
+
+# ------------------------------------------------------------------------------- customer-local time
+
+
+def zone(name: str | None) -> tzinfo:
+    """Return the zone of an IANA name; an unknown or empty name falls back to UTC."""
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+@dataclass(frozen=True, slots=True)
+class DoNotDisturb:
+    """Local hours in which nobody calls or visits a customer; `start` > `end` wraps midnight."""
+
+    start: time = time(21, 0)
+    end: time = time(9, 0)
+
+    def contains(self, local: time) -> bool:
+        """True when local wall-clock `local` is inside the window (start inclusive, end exclusive)."""
+        if self.start == self.end:
+            return False
+        if self.start < self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+    def next_allowed(self, at: datetime, tz: tzinfo) -> datetime:
+        """Return `at` itself when allowed, otherwise the end of the window it falls in (UTC)."""
+        local = at.astimezone(tz)
+        wall = local.time().replace(tzinfo=None)
+        if not self.contains(wall):
+            return at.astimezone(UTC)
+        day = local.date()
+        if self.start > self.end and wall >= self.start:
+            day += timedelta(days=1)  # evening part of a window that wraps midnight: ends tomorrow morning
+        return datetime.combine(day, self.end, tzinfo=tz).astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessHours:
+    """One daily window on some weekdays (0 = Monday), counted in the customer's zone by the same engine
+    as a grid's calendar (minute precision)."""
+
+    opens: time = time(9, 0)
+    closes: time = time(18, 0)
+    weekdays: frozenset[int] = frozenset({0, 1, 2, 3, 4})
+
+    def calendar(self, tz: tzinfo) -> BusinessCalendar:
+        """Return these hours as a business calendar in zone `tz`."""
+        end = "24:00" if self.closes == time(0, 0) else self.closes.strftime("%H:%M")
+        window = WorkingWindow(start=self.opens.strftime("%H:%M"), end=end)
+        return BusinessCalendar(
+            timezone=getattr(tz, "key", "UTC"), weekly={d: [window] for d in sorted(self.weekdays)}
+        )
+
+    def add(self, start: datetime, hours: float, tz: tzinfo) -> datetime:
+        """Return the UTC instant `hours` business hours after `start`; counting begins at the first
+        open instant at or after `start` (so 0 hours at night is the next opening)."""
+        if hours < 0:
+            raise ValueError("hours must be >= 0")
+        calendar = self.calendar(tz)
+        opening = next(working_intervals(_utc(start), calendar), None)
+        if opening is None:
+            raise ValueError("business calendar has no open hours")
+        due = add_business_time(opening[0], hours * 60, calendar)
+        assert due is not None  # no pauses: the clock never stops
+        return due

@@ -1,6 +1,7 @@
-"""Demo data for `make up`: Shanghai's central districts as service grids, with calendars, neighbours,
-a supervisor and technicians of both tiers. Pure data; the seeder PUTs it through the HTTP API in order
-(grids first, each listing only neighbours defined before it; neighbourhood is symmetric)."""
+"""Routing's demo data for `make up` (seeded by `deploy/local/demo.py`; tests reuse `demo_calendar`):
+Shanghai's central districts as service grids, with calendars, neighbours, a supervisor and technicians
+of both tiers. Pure data; the seeder PUTs it through the HTTP API in order (grids first, each listing
+only neighbours defined before it; neighbourhood is symmetric)."""
 
 from __future__ import annotations
 

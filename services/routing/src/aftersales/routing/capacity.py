@@ -1,0 +1,129 @@
+"""Technicians' capacity: take a slot for a work order's round (atomically, in the store), give it back,
+and reconcile slots that no open work order holds any more (a crash between two writes)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from aftersales.routing.assignment import (
+    Candidate,
+    Via,
+    WorkNeed,
+    effective_capacity,
+    grid_rings,
+    rank_candidates,
+)
+from aftersales.routing.clocks import now_utc
+from aftersales.routing.domain import Status, WorkOrder
+from aftersales.routing.grids import GridView
+from aftersales.routing.metrics import SLOTS_REAPED
+from aftersales.routing.store import RoutingStore, load_of, slot_key, technician_of
+
+log = logging.getLogger("aftersales.routing")
+
+
+@dataclass(slots=True)
+class ReapedSlots:
+    """What a reconciliation released: how many slots, and the grids whose queues may now drain."""
+
+    released: int = 0
+    grids: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    """Technicians' slots: reserve for a work order's round, release, reconcile."""
+
+    store: RoutingStore
+
+    async def reserve(
+        self,
+        view: GridView,
+        need: WorkNeed,
+        key: str,
+        previous_technician_id: str | None = None,
+        *,
+        reuse_held: bool = False,
+        home_only: bool = False,
+    ) -> tuple[Candidate, Via] | None:
+        """Take a slot for the work: a slot already held for it (a crash between reserve and write), the
+        previous technician, or the best candidate whose conditional update wins."""
+        rings = grid_rings(need.grid_id, view.grids, need.grid_id in view.surge)
+        grid_ids = [need.grid_id] if home_only else [g for ring in rings for g in ring]
+        docs = await self.store.technicians_in(grid_ids)
+        if reuse_held:
+            held = _held(docs, key)
+            if held is not None:
+                return held, "direct"
+        now = now_utc()
+        if previous_technician_id:
+            previous = await self._previous(view, previous_technician_id, key, now)
+            if previous is not None:
+                return previous, "previous_technician"
+        loads = [load_of(d) for d in docs]
+        for candidate in rank_candidates(need, loads, view.grids, view.surge, now):
+            if await self.store.reserve(candidate.technician_id, key, candidate.effective_capacity):
+                return candidate, candidate.via
+        return None
+
+    async def _previous(self, view: GridView, tech_id: str, key: str, now: datetime) -> Candidate | None:
+        """Take a slot of the round's previous technician if he is on shift and has room."""
+        doc = await self.store.technician_doc(tech_id)
+        if doc is None:
+            return None
+        tech = technician_of(doc)
+        grid = view.grids.get(tech.grid_id)
+        cap = effective_capacity(tech.capacity, grid, tech.grid_id in view.surge)
+        timezone = grid.calendar.timezone if grid else "UTC"
+        if tech.on_shift(now, timezone) and await self.store.reserve(tech.id, key, cap):
+            return Candidate(tech.id, tech.grid_id, tech.tier, tech.team_id, cap, 0, "previous_technician")
+        return None
+
+    async def release(self, tech_id: str, key: str) -> bool:
+        """Give back a slot taken for a write that did not land; True if it was held (idempotent)."""
+        return await self.store.release(tech_id, key)
+
+    async def release_holder(self, wo: WorkOrder) -> str | None:
+        """Release the slot a work order's round holds, if any; return the technician's grid."""
+        holding = wo.status != Status.QUEUED
+        if (
+            wo.technician_id
+            and holding
+            and await self.store.release(wo.technician_id, slot_key(wo.ticket_id, wo.round))
+        ):
+            return str(wo.technician_grid_id or wo.grid_id)
+        return None
+
+    async def reap_slots(self, *, grace_s: float = 60.0) -> ReapedSlots:
+        """Release slots that no open work order holds (a crash between taking a slot and writing the
+        work order, or between a hand-over's writes). Slots younger than `grace_s` are left alone: their
+        dispatch may still be writing. Bounded by the open work, by `_id`."""
+        reaped = ReapedSlots()
+        for tech_id, key in await self.store.held_slots(now_utc() - timedelta(seconds=grace_s)):
+            ticket_id, _, round_ = key.rpartition("#")
+            wo = await self.store.load_work_order(ticket_id)
+            holds = (
+                wo is not None and str(wo.round) == round_ and wo.technician_id == tech_id and wo.holds_slot
+            )
+            if not holds and await self.store.release(tech_id, key):
+                reaped.released += 1
+                SLOTS_REAPED.inc()
+                log.warning(
+                    "released a slot no work order holds", extra={"ticket_id": ticket_id, "slot": key}
+                )
+                if wo is not None:
+                    reaped.grids.add(wo.grid_id)
+        return reaped
+
+
+def _held(docs: Sequence[Mapping[str, Any]], key: str) -> Candidate | None:
+    """Return the technician already holding the slot `key`, if any (a crash after the reserve)."""
+    for doc in docs:
+        if key in doc.get("active_ids", []):
+            tech = technician_of(doc)
+            return Candidate(tech.id, tech.grid_id, tech.tier, tech.team_id, tech.capacity, 0, "direct", True)
+    return None

@@ -1,0 +1,27 @@
+"""Routing's Prometheus metrics (low-cardinality labels only: grids, clocks, levels, outcomes; never ids)."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ASSIGNMENT_LATENCY = Histogram(
+    "aftersales_assignment_latency_seconds",
+    "From the start of a ticket round to its assignment",
+    ["via"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+)
+QUEUE_LENGTH = Gauge("aftersales_queue_length", "Work orders waiting for capacity", ["grid"])
+GRID_LOAD = Gauge(
+    "aftersales_grid_load_ratio", "Active work orders / capacity of on-duty technicians", ["grid"]
+)
+SLA_WARNINGS = Counter("aftersales_sla_warnings_total", "SLA warnings fired", ["clock", "grid"])
+SLA_BREACHES = Counter("aftersales_sla_breaches_total", "SLA breaches", ["clock", "grid"])
+ESCALATIONS = Counter("aftersales_escalations_total", "Work-order escalations", ["level", "reason"])
+WORK_ORDER_OUTCOMES = Counter("aftersales_work_orders_total", "Dispatch outcomes", ["outcome"])
+SLOTS_REAPED = Counter(
+    "aftersales_slots_reaped_total", "Capacity slots released because no open work order held them"
+)
+
+
+def observe_assignment(via: str, seconds: float) -> None:
+    """Count an assignment and the time from the start of its round."""
+    WORK_ORDER_OUTCOMES.labels("assigned").inc()
+    ASSIGNMENT_LATENCY.labels(via).observe(max(seconds, 0.0))

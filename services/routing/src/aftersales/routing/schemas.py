@@ -1,0 +1,146 @@
+"""What routing's HTTP API reads and returns: request bodies and the read models of grids, technicians,
+work orders, policies and grid planning, built from the stored documents."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from aftersales.routing.domain import PlanningFinding, ServiceGrid, Status, Technician
+from aftersales.routing.sla import SlaPolicy
+from aftersales.routing.store import grid_of, technician_of
+
+
+class GridRead(ServiceGrid):
+    surge_on: bool
+    surge_trigger: str | None = None
+    queue_length: int | None = None
+
+
+class TechnicianRead(Technician):
+    active_work_orders: int
+    last_assigned_at: datetime | None = None
+
+
+class ClockRead(BaseModel):
+    target_minutes: float
+    started_at: datetime
+    due_at: datetime | None
+    stopped_at: datetime | None = None
+    breached: bool = False
+    warnings_pct: list[int] = Field(default_factory=list)
+
+
+class WorkOrderRead(BaseModel):
+    ticket_id: str
+    round: int
+    status: Status
+    grid_id: str
+    technician_id: str | None
+    tier: int | None = None
+    via: str | None = None
+    priority: str
+    category: str
+    device_type: str
+    region_code: str
+    escalation_level: str | None = None
+    resolution_code: str | None = None
+    started_at: datetime
+    assigned_at: datetime | None = None
+    updated_at: datetime
+    paused_since: datetime | None = None
+    first_response: ClockRead
+    resolution: ClockRead
+
+
+class ResolveIn(BaseModel):
+    resolution_code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class ReasonIn(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+class SurgeIn(BaseModel):
+    on: bool
+
+
+class SurgeRead(BaseModel):
+    grid_id: str
+    surge_on: bool
+    changed: bool
+
+
+class PlanningRead(BaseModel):
+    grid_id: str
+    open_work_orders: int
+    technicians_on_duty: int
+    per_technician: float
+    suggested_split: list[list[str]]
+    suggestion: str
+
+
+class PolicyRead(SlaPolicy):
+    version: int
+    replanned_work_orders: int | None = None
+
+
+def clock_read(state: Mapping[str, Any]) -> ClockRead:
+    return ClockRead(
+        target_minutes=state["target_minutes"],
+        started_at=state["started_at"],
+        due_at=state.get("due_at"),
+        stopped_at=state.get("stopped_at"),
+        breached=100 in state.get("fired", []),
+        warnings_pct=[p for p in state.get("fired", []) if p < 100],
+    )
+
+
+def work_order_read(doc: Mapping[str, Any]) -> WorkOrderRead:
+    facts = doc["facts"]
+    return WorkOrderRead(
+        ticket_id=doc["_id"],
+        round=doc["round"],
+        status=doc["status"],
+        grid_id=doc["grid_id"],
+        technician_id=doc.get("technician_id"),
+        tier=doc.get("tier"),
+        via=doc.get("via"),
+        priority=facts["priority"],
+        category=facts["category"],
+        device_type=facts["device_type"],
+        region_code=facts["region_code"],
+        escalation_level=doc.get("escalation_level"),
+        resolution_code=doc.get("resolution_code"),
+        started_at=doc["started_at"],
+        assigned_at=doc.get("assigned_at"),
+        updated_at=doc["updated_at"],
+        paused_since=doc.get("paused_since"),
+        first_response=clock_read(doc["sla"]["first_response"]),
+        resolution=clock_read(doc["sla"]["resolution"]),
+    )
+
+
+def grid_read(doc: Mapping[str, Any], queue_length: int) -> GridRead:
+    return GridRead(
+        **grid_of(doc).model_dump(),
+        surge_on=bool(doc.get("surge_on")),
+        surge_trigger=doc.get("surge_trigger"),
+        queue_length=queue_length,
+    )
+
+
+def technician_read(doc: Mapping[str, Any]) -> TechnicianRead:
+    tech = technician_of(doc)
+    return TechnicianRead(
+        **tech.model_dump(),
+        active_work_orders=int(doc.get("active_work_orders", 0)),
+        last_assigned_at=doc.get("last_assigned_at"),
+    )
+
+
+def planning_read(finding: PlanningFinding) -> PlanningRead:
+    return PlanningRead.model_validate(finding, from_attributes=True)

@@ -1,0 +1,181 @@
+"""A work order's SLA clocks on durable timers: re-plan them when a pause ends or a policy, calendar or
+priority changes (new timer generation first, old ones retired after the write), and fire a warning or
+breach exactly once, escalating a breach (`escalation_due` until the escalation lands)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aftersales.routing import messages
+from aftersales.routing.clocks import (
+    CLOCKS,
+    arm_earliest,
+    clock_running,
+    now_utc,
+    pauses_of,
+    plan_state,
+    timer_is_current,
+)
+from aftersales.routing.domain import OPEN_STATUSES, Status, WorkOrder
+from aftersales.routing.grids import GridDirectory
+from aftersales.routing.handover import Handover
+from aftersales.routing.metrics import SLA_BREACHES, SLA_WARNINGS
+from aftersales.routing.sla import SlaPolicy
+from aftersales.routing.store import Guard, RoutingStore
+from aftersales.shared.calendar import Pause
+from aftersales.shared.contracts.common import CustomerTier, Priority
+from aftersales.shared.contracts.events import SlaClock
+from aftersales.shared.errors import RetryLater
+from aftersales.shared.timers import DurableTimers, Timer
+
+log = logging.getLogger("aftersales.routing")
+
+
+@dataclass(frozen=True, slots=True)
+class SlaClocks:
+    """Re-planning and firing of the SLA clocks of work orders."""
+
+    store: RoutingStore
+    grids: GridDirectory
+    timers: DurableTimers
+    handover: Handover
+
+    # ------------------------------------------------------------------ re-plan
+
+    async def replan(
+        self,
+        wo: WorkOrder,
+        pauses: list[Pause],
+        policy: SlaPolicy | None = None,
+        facts: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Return the changes re-arming every running clock with a new timer generation.
+
+        The new generation's timer is armed before the caller's guarded write (a stale one fires and
+        does nothing); the timers it replaces are cancelled only by `retire` after that write landed,
+        so a lost write never leaves a work order pointing at a cancelled timer."""
+        view = await self.grids.view()
+        calendar = view.calendar_of(wo.grid_id)
+        facts = facts or wo.facts
+        states: dict[str, dict[str, Any]] = {}
+        for clock in CLOCKS:
+            if not clock_running(wo, clock):
+                continue
+            state = wo.sla[clock.value]
+            target = state["target_minutes"]
+            if policy is not None:
+                target = policy.minutes(
+                    clock, Priority(facts["priority"]), CustomerTier(facts.get("customer_tier", "standard"))
+                )
+            states[clock.value] = plan_state(
+                started_at=state["started_at"],
+                target_minutes=target,
+                calendar=calendar,
+                pauses=pauses,
+                fired_pct=list(state.get("fired", [])),
+                generation=int(state.get("generation", 0)) + 1,
+            )
+        await arm_earliest(self.timers, ticket_id=wo.ticket_id, round_=wo.round, states=states)
+        return {f"sla.{name}": state for name, state in states.items()}
+
+    async def retire(self, wo: WorkOrder, changes: Mapping[str, Any]) -> None:
+        """After a re-plan landed: cancel the timers of the generations it replaced."""
+        for key in changes:
+            if key.startswith("sla."):
+                old = wo.sla[key.split(".", 1)[1]].get("timer_id")
+                if old and old != changes[key].get("timer_id"):
+                    await self.timers.cancel(old)
+
+    async def replan_open(self, *, grid_id: str | None = None, policy: SlaPolicy | None = None) -> int:
+        """Re-plan the clocks of open work orders, of one grid or all (policy or calendar changed)."""
+        count = 0
+        for wo in await self.store.open_work_orders(grid_id):
+            if wo.status == Status.PENDING_CUSTOMER:
+                # Paused: due times are re-planned when the pause ends; keep the new targets now.
+                continue
+            changes = await self.replan(wo, pauses_of(wo), policy)
+            if not changes:
+                continue
+            generations = {k.split(".", 1)[1]: wo.sla[k.split(".", 1)[1]]["generation"] for k in changes}
+            guard = Guard(round=wo.round, status=wo.status, generations=generations)
+            changes["updated_at"] = now_utc()
+            if await self.store.write_work_order(wo.ticket_id, guard, changes):
+                await self.retire(wo, changes)
+                count += 1
+            # else the work order moved meanwhile; whatever moved it planned its clocks itself
+        return count
+
+    async def cancel(self, wo: WorkOrder, clock: SlaClock) -> None:
+        tid = wo.sla.get(clock.value, {}).get("timer_id")
+        if tid:
+            await self.timers.cancel(tid)
+
+    # ------------------------------------------------------------------ timers firing
+
+    async def on_timer(self, timer: Timer) -> None:
+        """Fire a warning or breach once; stale timers (re-planned, stopped, paused) do nothing."""
+        payload = timer.payload
+        wo = await self.store.load_work_order(str(payload["ticket_id"]))
+        if wo is not None and wo.escalation_due and wo.round == payload["round"]:
+            await self.escalate_due(wo)  # a breach whose escalation did not land (crash or lost race)
+        if wo is None or not timer_is_current(wo, payload):
+            return
+        clock, pct = SlaClock(payload["clock"]), int(payload["pct"])
+        if not await self._record(wo, timer, clock, pct, int(payload["generation"])):
+            return
+        if pct < 100:
+            SLA_WARNINGS.labels(clock.value, wo.grid_id).inc()
+            return
+        SLA_BREACHES.labels(clock.value, wo.grid_id).inc()
+        log.warning("SLA breached", extra={"ticket_id": wo.ticket_id, "clock": clock.value})
+        fresh = await self.store.load_work_order(wo.ticket_id)
+        if fresh is not None and fresh.escalation_due:
+            await self.escalate_due(fresh)
+
+    async def _record(self, wo: WorkOrder, timer: Timer, clock: SlaClock, pct: int, gen: int) -> bool:
+        """Record the threshold with its event and arm the next one; True if this timer applied it."""
+        state = wo.sla[clock.value]
+        now = now_utc()
+        evt = messages.threshold_fired(wo, clock, pct, due_at=state["due_at"] or timer.due_at, now=now)
+        view = await self.grids.view()
+        next_state = plan_state(
+            started_at=state["started_at"],
+            target_minutes=state["target_minutes"],
+            calendar=view.calendar_of(wo.grid_id),
+            pauses=pauses_of(wo),
+            fired_pct=[*state.get("fired", []), pct],
+            generation=gen,
+        )
+        # Arm the next earliest threshold of either clock (one armed timer per work order).
+        states = {clock.value: next_state}
+        other = SlaClock.RESOLUTION if clock is SlaClock.FIRST_RESPONSE else SlaClock.FIRST_RESPONSE
+        if clock_running(wo, other) and not wo.sla[other.value].get("timer_id"):
+            states[other.value] = dict(wo.sla[other.value])
+        armed = await arm_earliest(self.timers, ticket_id=wo.ticket_id, round_=wo.round, states=states)
+        changes: dict[str, Any] = {f"sla.{clock.value}": next_state}
+        if pct == 100 and wo.escalation_level != "supervisor":
+            changes["escalation_due"] = True  # cleared by the escalation's own write
+        if armed == other.value:
+            changes[f"sla.{other.value}.timer_id"] = states[other.value]["timer_id"]
+        return await self.store.record_threshold(
+            wo.ticket_id,
+            timer.id,
+            round_=wo.round,
+            clock=clock.value,
+            generation=gen,
+            pct=pct,
+            changes=changes,
+            events=[evt],
+        )
+
+    async def escalate_due(self, wo: WorkOrder) -> None:
+        """Escalate a breached work order; a lost race raises, so the timer runs again and retries."""
+        if wo.status not in OPEN_STATUSES:
+            guard = Guard(round=wo.round, status=wo.status)
+            await self.store.write_work_order(wo.ticket_id, guard, {"escalation_due": False})
+            return
+        if await self.handover.escalate(wo, reason="sla_breach", now=now_utc()) == "conflict":
+            raise RetryLater(f"escalation of {wo.ticket_id} lost a race; it is retried")
