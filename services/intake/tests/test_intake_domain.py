@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aftersales.intake import domain
+from aftersales.intake import domain, identity, timeline, views
 from aftersales.intake.domain import TicketStatus
 from aftersales.shared.contracts.requests import CustomerIn, ProductIn
 from aftersales.shared.errors import InvalidRequest
@@ -73,19 +73,19 @@ def test_same_person_maps_to_the_same_customer() -> None:
     b = CustomerIn(name="A B", email=" li.lei@example.com ", region_code="110000")
     c = CustomerIn(name="A", phone="+86 138 0013 8000", region_code="310000")
     d = CustomerIn(name="A", phone="+8613800138000", region_code="310000")
-    assert domain.customer_id_for(a, KEY) == domain.customer_id_for(b, KEY)
-    assert domain.customer_id_for(c, KEY) == domain.customer_id_for(d, KEY)
-    assert domain.customer_id_for(a, KEY) != domain.customer_id_for(c, KEY)
-    assert domain.customer_id_for(CustomerIn(id="CUST-7", region_code="310000"), KEY) == "CUST-7"
+    assert identity.customer_id_for(a, KEY) == identity.customer_id_for(b, KEY)
+    assert identity.customer_id_for(c, KEY) == identity.customer_id_for(d, KEY)
+    assert identity.customer_id_for(a, KEY) != identity.customer_id_for(c, KEY)
+    assert identity.customer_id_for(CustomerIn(id="CUST-7", region_code="310000"), KEY) == "CUST-7"
     # keyed: without the key nobody computes a customer's id from a phone or an e-mail
-    assert domain.customer_id_for(c, b"other-key" * 4) != domain.customer_id_for(c, KEY)
-    assert domain.customer_id_for(c, KEY) != domain.legacy_customer_id(c)
+    assert identity.customer_id_for(c, b"other-key" * 4) != identity.customer_id_for(c, KEY)
+    assert identity.customer_id_for(c, KEY) != identity.legacy_customer_id(c)
 
 
 def test_idempotency_keys_are_scoped_to_the_caller() -> None:
-    assert domain.keyed_ticket_id("http:web", "k") == domain.keyed_ticket_id("http:web", "k")
-    assert domain.keyed_ticket_id("http:web", "k") != domain.keyed_ticket_id("http:phone", "k")
-    assert domain.new_ticket_id() != domain.new_ticket_id()
+    assert identity.keyed_ticket_id("http:web", "k") == identity.keyed_ticket_id("http:web", "k")
+    assert identity.keyed_ticket_id("http:web", "k") != identity.keyed_ticket_id("http:phone", "k")
+    assert identity.new_ticket_id() != identity.new_ticket_id()
 
 
 @pytest.mark.parametrize(
@@ -108,22 +108,26 @@ def test_idempotency_keys_are_scoped_to_the_caller() -> None:
 def test_assignment_events_move_the_status(
     current: TicketStatus, kind: str, expected: TicketStatus | None
 ) -> None:
-    assert domain.assignment_transition(current, kind, {"technician_id": "tech-1"}).status is expected
+    assert timeline.assignment_transition(current, kind, {"technician_id": "tech-1"}).status is expected
 
 
 def test_escalation_keeps_or_moves_the_technician() -> None:
-    kept = domain.assignment_transition(TicketStatus.IN_PROGRESS, "assignment.escalated", {"level": "tier2"})
-    moved = domain.assignment_transition(
+    kept = timeline.assignment_transition(
+        TicketStatus.IN_PROGRESS, "assignment.escalated", {"level": "tier2"}
+    )
+    moved = timeline.assignment_transition(
         TicketStatus.IN_PROGRESS, "assignment.escalated", {"to_technician_id": "tech-2"}
     )
     assert kept.technician_id is None and moved.technician_id == "tech-2"
 
 
 def test_who_may_do_what() -> None:
-    assert domain.can_reopen(TicketStatus.RESOLVED) and domain.can_reopen(TicketStatus.CLOSED)
-    assert not domain.can_reopen(TicketStatus.CANCELLED) and not domain.can_reopen(TicketStatus.IN_PROGRESS)
-    assert domain.can_close_confirmed(TicketStatus.RESOLVED)
-    assert not domain.can_close_confirmed(TicketStatus.REOPENED)
+    assert timeline.can_reopen(TicketStatus.RESOLVED) and timeline.can_reopen(TicketStatus.CLOSED)
+    assert not timeline.can_reopen(TicketStatus.CANCELLED) and not timeline.can_reopen(
+        TicketStatus.IN_PROGRESS
+    )
+    assert timeline.can_close_confirmed(TicketStatus.RESOLVED)
+    assert not timeline.can_close_confirmed(TicketStatus.REOPENED)
     assert [s for s in TicketStatus if not domain.can_cancel(s)] == [
         TicketStatus.RESOLVED,
         TicketStatus.CLOSED,
@@ -133,10 +137,10 @@ def test_who_may_do_what() -> None:
 
 
 def test_timeline_entry_keeps_ids_and_outcomes_only() -> None:
-    entry = domain.timeline_entry(
+    entry = timeline.timeline_entry(
         at=T0,
-        kind=domain.short_type("aftersales.feedback.survey-submitted.v1"),
-        source=domain.source_service("/aftersales/feedback"),
+        kind=timeline.short_type("aftersales.feedback.survey-submitted.v1"),
+        source=timeline.source_service("/aftersales/feedback"),
         data={
             "csat": 4,
             "technician_id": "tech-1",
@@ -157,10 +161,10 @@ def test_timeline_entry_keeps_ids_and_outcomes_only() -> None:
 
 def test_cursor_round_trip_and_garbage() -> None:
     when = datetime(2026, 11, 24, 8, 0, 0, 123000, tzinfo=UTC)
-    assert domain.decode_cursor(domain.encode_cursor(when, "T-9")) == (when, "T-9")
-    for garbage in ("x", "bm90IGpzb24", domain.encode_cursor(when, "T")[:-3] + "!!"):
+    assert views.decode_cursor(views.encode_cursor(when, "T-9")) == (when, "T-9")
+    for garbage in ("x", "bm90IGpzb24", views.encode_cursor(when, "T")[:-3] + "!!"):
         with pytest.raises(InvalidRequest) as caught:
-            domain.decode_cursor(garbage)
+            views.decode_cursor(garbage)
         assert caught.value.field == "cursor"
 
 
@@ -172,20 +176,20 @@ def test_edges_compare_at_the_precision_the_database_keeps() -> None:
 
 
 def test_followup_actions() -> None:
-    assert domain.followup_action("followup.reopen-requested", {"reason": "still broken"}) == {
+    assert timeline.followup_action("followup.reopen-requested", {"reason": "still broken"}) == {
         "action": "reopen",
         "reason": "still broken",
     }
-    assert domain.followup_action("followup.completed", {"outcome": "confirmed_resolved"}) == {
+    assert timeline.followup_action("followup.completed", {"outcome": "confirmed_resolved"}) == {
         "action": "close",
         "reason": "confirmed_resolved",
     }
-    assert domain.followup_action("followup.completed", {"outcome": "not_resolved"}) is None
-    assert domain.followup_action("followup.scheduled", {}) is None
+    assert timeline.followup_action("followup.completed", {"outcome": "not_resolved"}) is None
+    assert timeline.followup_action("followup.scheduled", {}) is None
 
 
 def test_a_followup_can_only_overtake_a_resolution_still_in_flight() -> None:
-    waiting = [s for s in TicketStatus if domain.may_overtake(s)]
+    waiting = [s for s in TicketStatus if timeline.may_overtake(s)]
     assert waiting == [
         TicketStatus.NEW,
         TicketStatus.ASSIGNED,

@@ -8,9 +8,8 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
 from aftersales.intake import api, consumers, store
-from aftersales.intake.readmodel import ReadModel
 from aftersales.intake.rules import RULES, validate_rules
-from aftersales.intake.service import Intake
+from aftersales.intake.service import Intake, TicketProgress
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -58,12 +57,12 @@ class Settings(ServiceSettings):
 
 
 def build(settings: Settings) -> FastAPI:
-    """Construct (without connecting) the intake service's app."""
+    """Construct (without connecting) the intake service's app. Intake has no timers."""
     validate_rules(RULES)
     runtime = ServiceRuntime(
         settings,
         RuntimeSpec(
-            consumes=[Topic.REQUESTS, *consumers.READ_MODEL_TOPICS],
+            consumes=list(consumers.CONSUMES),
             produces=[Topic.TICKETS],
             outbox_collections=[store.TICKETS],
             indexes=store.INDEXES,
@@ -76,11 +75,14 @@ def build(settings: Settings) -> FastAPI:
         customer_id_key=settings.customer_id_key.get_secret_value().encode(),
         standard_warranty_months=settings.standard_warranty_months,
     )
-    consumers.register(runtime.broker, settings, intake, ReadModel(tickets))
-    return create_app(
+    progress = TicketProgress(tickets)
+    consumers.register(runtime, intake, progress)
+    app = create_app(
         runtime,
         title="aftersales intake",
         description="Customer requests from every channel become tickets; the system of record for tickets "
         "and customers, with each ticket's status and timeline.",
-        routers=[api.router(intake)],
+        routers=[api.tickets, api.customers],
     )
+    app.state.intake, app.state.progress = intake, progress
+    return app

@@ -1,80 +1,78 @@
-"""Intake's Kafka handlers: gateways' requests become tickets; downstream events feed the read model."""
+"""Intake's Kafka subscriptions (two consumer groups): gateways' requests become tickets; the assignment,
+follow-up and feedback streams go on the tickets' timelines."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-from faststream.kafka import KafkaBroker
-
 from aftersales.intake import metrics
-from aftersales.intake.readmodel import ReadModel
-from aftersales.intake.service import Intake
-from aftersales.intake.store import ContentionError
-from aftersales.shared.contracts import Topic
+from aftersales.intake.service import Intake, TicketProgress
+from aftersales.shared.contracts import REGISTRY, Topic
 from aftersales.shared.contracts.common import Channel
 from aftersales.shared.contracts.requests import TicketRequest
 from aftersales.shared.envelope import CloudEvent, PoisonEvent
 from aftersales.shared.errors import DomainError
 from aftersales.shared.kafka import CURRENT_DELIVERY, Delivery, subscribe
-from aftersales.shared.settings import ServiceSettings
+from aftersales.shared.routes import EventRoutes
+from aftersales.shared.runtime import ServiceRuntime
 
 REQUEST_TYPE = "aftersales.request.submitted.v1"
 READ_MODEL_TOPICS = (Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
+CONSUMES = (Topic.REQUESTS, *READ_MODEL_TOPICS)
 
 
-def register(broker: KafkaBroker, settings: ServiceSettings, intake: Intake, read_model: ReadModel) -> None:
-    """Subscribe intake's handlers (two consumer groups: requests, and the read-model streams)."""
+def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress) -> None:
+    """Subscribe intake's handlers: requests (one by one, or a whole batch at once), and every event
+    type of the read-model streams to the ticket timeline."""
+    settings = runtime.settings
+    requests = Requests(intake, concurrency=settings.consumer_concurrency)
+    subscribe(
+        runtime.broker,
+        settings,
+        [Topic.REQUESTS],
+        requests.on_request,
+        group_id=f"aftersales-{settings.service_name}-requests",
+        ignore_unknown_types=False,
+        batch_handler=requests.on_requests,
+    )
+    timeline = EventRoutes(
+        {
+            spec.model: progress.on_downstream_event
+            for spec in REGISTRY.values()
+            if spec.topic in READ_MODEL_TOPICS
+        }
+    )
+    subscribe(
+        runtime.broker,
+        settings,
+        list(READ_MODEL_TOPICS),
+        timeline,
+        group_id=f"aftersales-{settings.service_name}-readmodel",
+    )
 
-    def request_of(event: CloudEvent) -> TicketRequest:
-        if event.type != REQUEST_TYPE:
-            metrics.REQUESTS_REJECTED.labels("kafka", "unexpected_type").inc()
-            raise PoisonEvent(
-                f"unexpected event type {event.type!r} on the requests topic; expected {REQUEST_TYPE}"
-            )
-        try:
-            request = event.model()
-        except PoisonEvent:
-            metrics.REQUESTS_REJECTED.labels("kafka", "invalid").inc()
-            raise
-        assert isinstance(request, TicketRequest)
-        return request
 
-    async def submit(event: CloudEvent, position: Delivery | None) -> None:
-        request = request_of(event)
-        caller, key = f"kafka:{event.source}", request.idempotency_key or event.id
-        try:
-            if request.channel is Channel.IOT:  # the record's position tells its redelivery apart
-                alert = intake.alert(
-                    request,
-                    caller=caller,
-                    idempotency_key=key,
-                    source="kafka",
-                    partition=position.partition if position else None,
-                    offset=position.offset if position else None,
-                )
-                await intake.absorb_alerts([alert])
-            else:
-                await intake.submit(request, caller=caller, idempotency_key=key, source="kafka")
-        except ContentionError:
-            raise  # transient: the consumer runtime retries it
-        except DomainError as exc:  # e.g. an idempotency key reused for a different request
-            metrics.REQUESTS_REJECTED.labels("kafka", "refused").inc()
-            raise PoisonEvent(f"request refused: {exc.message}") from None
+class Requests:
+    """The requests topic: only `request.submitted` belongs there (any other type is parked). IoT alerts
+    carry their record's position, which tells a redelivery apart from a replayed request."""
 
-    async def on_request(event: CloudEvent) -> None:
-        await submit(event, CURRENT_DELIVERY.get())
+    def __init__(self, intake: Intake, *, concurrency: int) -> None:
+        self.intake = intake
+        self.concurrency = concurrency
 
-    async def on_requests(deliveries: Sequence[Delivery]) -> None:
+    async def on_request(self, event: CloudEvent) -> None:
+        await self._submit(event, CURRENT_DELIVERY.get())
+
+    async def on_requests(self, deliveries: Sequence[Delivery]) -> None:
         """A whole batch: alerts fold storm by storm (one write per storm), other requests in parallel.
         Any refusal sends the batch through `on_request` one by one, so only that request is parked."""
         alerts = []
         others = []
         for d in deliveries:
-            request = request_of(d.event)
+            request = _request_of(d.event)
             if request.channel is Channel.IOT:
                 alerts.append(
-                    intake.alert(
+                    self.intake.alert(
                         request,
                         caller=f"kafka:{d.event.source}",
                         idempotency_key=request.idempotency_key or d.event.id,
@@ -85,30 +83,49 @@ def register(broker: KafkaBroker, settings: ServiceSettings, intake: Intake, rea
                 )
             else:
                 others.append(d)
-        gate = asyncio.Semaphore(settings.consumer_concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
 
         async def one(d: Delivery) -> None:
             async with gate:
-                await submit(d.event, d)
+                await self._submit(d.event, d)
 
         try:
-            await asyncio.gather(intake.absorb_alerts(alerts), *(one(d) for d in others))
+            await asyncio.gather(self.intake.absorb_alerts(alerts), *(one(d) for d in others))
         except DomainError as exc:
             raise PoisonEvent(f"request refused: {exc.message}") from None
 
-    subscribe(
-        broker,
-        settings,
-        [Topic.REQUESTS],
-        on_request,
-        group_id=f"aftersales-{settings.service_name}-requests",
-        ignore_unknown_types=False,
-        batch_handler=on_requests,
-    )
-    subscribe(
-        broker,
-        settings,
-        list(READ_MODEL_TOPICS),
-        read_model.apply,
-        group_id=f"aftersales-{settings.service_name}-readmodel",
-    )
+    async def _submit(self, event: CloudEvent, position: Delivery | None) -> None:
+        request = _request_of(event)
+        caller, key = f"kafka:{event.source}", request.idempotency_key or event.id
+        try:
+            if request.channel is Channel.IOT:  # the record's position tells its redelivery apart
+                alert = self.intake.alert(
+                    request,
+                    caller=caller,
+                    idempotency_key=key,
+                    source="kafka",
+                    partition=position.partition if position else None,
+                    offset=position.offset if position else None,
+                )
+                await self.intake.absorb_alerts([alert])
+            else:
+                await self.intake.submit(request, caller=caller, idempotency_key=key, source="kafka")
+        except DomainError as exc:  # e.g. an idempotency key reused for a different request
+            metrics.REQUESTS_REJECTED.labels("kafka", "refused").inc()
+            raise PoisonEvent(f"request refused: {exc.message}") from None
+        # RetryLater (a lost race that kept losing) passes: the consumer runtime backs off and retries
+
+
+def _request_of(event: CloudEvent) -> TicketRequest:
+    if event.type != REQUEST_TYPE:
+        metrics.REQUESTS_REJECTED.labels("kafka", "unexpected_type").inc()
+        raise PoisonEvent(
+            f"unexpected event type {event.type!r} on the requests topic; expected {REQUEST_TYPE}"
+        )
+    try:
+        request = event.model()
+    except PoisonEvent:
+        metrics.REQUESTS_REJECTED.labels("kafka", "invalid").inc()
+        raise
+    assert isinstance(request, TicketRequest)
+    return request

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -64,32 +65,45 @@ def rule_facts(request: TicketRequest, *, under_warranty: bool | None, staff: bo
     return facts if staff else dataclasses.replace(facts, priority_hint=None)
 
 
-def record_update(
+@dataclass(frozen=True, slots=True)
+class CustomerNote:
+    """What a ticket records about its customer (an idempotent create-or-refresh of the record).
+
+    Staff's profile fields (and a tier staff stated) overwrite the record; a channel's only fill a new
+    record, whose tier is then the standard one, and link the channel to the customer."""
+
+    customer_id: str
+    ticket_id: str
+    product: Mapping[str, Any]  # the stored product, without the warranty period
+    profile: Mapping[str, Any]  # the fields the request gives (absent ones are left unchanged)
+    staff: bool
+    stated_tier: CustomerTier | None  # a tier staff stated explicitly
+    channel: str | None  # the channel (caller) to link; None for staff
+    at: datetime
+
+
+def note_of(
     request: TicketRequest,
     *,
+    customer_id: str,
+    ticket_id: str,
     caller: str,
     staff: bool,
-    product: Mapping[str, Any],
-    ticket_id: str,
     now: datetime,
-) -> dict[str, Any]:
-    """Return the upsert of the customer's record for a request (idempotent)."""
-    profile = domain.customer_profile(request.customer)
-    update: dict[str, Any] = {
-        "$set": {"updated_at": now, "last_ticket_id": ticket_id},
-        "$setOnInsert": {"created_at": now},
-        "$addToSet": {"products": dict(product)},
-    }
-    if staff:
-        update["$set"].update(profile)
-        if "tier" in request.customer.model_fields_set:
-            update["$set"]["tier"] = request.customer.tier.value
-        else:
-            update["$setOnInsert"]["tier"] = CustomerTier.STANDARD.value
-    else:
-        update["$setOnInsert"].update(profile, tier=CustomerTier.STANDARD.value)
-        update["$addToSet"]["channels"] = caller
-    return update
+) -> CustomerNote:
+    """Return what a request records about its customer."""
+    stated = staff and "tier" in request.customer.model_fields_set
+    product = domain.product_document(request.product)
+    return CustomerNote(
+        customer_id=customer_id,
+        ticket_id=ticket_id,
+        product={k: v for k, v in product.items() if k != "warranty_months"},
+        profile=domain.customer_profile(request.customer),
+        staff=staff,
+        stated_tier=request.customer.tier if stated else None,
+        channel=None if staff else caller,
+        at=now,
+    )
 
 
 def contact_view(record: Mapping[str, Any]) -> dict[str, Any]:

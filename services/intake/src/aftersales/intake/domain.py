@@ -1,22 +1,23 @@
-"""Intake's rules: ticket ids, customer identity, warranty, alert-storm windows, the ticket lifecycle as
-seen from other services' events, timeline entries and list cursors. Pure functions, no I/O."""
+"""Intake's domain: the `Ticket` aggregate and intake's own decisions on it (open, cancel, the
+customer's reply; other services' events are in `timeline`), warranty and alert-storm windows.
+No I/O: a decision returns the ticket's new state and its events; the store writes both at once."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
-import hashlib
-import hmac
-import json
-import uuid
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from aftersales.intake import messages
+from aftersales.intake.rules import Classification
+from aftersales.shared.aggregate import Decision
+from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
 from aftersales.shared.contracts.requests import CustomerIn, ProductIn, TicketRequest
-from aftersales.shared.errors import InvalidRequest
+from aftersales.shared.errors import Conflict
+from aftersales.shared.pii import redact_pii
 
 
 class TicketStatus(StrEnum):
@@ -37,54 +38,193 @@ DONE = frozenset({TicketStatus.RESOLVED, TicketStatus.CLOSED, TicketStatus.CANCE
 REOPENABLE = frozenset({TicketStatus.RESOLVED, TicketStatus.CLOSED})
 
 
-# ---------------------------------------------------------------- identities
+# ---------------------------------------------------------------- the ticket aggregate
 
 
-def new_ticket_id() -> str:
-    """Return a fresh ticket id for a request without an idempotency key."""
-    return f"T-{uuid.uuid4().hex[:20]}"
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What a decision adds to a ticket's bounded lists. They are written as appends and never loaded
+    into the aggregate (a timeline holds up to 500 entries that no decision reads)."""
+
+    timeline: tuple[dict[str, Any], ...] = ()
+    customer_messages: tuple[dict[str, Any], ...] = ()
+    applied_events: tuple[str, ...] = ()  # downstream events this change applies (each at most once)
+
+    def __bool__(self) -> bool:
+        return bool(self.timeline or self.customer_messages or self.applied_events)
 
 
-def keyed_ticket_id(namespace: str, key: str) -> str:
-    """Return the ticket id a (caller, idempotency key) pair always maps to, so replays collide."""
-    return f"T-{_digest(f'{namespace}|{key}')[:20]}"
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A ticket: the system of record for one customer request (or one alert storm)."""
+
+    id: str
+    status: TicketStatus
+    channel: Channel
+    category: Category
+    priority: Priority
+    rules_version: str
+    title: str
+    description: str
+    customer_id: str
+    customer_tier: CustomerTier
+    customer_timezone: str
+    region_code: str
+    product: Mapping[str, Any]  # the stored form, see `product_document`
+    created_by: str  # "http:<token subject>" or "kafka:<ce_source>"
+    source: str  # "http" or "kafka"
+    created_at: datetime
+    updated_at: datetime
+    status_changed_at: datetime
+    storm_key: str  # the storm it collects alerts for, else a unique released key
+    version: int = 0
+    matched_rules: tuple[str, ...] = ()
+    category_hint: Category | None = None
+    priority_hint: Priority | None = None
+    external_ref: str | None = None
+    under_warranty: bool | None = None
+    # IoT alerts (a storm ticket): the fault, how many alerts it folded and when they were observed
+    fault_code: str | None = None
+    severity: int | None = None
+    alert_count: int | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    request_offsets: Mapping[str, int] = field(default_factory=dict)  # highest offset per partition
+    request_keys: tuple[str, ...] = ()
+    request_hash: str | None = None
+    # the lifecycle other services' events drive
+    technician_id: str | None = None
+    last_technician_id: str | None = None
+    reopen_count: int = 0
+    assignment_mark: tuple[int, datetime] | None = None  # (round, time) of the last assignment applied
+    pending_followup: Mapping[str, Any] | None = None  # a follow-up outcome waiting for its resolution
+    resolved_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+    applied_events: frozenset[str] = frozenset()  # ids of the downstream events already applied
+    appended: Appended = Appended()
 
 
-def dedupe_key(namespace: str, key: str) -> str:
-    """Return the stored form of an idempotency key, scoped to its caller."""
-    return _digest(f"{namespace}|{key}")[:32]
+@dataclass(frozen=True, slots=True)
+class TicketDecision(Decision[Ticket]):
+    """A decision on a ticket. It changes the ticket when it causes events or adds to its lists (a
+    downstream event that moves nothing still goes on the timeline, and must be written)."""
+
+    moved_to: TicketStatus | None = None  # the status a change moved the ticket to, if it moved it
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events) or bool(self.state.appended)
 
 
-def customer_id_for(customer: CustomerIn, key: bytes) -> str:
-    """Return the customer's id: the given one, else a stable id keyed with `key` (HMAC-SHA256) from the
-    normalized e-mail or phone, so nobody without the key can compute a customer's id from a phone."""
-    if customer.id is not None:
-        return customer.id
-    return f"C-{hmac.new(key, _identity(customer).encode(), hashlib.sha256).hexdigest()[:20]}"
+def new_ticket(
+    request: TicketRequest,
+    *,
+    ticket_id: str,
+    customer_id: str,
+    decided: Classification,
+    warranty: bool | None,
+    caller: str,
+    source: str,
+    key: str | None,
+    fingerprint: str,
+    now: datetime,
+) -> Ticket:
+    """Return the ticket a (judged and classified) request opens."""
+    customer, iot = request.customer, request.iot
+    return Ticket(
+        id=ticket_id,
+        status=TicketStatus.NEW,
+        channel=request.channel,
+        category=decided.category,
+        priority=decided.priority,
+        rules_version=decided.rules_version,
+        matched_rules=tuple(decided.matched),
+        category_hint=request.category_hint,
+        priority_hint=request.priority_hint,
+        title=request.title,
+        description=request.description,
+        external_ref=request.external_ref,
+        customer_id=customer_id,
+        customer_tier=customer.tier,
+        customer_timezone=customer.timezone,
+        region_code=customer.region_code,
+        product=product_document(request.product),
+        under_warranty=warranty,
+        fault_code=iot.fault_code if iot else None,
+        severity=iot.severity if iot else None,
+        alert_count=1 if iot else None,
+        first_seen=stored_precision(iot.observed_at) if iot else None,
+        last_seen=stored_precision(iot.observed_at) if iot else None,
+        storm_key=released_storm_key(ticket_id),
+        created_by=caller,
+        source=source,
+        created_at=now,
+        updated_at=now,
+        status_changed_at=now,
+        request_keys=(key,) if key else (),
+        request_hash=fingerprint,
+        appended=Appended(
+            timeline=(
+                {"at": now, "type": "ticket.created", "source": "intake", "channel": request.channel.value},
+            )
+        ),
+    )
 
 
-def legacy_customer_id(customer: CustomerIn) -> str:
-    """Return the id the platform used before ids were keyed (plain SHA-256), for the one-off re-keying."""
-    return f"C-{_digest(_identity(customer))[:16]}"
+def can_cancel(current: TicketStatus) -> bool:
+    return current not in DONE
 
 
-def _identity(customer: CustomerIn) -> str:
-    if customer.email is not None:
-        return f"email:{customer.email.strip().lower()}"
-    if customer.phone is not None:
-        return f"phone:{customer.phone}"  # already E.164-normalized by the request model
-    # the request model refuses this; keep the function total
-    raise InvalidRequest("a new customer needs a phone or an e-mail", field="customer")
+def can_customer_reply(current: TicketStatus) -> bool:
+    return current is TicketStatus.PENDING_CUSTOMER
 
 
-def request_fingerprint(request: TicketRequest) -> str:
-    """Return a hash of a request's content, to tell a true replay from a reused idempotency key."""
-    body = request.model_dump(mode="json", exclude={"idempotency_key"})
-    return _digest(json.dumps(body, sort_keys=True, separators=(",", ":")))[:32]
+def _moved(
+    ticket: Ticket, status: TicketStatus, now: datetime, entry: dict[str, Any], **changes: Any
+) -> Ticket:
+    """Return the ticket moved to `status` by intake itself, the move noted on its timeline."""
+    return replace(
+        ticket,
+        status=status,
+        status_changed_at=now,
+        updated_at=now,
+        appended=Appended(timeline=({"at": now, "source": "intake", **entry},)),
+        **changes,
+    )
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def cancel(ticket: Ticket, *, reason: str, now: datetime) -> TicketDecision:
+    """Cancel a ticket that is not resolved yet (it stops collecting storm alerts); 409 otherwise."""
+    if not can_cancel(ticket.status):
+        raise Conflict(
+            f"ticket {ticket.id} is {ticket.status.value} and can no longer be cancelled", field="status"
+        )
+    after = _moved(
+        ticket,
+        TicketStatus.CANCELLED,
+        now,
+        {"type": "ticket.cancelled"},
+        storm_key=released_storm_key(ticket.id),
+        cancelled_at=now,
+        cancel_reason=reason,
+    )
+    return TicketDecision(after, (messages.cancelled(ticket.id, reason, now),))
+
+
+def customer_replied(ticket: Ticket, *, message: str | None, now: datetime) -> TicketDecision:
+    """Move a ticket waiting on the customer back to work, keeping the (redacted) message; 409 otherwise."""
+    if not can_customer_reply(ticket.status):
+        raise Conflict(
+            f"ticket {ticket.id} is {ticket.status.value}, not waiting for the customer", field="status"
+        )
+    after = _moved(ticket, TicketStatus.IN_PROGRESS, now, {"type": "ticket.customer_replied"})
+    if message:
+        said = {"at": now, "message": redact_pii(message)}
+        after = replace(after, appended=replace(after.appended, customer_messages=(said,)))
+    return TicketDecision(after, (messages.customer_replied(ticket.id, now),))
 
 
 # ---------------------------------------------------------------- warranty
@@ -133,176 +273,7 @@ def joins_storm(last_seen: datetime, observed_at: datetime, window_s: float) -> 
     return observed_at <= last_seen + timedelta(seconds=window_s)
 
 
-# ---------------------------------------------------------------- lifecycle from other services' events
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """What one downstream event does to a ticket: its new status (None = unchanged) and technician."""
-
-    status: TicketStatus | None = None
-    technician_id: str | None = None
-
-
-def short_type(ce_type: str) -> str:
-    """Return `assignment.assigned` for `aftersales.assignment.assigned.v1`."""
-    parts = ce_type.split(".")
-    if len(parts) >= 4 and parts[0] == "aftersales":
-        return ".".join(parts[1:-1])
-    return ce_type
-
-
-def source_service(ce_source: str) -> str:
-    """Return `routing` for `/aftersales/routing`."""
-    return ce_source.rstrip("/").rsplit("/", 1)[-1] or ce_source
-
-
-_ASSIGNMENT_STATUS: dict[str, TicketStatus] = {
-    "assignment.assigned": TicketStatus.ASSIGNED,
-    "assignment.reassigned": TicketStatus.ASSIGNED,
-    "assignment.accepted": TicketStatus.IN_PROGRESS,
-    "assignment.started": TicketStatus.IN_PROGRESS,
-    "assignment.pending": TicketStatus.PENDING_CUSTOMER,
-    "assignment.escalated": TicketStatus.ESCALATED,
-    "assignment.resolved": TicketStatus.RESOLVED,
-}
-
-
-def assignment_transition(current: TicketStatus, kind: str, data: dict[str, Any]) -> Transition:
-    """Return what an assignment event does to a ticket in status `current`.
-
-    A closed or cancelled ticket keeps its status (its events still go on the timeline).
-    """
-    target = _ASSIGNMENT_STATUS.get(kind)
-    technician = data.get("technician_id") or data.get("to_technician_id")
-    if target is None or current in TERMINAL:
-        return Transition(technician_id=None)
-    return Transition(status=target, technician_id=technician if isinstance(technician, str) else None)
-
-
-def can_reopen(current: TicketStatus) -> bool:
-    return current in REOPENABLE
-
-
-def can_close_confirmed(current: TicketStatus) -> bool:
-    return current is TicketStatus.RESOLVED
-
-
-def followup_action(kind: str, data: dict[str, Any]) -> dict[str, Any] | None:
-    """Return what a follow-up event asks of the ticket: reopen it, close it, or nothing (None)."""
-    if kind == "followup.reopen-requested":
-        reason = data.get("reason")
-        return {"action": "reopen", "reason": str(reason or "customer reports the problem is not resolved")}
-    if kind == "followup.completed" and data.get("outcome") == "confirmed_resolved":
-        return {"action": "close", "reason": "confirmed_resolved"}
-    return None
-
-
-def may_overtake(current: TicketStatus) -> bool:
-    """True when a follow-up outcome may have overtaken the resolution it refers to.
-
-    Follow-ups come after a resolution, but on another topic than routing's `resolved`, so intake can
-    read them first; such an outcome waits on the ticket and applies when the resolution arrives.
-    """
-    return current not in TERMINAL and current not in (TicketStatus.RESOLVED, TicketStatus.REOPENED)
-
-
-def can_cancel(current: TicketStatus) -> bool:
-    return current not in DONE
-
-
-def can_customer_reply(current: TicketStatus) -> bool:
-    return current is TicketStatus.PENDING_CUSTOMER
-
-
-# Only these scalar fields of a downstream event are copied onto the timeline: ids and outcomes,
-# never free text that might carry personal data.
-TIMELINE_FIELDS = (
-    "technician_id",
-    "from_technician_id",
-    "to_technician_id",
-    "grid_id",
-    "round",
-    "via",
-    "tier",
-    "level",
-    "reason",
-    "resolution_code",
-    "clock",
-    "threshold_pct",
-    "visit_id",
-    "kind",
-    "outcome",
-    "survey_id",
-    "csat",
-    "nps",
-    "complaint_id",
-    "state",
-    "previous_state",
-)
-
-
-def timeline_entry(
-    *, at: datetime, kind: str, source: str, data: dict[str, Any], event_id: str
-) -> dict[str, Any]:
-    """Return one timeline entry: when, what (short type), which service, and a few summary fields."""
-    entry: dict[str, Any] = {"at": at.astimezone(UTC), "type": kind, "source": source, "event_id": event_id}
-    for name in TIMELINE_FIELDS:
-        value = data.get(name)
-        if isinstance(value, str):
-            entry[name] = value[:200]
-        elif isinstance(value, int | float):
-            entry[name] = value
-    return entry
-
-
-# ---------------------------------------------------------------- list cursors
-
-
-MAX_PAGE = 100
-
-
-def encode_cursor(created_at: datetime, ticket_id: str) -> str:
-    """Return an opaque cursor pointing after the ticket (created_at, id)."""
-    raw = json.dumps([created_at.astimezone(UTC).isoformat(), ticket_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Return the (created_at, id) inside a cursor, or raise InvalidRequest naming `cursor`."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created_text, ticket_id = json.loads(raw)
-        created_at = datetime.fromisoformat(created_text)
-        if created_at.tzinfo is None or not isinstance(ticket_id, str) or len(ticket_id) > 100:
-            raise ValueError("bad cursor")
-        created_at = created_at.astimezone(UTC)  # the calendar's extremes overflow here, not in the query
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
-        raise InvalidRequest("cursor is not one this API returned", field="cursor") from None
-    return created_at, ticket_id
-
-
 # ---------------------------------------------------------------- ticket documents
-
-
-def facts_of(ticket: dict[str, Any]) -> dict[str, Any]:
-    """Return the TicketFacts fields of a stored ticket (what routing, follow-up and metrics need)."""
-    product = ticket.get("product") or {}
-    return {
-        "ticket_id": ticket["_id"],
-        "channel": ticket["channel"],
-        "category": ticket["category"],
-        "priority": ticket["priority"],
-        "customer_id": ticket["customer_id"],
-        "customer_tier": ticket.get("customer_tier", "standard"),
-        "customer_timezone": ticket.get("customer_timezone", "UTC"),
-        "region_code": ticket["region_code"],
-        "device_type": product.get("device_type", "unknown"),
-        "product_model": product.get("model"),
-        "under_warranty": ticket.get("under_warranty"),
-        "fault_code": ticket.get("fault_code"),
-        "submitted_by": ticket.get("created_by"),
-    }
 
 
 def product_document(product: ProductIn) -> dict[str, Any]:
@@ -328,40 +299,3 @@ def customer_profile(customer: CustomerIn) -> dict[str, Any]:
         "timezone": customer.timezone,
     }
     return {k: v for k, v in fields.items() if v is not None}
-
-
-# ---------------------------------------------------------------- what a channel may see of a ticket
-
-# The timeline entries a channel (the customer's side) is shown, with time, type and source only:
-# no technician ids, escalation levels, SLA clocks, grid ids or staff's free-text reasons.
-CHANNEL_TIMELINE_TYPES = frozenset(
-    {
-        "ticket.created",
-        "ticket.merged",
-        "ticket.cancelled",
-        "ticket.customer_replied",
-        "assignment.assigned",
-        "assignment.accepted",
-        "assignment.started",
-        "assignment.pending",
-        "assignment.resolved",
-        "followup.scheduled",
-        "followup.completed",
-        "feedback.survey-sent",
-        "feedback.survey-submitted",
-    }
-)
-# Ticket fields a channel is not shown (internal: who works on it, how it was classified).
-CHANNEL_HIDDEN_FIELDS = ("technician_id", "last_technician_id", "matched_rules")
-
-
-def channel_view(ticket: dict[str, Any]) -> dict[str, Any]:
-    """Return a ticket as a channel may see it: internal fields dropped, the timeline reduced."""
-    out = {k: v for k, v in ticket.items() if k not in CHANNEL_HIDDEN_FIELDS}
-    if "timeline" in ticket:
-        out["timeline"] = [
-            {"at": e["at"], "type": e["type"], "source": e["source"]}
-            for e in ticket["timeline"]
-            if e.get("type") in CHANNEL_TIMELINE_TYPES
-        ]
-    return out

@@ -15,11 +15,10 @@ import sys
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import DuplicateKeyError
 
-from aftersales.intake import domain
+from aftersales.intake import identity
 from aftersales.intake.app import Settings
-from aftersales.intake.store import CUSTOMERS, TICKETS
+from aftersales.intake.store import legacy_customers, move_customer
 from aftersales.shared.contracts.requests import CustomerIn
 
 
@@ -30,9 +29,9 @@ def keyed_id_of(record: dict[str, Any], key: bytes) -> str | None:
     customer = CustomerIn.model_construct(
         id=None, email=record.get("email"), phone=record.get("phone"), region_code=""
     )
-    if record["_id"] != domain.legacy_customer_id(customer):
+    if record["_id"] != identity.legacy_customer_id(customer):
         return None  # an id a gateway chose, or already keyed
-    return domain.customer_id_for(customer, key)
+    return identity.customer_id_for(customer, key)
 
 
 async def rekey(settings: Settings, *, apply: bool) -> int:
@@ -44,26 +43,13 @@ async def rekey(settings: Settings, *, apply: bool) -> int:
     moved = 0
     try:
         db = client[settings.database_name]
-        async for record in db[CUSTOMERS].find({"_id": {"$regex": "^C-[0-9a-f]{16}$"}}):
+        async for record in legacy_customers(db):
             new_id = keyed_id_of(record, key)
             if new_id is None:
                 continue
             moved += 1
-            if not apply:
-                continue
-            fields = {k: v for k, v in record.items() if k not in {"_id", "products", "channels"}}
-            update: dict[str, Any] = {"$setOnInsert": fields}
-            for name in ("products", "channels"):
-                if record.get(name):
-                    update.setdefault("$addToSet", {})[name] = {"$each": record[name]}
-            try:
-                await db[CUSTOMERS].update_one({"_id": new_id}, update, upsert=True)
-            except DuplicateKeyError:
-                await db[CUSTOMERS].update_one(
-                    {"_id": new_id}, {k: v for k, v in update.items() if k != "$setOnInsert"}
-                )
-            await db[TICKETS].update_many({"customer_id": record["_id"]}, {"$set": {"customer_id": new_id}})
-            await db[CUSTOMERS].delete_one({"_id": record["_id"]})
+            if apply:
+                await move_customer(db, record, new_id)
     finally:
         await client.close()
     return moved

@@ -1,48 +1,50 @@
-"""Intake's use cases: a request becomes a ticket (or joins an alert storm, or replays an earlier one);
-a ticket is cancelled; the customer answers. Shared by the HTTP API and the Kafka request consumer."""
+"""Intake's use cases, shared by the HTTP API and the Kafka consumers. `Intake`: a request becomes a
+ticket (or joins an alert storm, or replays an earlier one). `TicketProgress`: a ticket is cancelled,
+the customer answers, other services' events go on its timeline. Load, decide (`domain`, `timeline`),
+write (`store`)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from aftersales.intake import customers, domain, metrics
-from aftersales.intake.domain import TicketStatus
-from aftersales.intake.rules import Classification, classify
-from aftersales.intake.store import KEEP_TIMELINE, Change, ContentionError, TicketStore
-from aftersales.intake.storms import Alert, Storms
+from pydantic import BaseModel
+
+from aftersales.intake import customers, domain, identity, messages, metrics, timeline
+from aftersales.intake.domain import Ticket, TicketDecision, TicketStatus
+from aftersales.intake.rules import classify
+from aftersales.intake.store import TicketStore
+from aftersales.intake.storms import Alert, Outcome, Storms
+from aftersales.shared.aggregate import decide_until_written
 from aftersales.shared.contracts.common import Channel
-from aftersales.shared.contracts.events import TicketCancelled, TicketCreated, TicketUpdated
 from aftersales.shared.contracts.requests import TicketRequest
-from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.errors import Conflict, NotFound
-from aftersales.shared.mongo import merge_updates
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.errors import Conflict, NotFound, RetryLater
 from aftersales.shared.pii import redact_pii
 
 log = logging.getLogger("aftersales.intake")
 
-SOURCE = "/aftersales/intake"
 STORM_CONCURRENCY = 16
+MAX_WRITE_ATTEMPTS = 200  # a busy ticket (an alert storm, a burst of downstream events) is re-read this often
 
-Outcome = Literal["created", "merged", "replayed"]
+MaySee = Callable[[Ticket], bool]
 
 
 @dataclass(frozen=True, slots=True)
 class Submitted:
-    ticket: dict[str, Any]
+    ticket: Ticket
     outcome: Outcome
 
 
-def event_for(model: Any, ticket_id: str) -> CloudEvent:
-    return new_event(model, source=SOURCE, subject=ticket_id)
-
-
 class Intake:
+    """Requests become tickets: judged against the customer's record, classified, then opened, folded
+    into their alert storm or answered as a replay."""
+
     def __init__(
         self,
         store: TicketStore,
@@ -55,13 +57,11 @@ class Intake:
         self.storm_window_s = storm_window_s
         self.customer_id_key = customer_id_key
         self.warranty_months = standard_warranty_months
-        self.storms = Storms(
-            store, window_s=storm_window_s, new_ticket=self._new_alert_ticket, event_for=event_for
-        )
+        self.storms = Storms(store, window_s=storm_window_s, new_ticket=self._new_alert_ticket)
 
     def customer_id(self, request: TicketRequest) -> str:
         """Return the id of the request's customer (keyed: not computable without the platform's key)."""
-        return domain.customer_id_for(request.customer, self.customer_id_key)
+        return identity.customer_id_for(request.customer, self.customer_id_key)
 
     async def _judged(self, request: TicketRequest, *, caller: str, staff: bool) -> TicketRequest:
         """Check the caller may name the request's customer; return the request with the platform's
@@ -82,31 +82,36 @@ class Intake:
         """Return the ticket a request created, joined (alert storm) or replayed (same idempotency key).
         `staff` (a supervisor or admin) may set the tier, the warranty period and the priority."""
         now = datetime.now(UTC)
-        fingerprint = domain.request_fingerprint(request)  # of what was sent, so replays compare alike
+        fingerprint = identity.request_fingerprint(request)  # of what was sent, so replays compare alike
         request = await self._judged(request, caller=caller, staff=staff)
         warranty = domain.under_warranty(request.product, now.date())
         decided = classify(customers.rule_facts(request, under_warranty=warranty, staff=staff))
-        key = domain.dedupe_key(caller, idempotency_key) if idempotency_key else None
-        ticket_id = (
-            domain.keyed_ticket_id(caller, idempotency_key) if idempotency_key else domain.new_ticket_id()
-        )
         if request.channel is Channel.IOT:
             alert = self.alert(request, caller=caller, idempotency_key=idempotency_key, source=source)
             alert = dataclasses.replace(alert, fingerprint=fingerprint)
             [(ticket, outcome)] = await self.storms.absorb(_storm_of(request), [alert])
             if outcome == "created":
                 await self._remember_customer(ticket, request, caller=caller, staff=False)
-            return Submitted(ticket, outcome)  # type: ignore[arg-type]
-        # A replay (same key) collides on the keyed ticket id: insert first, read only then.
-        doc = self._new_ticket(request, ticket_id, decided, warranty, caller, source, key, fingerprint, now)
-        created = event_for(
-            TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=decided.rules_version),
-            ticket_id,
+            return Submitted(ticket, outcome)
+        ticket = domain.new_ticket(
+            request,
+            ticket_id=identity.keyed_ticket_id(caller, idempotency_key)
+            if idempotency_key
+            else identity.new_ticket_id(),
+            customer_id=self.customer_id(request),
+            decided=decided,
+            warranty=warranty,
+            caller=caller,
+            source=source,
+            key=identity.dedupe_key(caller, idempotency_key) if idempotency_key else None,
+            fingerprint=fingerprint,
+            now=now,
         )
-        if not await self.store.insert(doc, [created]):
-            earlier = await self._must_get(ticket_id)
+        # A replay (same key) collides on the keyed ticket id: insert first, read only then.
+        if not await self.store.insert(ticket, [messages.created(ticket)]):
+            earlier = await self._must_get(ticket.id)
             return await self._replayed(earlier, request, fingerprint, source, caller=caller, staff=staff)
-        return await self._created(doc, request, caller=caller, staff=staff)
+        return await self._created(ticket, request, caller=caller, staff=staff)
 
     def alert(
         self,
@@ -123,8 +128,8 @@ class Intake:
         return Alert(
             request=request,
             decided=classify(customers.rule_facts(request, under_warranty=warranty, staff=False)),
-            fingerprint=domain.request_fingerprint(request),
-            key=domain.dedupe_key(caller, idempotency_key) if idempotency_key else None,
+            fingerprint=identity.request_fingerprint(request),
+            key=identity.dedupe_key(caller, idempotency_key) if idempotency_key else None,
             caller=caller,
             source=source,
             partition=partition,
@@ -167,105 +172,38 @@ class Intake:
             out.append(dataclasses.replace(alert, request=request, decided=decided))
         return out
 
-    def _new_alert_ticket(self, alert: Alert) -> tuple[dict[str, Any], CloudEvent]:
-        """Return a new storm ticket opened by `alert`, with its created event."""
+    def _new_alert_ticket(self, alert: Alert) -> Ticket:
+        """Return a new storm ticket opened by `alert`."""
         request, now = alert.request, datetime.now(UTC)
-        ticket_id = domain.new_ticket_id()
-        warranty = domain.under_warranty(request.product, now.date())
-        doc = self._new_ticket(
+        return domain.new_ticket(
             request,
-            ticket_id,
-            alert.decided,
-            warranty,
-            alert.caller,
-            alert.source,
-            None,
-            alert.fingerprint,
-            now,
+            ticket_id=identity.new_ticket_id(),
+            customer_id=self.customer_id(request),
+            decided=alert.decided,
+            warranty=domain.under_warranty(request.product, now.date()),
+            caller=alert.caller,
+            source=alert.source,
+            key=None,
+            fingerprint=alert.fingerprint,
+            now=now,
         )
-        created = event_for(
-            TicketCreated(**domain.facts_of(doc), created_at=now, rules_version=alert.decided.rules_version),
-            ticket_id,
-        )
-        return doc, created
-
-    def _new_ticket(
-        self,
-        request: TicketRequest,
-        ticket_id: str,
-        decided: Classification,
-        warranty: bool | None,
-        caller: str,
-        source: str,
-        key: str | None,
-        fingerprint: str,
-        now: datetime,
-    ) -> dict[str, Any]:
-        customer = request.customer
-        iot = request.iot
-        return {
-            "_id": ticket_id,
-            "version": 0,
-            "status": TicketStatus.NEW.value,
-            "channel": request.channel.value,
-            "category": decided.category.value,
-            "priority": decided.priority.value,
-            "rules_version": decided.rules_version,
-            "matched_rules": list(decided.matched),
-            "category_hint": request.category_hint.value if request.category_hint else None,
-            "priority_hint": request.priority_hint.value if request.priority_hint else None,
-            "title": request.title,
-            "description": request.description,
-            "external_ref": request.external_ref,
-            "customer_id": self.customer_id(request),
-            "customer_tier": customer.tier.value,
-            "customer_timezone": customer.timezone,
-            "region_code": customer.region_code,
-            "product": domain.product_document(request.product),
-            "under_warranty": warranty,
-            "fault_code": iot.fault_code if iot else None,
-            "severity": iot.severity if iot else None,
-            "alert_count": 1 if iot else None,
-            "first_seen": domain.stored_precision(iot.observed_at) if iot else None,
-            "last_seen": domain.stored_precision(iot.observed_at) if iot else None,
-            "storm_key": domain.released_storm_key(ticket_id),
-            "created_by": caller,
-            "source": source,
-            "created_at": now,
-            "updated_at": now,
-            "status_changed_at": now,
-            "technician_id": None,
-            "last_technician_id": None,
-            "reopen_count": 0,
-            "request_keys": [key] if key else [],
-            "request_hash": fingerprint,
-            "customer_messages": [],
-            "timeline": [
-                {"at": now, "type": "ticket.created", "source": "intake", "channel": request.channel.value}
-            ],
-            "applied_events": [],
-        }
 
     async def _created(
-        self, doc: dict[str, Any], request: TicketRequest, *, caller: str, staff: bool
+        self, ticket: Ticket, request: TicketRequest, *, caller: str, staff: bool
     ) -> Submitted:
-        await self._remember_customer(doc, request, caller=caller, staff=staff)
-        metrics.TICKETS_CREATED.labels(doc["channel"], doc["category"], doc["priority"]).inc()
+        await self._remember_customer(ticket, request, caller=caller, staff=staff)
+        channel, category, priority = ticket.channel.value, ticket.category.value, ticket.priority.value
+        metrics.TICKETS_CREATED.labels(channel, category, priority).inc()
         metrics.STATUS_CHANGES.labels(TicketStatus.NEW.value).inc()
         log.info(
             "ticket created",
-            extra={
-                "ticket_id": doc["_id"],
-                "channel": doc["channel"],
-                "category": doc["category"],
-                "priority": doc["priority"],
-            },
+            extra={"ticket_id": ticket.id, "channel": channel, "category": category, "priority": priority},
         )
-        return Submitted(doc, "created")
+        return Submitted(ticket, "created")
 
     async def _replayed(
         self,
-        earlier: dict[str, Any],
+        earlier: Ticket,
         request: TicketRequest,
         fingerprint: str,
         source: str,
@@ -273,7 +211,7 @@ class Intake:
         caller: str,
         staff: bool,
     ) -> Submitted:
-        if earlier.get("request_hash") != fingerprint:
+        if earlier.request_hash != fingerprint:
             raise Conflict(
                 "this Idempotency-Key was already used for a different request; use a new key",
                 field="Idempotency-Key",
@@ -283,119 +221,109 @@ class Intake:
         metrics.TICKETS_REPLAYED.labels(source).inc()
         return Submitted(earlier, "replayed")
 
-    async def _must_get(self, ticket_id: str) -> dict[str, Any]:
-        doc = await self.store.get(ticket_id)
-        if doc is None:
-            raise ContentionError(f"ticket {ticket_id} vanished during creation")
-        return doc
+    async def _must_get(self, ticket_id: str) -> Ticket:
+        ticket = await self.store.load(ticket_id)
+        if ticket is None:
+            raise RetryLater(f"ticket {ticket_id} vanished during creation")
+        return ticket
 
     async def _remember_customer(
-        self, ticket: dict[str, Any], request: TicketRequest, *, caller: str, staff: bool
+        self, ticket: Ticket, request: TicketRequest, *, caller: str, staff: bool
     ) -> None:
-        product = {
-            k: v for k, v in domain.product_document(request.product).items() if k != "warranty_months"
-        }
-        update = customers.record_update(
+        note = customers.note_of(
             request,
+            customer_id=ticket.customer_id,
+            ticket_id=ticket.id,
             caller=caller,
             staff=staff,
-            product=product,
-            ticket_id=ticket["_id"],
             now=datetime.now(UTC),
         )
-        await self.store.upsert_customer(ticket["customer_id"], update)
+        await self.store.record_customer(note)
 
-    # ------------------------------------------------------------ agent and customer actions
 
-    async def cancel(self, ticket_id: str, *, visible: Any, reason: str) -> dict[str, Any]:
-        """Cancel a ticket that is not yet resolved; return it as it was before."""
+class TicketProgress:
+    """An open ticket's progress: an agent cancels it, the customer answers, other services' events
+    move it and go on its timeline. Each change: load, decide, version-guarded write."""
+
+    def __init__(self, store: TicketStore) -> None:
+        self.store = store
+
+    async def cancel(self, ticket_id: str, *, may_see: MaySee, reason: str) -> None:
+        """Cancel a ticket the caller may see that is not yet resolved."""
         now = datetime.now(UTC)
         reason = redact_pii(reason)  # free text: no contact data in the record or the event
-
-        def decide(doc: dict[str, Any]) -> Change:
-            if not visible(doc):
-                raise NotFound(f"ticket {ticket_id} not found")
-            status = TicketStatus(doc["status"])
-            if not domain.can_cancel(status):
-                raise Conflict(
-                    f"ticket {ticket_id} is {status.value} and can no longer be cancelled", field="status"
-                )
-            return Change(
-                update=_status_update(
-                    TicketStatus.CANCELLED,
-                    now,
-                    entry={"type": "ticket.cancelled"},
-                    extra={
-                        "storm_key": domain.released_storm_key(ticket_id),
-                        "cancelled_at": now,
-                        "cancel_reason": reason,
-                    },
-                ),
-                events=[
-                    event_for(
-                        TicketCancelled(ticket_id=ticket_id, reason=reason, cancelled_at=now), ticket_id
-                    )
-                ],
-            )
-
-        applied = await self.store.change(ticket_id, decide)
-        if applied is None:
-            raise NotFound(f"ticket {ticket_id} not found")
+        await self._change(
+            ticket_id,
+            lambda: self._visible(ticket_id, may_see),
+            lambda ticket: domain.cancel(ticket, reason=reason, now=now),
+        )
         metrics.TICKETS_CANCELLED.inc()
         metrics.STATUS_CHANGES.labels(TicketStatus.CANCELLED.value).inc()
-        return applied.before
 
-    async def customer_replied(self, ticket_id: str, *, visible: Any, message: str | None) -> dict[str, Any]:
-        """Move a ticket waiting on the customer back to work; return it as it was before."""
+    async def customer_replied(self, ticket_id: str, *, may_see: MaySee, message: str | None) -> None:
+        """Move a ticket the caller may see, waiting on the customer, back to work."""
         now = datetime.now(UTC)
-
-        def decide(doc: dict[str, Any]) -> Change:
-            if not visible(doc):
-                raise NotFound(f"ticket {ticket_id} not found")
-            status = TicketStatus(doc["status"])
-            if not domain.can_customer_reply(status):
-                raise Conflict(
-                    f"ticket {ticket_id} is {status.value}, not waiting for the customer", field="status"
-                )
-            update = _status_update(TicketStatus.IN_PROGRESS, now, entry={"type": "ticket.customer_replied"})
-            if message:
-                update = merge_updates(
-                    update,
-                    {
-                        "$push": {
-                            "customer_messages": {
-                                "$each": [{"at": now, "message": redact_pii(message)}],
-                                "$slice": -50,
-                            }
-                        }
-                    },
-                )
-            return Change(
-                update=update,
-                events=[
-                    event_for(
-                        TicketUpdated(ticket_id=ticket_id, change="customer_replied", updated_at=now),
-                        ticket_id,
-                    )
-                ],
-            )
-
-        applied = await self.store.change(ticket_id, decide)
-        if applied is None:
-            raise NotFound(f"ticket {ticket_id} not found")
+        await self._change(
+            ticket_id,
+            lambda: self._visible(ticket_id, may_see),
+            lambda ticket: domain.customer_replied(ticket, message=message, now=now),
+        )
         metrics.STATUS_CHANGES.labels(TicketStatus.IN_PROGRESS.value).inc()
-        return applied.before
 
+    async def _change(
+        self,
+        ticket_id: str,
+        load: Callable[[], Awaitable[Ticket]],
+        decide: Callable[[Ticket], TicketDecision],
+    ) -> TicketDecision:
+        """Load, decide and write a ticket until the version-guarded write wins (`RetryLater` when it
+        keeps losing); return the decision that was written (or that changed nothing)."""
+        decision = await decide_until_written(
+            load, decide, self.store.write, attempts=MAX_WRITE_ATTEMPTS, what=f"ticket {ticket_id}"
+        )
+        assert isinstance(decision, TicketDecision)  # what `decide` returned
+        return decision
 
-def _status_update(
-    status: TicketStatus, now: datetime, *, entry: dict[str, Any], extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Return the update that moves a ticket to `status` and notes it on the timeline."""
-    timeline = {"at": now, "source": "intake", **entry}
-    return {
-        "$set": {"status": status.value, "status_changed_at": now, **(extra or {})},
-        "$push": {"timeline": {"$each": [timeline], "$slice": -KEEP_TIMELINE}},
-    }
+    async def _visible(self, ticket_id: str, may_see: MaySee) -> Ticket:
+        ticket = await self._existing(ticket_id)
+        if not may_see(ticket):
+            raise NotFound(f"ticket {ticket_id} not found")
+        return ticket
+
+    async def _existing(self, ticket_id: str) -> Ticket:
+        ticket = await self.store.load(ticket_id)
+        if ticket is None:
+            raise NotFound(f"ticket {ticket_id} not found")
+        return ticket
+
+    # ------------------------------------------------------------ other services' events
+
+    async def on_downstream_event(self, _: BaseModel, event: CloudEvent) -> None:
+        """Apply an assignment, follow-up or feedback event to its ticket (at most once)."""
+        data: Mapping[str, Any] = event.data
+        ticket_id = data.get("ticket_id")
+        if not isinstance(ticket_id, str) or not ticket_id:
+            return  # grid-level events (surge on/off) and ticketless complaints are not on any ticket
+        happened = timeline.downstream_of(
+            ce_type=event.type, ce_source=event.source, ce_id=event.id, ce_time=event.time, data=data
+        )
+        try:
+            decision = await self._change(
+                ticket_id,
+                lambda: self._existing(ticket_id),
+                lambda ticket: timeline.apply_downstream(ticket, happened, now=datetime.now(UTC)),
+            )
+        except NotFound:
+            log.warning(
+                "event for an unknown ticket ignored", extra={"ticket_id": ticket_id, "type": happened.kind}
+            )
+            return
+        if decision.moved_to is not None:
+            metrics.STATUS_CHANGES.labels(decision.moved_to.value).inc()
+            if decision.moved_to is TicketStatus.REOPENED:
+                metrics.TICKETS_REOPENED.inc()
+            if decision.moved_to is TicketStatus.CLOSED:
+                metrics.TICKETS_CLOSED.labels("confirmed_resolved").inc()
 
 
 def _storm_of(request: TicketRequest) -> str:

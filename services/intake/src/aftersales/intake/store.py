@@ -8,22 +8,25 @@ index (no partial index needed) makes racing creators of the same storm collapse
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
+from pydantic import BaseModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from aftersales.intake import messages
+from aftersales.intake.customers import CustomerNote
+from aftersales.intake.domain import Appended, Ticket, TicketStatus
+from aftersales.intake.views import TicketFilter
+from aftersales.shared.aggregate import Decision
 from aftersales.shared.contracts import Topic
-from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.errors import DomainError, RetryLater
-from aftersales.shared.mongo import Database, IndexSpec, merge_updates
+from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
+from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
-
-log = logging.getLogger("aftersales.intake")
 
 TICKETS = "tickets"
 CUSTOMERS = "customers"
@@ -31,8 +34,10 @@ STORMS = "storms"
 REQUEST_KEYS = "request_keys"
 KEEP_KEYS = 500
 KEEP_TIMELINE = 500
-MAX_CAS_ATTEMPTS = 200
+KEEP_CUSTOMER_MESSAGES = 50
 DUPLICATE_KEY = 11000
+# What a decision loads: the document without its outbox and the lists decisions only append to.
+DECIDING = {"outbox": 0, "timeline": 0, "customer_messages": 0}
 
 INDEXES = [
     IndexSpec(TICKETS, [("storm_key", 1)], unique=True, name="storm_key_unique"),
@@ -44,32 +49,15 @@ INDEXES = [
 ]
 
 
-class ContentionError(DomainError, RetryLater):
-    """A ticket changed under us too many times in a row; the caller may retry the whole request."""
-
-    status = 503
-    code = "busy"
-
-
 @dataclass(frozen=True, slots=True)
-class Change:
-    """A decided change of one ticket: the update and the events it causes (one atomic write)."""
+class KeyClaim:
+    """An IoT alert's idempotency key, claimed as its own document (see `storms`)."""
 
-    update: Mapping[str, Any]
-    events: Sequence[CloudEvent] = ()
-    result: Any = None
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """The outcome of `change`: the ticket as read before the change, and what was decided."""
-
-    before: dict[str, Any]
-    change: Change | None = None
-    duplicate: bool = False
-
-
-Decide = Callable[[dict[str, Any]], Change | None]
+    key: str
+    partition: int | None
+    offset: int | None
+    fingerprint: str | None
+    at: datetime | None = None
 
 
 class TicketStore:
@@ -84,71 +72,92 @@ class TicketStore:
         """Hand the ticket to the outbox relay (repeated notifications of one ticket coalesce)."""
         self._runtime.relay.notify(TICKETS, ticket_id)
 
-    # ------------------------------------------------------------ tickets: writes
+    # ------------------------------------------------------------ tickets: the aggregate
 
-    async def insert(self, doc: Mapping[str, Any], events: Sequence[CloudEvent]) -> bool:
+    async def load(self, ticket_id: str) -> Ticket | None:
+        doc = await self._db[TICKETS].find_one({"_id": ticket_id}, DECIDING)
+        return None if doc is None else ticket_of(doc)
+
+    async def insert(self, ticket: Ticket, events: Sequence[BaseModel]) -> bool:
         """Insert a new ticket with its events; return False when its id or storm key already exists."""
+        envelopes = [messages.envelope(m, ticket.id) for m in events]
         try:
-            await self._db[TICKETS].insert_one(new_with_events(doc, Topic.TICKETS, events))
+            await self._db[TICKETS].insert_one(new_with_events(document_of(ticket), Topic.TICKETS, envelopes))
         except DuplicateKeyError:
             return False
-        self._notify(doc["_id"])
+        self._notify(ticket.id)
         return True
 
-    async def change(self, ticket_id: str, decide: Decide, *, event_id: str | None = None) -> Applied | None:
-        """Apply `decide(ticket)` to a ticket atomically (optimistic on `version`); None if it is missing.
+    async def write(self, before: Ticket, decision: Decision[Ticket]) -> bool:
+        """Write a decided change (its changed fields, appends and events) if the ticket is still at the
+        version `before` was read at; False when somebody changed it meanwhile (decide again)."""
+        old, new = _stored(before), _stored(decision.state)
+        update: dict[str, Any] = {"$inc": {"version": 1}}
+        changed = {name: value for name, value in new.items() if old[name] != value}
+        if changed:
+            update["$set"] = changed
+        appends = _appends(decision.state.appended)
+        if appends:
+            update["$push"] = appends
+        events = [messages.envelope(m, before.id) for m in decision.events]
+        result = await self._db[TICKETS].update_one(
+            {"_id": before.id, "version": before.version}, with_events(update, Topic.TICKETS, events)
+        )
+        if result.modified_count == 1 and events:
+            self._notify(before.id)
+        return result.modified_count == 1
 
-        With `event_id` the change is applied at most once: an event already applied is a duplicate.
-        `decide` may raise a DomainError (nothing is written) or return None (nothing to change).
-        """
-        tickets = self._db[TICKETS]
-        for _ in range(MAX_CAS_ATTEMPTS):
-            doc = await tickets.find_one({"_id": ticket_id}, {"outbox": 0})
-            if doc is None:
-                return None
-            if event_id is not None and event_id in doc.get("applied_events", []):
-                return Applied(before=doc, duplicate=True)
-            decided = decide(doc)
-            if decided is None and event_id is None:
-                return Applied(before=doc)
-            decided = decided or Change(update={})
-            update = merge_updates(
-                decided.update, {"$inc": {"version": 1}, "$set": {"updated_at": datetime.now(UTC)}}
-            )
-            if event_id is not None:
-                update = merge_updates(
-                    update, {"$push": {"applied_events": {"$each": [event_id], "$slice": -KEEP_KEYS}}}
-                )
-            result = await tickets.update_one(
-                {"_id": ticket_id, "version": doc.get("version", 0)},
-                with_events(update, Topic.TICKETS, decided.events),
-            )
-            if result.modified_count == 1:
-                if decided.events:
-                    self._notify(ticket_id)
-                return Applied(before=doc, change=decided)
-        raise ContentionError(f"ticket {ticket_id} kept changing; try again")
+    # ------------------------------------------------------------ alert storms
 
-    async def open_storm(self, key: str, *, look_everywhere: bool = False) -> dict[str, Any] | None:
+    async def open_storm(self, key: str, *, look_everywhere: bool = False) -> Ticket | None:
         """Return the ticket currently collecting alerts under storm `key`, if any.
 
-        A pointer document (`storms`, keyed by the storm key) makes this two `_id` look-ups. The unique
-        `storm_key` on tickets stays the source of truth: without a pointer the caller tries to open the
-        storm's ticket, and only when that insert collides (a crash left a ticket without its pointer)
-        does it ask again with `look_everywhere`, a query by `storm_key` (a scan on FerretDB).
+        A pointer document (`storms`, keyed by the storm key) makes this two `_id` look-ups. The pointer
+        is written before the storm's ticket (`claim_storm`), so a ticket opened for a storm always has
+        one. Only a ticket written before pointers came first can lack it: when opening a storm collides
+        with such a ticket, the caller asks again with `look_everywhere`, a query by `storm_key` (a scan
+        on FerretDB, which must never be the common path: under load it fed a retry-and-scan spiral).
         """
         tickets = self._db[TICKETS]
         pointer = await self._db[STORMS].find_one({"_id": key})
         if pointer is not None:
-            doc = await tickets.find_one({"_id": pointer["ticket_id"]}, {"outbox": 0})
+            doc = await tickets.find_one({"_id": pointer["ticket_id"]}, DECIDING)
             if doc is not None and doc.get("storm_key") == key:
-                return doc
+                return ticket_of(doc)
         if not look_everywhere:
             return None
-        doc = await tickets.find_one({"storm_key": key}, {"outbox": 0})
-        if doc is not None:
-            await self.point_storm(key, doc["_id"])
-        return doc
+        doc = await tickets.find_one({"storm_key": key}, DECIDING)
+        if doc is None:
+            return None
+        await self.point_storm(key, doc["_id"])
+        return ticket_of(doc)
+
+    async def claim_storm(self, key: str, ticket_id: str) -> str | None:
+        """Point storm `key` at the ticket about to be opened for it, before that ticket is written.
+
+        Returns the id to open the storm's ticket with: `ticket_id`, or the id the pointer already names
+        when that ticket was never written (a crash, or a racing writer still writing it: both insert
+        the same id, and one insert wins). Returns None when the pointer names a ticket that still
+        collects the storm or was moved meanwhile: the caller re-reads the storm."""
+        storms = self._db[STORMS]
+        try:
+            await storms.insert_one({"_id": key, "ticket_id": ticket_id})
+            return ticket_id
+        except DuplicateKeyError:
+            pass
+        pointer = await storms.find_one({"_id": key})
+        if pointer is None:
+            return None
+        current = str(pointer["ticket_id"])
+        doc = await self._db[TICKETS].find_one({"_id": current}, {"storm_key": 1})
+        if doc is None:
+            return current
+        if doc.get("storm_key") == key:
+            return None
+        moved = await storms.update_one(
+            {"_id": key, "ticket_id": current}, {"$set": {"ticket_id": ticket_id}}
+        )
+        return ticket_id if moved.modified_count == 1 else None
 
     async def point_storm(self, key: str, ticket_id: str) -> None:
         """Remember which ticket collects storm `key` (a hint; see `open_storm`)."""
@@ -157,10 +166,20 @@ class TicketStore:
         except DuplicateKeyError:
             pass  # a racing writer created the pointer; the next look-up verifies it anyway
 
-    async def claim_request_keys(self, claims: Sequence[Mapping[str, Any]]) -> list[int]:
+    async def claim_request_keys(self, claims: Sequence[KeyClaim]) -> list[int]:
         """Insert idempotency-key claims (one command); return the positions of keys claimed before."""
+        documents = [
+            {
+                "_id": c.key,
+                "partition": c.partition,
+                "offset": c.offset,
+                "fingerprint": c.fingerprint,
+                "at": c.at,
+            }
+            for c in claims
+        ]
         try:
-            await self._db[REQUEST_KEYS].insert_many([dict(c) for c in claims], ordered=False)
+            await self._db[REQUEST_KEYS].insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
             if any(e.get("code") != DUPLICATE_KEY for e in errors):
@@ -168,43 +187,32 @@ class TicketStore:
             return sorted(int(e["index"]) for e in errors)
         return []
 
-    async def request_key(self, key: str) -> dict[str, Any] | None:
-        return await self._db[REQUEST_KEYS].find_one({"_id": key})
+    async def request_key(self, key: str) -> KeyClaim | None:
+        doc = await self._db[REQUEST_KEYS].find_one({"_id": key})
+        if doc is None:
+            return None
+        return KeyClaim(key, doc.get("partition"), doc.get("offset"), doc.get("fingerprint"), doc.get("at"))
 
-    async def conditional_update(
-        self,
-        doc: Mapping[str, Any],
-        update: Mapping[str, Any],
-        events: Sequence[CloudEvent] = (),
-    ) -> bool:
-        """Apply `update` (+ events) only if the ticket is still at the version `doc` was read at."""
-        full = merge_updates(update, {"$inc": {"version": 1}})
-        result = await self._db[TICKETS].update_one(
-            {"_id": doc["_id"], "version": doc.get("version", 0)}, with_events(full, Topic.TICKETS, events)
-        )
-        if result.modified_count == 1 and events:
-            self._notify(doc["_id"])
-        return result.modified_count == 1
-
-    # ------------------------------------------------------------ tickets: reads
+    # ------------------------------------------------------------ tickets: what callers read
 
     async def get(self, ticket_id: str) -> dict[str, Any] | None:
+        """Return a ticket's document as callers read it (with its timeline)."""
         return await self._db[TICKETS].find_one({"_id": ticket_id}, {"outbox": 0, "applied_events": 0})
 
     async def list(
-        self, query: Mapping[str, Any], *, after: tuple[datetime, str] | None, limit: int
+        self, which: TicketFilter, *, after: tuple[datetime, str] | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Return up to `limit` tickets matching `query`, newest first, after the cursor position."""
-        full = dict(query)
+        """Return up to `limit` tickets matching `which`, newest first, after the cursor position."""
+        query = _query(which)
         if after is not None:
             created_at, ticket_id = after
-            full["$or"] = [
+            query["$or"] = [
                 {"created_at": {"$lt": created_at}},
                 {"created_at": created_at, "_id": {"$lt": ticket_id}},
             ]
         cursor = (
             self._db[TICKETS]
-            .find(full, {"outbox": 0, "applied_events": 0, "timeline": 0, "request_keys": 0})
+            .find(query, {"outbox": 0, "applied_events": 0, "timeline": 0, "request_keys": 0})
             .sort([("created_at", -1), ("_id", -1)])
             .limit(limit)
         )
@@ -212,18 +220,18 @@ class TicketStore:
 
     # ------------------------------------------------------------ customers
 
-    async def upsert_customer(self, customer_id: str, update: Mapping[str, Any]) -> None:
-        """Create or refresh a customer's record with `update` (see `customers.record_update`; idempotent).
+    async def record_customer(self, note: CustomerNote) -> None:
+        """Create or refresh a customer's record with what a ticket says of it (idempotent).
 
         The customer's tickets are not listed in this document (a list would grow without bound): they
         are the tickets with this `customer_id`, counted through the (customer_id, created_at) index."""
-        for attempt in range(3):
-            try:
-                await self._db[CUSTOMERS].update_one({"_id": customer_id}, dict(update), upsert=True)
-                return
-            except DuplicateKeyError:
-                if attempt == 2:
-                    raise  # two first tickets of one new customer raced; the loser retries as an update
+        customers, update = self._db[CUSTOMERS], _customer_update(note)
+        try:
+            await customers.update_one({"_id": note.customer_id}, update, upsert=True)
+        except DuplicateKeyError:
+            # Two first tickets of one new customer raced to insert the record: it exists now, so the
+            # same upsert is an update.
+            await customers.update_one({"_id": note.customer_id}, update, upsert=True)
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
         return await self._db[CUSTOMERS].find_one({"_id": customer_id})
@@ -231,11 +239,11 @@ class TicketStore:
     async def customer_ticket_count(self, customer_id: str) -> int:
         return await self._db[TICKETS].count_documents({"customer_id": customer_id})
 
-    async def set_customer_tier(self, customer_id: str, tier: str, *, by: str) -> bool:
+    async def set_customer_tier(self, customer_id: str, tier: CustomerTier, *, by: str) -> bool:
         """Set a customer's tier (a supervisor's decision); False when there is no such customer."""
         result = await self._db[CUSTOMERS].update_one(
             {"_id": customer_id},
-            {"$set": {"tier": tier, "tier_set_by": by, "updated_at": datetime.now(UTC)}},
+            {"$set": {"tier": tier.value, "tier_set_by": by, "updated_at": datetime.now(UTC)}},
         )
         return result.matched_count == 1
 
@@ -246,3 +254,177 @@ class TicketStore:
             if await tickets.find_one({"customer_id": customer_id, field: technician_id}, {"_id": 1}):
                 return True
         return False
+
+
+# ---------------------------------------------------------------- tickets <-> documents
+
+# The ticket's fields stored as they are; its bounded lists are appended to (see `Appended`).
+_STORED = tuple(
+    f.name for f in fields(Ticket) if f.name not in {"id", "version", "applied_events", "appended"}
+)
+# Optional fields loaded as they are stored.
+_AS_STORED = tuple(
+    f.name
+    for f in fields(Ticket)
+    if f.default is None and f.name not in {"category_hint", "priority_hint", "assignment_mark"}
+)
+# Lifecycle fields a new ticket's document leaves out until a change sets them.
+_SET_LATER = {
+    "request_offsets",
+    "assignment_mark",
+    "pending_followup",
+    "resolved_at",
+    "cancelled_at",
+    "cancel_reason",
+    "closed_at",
+    "close_reason",
+}
+
+
+def ticket_of(doc: Mapping[str, Any]) -> Ticket:
+    """Return the ticket a stored document holds (without its timeline and outbox)."""
+    mark = doc.get("assignment_mark")
+    as_stored: dict[str, Any] = {name: doc.get(name) for name in _AS_STORED}
+    return Ticket(
+        id=doc["_id"],
+        version=doc.get("version", 0),
+        status=TicketStatus(doc["status"]),
+        channel=Channel(doc["channel"]),
+        category=Category(doc["category"]),
+        priority=Priority(doc["priority"]),
+        rules_version=doc["rules_version"],
+        matched_rules=tuple(doc.get("matched_rules") or ()),
+        category_hint=Category(doc["category_hint"]) if doc.get("category_hint") else None,
+        priority_hint=Priority(doc["priority_hint"]) if doc.get("priority_hint") else None,
+        title=doc["title"],
+        description=doc["description"],
+        customer_id=doc["customer_id"],
+        customer_tier=CustomerTier(doc.get("customer_tier", CustomerTier.STANDARD.value)),
+        customer_timezone=doc.get("customer_timezone", "UTC"),
+        region_code=doc["region_code"],
+        product=doc.get("product") or {},
+        request_offsets=dict(doc.get("request_offsets") or {}),
+        request_keys=tuple(doc.get("request_keys") or ()),
+        storm_key=doc["storm_key"],
+        created_by=doc["created_by"],
+        source=doc.get("source", ""),
+        created_at=doc["created_at"],
+        updated_at=doc["updated_at"],
+        status_changed_at=doc.get("status_changed_at") or doc["created_at"],
+        reopen_count=int(doc.get("reopen_count", 0)),
+        assignment_mark=(mark[0], mark[1]) if mark else None,
+        applied_events=frozenset(doc.get("applied_events") or ()),
+        **as_stored,
+    )
+
+
+def document_of(ticket: Ticket) -> dict[str, Any]:
+    """Return a new ticket's document (its first timeline entries included)."""
+    fields = {k: v for k, v in _stored(ticket).items() if k not in _SET_LATER or v}
+    return {
+        "_id": ticket.id,
+        "version": ticket.version,
+        **fields,
+        "customer_messages": list(ticket.appended.customer_messages),
+        "timeline": list(ticket.appended.timeline),
+        "applied_events": list(ticket.appended.applied_events),
+    }
+
+
+def _stored(ticket: Ticket) -> dict[str, Any]:
+    """Return the ticket's stored fields (all but its id, version and lists), as BSON types."""
+    return {name: _plain(getattr(ticket, name)) for name in _STORED}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _appends(appended: Appended) -> dict[str, Any]:
+    """Return the `$push` of a change's appends, each list kept to its bound."""
+    pushes: dict[str, Any] = {}
+    for name, values, keep in (
+        ("timeline", appended.timeline, KEEP_TIMELINE),
+        ("customer_messages", appended.customer_messages, KEEP_CUSTOMER_MESSAGES),
+        ("applied_events", appended.applied_events, KEEP_KEYS),
+    ):
+        if values:
+            pushes[name] = {"$each": list(values), "$slice": -keep}
+    return pushes
+
+
+def _query(which: TicketFilter) -> dict[str, Any]:
+    query = {
+        name: _plain(value)
+        for name, value in (
+            ("status", which.status),
+            ("customer_id", which.customer_id),
+            ("channel", which.channel),
+            ("category", which.category),
+        )
+        if value is not None
+    }
+    created = {
+        op: at for op, at in (("$gte", which.created_from), ("$lt", which.created_to)) if at is not None
+    }
+    if created:
+        query["created_at"] = created
+    for name, value in (("created_by", which.created_by), ("technician_id", which.technician_id)):
+        if value is not None:
+            query[name] = value
+    return query
+
+
+# ---------------------------------------------------------------- customers
+
+
+def _customer_update(note: CustomerNote) -> dict[str, Any]:
+    """Return the upsert of the customer's record for a note (idempotent)."""
+    update: dict[str, Any] = {
+        "$set": {"updated_at": note.at, "last_ticket_id": note.ticket_id},
+        "$setOnInsert": {"created_at": note.at},
+        "$addToSet": {"products": dict(note.product)},
+    }
+    if note.staff:
+        update["$set"].update(note.profile)
+        if note.stated_tier is not None:
+            update["$set"]["tier"] = note.stated_tier.value
+        else:
+            update["$setOnInsert"]["tier"] = CustomerTier.STANDARD.value
+    else:
+        update["$setOnInsert"].update(note.profile, tier=CustomerTier.STANDARD.value)
+        update["$addToSet"]["channels"] = note.channel
+    return update
+
+
+# ---------------------------------------------------------------- the one-off re-keying (see `rekey`)
+
+
+async def legacy_customers(db: Database) -> AsyncIterator[dict[str, Any]]:
+    """Yield the customer records whose id has the shape of the old, unkeyed derivation."""
+    async for record in db[CUSTOMERS].find({"_id": {"$regex": "^C-[0-9a-f]{16}$"}}):
+        yield record
+
+
+async def move_customer(db: Database, record: Mapping[str, Any], new_id: str) -> None:
+    """Merge a customer's record into `new_id` (its channel links kept), point its tickets there and
+    remove the old record (idempotent)."""
+    fields = {k: v for k, v in record.items() if k not in {"_id", "products", "channels"}}
+    update: dict[str, Any] = {"$setOnInsert": fields}
+    for name in ("products", "channels"):
+        if record.get(name):
+            update.setdefault("$addToSet", {})[name] = {"$each": record[name]}
+    try:
+        await db[CUSTOMERS].update_one({"_id": new_id}, update, upsert=True)
+    except DuplicateKeyError:
+        await db[CUSTOMERS].update_one(
+            {"_id": new_id}, {k: v for k, v in update.items() if k != "$setOnInsert"}
+        )
+    await db[TICKETS].update_many({"customer_id": record["_id"]}, {"$set": {"customer_id": new_id}})
+    await db[CUSTOMERS].delete_one({"_id": record["_id"]})

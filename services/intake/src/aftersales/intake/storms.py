@@ -20,21 +20,25 @@ first alert of a storm with no open ticket opens it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal
 
-from aftersales.intake import domain, metrics
+from aftersales.intake import domain, messages, metrics
+from aftersales.intake.domain import Ticket, TicketDecision
 from aftersales.intake.rules import Classification
-from aftersales.intake.store import ContentionError, TicketStore
-from aftersales.shared.contracts.events import TicketMerged, TicketUpdated
+from aftersales.intake.store import KeyClaim, TicketStore
+from aftersales.shared.aggregate import Decision
+from aftersales.shared.contracts.common import Priority
 from aftersales.shared.contracts.requests import TicketRequest
-from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.errors import Conflict
+from aftersales.shared.errors import Conflict, RetryLater
 
 PRIORITY_ORDER = ["P1", "P2", "P3", "P4"]
 MAX_ROUNDS = 200
+
+Outcome = Literal["created", "merged", "replayed"]
+Folded = tuple[Ticket, Outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,34 +60,32 @@ class Alert:
         return domain.stored_precision(self.request.iot.observed_at)
 
 
-NewTicket = Callable[[Alert], tuple[dict[str, Any], CloudEvent]]
-EventFor = Callable[[Any, str], CloudEvent]
+NewTicket = Callable[[Alert], Ticket]
 
 
 class Storms:
-    def __init__(self, store: TicketStore, *, window_s: float, new_ticket: NewTicket, event_for: EventFor):
+    def __init__(self, store: TicketStore, *, window_s: float, new_ticket: NewTicket):
         self.store = store
         self.window_s = window_s
         self._new_ticket = new_ticket
-        self._event_for = event_for
 
-    async def absorb(self, storm: str, alerts: Sequence[Alert]) -> list[tuple[dict[str, Any], str]]:
+    async def absorb(self, storm: str, alerts: Sequence[Alert]) -> list[Folded]:
         """Fold a storm's alerts (in order); return (ticket, "created"|"merged"|"replayed") for each."""
         replayed = await self._replays(alerts)
         fresh = [a for i, a in enumerate(alerts) if i not in replayed]
-        results: dict[int, tuple[dict[str, Any], str]] = {}
+        results: dict[int, Folded] = {}
         if fresh:
             folded = await self._fold(storm, fresh)
             for alert, outcome in zip(fresh, folded, strict=True):
                 results[id(alert)] = outcome
-        out: list[tuple[dict[str, Any], str]] = []
+        out: list[Folded] = []
         for i, alert in enumerate(alerts):
             if i in replayed:
-                doc = await self.store.open_storm(storm)
-                if doc is None:  # the replayed alert's storm has no ticket: a crash lost the first one
-                    [(doc, _)] = await self._fold(storm, [alert])
+                ticket = await self.store.open_storm(storm)
+                if ticket is None:  # the replayed alert's storm has no ticket: a crash lost the first one
+                    [(ticket, _)] = await self._fold(storm, [alert])
                 metrics.TICKETS_REPLAYED.labels(alert.source).inc()
-                out.append((doc, "replayed"))
+                out.append((ticket, "replayed"))
             else:
                 out.append(results[id(alert)])
         return out
@@ -93,23 +95,15 @@ class Storms:
         keyed = [(i, a) for i, a in enumerate(alerts) if a.key is not None]
         if not keyed:
             return set()
-        claims = [
-            {
-                "_id": a.key,
-                "partition": a.partition,
-                "offset": a.offset,
-                "fingerprint": a.fingerprint,
-                "at": datetime.now(UTC),
-            }
-            for _, a in keyed
-        ]
+        now = datetime.now(UTC)
+        claims = [KeyClaim(a.key, a.partition, a.offset, a.fingerprint, now) for _, a in keyed if a.key]
         taken = await self.store.claim_request_keys(claims)
         replays: set[int] = set()
         for position in taken:
             i, alert = keyed[position]
             assert alert.key is not None
             holder = await self.store.request_key(alert.key)
-            if holder is not None and holder.get("fingerprint") not in (None, alert.fingerprint):
+            if holder is not None and holder.fingerprint not in (None, alert.fingerprint):
                 raise Conflict(
                     "this Idempotency-Key was already used for a different request; use a new key",
                     field="Idempotency-Key",
@@ -117,44 +111,35 @@ class Storms:
             same_record = (
                 holder is not None
                 and alert.partition is not None
-                and (holder.get("partition"), holder.get("offset")) == (alert.partition, alert.offset)
+                and (holder.partition, holder.offset) == (alert.partition, alert.offset)
             )
             if not same_record:
                 replays.add(i)
         return replays
 
-    async def _fold(self, storm: str, alerts: Sequence[Alert]) -> list[tuple[dict[str, Any], str]]:
-        outcomes: list[tuple[dict[str, Any], str]] = []
+    async def _fold(self, storm: str, alerts: Sequence[Alert]) -> list[Folded]:
+        """Fold the alerts round by round: each round folds a prefix into the storm's current ticket
+        (or opens it), so a lost race re-reads and goes on from where it stopped."""
+        outcomes: list[Folded] = []
         todo = list(alerts)
         look_everywhere = False
         for _ in range(MAX_ROUNDS):
             if not todo:
                 return outcomes
-            doc = await self.store.open_storm(storm, look_everywhere=look_everywhere)
-            done = await self._fold_into(storm, doc, todo, outcomes)
+            ticket = await self.store.open_storm(storm, look_everywhere=look_everywhere)
+            done = await self._fold_into(storm, ticket, todo, outcomes)
             # Opening the storm's ticket collided with one that has no pointer: look for it by key.
-            look_everywhere = doc is None and done == 0
+            look_everywhere = ticket is None and done == 0
             todo = todo[done:]
-        raise ContentionError("alert storm kept changing; try again")
+        raise RetryLater("alert storm kept changing; try again")
 
     async def _fold_into(
-        self,
-        storm: str,
-        doc: dict[str, Any] | None,
-        alerts: Sequence[Alert],
-        outcomes: list[tuple[dict[str, Any], str]],
+        self, storm: str, ticket: Ticket | None, alerts: Sequence[Alert], outcomes: list[Folded]
     ) -> int:
-        """Fold a prefix of `alerts` into `doc` (or open the storm's ticket); return how many were done."""
-        if doc is None:
-            ticket, created = self._new_ticket(alerts[0])
-            ticket = {**ticket, "storm_key": storm, "request_offsets": _offsets({}, alerts[0])}
-            if not await self.store.insert(ticket, [created]):
-                return 0  # another writer opened this storm meanwhile: fold into its ticket
-            await self.store.point_storm(storm, ticket["_id"])
-            metrics.TICKETS_CREATED.labels(ticket["channel"], ticket["category"], ticket["priority"]).inc()
-            outcomes.append((ticket, "created"))
-            return 1
-        merge = _Merge(doc)
+        """Fold a prefix of `alerts` into `ticket` (or open the storm's ticket); return how many were done."""
+        if ticket is None:
+            return await self._open(storm, alerts[0], outcomes)
+        merge = _Merge(ticket)
         taken = 0
         for alert in alerts:
             if merge.absorbed(alert):
@@ -165,33 +150,51 @@ class Storms:
             merge.add(alert)
             taken += 1
         if taken == 0:  # the next alert came after the window: release the storm, the next round opens one
-            released = {"$set": {"storm_key": domain.released_storm_key(doc["_id"])}}
-            await self.store.conditional_update(doc, released)
+            released = replace(ticket, storm_key=domain.released_storm_key(ticket.id))
+            await self.store.write(ticket, Decision(released))
             return 0
-        after = doc
+        after = ticket
         if merge.count > merge.base_count:
-            sets, events = merge.decided(self._event_for)
-            if not await self.store.conditional_update(doc, {"$set": sets}, events):
+            decision = merge.decided()
+            if not await self.store.write(ticket, decision):
                 return 0  # lost a race with another writer: re-read and fold these again
             metrics.TICKETS_MERGED.labels(alerts[0].request.channel.value).inc(merge.count - merge.base_count)
-            after = {**doc, **sets}
+            after = decision.state
         outcomes.extend((after, "merged") for _ in range(taken))
         return taken
+
+    async def _open(self, storm: str, alert: Alert, outcomes: list[Folded]) -> int:
+        """Open the storm's ticket with its first alert; return 1, or 0 when another writer opened it."""
+        ticket = replace(self._new_ticket(alert), storm_key=storm, request_offsets=_offsets({}, alert))
+        # The storm's pointer first: whatever happens to the insert below, the next round finds the
+        # ticket by `_id` (a look-up by storm key scans the tickets on FerretDB).
+        opened_as = await self.store.claim_storm(storm, ticket.id)
+        if opened_as is None:
+            return 0  # the storm has a ticket, or another writer is opening one: re-read it
+        if opened_as != ticket.id:
+            ticket = replace(ticket, id=opened_as)
+        if not await self.store.insert(ticket, [messages.created(ticket)]):
+            return 0  # another writer opened this storm meanwhile: fold into its ticket
+        metrics.TICKETS_CREATED.labels(
+            ticket.channel.value, ticket.category.value, ticket.priority.value
+        ).inc()
+        outcomes.append((ticket, "created"))
+        return 1
 
 
 class _Merge:
     """The in-memory fold of several alerts into one storm ticket."""
 
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc = doc
-        self.base_count = int(doc.get("alert_count") or 1)
+    def __init__(self, ticket: Ticket) -> None:
+        assert ticket.first_seen is not None and ticket.last_seen is not None
+        self.ticket = ticket
+        self.base_count = int(ticket.alert_count or 1)
         self.count = self.base_count
-        self.first: datetime = doc["first_seen"]
-        self.last: datetime = doc["last_seen"]
-        self.offsets: dict[str, int] = dict(doc.get("request_offsets") or {})
-        self.priority: str = doc["priority"]
-        self.severity = doc.get("severity")
-        self.fault_code = doc.get("fault_code")
+        self.first: datetime = ticket.first_seen
+        self.last: datetime = ticket.last_seen
+        self.offsets: dict[str, int] = dict(ticket.request_offsets)
+        self.priority: str = ticket.priority.value
+        self.severity = ticket.severity
 
     def absorbed(self, alert: Alert) -> bool:
         """True when the ticket already holds this record (a redelivery after a crash)."""
@@ -209,46 +212,24 @@ class _Merge:
             assert alert.request.iot is not None
             self.priority, self.severity = priority, alert.request.iot.severity
 
-    def decided(self, event_for: EventFor) -> tuple[dict[str, Any], list[CloudEvent]]:
-        """Return the ticket's new fields and the events of the whole fold."""
+    def decided(self) -> TicketDecision:
+        """Return the ticket after the whole fold, with its events."""
         now = datetime.now(UTC)
-        ticket_id = self.doc["_id"]
-        sets: dict[str, Any] = {
-            "alert_count": self.count,
-            "first_seen": self.first,
-            "last_seen": self.last,
-            "request_offsets": self.offsets,
-            "updated_at": now,
-        }
-        events = [
-            event_for(
-                TicketMerged(
-                    ticket_id=ticket_id,
-                    fault_code=str(self.fault_code),
-                    alert_count=self.count,
-                    first_seen=self.first,
-                    last_seen=self.last,
-                ),
-                ticket_id,
-            )
-        ]
-        if self.priority != self.doc["priority"]:
-            sets.update(priority=self.priority, severity=self.severity)
-            events.append(
-                event_for(
-                    TicketUpdated(
-                        ticket_id=ticket_id,
-                        change="priority_changed",
-                        priority=self.priority,  # type: ignore[arg-type]
-                        updated_at=now,
-                    ),
-                    ticket_id,
-                )
-            )
-        return sets, events
+        after = replace(
+            self.ticket,
+            alert_count=self.count,
+            first_seen=self.first,
+            last_seen=self.last,
+            request_offsets=self.offsets,
+            updated_at=now,
+        )
+        if self.priority == self.ticket.priority.value:
+            return TicketDecision(after, (messages.merged(after),))
+        after = replace(after, priority=Priority(self.priority), severity=self.severity)
+        return TicketDecision(after, (messages.merged(after), messages.priority_changed(after, now)))
 
 
-def _offsets(offsets: dict[str, int], alert: Alert) -> dict[str, int]:
+def _offsets(offsets: Mapping[str, int], alert: Alert) -> dict[str, int]:
     if alert.partition is None or alert.offset is None:
         return dict(offsets)
     key = str(alert.partition)
