@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness import SERVICE_NAMES, Infra, Platform, ServiceProcess, start_infra
+from harness import PIPELINE_SERVICE_NAMES, Infra, Platform, ServiceProcess, start_infra
 
 from benchmarks import platform_benches, shared_benches
 from benchmarks.config import Config, help_text
@@ -86,7 +86,7 @@ async def _pass(run: Run, stages: list[str]) -> None:
 async def _start(platform: Platform, results: dict[str, Any], *, restart: bool = False) -> None:
     started = time.monotonic()
     if restart:
-        await platform.start_ready(*SERVICE_NAMES, PUBLISH_REPORTS="false")
+        await platform.start_ready(*PIPELINE_SERVICE_NAMES, PUBLISH_REPORTS="false")
     else:
         await start_platform(platform)
     results["startup_s"] = time.monotonic() - started

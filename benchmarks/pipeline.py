@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer
-from harness import SERVICE_NAMES, Platform, auth
+from harness import PIPELINE_SERVICE_NAMES, Platform, auth
 
 from aftersales.shared.contracts import Topic
 
@@ -29,7 +29,7 @@ TECHNICIANS = 50
 
 async def start_platform(platform: Platform, **env: str) -> None:
     """Start all five services and give routing one grid, open around the clock, with ample capacity."""
-    await platform.start_ready(*SERVICE_NAMES, PUBLISH_REPORTS="false", **env)
+    await platform.start_ready(*PIPELINE_SERVICE_NAMES, PUBLISH_REPORTS="false", **env)
     routing = platform.url("routing")
     async with httpx.AsyncClient(timeout=30.0) as http:
         grid = {
@@ -165,7 +165,7 @@ DbCounts = dict[str, dict[tuple[str, str], float]]
 
 
 async def db_commands(
-    platform: Platform, services: Iterable[str] = SERVICE_NAMES, *, detail: bool = False
+    platform: Platform, services: Iterable[str] = PIPELINE_SERVICE_NAMES, *, detail: bool = False
 ) -> DbCounts:
     """Return service -> (command, by_id) -> commands sent so far, from each service's /metrics
     (with `detail`, the command is "<collection>.<command>")."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from harness import SERVICE_NAMES, Platform, auth, mongo, wait_until
+from harness import PIPELINE_SERVICE_NAMES, Platform, auth, mongo, wait_until
 
 from aftersales.shared.contracts import Topic
 from benchmarks.clone import TemplateSet, build_templates, seed
@@ -103,7 +103,7 @@ async def _read_all(platform: Platform) -> list[tuple[str, str, dict[str, Any]]]
     client = mongo(platform.infra)
     out: list[tuple[str, str, dict[str, Any]]] = []
     try:
-        for service in SERVICE_NAMES:
+        for service in PIPELINE_SERVICE_NAMES:
             db = client[platform.database(service)]
             for name in await db.list_collection_names():
                 out.extend([(service, name, doc) async for doc in db[name].find({})])
@@ -160,7 +160,7 @@ async def seed_history(platform: Platform, templates: TemplateSet, cfg: Config) 
     )
     client = mongo(platform.infra)
     try:
-        databases = {s: platform.database(s) for s in SERVICE_NAMES}
+        databases = {s: platform.database(s) for s in PIPELINE_SERVICE_NAMES}
         report = await seed(client, databases, templates, n, days=cfg.growth_days, chunk=cfg.seed_chunk)
     finally:
         await client.close()

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient
-from harness import SERVICE_NAMES, Infra, Platform, ServiceProcess, mongo
+from harness import PIPELINE_SERVICE_NAMES, Infra, Platform, ServiceProcess, mongo
 
 
 async def stop_all(processes: Iterable[ServiceProcess]) -> None:
@@ -22,7 +22,7 @@ async def cleanup(infra: Infra, platforms: list[Platform], *, keep: bool) -> Non
     client = mongo(infra)
     try:
         for platform in platforms:
-            for service in SERVICE_NAMES:
+            for service in PIPELINE_SERVICE_NAMES:
                 try:
                     await client.drop_database(platform.database(service))
                 except Exception as exc:

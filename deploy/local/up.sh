@@ -9,8 +9,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CACHE="${AFTERSALES_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aftersales}"
 RUN="$CACHE/run"; LOGS="$CACHE/logs"
 PY="$ROOT/.venv/bin/python"   # `make up` ran `uv sync --frozen` first
-declare -A PORTS=([intake]=8001 [routing]=8002 [followup]=8003 [feedback]=8004 [metrics]=8005)
-ORDER=(intake routing followup feedback metrics)
+declare -A PORTS=([intake]=8001 [routing]=8002 [followup]=8003 [feedback]=8004 [metrics]=8005 [notify]=8006)
+ORDER=(intake routing followup feedback metrics notify)
+SMTP_SINK_PORT="${SMTP_SINK_PORT:-1025}"; MAILDIR="$CACHE/mail"   # notify's mails land here (a Maildir)
 mkdir -p "$RUN" "$LOGS"
 cd "$ROOT"
 
@@ -31,11 +32,20 @@ if [[ "${1:-}" == "--status" ]]; then status; exit 0; fi
 
 bash "$HERE/infra.sh" start
 eval "$(bash "$HERE/infra.sh" env | sed 's/^/export /')"
+# A local SMTP sink (aiosmtpd, a dev dependency) for notify: every mail it sends is kept in $MAILDIR.
+if ! alive smtp-sink; then
+  mkdir -p "$MAILDIR"
+  nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$SMTP_SINK_PORT" -c aiosmtpd.handlers.Mailbox "$MAILDIR" \
+    >>"$LOGS/smtp-sink.log" 2>&1 </dev/null &
+  echo $! >"$RUN/smtp-sink.pid"
+  echo "[up] started the SMTP sink on 127.0.0.1:$SMTP_SINK_PORT (pid $(cat "$RUN/smtp-sink.pid"), mails in $MAILDIR/new)"
+fi
 for s in "${ORDER[@]}"; do
   available "$s" || continue
   if alive "$s"; then echo "[up] $s already running (pid $(cat "$RUN/$s.pid"))"; continue; fi
   # a simple command in the background, so $! is the service's own PID (make down stops it by that)
   HTTP_PORT="${PORTS[$s]}" ENVIRONMENT="${ENVIRONMENT:-development}" \
+    SMTP_HOST="${SMTP_HOST:-127.0.0.1}" SMTP_PORT="${SMTP_PORT:-$SMTP_SINK_PORT}" \
     nohup "$PY" -m "aftersales.$s" >>"$LOGS/$s.log" 2>&1 </dev/null &
   echo $! >"$RUN/$s.pid"
   echo "[up] started $s on http://127.0.0.1:${PORTS[$s]} (pid $(cat "$RUN/$s.pid"), log $LOGS/$s.log)"
@@ -47,7 +57,7 @@ else
   ALERTS="not started: $(tail -1 "$LOGS/alertmanager-start.err")"
 fi
 if bash "$HERE/prometheus.sh" start >/dev/null 2>"$LOGS/prometheus-start.err"; then
-  PROM="http://127.0.0.1:${PROMETHEUS_PORT:-9090} (scraping 8001-8005, alert rules loaded)"
+  PROM="http://127.0.0.1:${PROMETHEUS_PORT:-9090} (scraping 8001-8006, alert rules loaded)"
 else
   PROM="not started: $(tail -1 "$LOGS/prometheus-start.err")"
 fi
@@ -58,6 +68,7 @@ cat <<EOT
 Kafka:   127.0.0.1:9092      MongoDB wire: ${MONGODB_URI}
 Prometheus: ${PROM}
 Alertmanager: ${ALERTS}
-OpenAPI: http://127.0.0.1:8001/docs (and 8002..8005)     Dev token: Authorization: Bearer dev-admin-token
+OpenAPI: http://127.0.0.1:8001/docs (and 8002..8006)     Dev token: Authorization: Bearer dev-admin-token
+Mails sent by notify (SMTP sink 127.0.0.1:${SMTP_SINK_PORT}): ${MAILDIR}/new (one file per mail)
 Stop everything with: make down
 EOT

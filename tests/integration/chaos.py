@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from chaos_checks import Findings, verify
-from harness import INFRA, SERVICE_NAMES, Platform, auth, start_infra
+from harness import INFRA, PIPELINE_SERVICE_NAMES, Platform, auth, start_infra
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.requests import IotSignal, TicketRequest
@@ -89,7 +89,7 @@ class Run:
 
 async def setup(run: Run) -> None:
     platform, cfg = run.platform, run.cfg
-    await platform.start_ready(*SERVICE_NAMES, **SERVICE_ENV)
+    await platform.start_ready(*PIPELINE_SERVICE_NAMES, **SERVICE_ENV)
     routing = platform.url("routing")
     grid = {
         "id": "g-chaos",
@@ -283,7 +283,7 @@ async def chaos(run: Run, window_s: float) -> None:
     rng = random.Random(run.platform.prefix)
     actions: list[tuple[float, str]] = [
         (rng.uniform(0.05, 0.9) * window_s, f"kill:{s}")
-        for s in SERVICE_NAMES
+        for s in PIPELINE_SERVICE_NAMES
         for _ in range(cfg.kills_per_service)
     ]
     if cfg.restart_kafka:

@@ -231,7 +231,11 @@ def mongo(infra: Infra) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(infra.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
 
 
-SERVICE_NAMES = ("intake", "routing", "followup", "feedback", "metrics")
+# The services that carry the tickets: what load, chaos and cost tests start.
+PIPELINE_SERVICE_NAMES = ("intake", "routing", "followup", "feedback", "metrics")
+# Every service the platform deploys (Helm, compose, Prometheus jobs, schemathesis). notify only sends
+# messages: a test that needs it starts it (`platform.start_ready("notify", ...)`).
+SERVICE_NAMES = (*PIPELINE_SERVICE_NAMES, "notify")
 
 
 @dataclass

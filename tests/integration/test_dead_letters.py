@@ -1,7 +1,7 @@
 """Every consumed (service, topic) subscription has a dead-letter path: a malformed message lands in
 `<topic>.dlq` naming the consumer group that parked it, and the partition moves on to the next event.
 Event types outside the contract are counted, not parked (except on intake's requests topic, where
-only requests belong). All five services run once, as real processes, for the whole module."""
+only requests belong). All six services run once, as real processes, for the whole module."""
 
 from __future__ import annotations
 
@@ -51,6 +51,9 @@ SUBSCRIPTIONS = [
     ("metrics", Topic.ASSIGNMENTS, "aftersales-metrics"),
     ("metrics", Topic.FOLLOWUPS, "aftersales-metrics"),
     ("metrics", Topic.FEEDBACK, "aftersales-metrics"),
+    ("notify", Topic.TICKETS, "aftersales-notify"),
+    ("notify", Topic.ASSIGNMENTS, "aftersales-notify"),
+    ("notify", Topic.FEEDBACK, "aftersales-notify"),
 ]
 MALFORMED = b"{not json"
 
@@ -83,7 +86,7 @@ async def stack() -> AsyncIterator[Platform]:
     platform = Platform(start_infra(), started)
     try:
         await platform.start_ready(
-            "intake", "routing", "followup", "feedback", "metrics", PUBLISH_REPORTS="false"
+            "intake", "routing", "followup", "feedback", "metrics", "notify", PUBLISH_REPORTS="false"
         )
         yield platform
     finally:

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness import SERVICE_NAMES, Platform, mongo
+from harness import PIPELINE_SERVICE_NAMES, Platform, mongo
 from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -47,7 +47,7 @@ async def measure(platform: Platform, n: int) -> dict[str, dict[tuple[str, str],
     finally:
         await watch.stop()
     out: dict[str, dict[tuple[str, str], float]] = {}
-    for service in SERVICE_NAMES:
+    for service in PIPELINE_SERVICE_NAMES:
         earlier = before.get(service, {})
         out[service] = {k: (v - earlier.get(k, 0.0)) / n for k, v in after[service].items()}
     return out
@@ -115,7 +115,7 @@ async def test_db_commands_per_ticket_stay_flat_from_1k_to_20k_stored_tickets(pl
     small_totals, large_totals = totals(small), totals(large)
     print(f"commands per ticket at ~{SMALL:,}: { {k: round(v, 2) for k, v in small_totals.items()} }")
     print(f"commands per ticket at ~{stored:,}: { {k: round(v, 2) for k, v in large_totals.items()} }")
-    for service in SERVICE_NAMES:
+    for service in PIPELINE_SERVICE_NAMES:
         # Background work (timer scans, gauges) is counted too and depends on how long a window takes,
         # hence the small allowance; a per-ticket cost that grows with the data would be far above it.
         assert large_totals[service] <= small_totals[service] * 1.15 + 0.5, (

@@ -24,7 +24,7 @@ from aftersales.shared.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[4]
 DOCS = ROOT / "docs"
 SCHEMAS = DOCS / "schemas"
-SERVICES = ("intake", "routing", "followup", "feedback", "metrics")
+SERVICES = ("intake", "routing", "followup", "feedback", "metrics", "notify")
 PRODUCERS = {
     Topic.REQUESTS: "channel gateways",
     Topic.TICKETS: "intake",
@@ -32,6 +32,7 @@ PRODUCERS = {
     Topic.FOLLOWUPS: "followup",
     Topic.FEEDBACK: "feedback",
     Topic.REPORTS: "metrics",
+    Topic.NOTIFICATIONS: "notify",
 }
 
 

@@ -26,6 +26,19 @@ EARLIEST_OBSERVATION = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_OBSERVATION = datetime(2100, 1, 1, tzinfo=UTC)
 
 
+def e164_phone(value: str) -> str:
+    """Return a phone number in E.164 form; ValueError (a message for the caller) when it is not one."""
+    if len(value) > MAX_PHONE_CHARS:
+        raise ValueError(f"must be at most {MAX_PHONE_CHARS} characters")
+    try:
+        parsed = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("must be an international phone number like +8613800138000") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,17 +66,7 @@ class CustomerIn(BaseModel):
     @field_validator("phone")
     @classmethod
     def _valid_phone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if len(value) > MAX_PHONE_CHARS:
-            raise ValueError(f"must be at most {MAX_PHONE_CHARS} characters")
-        try:
-            parsed = phonenumbers.parse(value, None)
-        except phonenumbers.NumberParseException:
-            raise ValueError("must be an international phone number like +8613800138000") from None
-        if not phonenumbers.is_valid_number(parsed):
-            raise ValueError("is not a valid phone number")
-        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        return None if value is None else e164_phone(value)
 
     @model_validator(mode="after")
     def _identified(self) -> CustomerIn:

@@ -10,6 +10,7 @@ class Topic(StrEnum):
     FOLLOWUPS = "aftersales.followups.v1"
     FEEDBACK = "aftersales.feedback.v1"
     REPORTS = "aftersales.reports.v1"
+    NOTIFICATIONS = "aftersales.notifications.v1"
 
     @property
     def dlq(self) -> str:

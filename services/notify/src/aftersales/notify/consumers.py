@@ -1,0 +1,44 @@
+"""Kafka handlers: the events that call for a message (tickets, assignments, feedback), and the ticket
+and assignment facts notify keeps to know whose a ticket is and where it is worked."""
+
+from __future__ import annotations
+
+from aftersales.notify.service import Notifications
+from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.events import (
+    ComplaintClosed,
+    ComplaintOpened,
+    ComplaintUpdated,
+    SlaBreached,
+    SlaWarning,
+    SurveySent,
+    TicketCreated,
+    TicketReopened,
+    WorkOrderAssigned,
+    WorkOrderEscalated,
+    WorkOrderReassigned,
+)
+from aftersales.shared.kafka import subscribe
+from aftersales.shared.routes import EventRoutes
+from aftersales.shared.runtime import ServiceRuntime
+
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK)
+
+
+def register(runtime: ServiceRuntime, notifications: Notifications) -> None:
+    routes = EventRoutes(
+        {
+            TicketCreated: notifications.on_ticket_created,
+            TicketReopened: notifications.on_ticket_reopened,
+            WorkOrderAssigned: notifications.on_assigned,
+            WorkOrderReassigned: notifications.on_assigned,
+            SlaWarning: notifications.on_sla_warning,
+            SlaBreached: notifications.on_sla_breached,
+            WorkOrderEscalated: notifications.on_escalated,
+            SurveySent: notifications.on_survey_sent,
+            ComplaintOpened: notifications.on_complaint,
+            ComplaintUpdated: notifications.on_complaint,
+            ComplaintClosed: notifications.on_complaint,
+        }
+    )
+    subscribe(runtime.broker, runtime.settings, CONSUMES, routes)

@@ -1,0 +1,278 @@
+"""Notify's use cases: events become notices, notices become deliveries (one per recipient and channel),
+and each delivery's attempts run from durable timers until it is sent or has failed for good.
+
+The edges (api.py, consumers.py, timers.py) call these; the rules come from domain.py and notices.py,
+the writes from store.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aftersales.notify import domain, messages, notices
+from aftersales.notify.channels import ChannelAdapter, Outgoing, Refused, Transient
+from aftersales.notify.domain import (
+    ChannelName,
+    Delivery,
+    DeliveryStatus,
+    Language,
+    Notice,
+    Outcome,
+    Recipient,
+    RecipientKind,
+    RetryPolicy,
+)
+from aftersales.notify.metrics import ATTEMPTS, DEFERRED, DELIVERIES_DONE, DELIVERIES_PLANNED, UNADDRESSED
+from aftersales.notify.store import DeliveryStore, RecipientStore, TemplateStore, TicketStore
+from aftersales.notify.templates import DEFAULTS, MessageTemplate, checked
+from aftersales.shared.contracts.events import (
+    ComplaintClosed,
+    ComplaintOpened,
+    ComplaintUpdated,
+    SlaBreached,
+    SlaWarning,
+    SurveySent,
+    TicketCreated,
+    TicketReopened,
+    WorkOrderAssigned,
+    WorkOrderEscalated,
+    WorkOrderReassigned,
+)
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.errors import NotFound, RetryLater
+from aftersales.shared.timers import Timer
+
+log = logging.getLogger("aftersales.notify")
+
+# An attempt's timer is armed just before its delivery is written: a delivery not found may mean "not
+# written yet" this many times, then "that write never happened".
+NOT_WRITTEN_RETRIES = 4
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPolicy:
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    contact_wait: timedelta = timedelta(seconds=30)  # between looks for a customer's contact points
+    contact_wait_rounds: int = 10  # then the message is given up as unaddressed
+    survey_link_template: str = "https://survey.example.com/s/{survey_id}"
+
+
+class Notifications:
+    """Who is told what, on which channel, and when."""
+
+    def __init__(
+        self,
+        *,
+        recipients: RecipientStore,
+        tickets: TicketStore,
+        templates: Catalogue,
+        deliveries: DeliveryStore,
+        channels: Mapping[ChannelName, ChannelAdapter],
+        policy: NotifyPolicy,
+    ) -> None:
+        self.recipients = recipients
+        self.tickets = tickets
+        self.templates = templates
+        self.deliveries = deliveries
+        self.channels = dict(channels)
+        self.policy = policy
+
+    # ------------------------------------------------------------------ events (consumers.py)
+
+    async def on_ticket_created(self, created: TicketCreated, event: CloudEvent) -> None:
+        await self.tickets.remember(created.ticket_id, customer_id=created.customer_id)
+        await self.notify(notices.acknowledgement(created), event, created.ticket_id)
+
+    async def on_ticket_reopened(self, reopened: TicketReopened, _: CloudEvent) -> None:
+        await self.tickets.remember(reopened.ticket_id, customer_id=reopened.customer_id)
+
+    async def on_assigned(self, assigned: WorkOrderAssigned | WorkOrderReassigned, event: CloudEvent) -> None:
+        await self.tickets.remember(assigned.ticket_id, grid_id=assigned.grid_id)
+        await self.notify(notices.new_assignment(assigned), event, assigned.ticket_id)
+
+    async def on_sla_warning(self, warning: SlaWarning, event: CloudEvent) -> None:
+        await self.notify(notices.sla_warning(warning), event, warning.ticket_id)
+
+    async def on_sla_breached(self, breach: SlaBreached, event: CloudEvent) -> None:
+        await self.notify(notices.sla_breached(breach), event, breach.ticket_id)
+
+    async def on_escalated(self, escalated: WorkOrderEscalated, event: CloudEvent) -> None:
+        await self.notify(notices.escalation(escalated), event, escalated.ticket_id)
+
+    async def on_survey_sent(self, sent: SurveySent, event: CloudEvent) -> None:
+        link = self.policy.survey_link_template.format(survey_id=sent.survey_id, ticket_id=sent.ticket_id)
+        ticket = await self.tickets.find(sent.ticket_id)
+        await self.notify(notices.survey_invitation(sent, ticket, link), event, sent.ticket_id)
+
+    async def on_complaint(
+        self, complaint: ComplaintOpened | ComplaintUpdated | ComplaintClosed, event: CloudEvent
+    ) -> None:
+        ticket = await self.tickets.find(complaint.ticket_id)
+        found = notices.complaint_progress(complaint, ticket)
+        if isinstance(complaint, ComplaintUpdated):
+            found += notices.complaint_overdue(complaint, ticket)
+        await self.notify(found, event, complaint.ticket_id)
+
+    # ------------------------------------------------------------------ planning
+
+    async def notify(self, found: Sequence[Notice], event: CloudEvent, ticket_id: str | None) -> None:
+        """Plan the deliveries of an event's notices (a redelivered event finds them planned)."""
+        cause = {"cause_event_id": event.id, "cause_event_type": event.type, "ticket_id": ticket_id}
+        for notice in found:
+            await self.plan(notice, cause, round_=0)
+
+    async def plan(self, notice: Notice, cause: Mapping[str, str | None], *, round_: int) -> int:
+        """Plan one notice's deliveries; return how many were new."""
+        recipient = await self.recipients.find(notice.recipient_id)
+        if recipient is None:
+            await self._unaddressed(notice, cause, round_)
+            return 0
+        planned = domain.plan_deliveries(
+            notice,
+            recipient,
+            cause_event_id=str(cause["cause_event_id"]),
+            cause_event_type=str(cause["cause_event_type"]),
+            ticket_id=cause.get("ticket_id"),
+            now=datetime.now(UTC),
+        )
+        new = 0
+        for delivery in planned:
+            if await self.deliveries.create(delivery):
+                new += 1
+                DELIVERIES_PLANNED.labels(delivery.channel.value).inc()
+                if delivery.deferred:
+                    DEFERRED.inc()
+        return new
+
+    async def _unaddressed(self, notice: Notice, cause: Mapping[str, str | None], round_: int) -> None:
+        customer = notice.recipient_id.startswith(f"{RecipientKind.CUSTOMER.value}:")
+        if customer and round_ < self.policy.contact_wait_rounds:
+            at = datetime.now(UTC) + self.policy.contact_wait
+            await self.deliveries.wait_for_contact(notice, cause, round_ + 1, at)
+            return
+        UNADDRESSED.labels(notice.template).inc()
+        log.warning(
+            "nobody to send a message to",
+            extra={
+                "template": notice.template,
+                "recipient": notice.recipient_id,
+                "ticket_id": cause["ticket_id"],
+            },
+        )
+
+    # ------------------------------------------------------------------ timers (timers.py)
+
+    async def on_contact_wait(self, timer: Timer) -> None:
+        payload = timer.payload
+        notice = Notice(str(payload["template"]), str(payload["recipient_id"]), dict(payload["params"]))
+        cause = {k: payload.get(k) for k in ("cause_event_id", "cause_event_type", "ticket_id")}
+        await self.plan(notice, cause, round_=int(payload["round"]))
+
+    async def on_attempt_due(self, timer: Timer) -> None:
+        delivery = await self.deliveries.load(str(timer.payload["delivery_id"]))
+        if delivery is None:
+            if timer.attempts < NOT_WRITTEN_RETRIES:
+                raise RetryLater(f"delivery {timer.payload['delivery_id']} not written yet")
+            return
+        if delivery.status != DeliveryStatus.PENDING or delivery.attempts + 1 != int(
+            timer.payload["attempt"]
+        ):
+            return  # this attempt was made already (a timer can fire twice)
+        await self.attempt(delivery)
+
+    async def attempt(self, delivery: Delivery) -> Delivery:
+        """Send one attempt of a pending delivery and record its outcome; return the delivery after it."""
+        recipient = await self.recipients.find(delivery.recipient_id)
+        now = datetime.now(UTC)
+        if recipient is None or not recipient.has_address(delivery.channel):
+            language = recipient.language if recipient else Language.ZH
+            after = domain.without_address(delivery, language)
+        else:
+            outcome, error = await self._send(delivery, recipient)
+            ATTEMPTS.labels(delivery.channel.value, outcome.value).inc()
+            after = domain.after_attempt(self.policy.retry, delivery, outcome, error, recipient.language, now)
+        if not await self.deliveries.write(delivery, after, messages.for_status(after, now)):
+            log.info("delivery changed meanwhile", extra={"ticket_id": delivery.ticket_id})
+            return delivery
+        if after.status != DeliveryStatus.PENDING:
+            DELIVERIES_DONE.labels(after.channel.value, after.status.value).inc()
+        return after
+
+    async def _send(self, delivery: Delivery, recipient: Recipient) -> tuple[Outcome, str | None]:
+        adapter = self.channels.get(delivery.channel)
+        if adapter is None:
+            return Outcome.REFUSED, f"{delivery.channel.value}_not_configured"
+        template = await self.templates.get(delivery.template, recipient.language)
+        message = Outgoing(delivery.id, delivery.template, delivery.params, template.render(delivery.params))
+        try:
+            await adapter.send(recipient, message)
+        except Transient as exc:
+            log.warning(
+                "send failed; will retry",
+                extra={"channel": delivery.channel.value, "error": exc.kind, "ticket_id": delivery.ticket_id},
+            )
+            return Outcome.TRANSIENT, exc.kind
+        except Refused as exc:
+            log.warning(
+                "send refused",
+                extra={"channel": delivery.channel.value, "error": exc.kind, "ticket_id": delivery.ticket_id},
+            )
+            return Outcome.REFUSED, exc.kind
+        return Outcome.SENT, None
+
+    # ------------------------------------------------------------------ reads and edits (api.py)
+
+    async def recipient(self, recipient_id: str) -> Recipient:
+        """Return the recipient; 404 when there is none."""
+        found = await self.recipients.find(recipient_id)
+        if found is None:
+            raise NotFound(f"recipient {recipient_id} not found")
+        return found
+
+    async def find_recipient(self, recipient_id: str) -> Recipient | None:
+        return await self.recipients.find(recipient_id)
+
+    async def put_recipient(self, recipient: Recipient) -> bool:
+        """Create or replace a recipient; return True when it is new."""
+        return await self.recipients.put(recipient)
+
+    async def remove_recipient(self, recipient_id: str) -> bool:
+        """Forget a recipient's contact points; later messages to it fail as `no_address`."""
+        return await self.recipients.delete(recipient_id)
+
+    async def deliveries_of(self, equal_to: Mapping[str, str | None], limit: int) -> list[dict[str, Any]]:
+        """Return the deliveries matching the given fields (an event's or a ticket's)."""
+        return await self.deliveries.find(equal_to, limit)
+
+
+class Catalogue:
+    """The message templates in force: the shipped defaults (zh, en), overridden by administrators' edits."""
+
+    def __init__(self, store: TemplateStore) -> None:
+        self.store = store
+
+    async def get(self, key: str, language: Language) -> MessageTemplate:
+        """Return the template in force: an administrator's edit, else the shipped default."""
+        edited = await self.store.find(key, language)
+        if edited is not None:
+            return edited
+        try:
+            return DEFAULTS[language][key]
+        except KeyError:
+            raise NotFound(f"template {key} ({language.value}) not found") from None
+
+    async def all(self) -> list[MessageTemplate]:
+        """Return every template in force, shipped defaults overridden by edits."""
+        table = {(t.key, t.language): t for lang in DEFAULTS.values() for t in lang.values()}
+        table.update({(t.key, t.language): t for t in await self.store.all()})
+        return sorted(table.values(), key=lambda t: (t.key, t.language.value))
+
+    async def put(self, key: str, language: Language, subject: str, body: str, *, by: str) -> MessageTemplate:
+        """Store an administrator's edit of a template (checked: known key and parameters); return it."""
+        template = checked(key, language, subject, body)
+        await self.store.put(template, by)
+        return template

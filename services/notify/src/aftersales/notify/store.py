@@ -1,0 +1,285 @@
+"""Notify's MongoDB access: recipients (contact points and preferences), its copy of ticket facts,
+administrators' template edits, and deliveries (with their outbox and attempt timers).
+
+A delivery's `_id` is (cause event, recipient, channel): inserting it twice fails, so a redelivered event
+plans nothing new. Each attempt's timer is scheduled before the write it belongs to; its handler checks
+the delivery's status and attempt number, so a stale timer is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, time
+from typing import Any
+
+from pydantic import BaseModel
+from pymongo.errors import DuplicateKeyError
+
+from aftersales.notify.domain import (
+    ChannelName,
+    Delivery,
+    DeliveryStatus,
+    Language,
+    Notice,
+    Recipient,
+    RecipientKind,
+    Robot,
+    do_not_disturb,
+)
+from aftersales.notify.notices import TicketCopy
+from aftersales.notify.templates import MessageTemplate
+from aftersales.notify.timers import ATTEMPT_DUE, CONTACT_WAIT
+from aftersales.shared.contracts import Topic
+from aftersales.shared.envelope import new_event
+from aftersales.shared.mongo import Database, IndexSpec
+from aftersales.shared.outbox import with_events
+from aftersales.shared.runtime import ServiceRuntime
+
+SOURCE = "/aftersales/notify"
+RECIPIENTS, TICKETS, TEMPLATES, DELIVERIES = "recipients", "tickets", "templates", "deliveries"
+HIDDEN = {"outbox": 0}
+
+INDEXES = [
+    IndexSpec(DELIVERIES, [("cause_event_id", 1)]),
+    IndexSpec(DELIVERIES, [("ticket_id", 1), ("created_at", 1)]),
+]
+
+
+# ---------------------------------------------------------------- recipients
+
+
+def recipient_from(doc: Mapping[str, Any]) -> Recipient:
+    dnd = doc.get("do_not_disturb") or {}
+    return Recipient(
+        id=doc["_id"],
+        kind=RecipientKind(doc["kind"]),
+        channels=tuple(ChannelName(c) for c in doc.get("channels", [])),
+        language=Language(doc.get("language", Language.ZH.value)),
+        email=doc.get("email"),
+        phone=doc.get("phone"),
+        robots={
+            ChannelName(name): Robot(r["url"], r.get("secret"))
+            for name, r in (doc.get("robots") or {}).items()
+        },
+        timezone=doc.get("timezone", "Asia/Shanghai"),
+        do_not_disturb=do_not_disturb(_time(dnd.get("start")), _time(dnd.get("end"))),
+        registered_by=doc.get("registered_by"),
+    )
+
+
+def _time(text: str | None) -> time | None:
+    return None if text is None else time.fromisoformat(text)
+
+
+def recipient_document(recipient: Recipient) -> dict[str, Any]:
+    """The stored form: only the contact points the recipient's channels need."""
+    dnd = recipient.do_not_disturb
+    return {
+        "kind": recipient.kind.value,
+        "channels": [c.value for c in recipient.channels],
+        "language": recipient.language.value,
+        "email": recipient.email,
+        "phone": recipient.phone,
+        "robots": {c.value: {"url": r.url, "secret": r.secret} for c, r in recipient.robots.items()},
+        "timezone": recipient.timezone,
+        "do_not_disturb": None
+        if dnd is None
+        else {"start": dnd.start.isoformat(), "end": dnd.end.isoformat()},
+        "registered_by": recipient.registered_by,
+    }
+
+
+class RecipientStore:
+    def __init__(self, db: Database) -> None:
+        self.recipients = db[RECIPIENTS]
+
+    async def find(self, recipient_id: str) -> Recipient | None:
+        doc = await self.recipients.find_one({"_id": recipient_id})
+        return None if doc is None else recipient_from(doc)
+
+    async def put(self, recipient: Recipient) -> bool:
+        """Create or replace the recipient; return True when it was new."""
+        now = datetime.now(UTC)
+        result = await self.recipients.update_one(
+            {"_id": recipient.id},
+            {
+                "$set": {**recipient_document(recipient), "updated_at": now},
+                "$setOnInsert": {"created_at": now},
+            },
+            upsert=True,
+        )
+        return result.upserted_id is not None
+
+    async def delete(self, recipient_id: str) -> bool:
+        return (await self.recipients.delete_one({"_id": recipient_id})).deleted_count == 1
+
+
+# ---------------------------------------------------------------- ticket facts
+
+
+class TicketStore:
+    """Whose each ticket is and where it is worked, from intake's and routing's events."""
+
+    def __init__(self, db: Database) -> None:
+        self.tickets = db[TICKETS]
+
+    async def remember(self, ticket_id: str, **fields: str) -> None:
+        """Set the given facts (idempotent: the same event sets the same values again)."""
+        await self.tickets.update_one(
+            {"_id": ticket_id}, {"$set": {**fields, "updated_at": datetime.now(UTC)}}, upsert=True
+        )
+
+    async def find(self, ticket_id: str | None) -> TicketCopy | None:
+        if ticket_id is None:
+            return None
+        doc = await self.tickets.find_one({"_id": ticket_id})
+        if doc is None:
+            return None
+        return TicketCopy(ticket_id, customer_id=doc.get("customer_id"), grid_id=doc.get("grid_id"))
+
+
+# ---------------------------------------------------------------- templates
+
+
+class TemplateStore:
+    """Administrators' edits of the shipped templates, by `<key>:<language>`."""
+
+    def __init__(self, db: Database) -> None:
+        self.templates = db[TEMPLATES]
+
+    async def find(self, key: str, language: Language) -> MessageTemplate | None:
+        doc = await self.templates.find_one({"_id": f"{key}:{language.value}"})
+        return None if doc is None else MessageTemplate(key, language, doc["subject"], doc["body"])
+
+    async def all(self) -> list[MessageTemplate]:
+        cursor = self.templates.find({}, limit=1000)
+        return [
+            MessageTemplate(d["key"], Language(d["language"]), d["subject"], d["body"]) async for d in cursor
+        ]
+
+    async def put(self, template: MessageTemplate, by: str) -> None:
+        fields = {
+            "key": template.key,
+            "language": template.language.value,
+            "subject": template.subject,
+            "body": template.body,
+            "updated_by": by,
+            "updated_at": datetime.now(UTC),
+        }
+        await self.templates.update_one(
+            {"_id": f"{template.key}:{template.language.value}"}, {"$set": fields}, upsert=True
+        )
+
+
+# ---------------------------------------------------------------- deliveries
+
+
+def delivery_from(doc: Mapping[str, Any]) -> Delivery:
+    return Delivery(
+        id=doc["_id"],
+        cause_event_id=doc["cause_event_id"],
+        cause_event_type=doc["cause_event_type"],
+        ticket_id=doc.get("ticket_id"),
+        recipient_id=doc["recipient_id"],
+        channel=ChannelName(doc["channel"]),
+        template=doc["template"],
+        params=doc.get("params", {}),
+        status=DeliveryStatus(doc["status"]),
+        due_at=doc["due_at"],
+        attempts=doc.get("attempts", 0),
+        deferred=doc.get("deferred", False),
+        language=Language(doc["language"]) if doc.get("language") else None,
+        last_error=doc.get("last_error"),
+        failure=doc.get("failure"),
+    )
+
+
+def _fields(delivery: Delivery) -> dict[str, Any]:
+    return {
+        "status": delivery.status.value,
+        "due_at": delivery.due_at,
+        "attempts": delivery.attempts,
+        "language": delivery.language.value if delivery.language else None,
+        "last_error": delivery.last_error,
+        "failure": delivery.failure,
+    }
+
+
+class DeliveryStore:
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.deliveries = runtime.db[DELIVERIES]
+
+    async def create(self, delivery: Delivery) -> bool:
+        """Insert a planned delivery and arm its first attempt; False when it exists (a redelivery)."""
+        if await self.deliveries.find_one({"_id": delivery.id}, {"_id": 1}) is not None:
+            return False
+        await self._arm(delivery)
+        now = datetime.now(UTC)
+        doc = {
+            "_id": delivery.id,
+            "cause_event_id": delivery.cause_event_id,
+            "cause_event_type": delivery.cause_event_type,
+            "ticket_id": delivery.ticket_id,
+            "recipient_id": delivery.recipient_id,
+            "channel": delivery.channel.value,
+            "template": delivery.template,
+            "params": dict(delivery.params),
+            "deferred": delivery.deferred,
+            **_fields(delivery),
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            await self.deliveries.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def load(self, delivery_id: str) -> Delivery | None:
+        doc = await self.deliveries.find_one({"_id": delivery_id}, HIDDEN)
+        return None if doc is None else delivery_from(doc)
+
+    async def write(self, before: Delivery, after: Delivery, models: Sequence[BaseModel]) -> bool:
+        """Write an attempt's result and its status event if the delivery is still as `before` was read
+        (status and attempt count); False when another firing got there first."""
+        if after.status == DeliveryStatus.PENDING:
+            await self._arm(after)
+        now = datetime.now(UTC)
+        events = [
+            new_event(m, source=SOURCE, subject=after.ticket_id or after.cause_event_id) for m in models
+        ]
+        update = with_events({"$set": {**_fields(after), "updated_at": now}}, Topic.NOTIFICATIONS, events)
+        guard = {"_id": before.id, "status": before.status.value, "attempts": before.attempts}
+        result = await self.deliveries.update_one(guard, update)
+        if result.modified_count != 1:
+            return False
+        if events:
+            self.runtime.relay.notify(DELIVERIES, before.id)
+        return True
+
+    async def find(self, equal_to: Mapping[str, str | None], limit: int) -> list[dict[str, Any]]:
+        """Return delivery documents whose fields equal the given values (None: any), oldest first."""
+        query = {name: value for name, value in equal_to.items() if value is not None}
+        cursor = self.deliveries.find(query, HIDDEN, sort=[("created_at", 1)], limit=limit)
+        return [doc async for doc in cursor]
+
+    async def _arm(self, delivery: Delivery) -> None:
+        payload = {"delivery_id": delivery.id, "attempt": delivery.attempts + 1}
+        await self.runtime.timers.schedule(
+            delivery.timer_id, ATTEMPT_DUE, delivery.due_at, payload, group=delivery.id
+        )
+
+    async def wait_for_contact(
+        self, notice: Notice, cause: Mapping[str, str | None], round_: int, at: datetime
+    ) -> None:
+        """Arm the timer that looks for a customer's contact points again (idempotent by id)."""
+        payload = {
+            "template": notice.template,
+            "recipient_id": notice.recipient_id,
+            "params": dict(notice.params),
+            **cause,
+            "round": round_,
+        }
+        timer_id = f"{cause['cause_event_id']}|{notice.recipient_id}:contact:{round_}"
+        await self.runtime.timers.schedule(timer_id, CONTACT_WAIT, at, payload)
