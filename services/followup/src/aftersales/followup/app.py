@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from pydantic import Field, model_validator
 
 from aftersales.followup import api, consumers
-from aftersales.followup.calendar import BusinessHours, DoNotDisturb
+from aftersales.shared.calendar import BusinessHours, DoNotDisturb
 from aftersales.followup.domain import FollowUpPolicy
 from aftersales.followup.service import TIMER_NEXT_CARE, FollowUps
 from aftersales.followup.store import INDEXES, TIMER_DUE, TIMER_OVERDUE, VISITS, VisitStore

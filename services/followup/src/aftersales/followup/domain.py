@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
-from aftersales.followup.calendar import BusinessHours, DoNotDisturb, zone
+from aftersales.shared.calendar import BusinessHours, DoNotDisturb, zone
 from aftersales.shared.contracts.common import Category, CustomerTier, Priority
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
 from aftersales.shared.errors import Conflict, InvalidRequest
