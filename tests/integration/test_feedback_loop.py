@@ -8,23 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from harness import Platform, auth, data_of, headers_of, produce, read_to_end, read_topic, unique, wait_until
-from pydantic import BaseModel
-from test_followup import AROUND_THE_CLOCK, ZONE
+from followup_events import AROUND_THE_CLOCK, ZONE, send
+from harness import Platform, auth, data_of, headers_of, read_to_end, read_topic, unique, wait_until
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Category, Channel, Priority
 from aftersales.shared.contracts.events import TicketCreated, TicketReopened, WorkOrderResolved
-from aftersales.shared.envelope import new_event
 
 SUPERVISOR = DESK = auth("dev-supervisor-token")  # the follow-up desk works every technician's visits
-
-
-async def send(platform: Platform, topic: Topic, model: BaseModel, ticket_id: str, source: str) -> None:
-    event = new_event(model, source=source, subject=ticket_id)
-    await produce(
-        platform.infra, platform.topic(topic), event.value(), key=event.key, headers=event.headers()
-    )
 
 
 def resolved(ticket_id: str, round_: int) -> WorkOrderResolved:

@@ -7,73 +7,25 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from harness import Platform, auth, data_of, headers_of, produce, read_topic, unique, wait_until
-from pydantic import BaseModel
+from followup_events import (
+    AROUND_THE_CLOCK,
+    INTAKE,
+    ROUTING,
+    ZONE,
+    created,
+    resolve_a_standard_ticket,
+    resolved,
+    send,
+)
+from harness import Platform, auth, data_of, headers_of, read_topic, unique, wait_until
 
 from aftersales.shared.contracts import Topic
-from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
-from aftersales.shared.contracts.events import (
-    TicketCancelled,
-    TicketCreated,
-    TicketReopened,
-    WorkOrderResolved,
-)
-from aftersales.shared.envelope import new_event
+from aftersales.shared.contracts.common import Category, CustomerTier
+from aftersales.shared.contracts.events import TicketCancelled, TicketReopened
 
 # The follow-up desk (回访) works every technician's callbacks: a supervisor's token. A technician's token
 # sees and acts on its own visits only (tests/security/test_bola.py).
 DESK = auth("dev-supervisor-token")
-
-
-ZONE = "Asia/Shanghai"
-# Whether a visit falls due now must not depend on the hour or weekday the suite runs at: the desk's
-# hours and days cover the whole week and the do-not-disturb window is empty (start == end), except
-# in the test of that window, which reschedules to a fixed local hour instead of "now".
-AROUND_THE_CLOCK = {
-    "DO_NOT_DISTURB_START": "00:00",
-    "DO_NOT_DISTURB_END": "00:00",
-    "BUSINESS_HOURS_OPEN": "00:00",
-    "BUSINESS_HOURS_CLOSE": "23:59:59.999999",
-    "BUSINESS_DAYS": "[0,1,2,3,4,5,6]",
-}
-
-
-async def send(platform: Platform, topic: Topic, model: BaseModel, ticket_id: str, source: str) -> str:
-    event = new_event(model, source=source, subject=ticket_id)
-    await produce(
-        platform.infra, platform.topic(topic), event.value(), key=event.key, headers=event.headers()
-    )
-    return event.id
-
-
-def created(ticket_id: str, tz: str, *, tier: CustomerTier, category: Category) -> TicketCreated:
-    return TicketCreated(
-        ticket_id=ticket_id,
-        channel=Channel.PHONE,
-        category=category,
-        priority=Priority.P2,
-        customer_id=f"C-{ticket_id}",
-        customer_tier=tier,
-        customer_timezone=tz,
-        region_code="310000/310100/310104",
-        device_type="washing_machine",
-        product_model="WM-200",
-        created_at=datetime.now(UTC),
-        rules_version="test",
-    )
-
-
-def resolved(ticket_id: str, round_: int, category: Category) -> WorkOrderResolved:
-    return WorkOrderResolved(
-        ticket_id=ticket_id,
-        grid_id="grid-7",
-        round=round_,
-        occurred_at=datetime.now(UTC),
-        technician_id="tech-42",
-        resolution_code="replaced_part",
-        priority=Priority.P2,
-        category=category,
-    )
 
 
 async def visits(client: httpx.AsyncClient, url: str, **params: str) -> list[dict[str, Any]]:
@@ -90,15 +42,14 @@ async def test_resolution_callback_reopen_retry_cancel(platform: Platform) -> No
     url = procs["followup"].url
     tz = ZONE
     ticket = unique("T-")
-    intake, routing = "/aftersales/intake", "/aftersales/routing"
     await send(
         platform,
         Topic.TICKETS,
         created(ticket, tz, tier=CustomerTier.KEY_ACCOUNT, category=Category.HARDWARE_FAULT),
         ticket,
-        intake,
+        INTAKE,
     )
-    await send(platform, Topic.ASSIGNMENTS, resolved(ticket, 1, Category.HARDWARE_FAULT), ticket, routing)
+    await send(platform, Topic.ASSIGNMENTS, resolved(ticket, 1, Category.HARDWARE_FAULT), ticket, ROUTING)
 
     async with httpx.AsyncClient(timeout=10) as client:
         # A hardware fault of a key account: callback, on-site check by the technician, and a care visit.
@@ -187,9 +138,9 @@ async def test_resolution_callback_reopen_retry_cancel(platform: Platform) -> No
             reopened_at=datetime.now(UTC),
         ),
         ticket,
-        intake,
+        INTAKE,
     )
-    await send(platform, Topic.ASSIGNMENTS, resolved(ticket, 2, Category.HARDWARE_FAULT), ticket, routing)
+    await send(platform, Topic.ASSIGNMENTS, resolved(ticket, 2, Category.HARDWARE_FAULT), ticket, ROUTING)
     async with httpx.AsyncClient(timeout=10) as client:
         await wait_until(
             "round-1 on-site cancelled, round-2 visits scheduled",
@@ -233,7 +184,7 @@ async def test_resolution_callback_reopen_retry_cancel(platform: Platform) -> No
         Topic.TICKETS,
         TicketCancelled(ticket_id=ticket, reason="customer withdrew", cancelled_at=datetime.now(UTC)),
         ticket,
-        intake,
+        INTAKE,
     )
     cancelled = await read_topic(
         platform.infra,
@@ -268,16 +219,7 @@ async def test_unanswered_callback_goes_missed_by_its_durable_timer(platform: Pl
         **AROUND_THE_CLOCK,
     )
     url = procs["followup"].url
-    ticket = unique("T-")
-    standard = created(ticket, ZONE, tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
-    await send(platform, Topic.TICKETS, standard, ticket, "/aftersales/intake")
-    await send(
-        platform,
-        Topic.ASSIGNMENTS,
-        resolved(ticket, 1, Category.SOFTWARE_FAULT),
-        ticket,
-        "/aftersales/routing",
-    )
+    ticket = await resolve_a_standard_ticket(platform)
     [missed] = await read_topic(
         platform.infra,
         platform.topic(Topic.FOLLOWUPS),
@@ -306,16 +248,7 @@ async def test_a_visit_rescheduled_into_the_customers_night_moves_to_the_next_mo
         "followup", CALLBACK_DELAY_S="7200", DO_NOT_DISTURB_START="21:00", DO_NOT_DISTURB_END="09:00"
     )
     url = procs["followup"].url
-    ticket = unique("T-")
-    facts = created(ticket, ZONE, tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
-    await send(platform, Topic.TICKETS, facts, ticket, "/aftersales/intake")
-    await send(
-        platform,
-        Topic.ASSIGNMENTS,
-        resolved(ticket, 1, Category.SOFTWARE_FAULT),
-        ticket,
-        "/aftersales/routing",
-    )
+    ticket = await resolve_a_standard_ticket(platform)
     callback = f"V-{ticket}-r1-callback"
     async with httpx.AsyncClient(timeout=10) as client:
         await wait_until(

@@ -7,11 +7,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from followup_events import AROUND_THE_CLOCK, resolve_a_standard_ticket
 from harness import Platform, auth, data_of, headers_of, read_to_end, unique, wait_until
-from test_followup import AROUND_THE_CLOCK, ZONE, created, resolved, send
 
 from aftersales.shared.contracts import Topic
-from aftersales.shared.contracts.common import Category, CustomerTier
 
 DESK = auth("dev-supervisor-token")
 # How far ahead the timers are set: time enough to see them stored and kill the process first.
@@ -30,16 +29,7 @@ async def past(instant: datetime) -> bool:
 async def test_a_visit_timer_set_before_a_sigkill_fires_once_after_the_restart(platform: Platform) -> None:
     settings = {"CALLBACK_DELAY_S": str(LEAD_S), **AROUND_THE_CLOCK}
     first = (await platform.start_ready("followup", **settings))["followup"]
-    ticket = unique("T-")
-    facts = created(ticket, ZONE, tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
-    await send(platform, Topic.TICKETS, facts, ticket, "/aftersales/intake")
-    await send(
-        platform,
-        Topic.ASSIGNMENTS,
-        resolved(ticket, 1, Category.SOFTWARE_FAULT),
-        ticket,
-        "/aftersales/routing",
-    )
+    ticket = await resolve_a_standard_ticket(platform)
     visit_url = f"{first.url}/v1/visits/V-{ticket}-r1-callback"
     async with httpx.AsyncClient(timeout=10) as client:
         scheduled = await wait_until("the callback scheduled", lambda: get_json(client, visit_url))

@@ -139,6 +139,19 @@ def test_reopen_starts_a_new_cycle_with_a_fresh_deadline() -> None:
     assert close_overdue(reopened, 1) and not close_overdue(reopened, 0)
 
 
+def test_a_complaint_takes_at_most_max_steps_steps_so_its_history_stays_bounded() -> None:
+    policy = ComplaintPolicy(max_steps=6)
+    # Round and round: proposed, rejected, proposed again ... each step one more history entry.
+    walk = itertools.cycle([S.INVESTIGATING, S.RESOLUTION_PROPOSED, S.REPLIED, S.CLOSED])
+    current = complaint()
+    for n in range(1, 7):
+        current = transition(policy, current, next(walk), None, NOW + timedelta(hours=n))
+        assert current.steps == n
+    with pytest.raises(Conflict) as err:
+        transition(policy, current, S.REPLIED, None, NOW + timedelta(hours=7))
+    assert err.value.field == "history" and "6 workflow steps" in err.value.message
+
+
 def test_timers_act_only_on_their_own_step_and_cycle() -> None:
     c = complaint()
     assert step_overdue(c, 1)

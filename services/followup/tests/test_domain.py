@@ -197,6 +197,20 @@ def test_reschedule_into_the_past_names_the_field() -> None:
     assert err.value.field == "due_at"
 
 
+def test_a_visit_is_moved_at_most_max_reschedules_times_so_its_history_stays_bounded() -> None:
+    policy = replace(POLICY, max_reschedules=3)
+    current = record_outcome(policy, visit(), VisitOutcome.UNREACHABLE, NOW).visit  # a retry is no move
+    assert (current.attempt, current.reschedules) == (2, 0)
+    for n in range(1, 4):
+        current = reschedule(policy, current, NOW + timedelta(days=n), NOW)
+        assert current.reschedules == n
+    with pytest.raises(Conflict) as err:
+        reschedule(policy, current, NOW + timedelta(days=5), NOW)
+    assert err.value.field == "history" and "3 times" in err.value.message
+    # The outcome still lands: the cap stops moves, not the visit.
+    assert record_outcome(policy, current, VisitOutcome.CONFIRMED_RESOLVED, NOW).visit.status == "completed"
+
+
 def test_timers_only_act_on_their_own_schedule() -> None:
     scheduled = visit(VisitStatus.SCHEDULED)
     assert becomes_due(scheduled, 1) and not becomes_due(scheduled, 2)

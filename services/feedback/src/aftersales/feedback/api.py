@@ -8,20 +8,33 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from aftersales.feedback.domain import ComplaintSource, SurveyStatus, summarize
-from aftersales.feedback.service import Feedback
+from aftersales.feedback.domain import ComplaintSource, SurveyStatus
+from aftersales.feedback.service import Complaints, Surveys
+from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState
 from aftersales.shared.errors import Forbidden, NotFound
-from aftersales.shared.http import Principal, anonymous, require
-from aftersales.shared.settings import Scope
+from aftersales.shared.http import anonymous
+from aftersales.shared.roles import ChannelOrSupervisor, Supervisor
 
-Supervisor = Annotated[Principal, Depends(require(Scope.SUPERVISOR))]
-Opener = Annotated[Principal, Depends(require(Scope.SUPERVISOR, Scope.CHANNEL))]
+
+def _surveys(request: Request) -> Surveys:
+    surveys: Surveys = request.app.state.surveys
+    return surveys
+
+
+def _complaints(request: Request) -> Complaints:
+    complaints: Complaints = request.app.state.complaints
+    return complaints
+
+
+SurveyService = Annotated[Surveys, Depends(_surveys)]
+ComplaintService = Annotated[Complaints, Depends(_complaints)]
 ComplaintId = Annotated[str, Path(max_length=200)]
+TicketFilter = Annotated[str | None, Query(min_length=1, max_length=100)]
 COMMENT_MAX_CHARS = 2000
 
 
@@ -123,159 +136,151 @@ class ComplaintList(BaseModel):
     count: int
 
 
+surveys_router = APIRouter(prefix="/v1/surveys", tags=["surveys"])
+complaints_router = APIRouter(prefix="/v1/complaints", tags=["complaints"])
+
+
+def _survey(doc: dict[str, Any], surveys: Surveys, *, with_link: bool = True) -> SurveyRead:
+    out = SurveyRead.model_validate({**doc, "survey_id": doc["_id"]})
+    if with_link and doc["status"] == SurveyStatus.SENT.value:
+        token = surveys.token_for(doc)
+        out = out.model_copy(update={"token": token, "link": surveys.link_for(token)})
+    return out
+
+
 def _complaint(doc: dict[str, Any]) -> ComplaintRead:
     return ComplaintRead.model_validate({**doc, "id": doc["_id"]})
 
 
-def surveys_router(feedback: Feedback, link_base: str) -> APIRouter:
-    r = APIRouter(prefix="/v1/surveys", tags=["surveys"])
+@surveys_router.get(
+    "",
+    summary="Surveys with their answer links (privileged; production sends links via a gateway)",
+)
+async def list_surveys(
+    _: Supervisor,
+    surveys: SurveyService,
+    ticket_id: TicketFilter = None,
+    status: SurveyStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> SurveyList:
+    equal_to = {"ticket_id": ticket_id, "status": status.value if status is not None else None}
+    items = [_survey(d, surveys) for d in await surveys.find(equal_to, limit)]
+    return SurveyList(items=items, count=len(items))
 
-    def read(doc: dict[str, Any]) -> SurveyRead:
-        out = SurveyRead.model_validate({**doc, "survey_id": doc["_id"]})
-        if doc["status"] == SurveyStatus.SENT.value:
-            token = feedback.token_for(doc)
-            out = out.model_copy(update={"token": token, "link": f"{link_base}{token}"})
-        return out
 
-    @r.get(
-        "",
-        summary="Surveys with their answer links (privileged; production sends links via a gateway)",
+@surveys_router.get("/results", summary="Survey results and summary (response rate, CSAT average, NPS)")
+async def results(_: Supervisor, surveys: SurveyService, ticket_id: TicketFilter = None) -> SurveyResults:
+    summary = await surveys.summary(ticket_id)
+    # Results are for reading, not for answering: no tokens or links.
+    found = await surveys.find({"ticket_id": ticket_id}, 500) if ticket_id else []
+    return SurveyResults(
+        ticket_id=ticket_id,
+        summary=SurveySummaryRead.model_validate(summary, from_attributes=True),
+        surveys=[_survey(d, surveys, with_link=False) for d in found],
     )
-    async def list_surveys(
-        _: Supervisor,
-        ticket_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-        status: SurveyStatus | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    ) -> SurveyList:
-        filters: dict[str, Any] = {}
-        if ticket_id is not None:
-            filters["ticket_id"] = ticket_id
-        if status is not None:
-            filters["status"] = status.value
-        items = [read(d) for d in await feedback.store.find_surveys(filters, limit)]
-        return SurveyList(items=items, count=len(items))
 
-    @r.get("/results", summary="Survey results and summary (response rate, CSAT average, NPS)")
-    async def results(
-        _: Supervisor, ticket_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None
-    ) -> SurveyResults:
-        filters = {"ticket_id": ticket_id} if ticket_id else {}
-        summary = summarize(
-            await feedback.store.count_surveys(filters), await feedback.store.answers(filters)
-        )
-        surveys = [read(d) for d in await feedback.store.find_surveys(filters, 500)] if ticket_id else []
-        for s in surveys:
-            s.token, s.link = None, None  # results are for reading, not for answering
-        return SurveyResults(
-            ticket_id=ticket_id,
-            summary=SurveySummaryRead(
-                sent=summary.sent,
-                submitted=summary.submitted,
-                response_rate=summary.response_rate,
-                csat_average=summary.csat_average,
-                nps=summary.nps,
-            ),
-            surveys=surveys,
-        )
 
-    @r.post(
-        "/{token}",
-        dependencies=[Depends(anonymous)],
-        summary="Answer a survey (no account; the signed link is the credential)",
-        responses={
-            403: {"description": "forged or malformed token"},
-            409: {"description": "already answered (a link works once)"},
-            410: {"description": "link expired"},
-        },
+@surveys_router.post(
+    "/{token}",
+    dependencies=[Depends(anonymous)],
+    summary="Answer a survey (no account; the signed link is the credential)",
+    responses={
+        403: {"description": "forged or malformed token"},
+        409: {"description": "already answered (a link works once)"},
+        410: {"description": "link expired"},
+    },
+)
+async def answer(
+    token: Annotated[str, Path(min_length=1, max_length=1024)],
+    body: SurveyAnswerCreate,
+    surveys: SurveyService,
+) -> SurveyAnswerRead:
+    done = await surveys.submit(token, body.csat, body.nps, body.comment)
+    return SurveyAnswerRead(
+        survey_id=done["_id"],
+        ticket_id=done["ticket_id"],
+        round=done["round"],
+        status=SurveyStatus.SUBMITTED,
+        submitted_at=done["submitted_at"],
     )
-    async def answer(
-        token: Annotated[str, Path(min_length=1, max_length=1024)], body: SurveyAnswerCreate
-    ) -> SurveyAnswerRead:
-        done = await feedback.submit(token, body.csat, body.nps, body.comment)
-        return SurveyAnswerRead(
-            survey_id=done["_id"],
-            ticket_id=done["ticket_id"],
-            round=done["round"],
-            status=SurveyStatus.SUBMITTED,
-            submitted_at=done["submitted_at"],
-        )
-
-    return r
 
 
-def complaints_router(feedback: Feedback) -> APIRouter:
-    r = APIRouter(prefix="/v1/complaints", tags=["complaints"])
+async def _check_channel(caller: Principal, body: ComplaintCreate, complaints: Complaints) -> None:
+    """A channel complains about its own tickets, and assigns nobody."""
+    if body.owner_id is not None:
+        raise Forbidden("only supervisors assign a complaint's owner", field="owner_id")
+    if body.ticket_id is None:
+        raise Forbidden("a channel opens complaints about its own tickets: give ticket_id", field="ticket_id")
+    facts = await complaints.ticket_facts(body.ticket_id)
+    if facts is None or facts.get("submitted_by") != f"http:{caller.subject}":
+        raise NotFound(f"ticket {body.ticket_id} not found", field="ticket_id")
 
-    @r.post(
-        "", status_code=201, summary="Open a complaint (Idempotency-Key makes a retry return the same one)"
+
+@complaints_router.post(
+    "", status_code=201, summary="Open a complaint (Idempotency-Key makes a retry return the same one)"
+)
+async def open_complaint(
+    body: ComplaintCreate,
+    caller: ChannelOrSupervisor,
+    complaints: ComplaintService,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+) -> ComplaintRead:
+    if not caller.is_staff:
+        await _check_channel(caller, body, complaints)
+    if idempotency_key:
+        digest = hashlib.sha256(f"{caller.subject}|{idempotency_key}".encode()).hexdigest()[:20]
+        complaint_id = f"CP-api-{digest}"
+    else:
+        complaint_id = f"CP-{uuid.uuid4().hex[:16]}"
+    complaint, created = await complaints.open(
+        complaint_id=complaint_id,
+        source=ComplaintSource.API,
+        ticket_id=body.ticket_id,
+        category=body.category,
+        product_model=body.product_model,
+        owner_id=body.owner_id,
+        summary=body.summary,
+        opened_by=caller.subject,
     )
-    async def open_complaint(
-        body: ComplaintCreate,
-        caller: Opener,
-        response: Response,
-        idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
-    ) -> ComplaintRead:
-        if not caller.is_staff:  # a channel complains about its own tickets, and assigns nobody
-            if body.owner_id is not None:
-                raise Forbidden("only supervisors assign a complaint's owner", field="owner_id")
-            if body.ticket_id is None:
-                raise Forbidden(
-                    "a channel opens complaints about its own tickets: give ticket_id", field="ticket_id"
-                )
-            facts = await feedback.store.ticket(body.ticket_id)
-            if facts is None or facts.get("submitted_by") != f"http:{caller.subject}":
-                raise NotFound(f"ticket {body.ticket_id} not found", field="ticket_id")
-        if idempotency_key:
-            digest = hashlib.sha256(f"{caller.subject}|{idempotency_key}".encode()).hexdigest()[:20]
-            complaint_id = f"CP-api-{digest}"
-        else:
-            complaint_id = f"CP-{uuid.uuid4().hex[:16]}"
-        complaint, created = await feedback.open_complaint(
-            complaint_id=complaint_id,
-            source=ComplaintSource.API,
-            ticket_id=body.ticket_id,
-            category=body.category,
-            product_model=body.product_model,
-            owner_id=body.owner_id,
-            summary=body.summary,
-            opened_by=caller.subject,
-        )
-        if not created:
-            response.status_code = 200
-        return _complaint(await feedback.store.complaint_doc(complaint.id))
+    if not created:
+        response.status_code = 200
+    return _complaint(await complaints.complaint(complaint.id))
 
-    @r.get("", summary="List complaints by state, ticket, scope or source")
-    async def list_complaints(
-        _: Supervisor,
-        state: ComplaintState | None = None,
-        ticket_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
-        scope: ComplaintScope | None = None,
-        source: ComplaintSource | None = None,
-        escalated: bool | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    ) -> ComplaintList:
-        filters: dict[str, Any] = {}
-        for name, value in (("state", state), ("scope", scope), ("source", source)):
-            if value is not None:
-                filters[name] = value.value
-        if ticket_id is not None:
-            filters["ticket_id"] = ticket_id
-        if escalated is not None:
-            filters["escalated"] = escalated
-        items = [_complaint(d) for d in await feedback.store.find_complaints(filters, limit)]
-        return ComplaintList(items=items, count=len(items))
 
-    @r.get("/{complaint_id}", summary="One complaint with its history")
-    async def get_complaint(complaint_id: ComplaintId, _: Supervisor) -> ComplaintRead:
-        return _complaint(await feedback.store.complaint_doc(complaint_id))
+@complaints_router.get("", summary="List complaints by state, ticket, scope or source")
+async def list_complaints(
+    _: Supervisor,
+    complaints: ComplaintService,
+    state: ComplaintState | None = None,
+    ticket_id: TicketFilter = None,
+    scope: ComplaintScope | None = None,
+    source: ComplaintSource | None = None,
+    escalated: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ComplaintList:
+    equal_to: dict[str, str | bool | None] = {"ticket_id": ticket_id, "escalated": escalated}
+    for name, value in (("state", state), ("scope", scope), ("source", source)):
+        equal_to[name] = value.value if value is not None else None
+    items = [_complaint(d) for d in await complaints.find(equal_to, limit)]
+    return ComplaintList(items=items, count=len(items))
 
-    @r.post("/{complaint_id}/transition", summary="Move a complaint through its workflow (409 when illegal)")
-    async def transition(
-        complaint_id: ComplaintId, body: ComplaintTransition, caller: Supervisor
-    ) -> ComplaintRead:
-        await feedback.transition(
-            complaint_id, body.to, owner_id=body.owner_id, by=caller.subject, note=body.note
-        )
-        return _complaint(await feedback.store.complaint_doc(complaint_id))
 
-    return r
+@complaints_router.get("/{complaint_id}", summary="One complaint with its history")
+async def get_complaint(
+    complaint_id: ComplaintId, _: Supervisor, complaints: ComplaintService
+) -> ComplaintRead:
+    return _complaint(await complaints.complaint(complaint_id))
+
+
+@complaints_router.post(
+    "/{complaint_id}/transition",
+    summary="Move a complaint through its workflow (409 when illegal or its history is full)",
+)
+async def transition(
+    complaint_id: ComplaintId, body: ComplaintTransition, caller: Supervisor, complaints: ComplaintService
+) -> ComplaintRead:
+    await complaints.transition(
+        complaint_id, body.to, owner_id=body.owner_id, by=caller.subject, note=body.note
+    )
+    return _complaint(await complaints.complaint(complaint_id))

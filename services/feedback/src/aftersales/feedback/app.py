@@ -12,10 +12,17 @@ from typing import Self
 from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
-from aftersales.feedback import api, consumers
+from aftersales.feedback import api, consumers, timers
 from aftersales.feedback.domain import ComplaintPolicy
-from aftersales.feedback.service import TIMER_CLOSE, TIMER_STEP, Feedback, SurveyPolicy
-from aftersales.feedback.store import COMPLAINTS, INDEXES, SURVEYS, FeedbackStore
+from aftersales.feedback.service import Complaints, SurveyPolicy, Surveys
+from aftersales.feedback.store import (
+    COMPLAINTS,
+    INDEXES,
+    SURVEYS,
+    ComplaintStore,
+    SurveyStore,
+    TicketFactsStore,
+)
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import ComplaintState
 from aftersales.shared.http import create_app
@@ -53,6 +60,9 @@ class Settings(ServiceSettings):
         default=3, ge=2, le=1000, description="complaints that make a common cause"
     )
     common_cause_window_days: float = Field(default=30, gt=0)
+    complaint_max_steps: int = Field(
+        default=50, ge=1, le=500, description="workflow steps one complaint may take (bounds its history)"
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_signing_key(self) -> Self:
@@ -76,6 +86,7 @@ class Settings(ServiceSettings):
             close_within=timedelta(days=self.complaint_close_days),
             common_cause_threshold=self.common_cause_threshold,
             common_cause_window=timedelta(days=self.common_cause_window_days),
+            max_steps=self.complaint_max_steps,
         )
 
     def survey_policy(self) -> SurveyPolicy:
@@ -94,23 +105,26 @@ def build(settings: Settings) -> FastAPI:
             indexes=INDEXES,
         ),
     )
-    feedback = Feedback(
-        FeedbackStore(runtime),
-        settings.complaint_policy(),
-        settings.survey_policy(),
+    survey_policy = settings.survey_policy()
+    surveys = Surveys(
+        SurveyStore(runtime),
+        survey_policy,
         settings.survey_signing_key.get_secret_value().encode(),
+        settings.survey_link_base_url,
     )
-    for kind in (TIMER_STEP, TIMER_CLOSE):
-        runtime.on_timer(kind, feedback.on_timer)
-    runtime.spec.extra_tasks.append(feedback.gauge_refresher(settings.timer_poll_interval_s * 5))
-    runtime.spec.extra_tasks.append(feedback.open_index_healer(600.0))
-    consumers.register(runtime, feedback)
-    return create_app(
+    complaints = Complaints(
+        ComplaintStore(runtime), TicketFactsStore(runtime.db), settings.complaint_policy(), survey_policy
+    )
+    runtime.spec.extra_tasks.append(complaints.gauge_refresher(settings.timer_poll_interval_s * 5))
+    runtime.spec.extra_tasks.append(complaints.open_index_healer(600.0))
+    consumers.register(runtime, surveys, complaints)
+    timers.register(runtime, complaints)
+    app = create_app(
         runtime,
         title="aftersales feedback",
         description="Satisfaction surveys (CSAT/NPS) per resolution and the complaint (投诉) workflow.",
-        routers=[
-            api.surveys_router(feedback, settings.survey_link_base_url),
-            api.complaints_router(feedback),
-        ],
+        routers=[api.surveys_router, api.complaints_router],
     )
+    app.state.surveys = surveys
+    app.state.complaints = complaints
+    return app

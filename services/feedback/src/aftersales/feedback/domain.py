@@ -52,6 +52,9 @@ class ComplaintPolicy:
     close_within: timedelta = timedelta(days=7)
     common_cause_threshold: int = 3  # this many complaints about one product model/category ...
     common_cause_window: timedelta = timedelta(days=30)  # ... within this window are common-cause
+    # Workflow steps one complaint may take (reopen cycles included). Every step, and every escalation
+    # (one per step and cycle at most), appends to its history: this cap keeps the document bounded.
+    max_steps: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,11 @@ class Complaint:
     cycle: int = 0  # bumps on every reopen: a close-deadline timer acts only on its own cycle
     escalated: bool = False
     closed_at: datetime | None = None
+
+    @property
+    def steps(self) -> int:
+        """Workflow steps taken since it was opened."""
+        return self.seq - 1
 
 
 def can_transition(source: ComplaintState, target: ComplaintState) -> bool:
@@ -125,13 +133,20 @@ def open_complaint(
 def transition(
     policy: ComplaintPolicy, complaint: Complaint, target: ComplaintState, owner_id: str | None, now: datetime
 ) -> Complaint:
-    """Return the complaint moved to `target`; 409 when the workflow does not allow it."""
+    """Return the complaint moved to `target`; 409 when the workflow does not allow it, or when the
+    complaint has taken `max_steps` steps already (its history is full)."""
     if not can_transition(complaint.state, target):
         allowed = ", ".join(sorted(s.value for s in TRANSITIONS[complaint.state])) or "none"
         raise Conflict(
             f"complaint {complaint.id} is {complaint.state.value}; cannot move to {target.value} "
             f"(allowed: {allowed})",
             field="to",
+        )
+    if complaint.steps >= policy.max_steps:
+        raise Conflict(
+            f"complaint {complaint.id} has taken {complaint.steps} workflow steps, the most its history "
+            f"keeps ({policy.max_steps}); open a new complaint that refers to it",
+            field="history",
         )
     owner = owner_id or complaint.owner_id
     if owner is None:

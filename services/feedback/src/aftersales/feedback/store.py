@@ -1,7 +1,7 @@
 """Feedback's MongoDB access: the ticket-facts copy, surveys and complaints (each with its outbox), timers.
 
 A state change and its events are one atomic single-document write, guarded by the state it was decided
-on (a lost race is a 409, never a half-write).
+on (a lost race is reported as False, never a half-write: the service decides again).
 """
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from pydantic import BaseModel
 from pymongo.errors import DuplicateKeyError
 
 from aftersales.feedback.domain import Complaint, ComplaintSource
+from aftersales.feedback.timers import CLOSE_OVERDUE, STEP_OVERDUE
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.errors import Conflict, NotFound
+from aftersales.shared.errors import NotFound
 from aftersales.shared.idempotency import apply_once
-from aftersales.shared.mongo import IndexSpec
+from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.openindex import OpenIndex
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
@@ -83,26 +84,14 @@ def _history(
     return {"$push": {"history": {"$each": [entry]}}}
 
 
-class FeedbackStore:
+class SurveyStore:
+    """One survey per resolution (ticket, round), with its answer."""
+
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
-        self.tickets = runtime.db[TICKETS]
         self.surveys = runtime.db[SURVEYS]
-        self.complaints = runtime.db[COMPLAINTS]
-        self.open = OpenIndex(runtime.db, COMPLAINTS)
 
-    # ------------------------------------------------------------------ ticket facts
-
-    async def remember_ticket(self, event_id: str, facts: Mapping[str, Any]) -> bool:
-        update = {"$set": {**facts, "updated_at": datetime.now(UTC)}}
-        return await apply_once(self.tickets, facts["ticket_id"], event_id, update, upsert=True)
-
-    async def ticket(self, ticket_id: str | None) -> dict[str, Any] | None:
-        return None if ticket_id is None else await self.tickets.find_one({"_id": ticket_id})
-
-    # ------------------------------------------------------------------ surveys
-
-    async def insert_survey(self, doc: dict[str, Any], models: Sequence[BaseModel]) -> bool:
+    async def insert(self, doc: dict[str, Any], models: Sequence[BaseModel]) -> bool:
         """Insert a survey with its SurveySent event; False when this resolution already has one."""
         try:
             await self.surveys.insert_one(
@@ -113,10 +102,10 @@ class FeedbackStore:
         self.runtime.relay.notify(SURVEYS, doc["_id"])
         return True
 
-    async def survey(self, survey_id: str) -> dict[str, Any] | None:
+    async def get(self, survey_id: str) -> dict[str, Any] | None:
         return await self.surveys.find_one({"_id": survey_id}, HIDDEN)
 
-    async def submit_survey(
+    async def submit(
         self,
         survey_id: str,
         answer: Mapping[str, Any],
@@ -135,17 +124,18 @@ class FeedbackStore:
             self.runtime.relay.notify(SURVEYS, survey_id)
         return result.modified_count == 1
 
-    async def find_surveys(self, filters: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = self.surveys.find(dict(filters), HIDDEN, sort=[("sent_at", 1)], limit=limit)
+    async def find(self, equal_to: Mapping[str, str | None], limit: int) -> list[dict[str, Any]]:
+        """Return surveys whose fields equal the given values (None: any), oldest first."""
+        cursor = self.surveys.find(_equal(equal_to), HIDDEN, sort=[("sent_at", 1)], limit=limit)
         return [d async for d in cursor]
 
-    async def count_surveys(self, filters: Mapping[str, Any]) -> int:
-        return await self.surveys.count_documents(dict(filters))
+    async def count(self, equal_to: Mapping[str, str | None]) -> int:
+        return await self.surveys.count_documents(_equal(equal_to))
 
-    async def answers(self, filters: Mapping[str, Any]) -> list[tuple[int, int | None]]:
-        """Return (csat, nps) of answered surveys matching `filters`, summed per distinct pair."""
+    async def answers(self, equal_to: Mapping[str, str | None]) -> list[tuple[int, int | None]]:
+        """Return (csat, nps) of answered surveys matching `equal_to`, summed per distinct pair."""
         pipeline: list[dict[str, Any]] = [
-            {"$match": {**filters, "status": "submitted"}},
+            {"$match": {**_equal(equal_to), "status": "submitted"}},
             {"$group": {"_id": {"csat": "$csat", "nps": "$nps"}, "n": {"$sum": 1}}},
         ]
         out: list[tuple[int, int | None]] = []
@@ -153,11 +143,33 @@ class FeedbackStore:
             out += [(int(row["_id"]["csat"]), row["_id"].get("nps"))] * int(row["n"])
         return out
 
-    # ------------------------------------------------------------------ complaints
 
-    async def insert_complaint(
+class TicketFactsStore:
+    """The local copy of intake's ticket facts (category, product model, who submitted it)."""
+
+    def __init__(self, db: Database) -> None:
+        self.tickets = db[TICKETS]
+
+    async def remember(self, event_id: str, facts: Mapping[str, Any]) -> bool:
+        update = {"$set": {**facts, "updated_at": datetime.now(UTC)}}
+        return await apply_once(self.tickets, facts["ticket_id"], event_id, update, upsert=True)
+
+    async def get(self, ticket_id: str | None) -> dict[str, Any] | None:
+        return None if ticket_id is None else await self.tickets.find_one({"_id": ticket_id})
+
+
+class ComplaintStore:
+    """Complaints (with their outbox) and the open-complaints index."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.complaints = runtime.db[COMPLAINTS]
+        self.open = OpenIndex(runtime.db, COMPLAINTS)
+
+    async def insert(
         self, c: Complaint, extra: Mapping[str, Any], models: Sequence[BaseModel], now: datetime
     ) -> bool:
+        """Insert a new complaint with its events; False when one with its id exists already."""
         doc = {
             "_id": c.id,
             "source": c.source.value,
@@ -180,14 +192,24 @@ class FeedbackStore:
         self.runtime.relay.notify(COMPLAINTS, c.id)
         return True
 
-    async def complaint_doc(self, complaint_id: str) -> dict[str, Any]:
+    async def find_complaint(self, complaint_id: str) -> Complaint | None:
+        doc = await self.complaints.find_one({"_id": complaint_id}, HIDDEN)
+        return None if doc is None else complaint_from(doc)
+
+    async def load(self, complaint_id: str) -> Complaint:
+        """Return the complaint; 404 when there is none."""
+        return complaint_from(await self.get(complaint_id))
+
+    async def get(self, complaint_id: str) -> dict[str, Any]:
+        """Return the complaint's document as the API shows it (with its history); 404 when none."""
         doc = await self.complaints.find_one({"_id": complaint_id}, HIDDEN)
         if doc is None:
             raise NotFound(f"complaint {complaint_id} not found")
         return doc
 
-    async def find_complaints(self, filters: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = self.complaints.find(dict(filters), HIDDEN, sort=[("opened_at", -1)], limit=limit)
+    async def find(self, equal_to: Mapping[str, str | bool | None], limit: int) -> list[dict[str, Any]]:
+        """Return complaints whose fields equal the given values (None: any), newest first."""
+        cursor = self.complaints.find(_equal(equal_to), HIDDEN, sort=[("opened_at", -1)], limit=limit)
         return [d async for d in cursor]
 
     async def count_similar(self, key: str, since: datetime, exclude_id: str) -> int:
@@ -198,7 +220,7 @@ class FeedbackStore:
         query = {"class_key": key, "opened_at": {"$gte": since}, "scope": ComplaintScope.INDIVIDUAL.value}
         return [complaint_from(d) async for d in self.complaints.find(query)]
 
-    async def save_complaint(
+    async def save(
         self,
         before: Complaint,
         after: Complaint,
@@ -209,8 +231,8 @@ class FeedbackStore:
         by: str | None = None,
         note: str | None = None,
         guard_scope: bool = False,
-    ) -> None:
-        """Write a decided change if the complaint is still as `before`; 409 when it moved meanwhile."""
+    ) -> bool:
+        """Write a decided change if the complaint is still as `before`; False when it moved meanwhile."""
         fields = complaint_fields(after)
         if after.escalated == before.escalated:
             del fields["escalated"]  # a timer may escalate concurrently; never overwrite it with a stale read
@@ -225,10 +247,20 @@ class FeedbackStore:
         await self.open.mark(after.id, _open_state(after))
         result = await self.complaints.update_one(guard, update)
         if result.modified_count != 1:
-            raise Conflict(f"complaint {before.id} changed meanwhile; reload and try again")
+            return False
         self.runtime.relay.notify(COMPLAINTS, before.id)
+        return True
 
-    async def escalate(
+    async def escalate_step(self, timer_id: str, c: Complaint, models: Sequence[BaseModel]) -> bool:
+        """Escalate a complaint still in step `c.seq`, once per timer."""
+        return await self._escalate(timer_id, c, models, {"seq": c.seq, "state": c.state.value})
+
+    async def escalate_close(self, timer_id: str, c: Complaint, models: Sequence[BaseModel]) -> bool:
+        """Escalate a complaint of cycle `c.cycle` that is still open, once per timer."""
+        guard = {"cycle": c.cycle, "state": {"$ne": ComplaintState.CLOSED.value}}
+        return await self._escalate(timer_id, c, models, guard)
+
+    async def _escalate(
         self, timer_id: str, c: Complaint, models: Sequence[BaseModel], guard: Mapping[str, Any]
     ) -> bool:
         """Mark a complaint escalated once per timer (the timer id is the idempotency key)."""
@@ -258,6 +290,33 @@ class FeedbackStore:
             return None if doc is None or doc["state"] == ComplaintState.CLOSED else str(doc["state"])
 
         return await self.open.heal(state_of)
+
+    # ------------------------------------------------------------------ deadlines (timers.py)
+
+    async def arm_deadlines(self, c: Complaint) -> None:
+        """Arm the timers of the complaint's current step and cycle (before the write they belong to)."""
+        timers = self.runtime.timers
+        if c.step_deadline_at is not None:
+            payload = {"complaint_id": c.id, "seq": c.seq}
+            await timers.schedule(
+                f"{c.id}:step:{c.seq}", STEP_OVERDUE, c.step_deadline_at, payload, group=c.id
+            )
+        if c.state != ComplaintState.CLOSED:
+            payload = {"complaint_id": c.id, "cycle": c.cycle}
+            await timers.schedule(
+                f"{c.id}:close:{c.cycle}", CLOSE_OVERDUE, c.deadline_at, payload, group=c.id
+            )
+
+    async def disarm_stale_deadlines(self, before: Complaint, after: Complaint) -> None:
+        """Cancel the timers of a step or cycle the complaint has left."""
+        if after.seq != before.seq:
+            await self.runtime.timers.cancel(f"{before.id}:step:{before.seq}")
+        if after.state == ComplaintState.CLOSED or after.cycle != before.cycle:
+            await self.runtime.timers.cancel(f"{before.id}:close:{before.cycle}")
+
+
+def _equal(equal_to: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in equal_to.items() if value is not None}
 
 
 def _open_state(c: Complaint) -> str | None:

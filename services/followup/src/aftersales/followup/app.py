@@ -12,11 +12,11 @@ from typing import Self
 from fastapi import FastAPI
 from pydantic import Field, model_validator
 
-from aftersales.followup import api, consumers
-from aftersales.shared.calendar import BusinessHours, DoNotDisturb
+from aftersales.followup import api, consumers, timers
 from aftersales.followup.domain import FollowUpPolicy
-from aftersales.followup.service import TIMER_NEXT_CARE, FollowUps
-from aftersales.followup.store import INDEXES, TIMER_DUE, TIMER_OVERDUE, VISITS, VisitStore
+from aftersales.followup.service import FollowUps
+from aftersales.followup.store import INDEXES, VISITS, TicketFactsStore, VisitStore
+from aftersales.shared.calendar import BusinessHours, DoNotDisturb
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Priority
 from aftersales.shared.http import create_app
@@ -38,6 +38,9 @@ class Settings(ServiceSettings):
     visit_grace_s: float = Field(default=3600, ge=0, description="open this long past its deadline = missed")
     visit_max_attempts: int = Field(default=3, ge=1, le=10, description="contact attempts before missed")
     visit_retry_after_s: float = Field(default=4 * 3600, gt=0, description="retry delay after unreachable")
+    visit_max_reschedules: int = Field(
+        default=20, ge=0, le=100, description="times a visit may be moved (bounds its history)"
+    )
     care_interval_days: int = Field(default=90, ge=1, le=730, description="periodic care visit interval")
     do_not_disturb_start: time = Field(default=time(21, 0), description="customer-local, e.g. 21:00")
     do_not_disturb_end: time = Field(default=time(9, 0), description="customer-local, e.g. 09:00")
@@ -67,6 +70,7 @@ class Settings(ServiceSettings):
             grace=timedelta(seconds=self.visit_grace_s),
             max_attempts=self.visit_max_attempts,
             retry_after=timedelta(seconds=self.visit_retry_after_s),
+            max_reschedules=self.visit_max_reschedules,
             care_interval=timedelta(days=self.care_interval_days),
             do_not_disturb=DoNotDisturb(self.do_not_disturb_start, self.do_not_disturb_end),
             business_hours=BusinessHours(
@@ -86,16 +90,16 @@ def build(settings: Settings) -> FastAPI:
             indexes=INDEXES,
         ),
     )
-    store = VisitStore(runtime, policy)
-    followups = FollowUps(store, policy)
-    for kind in (TIMER_DUE, TIMER_OVERDUE, TIMER_NEXT_CARE):
-        runtime.on_timer(kind, followups.on_timer)
+    followups = FollowUps(VisitStore(runtime, policy), TicketFactsStore(runtime.db), policy)
     runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(followups.open_index_healer(600.0))
-    consumers.register(runtime, store, followups)
-    return create_app(
+    consumers.register(runtime, followups)
+    timers.register(runtime, followups)
+    app = create_app(
         runtime,
         title="aftersales followup",
         description="Follow-up visits (回访): callbacks, on-site checks and care visits after a resolution.",
-        routers=[api.router(followups)],
+        routers=[api.router],
     )
+    app.state.followups = followups
+    return app

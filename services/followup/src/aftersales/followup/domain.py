@@ -64,6 +64,8 @@ class FollowUpPolicy:
     max_attempts: int = 3
     retry_after: timedelta = timedelta(hours=4)
     retry_window_business_hours: float = 8
+    # An agent may move a visit this many times; the history then stays bounded (see `reschedule`).
+    max_reschedules: int = 20
     # A visit still open this long after its deadline is missed.
     grace: timedelta = timedelta(hours=1)
     do_not_disturb: DoNotDisturb = field(default_factory=DoNotDisturb)
@@ -164,10 +166,16 @@ class Visit:
     customer_id: str | None = None
     care_n: int | None = None
     outcome: VisitOutcome | None = None
+    customer_tier: CustomerTier = CustomerTier.STANDARD
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @property
+    def reschedules(self) -> int:
+        """How often an agent moved this visit: every schedule (`seq`) is the first, a retry or a move."""
+        return self.seq - self.attempt
 
 
 def visit_id_for(ticket_id: str, round_: int, kind: VisitKind, customer_id: str | None, care_n: int) -> str:
@@ -193,6 +201,7 @@ def new_visit(plan: VisitPlan, res: Resolution, customer: CustomerFacts, *, care
         agent_id=plan.agent_id,
         customer_id=customer.customer_id,
         care_n=care_n if plan.kind == VisitKind.CARE else None,
+        customer_tier=customer.tier,
     )
 
 
@@ -268,8 +277,18 @@ def record_outcome(policy: FollowUpPolicy, visit: Visit, outcome: VisitOutcome, 
 def reschedule(
     policy: FollowUpPolicy, visit: Visit, due_at: datetime, now: datetime, agent_id: str | None = None
 ) -> Visit:
-    """Return the visit moved to `due_at` (pushed out of do-not-disturb hours); 409 when it is closed."""
+    """Return the visit moved to `due_at` (pushed out of do-not-disturb hours); 409 when it is closed
+    or was moved `max_reschedules` times already.
+
+    Each move appends to the visit's history; outcomes are bounded by `max_attempts`, moves by this cap,
+    so a visit's history never grows without limit."""
     _require_open(visit, "reschedule")
+    if visit.reschedules >= policy.max_reschedules:
+        raise Conflict(
+            f"visit {visit.id} was rescheduled {visit.reschedules} times, the most its history keeps "
+            f"({policy.max_reschedules}); record an outcome instead",
+            field="history",
+        )
     if due_at.tzinfo is None:
         raise InvalidRequest("due_at must carry a time zone offset", field="due_at")
     if due_at < now - timedelta(minutes=1):

@@ -1,14 +1,17 @@
 """Follow-up use cases: what happens on a resolution, a ticket change, an agent's action or a timer.
 
-The edges (api.py, consumers.py) call these; the rules come from domain.py, the writes from store.py.
+The edges (api.py, consumers.py, timers.py) call these; the rules come from domain.py, the writes from
+store.py.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from aftersales.followup import domain
+from aftersales.followup import domain, messages
 from aftersales.followup.domain import FollowUpPolicy, Resolution, Visit, VisitStatus
 from aftersales.followup.metrics import (
     VISIT_OUTCOMES,
@@ -17,30 +20,81 @@ from aftersales.followup.metrics import (
     VISITS_OVERDUE,
     VISITS_SCHEDULED,
 )
-from aftersales.followup.store import VisitStore, visit_from
-from aftersales.shared.contracts.common import CustomerTier
-from aftersales.shared.contracts.events import VisitKind, VisitOutcome
+from aftersales.followup.store import HistoryEntry, TicketFactsStore, VisitStore
+from aftersales.shared.aggregate import Decision, decide_until_written
+from aftersales.shared.contracts.events import (
+    TicketCancelled,
+    TicketClosed,
+    TicketCreated,
+    TicketFacts,
+    TicketReopened,
+    VisitKind,
+    VisitOutcome,
+    WorkOrderResolved,
+)
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.errors import RetryLater
 from aftersales.shared.pii import redact_optional
 from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
 log = logging.getLogger("aftersales.followup")
 
-TIMER_NEXT_CARE = "care_next"
 NEXT_CARE_DELAY = timedelta(seconds=10)
+# A timer is scheduled just before the write it belongs to: a visit not found (or at an older schedule)
+# may mean "not written yet" this many times, then "that write never happened".
+NOT_WRITTEN_RETRIES = 4
+FACT_FIELDS = set(TicketFacts.model_fields)
 
 
 class FollowUps:
-    def __init__(self, store: VisitStore, policy: FollowUpPolicy) -> None:
+    """The follow-up desk's use cases: schedule visits on resolutions, cancel them with their ticket, take
+    the agents' outcomes and moves, and act on the visits' timers."""
+
+    def __init__(self, store: VisitStore, tickets: TicketFactsStore, policy: FollowUpPolicy) -> None:
         self.store = store
+        self.tickets = tickets
         self.policy = policy
+
+    # ------------------------------------------------------------------ events (consumers.py)
+
+    async def on_ticket_created(self, ticket: TicketCreated, event: CloudEvent) -> None:
+        await self.tickets.remember(event.id, ticket.model_dump(mode="json", include=FACT_FIELDS), 1)
+
+    async def on_ticket_reopened(self, ticket: TicketReopened, event: CloudEvent) -> None:
+        facts = ticket.model_dump(mode="json", include=FACT_FIELDS)
+        await self.tickets.remember(event.id, facts, ticket.reopen_count + 1)
+        await self.cancel_ticket_visits(ticket.ticket_id, "ticket_reopened")
+
+    async def on_ticket_closed(self, ticket: TicketClosed, event: CloudEvent) -> None:
+        await self.tickets.mark(event.id, ticket.ticket_id, "closed")
+        await self.cancel_ticket_visits(ticket.ticket_id, f"ticket_closed:{ticket.reason}")
+
+    async def on_ticket_cancelled(self, ticket: TicketCancelled, event: CloudEvent) -> None:
+        await self.tickets.mark(event.id, ticket.ticket_id, "cancelled")
+        await self.cancel_ticket_visits(ticket.ticket_id, "ticket_cancelled")
+
+    async def on_work_order_resolved(self, resolved: WorkOrderResolved, _: CloudEvent) -> None:
+        await self.on_resolved(
+            Resolution(
+                ticket_id=resolved.ticket_id,
+                round=resolved.round,
+                technician_id=resolved.technician_id,
+                grid_id=resolved.grid_id,
+                priority=resolved.priority,
+                category=resolved.category,
+                resolved_at=resolved.occurred_at,
+            )
+        )
+
+    # ------------------------------------------------------------------ use cases
 
     async def on_resolved(self, res: Resolution) -> list[Visit]:
         """Schedule the visits the policy asks for after a resolution; return the ones created now."""
-        if await self.store.ticket_status(res.ticket_id) == "cancelled":
+        if await self.tickets.status(res.ticket_id) == "cancelled":
             log.info("resolution of a cancelled ticket: no visits", extra={"ticket_id": res.ticket_id})
             return []
-        customer = await self.store.customer_of(res.ticket_id)
+        customer = await self.tickets.customer_of(res.ticket_id)
         needs_care = not await self.store.has_open_care(customer.customer_id)
         care_n = (
             await self.store.care_sequence(customer.customer_id) if needs_care and customer.customer_id else 1
@@ -48,24 +102,20 @@ class FollowUps:
         created: list[Visit] = []
         for plan in domain.plan_visits(self.policy, res, customer, needs_care=needs_care):
             visit = domain.new_visit(plan, res, customer, care_n=care_n)
-            if await self.store.create(visit, customer.tier):
+            if await self.store.create(visit):
                 VISITS_SCHEDULED.labels(visit.kind.value).inc()
                 created.append(visit)
         if created:
+            kinds = [v.kind.value for v in created]
             log.info(
-                "visits scheduled",
-                extra={
-                    "ticket_id": res.ticket_id,
-                    "round": res.round,
-                    "kinds": [v.kind.value for v in created],
-                },
+                "visits scheduled", extra={"ticket_id": res.ticket_id, "round": res.round, "kinds": kinds}
             )
         return created
 
     async def cancel_ticket_visits(self, ticket_id: str, reason: str) -> int:
         """Cancel the ticket's open callbacks and on-site checks (care visits belong to the customer)."""
         cancelled = 0
-        for visit in await self.store.open_visits(ticket_id):
+        for visit in await self.store.open_visits(ticket_id, await self.tickets.rounds(ticket_id)):
             if visit.kind != VisitKind.CARE and await self.store.cancel(visit, reason):
                 VISITS_CANCELLED.labels(visit.kind.value).inc()
                 cancelled += 1
@@ -83,74 +133,99 @@ class FollowUps:
         on_behalf_of: str | None = None,
     ) -> Visit:
         """Record the outcome `agent` (the caller) reached; return the visit after it."""
-        before = visit_from(await self.store.get(visit_id))
-        decision = domain.record_outcome(self.policy, before, outcome, datetime.now(UTC))
-        if domain.Effect.NEXT_CARE in decision.effects:
-            await self._plan_next_care(before)
-        after = await self.store.apply_decision(
-            before,
-            decision,
-            by=agent,
-            note=redact_optional(note),
-            action=f"outcome:{outcome.value}",
-            on_behalf_of=on_behalf_of,
-        )
-        VISIT_OUTCOMES.labels(before.kind.value, outcome.value).inc()
-        await self.refresh_gauges()
+        note = redact_optional(note)
+
+        def decide(before: Visit) -> Decision[Visit]:
+            now = datetime.now(UTC)
+            decision = domain.record_outcome(self.policy, before, outcome, now)
+            return Decision(decision.visit, tuple(messages.for_decision(before, decision, now, note)))
+
+        entry = HistoryEntry(f"outcome:{outcome.value}", agent, note, on_behalf_of)
+        after = await self._decide(visit_id, decide, entry)
+        VISIT_OUTCOMES.labels(after.kind.value, outcome.value).inc()
         return after
 
     async def reschedule(
         self, visit_id: str, due_at: datetime, *, by: str, agent_id: str | None, note: str | None
     ) -> Visit:
-        before = visit_from(await self.store.get(visit_id))
-        after = domain.reschedule(self.policy, before, due_at, datetime.now(UTC), agent_id)
-        result = await self.store.reschedule(before, after, by=by, note=redact_optional(note))
-        await self.refresh_gauges()
-        return result
+        """Move the visit to `due_at` (out of do-not-disturb hours); return the visit after it."""
 
-    async def on_timer(self, timer: Timer) -> None:
+        def decide(before: Visit) -> Decision[Visit]:
+            now = datetime.now(UTC)
+            after = domain.reschedule(self.policy, before, due_at, now, agent_id)
+            return Decision(after, (messages.scheduled(after, now, rescheduled=True),))
+
+        return await self._decide(visit_id, decide, HistoryEntry("rescheduled", by, redact_optional(note)))
+
+    async def _decide(
+        self, visit_id: str, decide: Callable[[Visit], Decision[Visit]], entry: HistoryEntry
+    ) -> Visit:
+        async def write(before: Visit, decision: Decision[Visit]) -> bool:
+            if before.kind == VisitKind.CARE and not decision.state.is_open:
+                await self._plan_next_care(before)
+            return await self.store.write(before, decision.state, decision.events, entry)
+
+        decision = await decide_until_written(
+            lambda: self.store.load(visit_id), decide, write, what=f"visit {visit_id}"
+        )
+        await self.refresh_gauges()
+        return decision.state
+
+    async def visit(self, visit_id: str) -> dict[str, Any]:
+        """Return one visit as the desk reads it, with its history."""
+        return await self.store.get(visit_id)
+
+    async def visits(self, equal_to: dict[str, str | None], limit: int) -> list[dict[str, Any]]:
+        """Return the visits whose fields equal the given values (None: any), by due time."""
+        return await self.store.find(equal_to, limit)
+
+    # ------------------------------------------------------------------ timers (timers.py)
+
+    async def on_visit_due(self, timer: Timer) -> None:
+        target = await self._timer_target(timer)
+        if (
+            target is not None
+            and domain.becomes_due(*target)
+            and await self.store.mark_due(timer.id, target[0])
+        ):
+            await self.refresh_gauges()
+
+    async def on_visit_overdue(self, timer: Timer) -> None:
+        target = await self._timer_target(timer)
+        if target is None or not domain.goes_missed(*target):
+            return
+        visit = target[0]
+        if visit.kind == VisitKind.CARE:
+            await self._plan_next_care(visit)
+        if await self.store.mark_missed(timer.id, visit):
+            VISITS_OVERDUE.inc()
+            await self.refresh_gauges()
+
+    async def on_next_care(self, timer: Timer) -> None:
+        care = await self.store.find_visit(str(timer.payload["visit_id"]))
+        if care is None or care.is_open or care.status == VisitStatus.CANCELLED:
+            return  # the close this timer was planned for did not happen; closing it later plans again
+        following = domain.following_care(self.policy, care, datetime.now(UTC))
+        if await self.store.create(following):
+            VISITS_SCHEDULED.labels(VisitKind.CARE.value).inc()
+
+    async def _timer_target(self, timer: Timer) -> tuple[Visit, int] | None:
+        """Return the visit a due/overdue timer is for and the timer's schedule (`seq`)."""
         visit_id, seq = str(timer.payload["visit_id"]), int(timer.payload.get("seq", 1))
-        if timer.kind == "visit_due":
-            if await self.store.fire_due(timer.id, visit_id, seq, timer.attempts):
-                await self.refresh_gauges()
-        elif timer.kind == "visit_overdue":
-            doc = await self.store.visits.find_one({"_id": visit_id})
-            if (
-                doc is not None
-                and visit_from(doc).kind == VisitKind.CARE
-                and domain.goes_missed(visit_from(doc), seq)
-            ):
-                await self._plan_next_care(visit_from(doc))
-            if await self.store.fire_overdue(timer.id, visit_id, seq, timer.attempts):
-                VISITS_OVERDUE.inc()
-                await self.refresh_gauges()
-        elif timer.kind == TIMER_NEXT_CARE:
-            await self._create_next_care(visit_id)
-        else:
-            log.warning("unknown timer kind ignored", extra={"timer_kind": timer.kind})
+        visit = await self.store.find_visit(visit_id)
+        if visit is None or visit.seq < seq:
+            if timer.attempts < NOT_WRITTEN_RETRIES:
+                raise RetryLater(f"visit {visit_id} schedule {seq} not written yet")
+            return None
+        return visit, seq
 
     async def _plan_next_care(self, care: Visit) -> None:
         # A durable timer, scheduled before the care visit closes, creates the next one: a crash between
         # the two writes cannot end the customer's care cycle. It fires a little later so the close is
         # written first; if the close never happened (a lost race), the handler does nothing.
-        await self.store.runtime.timers.schedule(
-            f"{care.id}:next_care",
-            TIMER_NEXT_CARE,
-            datetime.now(UTC) + NEXT_CARE_DELAY,
-            {"visit_id": care.id},
-        )
+        await self.store.schedule_next_care(care, datetime.now(UTC) + NEXT_CARE_DELAY)
 
-    async def _create_next_care(self, visit_id: str) -> None:
-        doc = await self.store.visits.find_one({"_id": visit_id})
-        if doc is None:
-            return
-        care = visit_from(doc)
-        if care.is_open or care.status == VisitStatus.CANCELLED:
-            return  # the close this timer was planned for did not happen; closing it later plans again
-        following = domain.following_care(self.policy, care, datetime.now(UTC))
-        tier = doc.get("customer_tier", CustomerTier.KEY_ACCOUNT.value)
-        if await self.store.create(following, CustomerTier(tier)):
-            VISITS_SCHEDULED.labels(VisitKind.CARE.value).inc()
+    # ------------------------------------------------------------------ gauges and repairs
 
     async def refresh_gauges(self) -> None:
         VISITS_DUE.set((await self.store.count_open()).get(VisitStatus.DUE.value, 0))

@@ -7,7 +7,7 @@ before the change they belong to, and their handlers check the visit's `seq`, so
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,34 +18,27 @@ from aftersales.followup import messages
 from aftersales.followup.domain import (
     OPEN_STATUSES,
     CustomerFacts,
-    Decision,
     FollowUpPolicy,
     Visit,
     VisitStatus,
     overdue_at,
     visit_id_for,
 )
+from aftersales.followup.timers import NEXT_CARE, VISIT_DUE, VISIT_OVERDUE
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import CustomerTier
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.errors import Conflict, NotFound, RetryLater
+from aftersales.shared.errors import NotFound
 from aftersales.shared.idempotency import apply_once
-from aftersales.shared.mongo import IndexSpec
+from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.openindex import OpenIndex
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
 
 SOURCE = "/aftersales/followup"
-NOT_WRITTEN_RETRIES = 4
-
-
-class NotWrittenYet(RetryLater):
-    """A timer fired before the write it was scheduled for landed; the sweeper retries it shortly."""
-
-
 VISITS, TICKETS, CUSTOMERS = "visits", "tickets", "customers"
-TIMER_DUE, TIMER_OVERDUE = "visit_due", "visit_overdue"
+HIDDEN = {"outbox": 0, "applied_events": 0}
 
 INDEXES = [
     IndexSpec(VISITS, [("status", 1), ("due_at", 1)]),
@@ -56,15 +49,36 @@ INDEXES = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a visit's history: what was done, by whom, with the agent's (redacted) note."""
+
+    action: str
+    by: str | None = None
+    note: str | None = None
+    on_behalf_of: str | None = None
+
+    def push(self, now: datetime) -> dict[str, Any]:
+        entry: dict[str, Any] = {"at": now, "action": self.action, "by": self.by, "note": self.note}
+        if self.on_behalf_of is not None:
+            entry["on_behalf_of"] = self.on_behalf_of
+        return {"$push": {"history": {"$each": [entry]}}}
+
+
 def _events(models: Sequence[BaseModel], ticket_id: str) -> list[CloudEvent]:
     return [new_event(m, source=SOURCE, subject=ticket_id) for m in models]
 
 
 def visit_from(doc: Mapping[str, Any]) -> Visit:
+    kind = VisitKind(doc["kind"])
+    # Care visits are for key accounts only; a document without a tier predates the field.
+    tier = doc.get("customer_tier") or (
+        CustomerTier.KEY_ACCOUNT if kind == VisitKind.CARE else CustomerTier.STANDARD
+    )
     return Visit(
         id=doc["_id"],
         ticket_id=doc["ticket_id"],
-        kind=VisitKind(doc["kind"]),
+        kind=kind,
         status=VisitStatus(doc["status"]),
         round=doc["round"],
         due_at=doc["due_at"],
@@ -78,6 +92,7 @@ def visit_from(doc: Mapping[str, Any]) -> Visit:
         customer_id=doc.get("customer_id"),
         care_n=doc.get("care_n"),
         outcome=VisitOutcome(doc["outcome"]) if doc.get("outcome") else None,
+        customer_tier=CustomerTier(tier),
     )
 
 
@@ -93,42 +108,52 @@ def _fields(visit: Visit) -> dict[str, Any]:
     }
 
 
-def _history(
-    action: str,
-    now: datetime,
-    by: str | None = None,
-    note: str | None = None,
-    on_behalf_of: str | None = None,
-) -> dict[str, Any]:
-    entry = {"at": now, "action": action, "by": by, "note": note}
-    if on_behalf_of is not None:
-        entry["on_behalf_of"] = on_behalf_of
-    return {"$push": {"history": {"$each": [entry]}}}
+def _new_document(visit: Visit, now: datetime) -> dict[str, Any]:
+    return {
+        "_id": visit.id,
+        "ticket_id": visit.ticket_id,
+        "kind": visit.kind.value,
+        "round": visit.round,
+        "timezone": visit.timezone,
+        "grid_id": visit.grid_id,
+        "technician_id": visit.technician_id,
+        "customer_id": visit.customer_id,
+        "customer_tier": visit.customer_tier.value,
+        "care_n": visit.care_n,
+        **_fields(visit),
+        "history": [{"at": now, "action": "scheduled", "by": None, "note": None}],
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
-class VisitStore:
-    def __init__(self, runtime: ServiceRuntime, policy: FollowUpPolicy) -> None:
-        self.runtime = runtime
-        self.policy = policy
-        self.visits = runtime.db[VISITS]
-        self.tickets = runtime.db[TICKETS]
-        self.customers = runtime.db[CUSTOMERS]
-        self.open = OpenIndex(runtime.db, VISITS)
+def _open() -> list[str]:
+    return [s.value for s in OPEN_STATUSES]
 
-    # ------------------------------------------------------------------ ticket facts
 
-    async def remember_ticket(self, event_id: str, facts: Mapping[str, Any], round_: int) -> bool:
+class TicketFactsStore:
+    """The local copy of intake's ticket facts: the customer, the status and the current round."""
+
+    def __init__(self, db: Database) -> None:
+        self.tickets = db[TICKETS]
+
+    async def remember(self, event_id: str, facts: Mapping[str, Any], round_: int) -> bool:
         """Keep (or refresh) the local copy of a ticket's facts; return True if this event changed it."""
         update = {"$set": {**facts, "status": "open", "round": round_, "updated_at": datetime.now(UTC)}}
         return await apply_once(self.tickets, facts["ticket_id"], event_id, update, upsert=True)
 
-    async def mark_ticket(self, event_id: str, ticket_id: str, status: str) -> bool:
+    async def mark(self, event_id: str, ticket_id: str, status: str) -> bool:
         update = {"$set": {"status": status, "updated_at": datetime.now(UTC)}}
         return await apply_once(self.tickets, ticket_id, event_id, update, upsert=True)
 
-    async def ticket_status(self, ticket_id: str) -> str | None:
+    async def status(self, ticket_id: str) -> str | None:
         doc = await self.tickets.find_one({"_id": ticket_id}, {"status": 1})
         return None if doc is None else doc.get("status")
+
+    async def rounds(self, ticket_id: str) -> int:
+        """Return how many rounds (resolutions and reopens) the ticket has had; 1 when unknown."""
+        doc = await self.tickets.find_one({"_id": ticket_id}, {"round": 1})
+        return int((doc or {}).get("round", 1))
 
     async def customer_of(self, ticket_id: str) -> CustomerFacts:
         """Return the ticket's customer facts; defaults when intake's event has not arrived (yet)."""
@@ -141,6 +166,17 @@ class VisitStore:
             tier=CustomerTier(tier) if tier in CustomerTier._value2member_map_ else CustomerTier.STANDARD,
             timezone=doc.get("customer_timezone") or "UTC",
         )
+
+
+class VisitStore:
+    """Visits, each customer's care-visit counter, the open-visits index and the visits' timers."""
+
+    def __init__(self, runtime: ServiceRuntime, policy: FollowUpPolicy) -> None:
+        self.runtime = runtime
+        self.policy = policy
+        self.visits = runtime.db[VISITS]
+        self.customers = runtime.db[CUSTOMERS]
+        self.open = OpenIndex(runtime.db, VISITS)
 
     # ------------------------------------------------------------------ creating visits
 
@@ -160,7 +196,11 @@ class VisitStore:
         doc = await self.customers.find_one({"_id": customer_id}, {"care_n": 1})
         return int((doc or {}).get("care_n", 0))
 
-    async def create(self, visit: Visit, tier: CustomerTier) -> bool:
+    async def care_sequence(self, customer_id: str) -> int:
+        """Return the next care-visit number of a customer (ids stay unique by a unique _id)."""
+        return await self._latest_care(customer_id) + 1
+
+    async def create(self, visit: Visit) -> bool:
         """Insert a scheduled visit with its VisitScheduled event; False when it already exists."""
         if await self.visits.find_one({"_id": visit.id}, {"_id": 1}) is not None:
             return False
@@ -171,55 +211,39 @@ class VisitStore:
             await self.customers.update_one(
                 {"_id": visit.customer_id}, {"$max": {"care_n": visit.care_n}}, upsert=True
             )
-        doc = {
-            "_id": visit.id,
-            "ticket_id": visit.ticket_id,
-            "kind": visit.kind.value,
-            "round": visit.round,
-            "timezone": visit.timezone,
-            "grid_id": visit.grid_id,
-            "technician_id": visit.technician_id,
-            "customer_id": visit.customer_id,
-            "customer_tier": tier.value,
-            "care_n": visit.care_n,
-            **_fields(visit),
-            "history": [{"at": now, "action": "scheduled", "by": None, "note": None}],
-            "created_at": now,
-            "updated_at": now,
-        }
+        events = _events([messages.scheduled(visit, now)], visit.ticket_id)
         try:
-            await self.visits.insert_one(
-                new_with_events(
-                    doc, Topic.FOLLOWUPS, _events([messages.scheduled(visit, now)], visit.ticket_id)
-                )
-            )
+            await self.visits.insert_one(new_with_events(_new_document(visit, now), Topic.FOLLOWUPS, events))
         except DuplicateKeyError:
             return False
         self.runtime.relay.notify(VISITS, visit.id)
         return True
 
-    async def care_sequence(self, customer_id: str) -> int:
-        """Return the next care-visit number of a customer (ids stay unique by a unique _id)."""
-        return await self._latest_care(customer_id) + 1
-
     # ------------------------------------------------------------------ reading
 
+    async def find_visit(self, visit_id: str) -> Visit | None:
+        doc = await self.visits.find_one({"_id": visit_id}, HIDDEN)
+        return None if doc is None else visit_from(doc)
+
+    async def load(self, visit_id: str) -> Visit:
+        """Return the visit; 404 when there is none."""
+        return visit_from(await self.get(visit_id))
+
     async def get(self, visit_id: str) -> dict[str, Any]:
-        doc = await self.visits.find_one({"_id": visit_id}, {"outbox": 0, "applied_events": 0})
+        """Return the visit's document as the API shows it (with its history); 404 when there is none."""
+        doc = await self.visits.find_one({"_id": visit_id}, HIDDEN)
         if doc is None:
             raise NotFound(f"visit {visit_id} not found")
         return doc
 
-    async def find(self, filters: Mapping[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = self.visits.find(
-            dict(filters), {"outbox": 0, "applied_events": 0}, sort=[("due_at", 1)], limit=limit
-        )
+    async def find(self, equal_to: Mapping[str, str | None], limit: int) -> list[dict[str, Any]]:
+        """Return visit documents whose fields equal the given values (None: any), by due time."""
+        query = {name: value for name, value in equal_to.items() if value is not None}
+        cursor = self.visits.find(query, HIDDEN, sort=[("due_at", 1)], limit=limit)
         return [doc async for doc in cursor]
 
-    async def open_visits(self, ticket_id: str) -> list[Visit]:
+    async def open_visits(self, ticket_id: str, rounds: int) -> list[Visit]:
         """Return the ticket's open callbacks and on-site checks, read by their ids (one per round)."""
-        doc = await self.tickets.find_one({"_id": ticket_id}, {"round": 1})
-        rounds = int((doc or {}).get("round", 1))
         out = []
         for round_ in range(1, rounds + 1):
             for kind in (k for k in VisitKind if k != VisitKind.CARE):
@@ -241,37 +265,39 @@ class VisitStore:
 
     # ------------------------------------------------------------------ changing
 
-    async def apply_decision(
-        self,
-        before: Visit,
-        decision: Decision,
-        *,
-        by: str | None,
-        note: str | None,
-        action: str,
-        on_behalf_of: str | None = None,
-    ) -> Visit:
-        """Write an agent's decision if the visit is still as `before` was read; 409 otherwise."""
-        after = decision.visit
-        now = datetime.now(UTC)
+    async def write(
+        self, before: Visit, after: Visit, models: Sequence[BaseModel], entry: HistoryEntry
+    ) -> bool:
+        """Write a decided change and its events if the visit is still as `before` was read; False when
+        it changed meanwhile (the caller reloads and decides again). A new schedule's timers are set
+        before the write, the old schedule's cancelled after it."""
         if after.seq != before.seq and after.is_open:
             await self._schedule_timers(after)
-        models = messages.for_decision(before, decision, now, note)
-        return await self._write(
-            before, after, models, now, action=action, by=by, note=note, on_behalf_of=on_behalf_of
-        )
-
-    async def reschedule(self, before: Visit, after: Visit, *, by: str | None, note: str | None) -> Visit:
         now = datetime.now(UTC)
-        await self._schedule_timers(after)
-        models = [messages.scheduled(after, now, rescheduled=True)]
-        return await self._write(before, after, models, now, action="rescheduled", by=by, note=note)
+        update = with_events(
+            {"$set": {**_fields(after), "updated_at": now}, **entry.push(now)},
+            Topic.FOLLOWUPS,
+            _events(models, after.ticket_id),
+        )
+        guard = {"_id": before.id, "status": before.status.value, "seq": before.seq}
+        await self.open.mark(after.id, after.status.value if after.is_open else None)
+        result = await self.visits.update_one(guard, update)
+        if result.modified_count != 1:
+            return False
+        if after.seq != before.seq or not after.is_open:
+            await self._cancel_timers(before)
+        self.runtime.relay.notify(VISITS, before.id)
+        return True
 
     async def cancel(self, visit: Visit, reason: str) -> bool:
+        """Cancel an open visit with its VisitCancelled event; False when it was closed already."""
         now = datetime.now(UTC)
         after = replace(visit, status=VisitStatus.CANCELLED)
         update = with_events(
-            {"$set": {**_fields(after), "updated_at": now}, **_history("cancelled", now, note=reason)},
+            {
+                "$set": {**_fields(after), "updated_at": now},
+                **HistoryEntry("cancelled", note=reason).push(now),
+            },
             Topic.FOLLOWUPS,
             _events([messages.cancelled(after, now, reason)], visit.ticket_id),
         )
@@ -282,33 +308,37 @@ class VisitStore:
             self.runtime.relay.notify(VISITS, visit.id)
         return result.modified_count == 1
 
-    async def _write(
-        self,
-        before: Visit,
-        after: Visit,
-        models: Sequence[BaseModel],
-        now: datetime,
-        *,
-        action: str,
-        by: str | None,
-        note: str | None,
-        on_behalf_of: str | None = None,
-    ) -> Visit:
-        history = _history(action, now, by, note, on_behalf_of)
+    async def mark_due(self, timer_id: str, visit: Visit) -> bool:
+        """Move a scheduled visit to `due` once per timer; True when this call did so."""
+        now = datetime.now(UTC)
         update = with_events(
-            {"$set": {**_fields(after), "updated_at": now}, **history},
+            {"$set": {"status": VisitStatus.DUE.value, "updated_at": now}, **HistoryEntry("due").push(now)},
             Topic.FOLLOWUPS,
-            _events(models, after.ticket_id),
+            _events([messages.due(visit, now)], visit.ticket_id),
         )
-        guard = {"_id": before.id, "status": before.status.value, "seq": before.seq}
-        await self.open.mark(after.id, after.status.value if after.is_open else None)
-        result = await self.visits.update_one(guard, update)
-        if result.modified_count != 1:
-            raise Conflict(f"visit {before.id} changed meanwhile; reload and try again")
-        if after.seq != before.seq or not after.is_open:
-            await self._cancel_timers(before)
-        self.runtime.relay.notify(VISITS, before.id)
-        return after
+        guard = {"status": VisitStatus.SCHEDULED.value, "seq": visit.seq}
+        return await self._apply_timer(timer_id, visit.id, update, guard)
+
+    async def mark_missed(self, timer_id: str, visit: Visit) -> bool:
+        """Mark a still-open visit missed once per timer; True when this call did so."""
+        now = datetime.now(UTC)
+        gone = replace(visit, status=VisitStatus.MISSED)
+        update = with_events(
+            {"$set": {"status": gone.status.value, "updated_at": now}, **HistoryEntry("missed").push(now)},
+            Topic.FOLLOWUPS,
+            _events([messages.missed(gone, now)], visit.ticket_id),
+        )
+        return await self._apply_timer(
+            timer_id, visit.id, update, {"status": {"$in": _open()}, "seq": visit.seq}
+        )
+
+    async def _apply_timer(
+        self, timer_id: str, visit_id: str, update: Mapping[str, Any], guard: Mapping[str, Any]
+    ) -> bool:
+        if not await apply_once(self.visits, visit_id, timer_id, update, extra_filter=guard):
+            return False
+        self.runtime.relay.notify(VISITS, visit_id)
+        return True
 
     # ------------------------------------------------------------------ timers
 
@@ -320,65 +350,15 @@ class VisitStore:
     async def _schedule_timers(self, visit: Visit) -> None:
         payload = {"visit_id": visit.id, "seq": visit.seq}
         timers = self.runtime.timers
-        await timers.schedule(f"{visit.id}:due:{visit.seq}", TIMER_DUE, visit.due_at, payload, group=visit.id)
+        await timers.schedule(f"{visit.id}:due:{visit.seq}", VISIT_DUE, visit.due_at, payload, group=visit.id)
         await timers.schedule(
             f"{visit.id}:overdue:{visit.seq}",
-            TIMER_OVERDUE,
+            VISIT_OVERDUE,
             overdue_at(self.policy, visit),
             payload,
             group=visit.id,
         )
 
-    async def _timer_target(self, visit_id: str, seq: int, attempts: int) -> Visit | None:
-        """Return the visit a timer is for. A timer is scheduled just before the write it belongs to, so
-        a missing visit (or an older schedule) may mean "not written yet": retried a few times, then
-        taken as "that write never happened"."""
-        doc = await self.visits.find_one({"_id": visit_id})
-        if doc is None or doc.get("seq", 1) < seq:
-            if attempts < NOT_WRITTEN_RETRIES:
-                raise NotWrittenYet(f"visit {visit_id} schedule {seq} not written yet")
-            return None
-        return visit_from(doc)
-
-    async def fire_due(self, timer_id: str, visit_id: str, seq: int, attempts: int = 1) -> Visit | None:
-        """Move a scheduled visit to `due` once per timer; return it when this call did so."""
-        visit = await self._timer_target(visit_id, seq, attempts)
-        if visit is None:
-            return None
-        if visit.status != VisitStatus.SCHEDULED or visit.seq != seq:
-            return None
-        now = datetime.now(UTC)
-        update = with_events(
-            {"$set": {"status": VisitStatus.DUE.value, "updated_at": now}, **_history("due", now)},
-            Topic.FOLLOWUPS,
-            _events([messages.due(visit, now)], visit.ticket_id),
-        )
-        guard = {"status": VisitStatus.SCHEDULED.value, "seq": seq}
-        if not await apply_once(self.visits, visit_id, timer_id, update, extra_filter=guard):
-            return None
-        self.runtime.relay.notify(VISITS, visit_id)
-        return visit
-
-    async def fire_overdue(self, timer_id: str, visit_id: str, seq: int, attempts: int = 1) -> Visit | None:
-        """Mark a still-open visit missed once per timer; return it when this call did so."""
-        visit = await self._timer_target(visit_id, seq, attempts)
-        if visit is None:
-            return None
-        if not visit.is_open or visit.seq != seq:
-            return None
-        now = datetime.now(UTC)
-        gone = replace(visit, status=VisitStatus.MISSED)
-        update = with_events(
-            {"$set": {"status": VisitStatus.MISSED.value, "updated_at": now}, **_history("missed", now)},
-            Topic.FOLLOWUPS,
-            _events([messages.missed(gone, now)], visit.ticket_id),
-        )
-        guard = {"status": {"$in": _open()}, "seq": seq}
-        if not await apply_once(self.visits, visit_id, timer_id, update, extra_filter=guard):
-            return None
-        self.runtime.relay.notify(VISITS, visit_id)
-        return gone
-
-
-def _open() -> list[str]:
-    return [s.value for s in OPEN_STATUSES]
+    async def schedule_next_care(self, care: Visit, at: datetime) -> None:
+        """Arm the timer that creates the care visit following `care` (idempotent by id)."""
+        await self.runtime.timers.schedule(f"{care.id}:next_care", NEXT_CARE, at, {"visit_id": care.id})
