@@ -1,17 +1,20 @@
 """The callers an endpoint accepts, one name per scope set for every service (FastAPI `Annotated`
-dependencies). A route names who may call it in its signature: `async def get(p: Staff) -> ...`.
+dependencies), and `service_of`, which hands a route its service object. A route names who may call
+it in its signature: `async def get(p: Staff) -> ...`.
 
 Object-level authorization (which tickets, work orders or complaints a caller may see) stays in each
 service: these aliases only say which roles may reach the route at all."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, Request
 
 from aftersales.shared.auth import Principal, require
 from aftersales.shared.settings import Scope
+
+T = TypeVar("T")
 
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 """Platform administration: grids, technicians, SLA policies."""
@@ -27,3 +30,17 @@ ChannelOrSupervisor = Annotated[Principal, Depends(require(Scope.CHANNEL, Scope.
 
 AnyCaller = Annotated[Principal, Depends(require(Scope.CHANNEL, Scope.TECHNICIAN, Scope.SUPERVISOR))]
 """Every authenticated role; what each one sees is narrowed per object."""
+
+
+def service_of(name: str, kind: type[T]) -> Any:
+    """A dependency handing a route the service object `build` put on `app.state.<name>`:
+    `Service = Annotated[FollowUps, service_of("followups", FollowUps)]`."""
+
+    def get(request: Request) -> T:
+        value = getattr(request.app.state, name)
+        if not isinstance(value, kind):
+            raise TypeError(f"app.state.{name} is {type(value).__name__}, not {kind.__name__}")
+        return value
+
+    get.__name__ = f"{name}_service"
+    return Depends(get)

@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from aftersales.feedback.domain import ComplaintSource, SurveyStatus
@@ -18,21 +18,10 @@ from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState
 from aftersales.shared.errors import Forbidden, NotFound
 from aftersales.shared.http import anonymous
-from aftersales.shared.roles import ChannelOrSupervisor, Supervisor
+from aftersales.shared.roles import ChannelOrSupervisor, Supervisor, service_of
 
-
-def _surveys(request: Request) -> Surveys:
-    surveys: Surveys = request.app.state.surveys
-    return surveys
-
-
-def _complaints(request: Request) -> Complaints:
-    complaints: Complaints = request.app.state.complaints
-    return complaints
-
-
-SurveyService = Annotated[Surveys, Depends(_surveys)]
-ComplaintService = Annotated[Complaints, Depends(_complaints)]
+SurveyService = Annotated[Surveys, service_of("surveys", Surveys)]
+ComplaintService = Annotated[Complaints, service_of("complaints", Complaints)]
 ComplaintId = Annotated[str, Path(max_length=200)]
 TicketFilter = Annotated[str | None, Query(min_length=1, max_length=100)]
 COMMENT_MAX_CHARS = 2000

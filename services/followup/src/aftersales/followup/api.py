@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from aftersales.followup.domain import VisitStatus
@@ -14,15 +14,9 @@ from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
 from aftersales.shared.errors import Forbidden, NotFound
 from aftersales.shared.pii import redact_optional
-from aftersales.shared.roles import Staff
+from aftersales.shared.roles import Staff, service_of
 
-
-def _followups(request: Request) -> FollowUps:
-    followups: FollowUps = request.app.state.followups
-    return followups
-
-
-Service = Annotated[FollowUps, Depends(_followups)]
+Service = Annotated[FollowUps, service_of("followups", FollowUps)]
 VisitId = Annotated[str, Path(max_length=200)]
 
 

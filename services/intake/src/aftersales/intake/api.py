@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from aftersales.intake import customers as customer_records
 from aftersales.intake import metrics, views
@@ -32,22 +32,11 @@ from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.common import Category, Channel
 from aftersales.shared.contracts.requests import TicketRequest
 from aftersales.shared.errors import Forbidden, InvalidRequest, NotFound
-from aftersales.shared.roles import AnyCaller, ChannelOrSupervisor, Supervisor
+from aftersales.shared.roles import AnyCaller, ChannelOrSupervisor, Supervisor, service_of
 from aftersales.shared.settings import Scope
 
-
-def _intake(request: Request) -> Intake:
-    service: Intake = request.app.state.intake
-    return service
-
-
-def _progress(request: Request) -> TicketProgress:
-    service: TicketProgress = request.app.state.progress
-    return service
-
-
-Service = Annotated[Intake, Depends(_intake)]
-Progress = Annotated[TicketProgress, Depends(_progress)]
+Service = Annotated[Intake, service_of("intake", Intake)]
+Progress = Annotated[TicketProgress, service_of("progress", TicketProgress)]
 TicketId = Annotated[str, Path(max_length=100)]
 CustomerId = Annotated[str, Path(max_length=100)]
 

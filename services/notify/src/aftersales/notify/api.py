@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
 from aftersales.notify.domain import (
@@ -29,16 +29,10 @@ from aftersales.notify.service import Notifications
 from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.requests import e164_phone
 from aftersales.shared.errors import InvalidRequest, NotFound
-from aftersales.shared.roles import Admin, ChannelOrSupervisor, Staff, Supervisor
+from aftersales.shared.roles import Admin, ChannelOrSupervisor, Staff, Supervisor, service_of
 from aftersales.shared.zones import IanaZone
 
-
-def _notifications(request: Request) -> Notifications:
-    notifications: Notifications = request.app.state.notifications
-    return notifications
-
-
-Service = Annotated[Notifications, Depends(_notifications)]
+Service = Annotated[Notifications, service_of("notifications", Notifications)]
 RecipientKey = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 

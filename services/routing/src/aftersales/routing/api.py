@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from aftersales.routing.domain import Action, ServiceGrid, Status, Technician
 from aftersales.routing.schemas import (
@@ -26,16 +26,10 @@ from aftersales.routing.schemas import (
 from aftersales.routing.service import RoutingService
 from aftersales.routing.sla import SlaPolicy
 from aftersales.shared.errors import Forbidden, InvalidRequest, NotFound
-from aftersales.shared.roles import Admin, Staff, Supervisor
+from aftersales.shared.roles import Admin, Staff, Supervisor, service_of
 from aftersales.shared.settings import Scope
 
-
-def _routing(request: Request) -> RoutingService:
-    routing: RoutingService = request.app.state.routing
-    return routing
-
-
-Routing = Annotated[RoutingService, Depends(_routing)]
+Routing = Annotated[RoutingService, service_of("routing", RoutingService)]
 
 grids = APIRouter(prefix="/v1", tags=["grids"])
 technicians = APIRouter(prefix="/v1", tags=["technicians"])
