@@ -6,7 +6,7 @@ from datetime import date
 
 from aftersales.metrics import inspection
 from aftersales.metrics.domain import Period
-from aftersales.metrics.reporting import next_publication
+from aftersales.metrics.inspection import next_publication
 
 T = inspection.Targets(technician_capacity_tickets=3, rising_min_tickets=3, rising_growth=0.5)
 

@@ -1,4 +1,5 @@
-"""KPI arithmetic on hand-made event sequences: reopen, escalation, pause, out-of-order and redelivery."""
+"""KPI arithmetic on hand-made event sequences: reopen, escalation, pause, out-of-order and redelivery; the
+fold of a batch into one facts document; a technician's standing."""
 
 from __future__ import annotations
 
@@ -14,14 +15,18 @@ from pydantic import BaseModel
 
 from aftersales.metrics.domain import (
     Period,
+    SubjectFacts,
     add_counters,
     csat_distribution,
+    fold_subject,
     group_rows,
     kpis,
     parse_period,
     period_key,
+    technician_standing,
 )
-from aftersales.metrics.facts import Facts, fold, paused_seconds, subject_of
+from aftersales.metrics.facts import Facts, paused_seconds, subject_of
+from aftersales.metrics.fold import fold
 from aftersales.metrics.rollups import CURRENT, Contribution, contribution, delta
 from aftersales.shared.contracts.common import Category, Channel, Priority
 from aftersales.shared.contracts.events import (
@@ -249,30 +254,32 @@ def test_csat_average_distribution_and_nps() -> None:
     assert k["nps"] == round((2 - 1) * 100 / 3, 2)
 
 
-def test_complaint_rate_closed_in_time_and_follow_up_completion() -> None:
-    def complaint(tid: str, cid: str, closed_in_time: bool | None) -> list[BaseModel]:
-        out: list[BaseModel] = [
-            ComplaintOpened(
+def complaint(tid: str, cid: str, closed_in_time: bool | None) -> list[BaseModel]:
+    """Return a complaint opened at minute 70 (deadline 48 h later), closed at minute 100 unless None."""
+    out: list[BaseModel] = [
+        ComplaintOpened(
+            complaint_id=cid,
+            ticket_id=tid,
+            state=ComplaintState.RECEIVED,
+            occurred_at=at(70),
+            source="api",
+            deadline_at=at(70 + 60 * 48),
+        )
+    ]
+    if closed_in_time is not None:
+        out.append(
+            ComplaintClosed(
                 complaint_id=cid,
                 ticket_id=tid,
-                state=ComplaintState.RECEIVED,
-                occurred_at=at(70),
-                source="api",
-                deadline_at=at(70 + 60 * 48),
+                state=ComplaintState.CLOSED,
+                occurred_at=at(100),
+                within_deadline=closed_in_time,
             )
-        ]
-        if closed_in_time is not None:
-            out.append(
-                ComplaintClosed(
-                    complaint_id=cid,
-                    ticket_id=tid,
-                    state=ComplaintState.CLOSED,
-                    occurred_at=at(100),
-                    within_deadline=closed_in_time,
-                )
-            )
-        return out
+        )
+    return out
 
+
+def test_complaint_rate_closed_in_time_and_follow_up_completion() -> None:
     def visit(tid: str, vid: str, outcome: str) -> list[BaseModel]:
         out: list[BaseModel] = [
             VisitScheduled(
@@ -453,3 +460,44 @@ def test_days_are_cut_in_the_kpi_time_zone() -> None:
 def test_ratios_without_denominator_are_none_not_zero() -> None:
     k = kpis({})
     assert all(v is None for v in k.values())
+
+
+def folded(stored: SubjectFacts, events: list[BaseModel], first_id: int = 0) -> SubjectFacts:
+    """Return the facts document after folding the events (ids e<first_id>, e<first_id + 1>, ...)."""
+    ids = [(f"e{first_id + i}", e) for i, e in enumerate(events)]
+    after = fold_subject(stored, ids, UTC_ZONE).state
+    return SubjectFacts("T1", after.facts, after.applied_events, version=(stored.version or 0) + 1)
+
+
+def test_a_batch_takes_the_new_events_with_their_whole_rollup_delta() -> None:
+    decision = fold_subject(SubjectFacts("T1", Facts(subject="T1")), [("e0", created("T1"))], UTC_ZONE)
+    assert decision.changed
+    assert decision.state.applied_events == ("e0",)
+    assert decision.state.rollup_delta == contribution(decision.state.facts, UTC_ZONE)
+
+
+def test_a_batch_of_redeliveries_decides_nothing() -> None:
+    stored = folded(SubjectFacts("T1", Facts(subject="T1")), [created("T1")])
+    decision = fold_subject(stored, [("e0", created("T1"))], UTC_ZONE)
+    assert not decision.changed
+    assert decision.state.rollup_delta == {}
+    assert decision.state.deadlines.opened == {} and decision.state.deadlines.closed == ()
+
+
+def test_an_opened_complaint_opens_its_deadline_and_closing_it_closes_it() -> None:
+    stored = folded(SubjectFacts("T1", Facts(subject="T1")), [created("T1")])
+    opening = fold_subject(stored, [("e1", complaint("T1", "K1", None)[0])], UTC_ZONE).state
+    assert list(opening.deadlines.opened) == ["complaint:K1"]
+    assert opening.deadlines.opened["complaint:K1"]["due_at"] == at(70 + 60 * 48)
+    after_open = folded(stored, complaint("T1", "K1", None), first_id=1)
+    closing = fold_subject(after_open, [("e2", complaint("T1", "K1", True)[1])], UTC_ZONE).state
+    assert closing.deadlines.closed == ("complaint:K1",)
+    assert closing.deadlines.opened == {}
+
+
+def test_technicians_rank_by_tickets_resolved_without_the_unassigned() -> None:
+    by_technician = {"t1": {"resolved": 2}, "t2": {"resolved": 5}, "unassigned": {"resolved": 9}}
+    standing = technician_standing("t1", by_technician, {"resolved": 16}, {"t1": {"open": 3}})
+    assert (standing.rank_by_resolved, standing.technicians_ranked, standing.open_tickets) == (2, 2, 3)
+    assert standing.counters == {"resolved": 2} and standing.benchmark == {"resolved": 16}
+    assert technician_standing("t9", by_technician, {}, {}).rank_by_resolved is None

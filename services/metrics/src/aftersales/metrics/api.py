@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from aftersales.metrics import inspection
-from aftersales.metrics.domain import GroupFigures, Period, csat_distribution, kpis
-from aftersales.metrics.reporting import Reporting
+from aftersales.metrics.domain import GroupFigures, Period, TechnicianStanding, csat_distribution, kpis
+from aftersales.metrics.service import Reporting
 from aftersales.shared.errors import Forbidden, InvalidRequest
-from aftersales.shared.http import Principal, require
+from aftersales.shared.roles import Staff, Supervisor, service_of
 from aftersales.shared.settings import Scope
 
-Supervisor = Annotated[Principal, Depends(require(Scope.SUPERVISOR))]
-SupervisorOrTechnician = Annotated[Principal, Depends(require(Scope.SUPERVISOR, Scope.TECHNICIAN))]
+Service = Annotated[Reporting, service_of("reporting", Reporting)]
 
 MAX_RANGE_DAYS = 400
 DEFAULT_RANGE_DAYS = 30
@@ -82,6 +81,23 @@ class TechnicianPerformanceRead(BaseModel):
 
     model_config = {"populate_by_name": True}
 
+    @classmethod
+    def of(
+        cls, technician_id: str, start: date, end: date, t: TechnicianStanding
+    ) -> TechnicianPerformanceRead:
+        return cls(
+            technician_id=technician_id,
+            from_=start,
+            to=end,
+            counts=t.counters,
+            kpis=kpis(t.counters),
+            csat_distribution=csat_distribution(t.counters),
+            open_tickets=t.open_tickets,
+            benchmark=kpis(t.benchmark),
+            rank_by_resolved=t.rank_by_resolved,
+            technicians_ranked=t.technicians_ranked,
+        )
+
 
 def _row(g: GroupFigures) -> KpiRowRead:
     return KpiRowRead(
@@ -117,89 +133,73 @@ def _range(start: date | None, end: date | None, zone_today: date) -> tuple[date
     return start, end
 
 
-def router(reporting: Reporting) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["kpis"])
+router = APIRouter(prefix="/v1", tags=["kpis"])
 
-    def today() -> date:
-        return datetime.now(UTC).astimezone(reporting.zone).date()
 
-    @api.get("/kpis", response_model=KpiTableRead, response_model_by_alias=True, summary="KPIs by dimension")
-    async def get_kpis(
-        _: Supervisor,
-        group_by: GroupBy = GroupBy.ALL,
-        from_: Annotated[date | None, Query(alias="from", description="first day (KPI time zone)")] = None,
-        to: Annotated[date | None, Query(description="last day, inclusive")] = None,
-        period: Period | None = None,
-    ) -> KpiTableRead:
-        """Return each value of `group_by` with its counters and KPIs (per day/week/month with `period`)."""
-        start, end = _range(from_, to, today())
-        rows = await reporting.kpi_table(group_by.value, start, end, period)
-        return KpiTableRead(
-            group_by=group_by,
-            period=period,
-            from_=start,
-            to=end,
-            timezone=str(reporting.zone),
-            rows=[_row(r) for r in rows],
-        )
-
-    @api.get(
-        "/technicians/{technician_id}/performance",
-        response_model=TechnicianPerformanceRead,
-        response_model_by_alias=True,
-        summary="A technician's performance review (绩效考核)",
+@router.get("/kpis", response_model=KpiTableRead, response_model_by_alias=True, summary="KPIs by dimension")
+async def get_kpis(
+    _: Supervisor,
+    reporting: Service,
+    group_by: GroupBy = GroupBy.ALL,
+    from_: Annotated[date | None, Query(alias="from", description="first day (KPI time zone)")] = None,
+    to: Annotated[date | None, Query(description="last day, inclusive")] = None,
+    period: Period | None = None,
+) -> KpiTableRead:
+    """Return each value of `group_by` with its counters and KPIs (per day/week/month with `period`)."""
+    start, end = _range(from_, to, reporting.today())
+    rows = await reporting.kpi_table(group_by.value, start, end, period)
+    return KpiTableRead(
+        group_by=group_by,
+        period=period,
+        from_=start,
+        to=end,
+        timezone=str(reporting.zone),
+        rows=[_row(r) for r in rows],
     )
-    async def technician_performance(
-        technician_id: Annotated[str, Path(max_length=100)],
-        principal: SupervisorOrTechnician,
-        from_: Annotated[date | None, Query(alias="from")] = None,
-        to: date | None = None,
-    ) -> TechnicianPerformanceRead:
-        """Return a technician's KPIs over the range, benchmarked against all technicians."""
-        if not (principal.has(Scope.SUPERVISOR)) and principal.subject != technician_id:
-            raise Forbidden("technicians may only read their own performance")
-        start, end = _range(from_, to, today())
-        everyone = await reporting.totals("technician", start, end)
-        mine = everyone.get(technician_id, {})
-        overall = (await reporting.totals("all", start, end)).get("all", {})
-        ranked = sorted(
-            (t for t in everyone if t != "unassigned"), key=lambda t: (-everyone[t].get("resolved", 0), t)
-        )
-        current = await reporting.store.current("technician")
-        return TechnicianPerformanceRead(
-            technician_id=technician_id,
-            from_=start,
-            to=end,
-            counts=mine,
-            kpis=kpis(mine),
-            csat_distribution=csat_distribution(mine),
-            open_tickets=current.get(technician_id, {}).get("open", 0),
-            benchmark=kpis(overall),
-            rank_by_resolved=ranked.index(technician_id) + 1 if technician_id in ranked else None,
-            technicians_ranked=len(ranked),
-        )
 
-    @api.get("/reports/inspections", summary="The inspection report (巡检) of a week or month")
-    async def inspection_report(
-        _: Supervisor,
-        period: Annotated[str, Query(max_length=8, description="ISO week 2026-W48 or month 2026-11")],
-        format: ReportFormat = ReportFormat.JSON,
-    ) -> Response:
-        """Return the report with its findings as JSON, Markdown or HTML."""
-        report = await reporting.inspection_report(_period(period))
-        return _render(report, format)
 
-    @api.post(
-        "/reports/inspections/{period}/publish",
-        summary="Publish a period's inspection report to aftersales.reports.v1 (once)",
-    )
-    async def publish(period: PeriodLabel, _: Supervisor) -> dict[str, Any]:
-        """Publish the report now; publishing the same period again returns the stored report."""
-        report, created = await reporting.publish(_period(period))
-        report = {k: v for k, v in report.items() if k != "_id"}
-        return {"published": created, "report": report}
+@router.get(
+    "/technicians/{technician_id}/performance",
+    response_model=TechnicianPerformanceRead,
+    response_model_by_alias=True,
+    summary="A technician's performance review (绩效考核)",
+)
+async def technician_performance(
+    technician_id: Annotated[str, Path(max_length=100)],
+    principal: Staff,
+    reporting: Service,
+    from_: Annotated[date | None, Query(alias="from")] = None,
+    to: date | None = None,
+) -> TechnicianPerformanceRead:
+    """Return a technician's KPIs over the range, benchmarked against all technicians."""
+    if not (principal.has(Scope.SUPERVISOR)) and principal.subject != technician_id:
+        raise Forbidden("technicians may only read their own performance")
+    start, end = _range(from_, to, reporting.today())
+    standing = await reporting.technician_performance(technician_id, start, end)
+    return TechnicianPerformanceRead.of(technician_id, start, end, standing)
 
-    return api
+
+@router.get("/reports/inspections", summary="The inspection report (巡检) of a week or month")
+async def inspection_report(
+    _: Supervisor,
+    reporting: Service,
+    period: Annotated[str, Query(max_length=8, description="ISO week 2026-W48 or month 2026-11")],
+    format: ReportFormat = ReportFormat.JSON,
+) -> Response:
+    """Return the report with its findings as JSON, Markdown or HTML."""
+    report = await reporting.inspection_report(_period(period))
+    return _render(report, format)
+
+
+@router.post(
+    "/reports/inspections/{period}/publish",
+    summary="Publish a period's inspection report to aftersales.reports.v1 (once)",
+)
+async def publish(period: PeriodLabel, _: Supervisor, reporting: Service) -> dict[str, Any]:
+    """Publish the report now; publishing the same period again returns the stored report."""
+    report, created = await reporting.publish(_period(period))
+    report = {k: v for k, v in report.items() if k != "_id"}
+    return {"published": created, "report": report}
 
 
 def _render(report: dict[str, Any], fmt: ReportFormat) -> Response:

@@ -1,17 +1,18 @@
-"""Wiring of the metrics service: settings, runtime, consumers, exporter, routes (connects to nothing)."""
+"""Metrics service wiring: settings, the runtime, consumers, timers, the exporter and the HTTP app.
+
+`build` only constructs; nothing connects until the app's lifespan starts the runtime.
+"""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from pydantic import Field
 
-from aftersales.metrics import api, consumers, exporter
+from aftersales.metrics import api, consumers, exporter, metrics, timers
 from aftersales.metrics.inspection import Targets
-from aftersales.metrics.reporting import TIMER_KIND, Reporting
+from aftersales.metrics.service import Recording, Reporting
 from aftersales.metrics.store import INDEXES, REPORTS, MetricsStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
@@ -58,32 +59,30 @@ class Settings(ServiceSettings):
 def build(settings: Settings) -> FastAPI:
     zone = ZoneInfo(settings.kpi_timezone)
     spec = RuntimeSpec(
-        consumes=[t.value for t in consumers.CONSUMED],
+        consumes=[t.value for t in consumers.CONSUMES],
         produces=[Topic.REPORTS.value],
         outbox_collections=[REPORTS],
         indexes=INDEXES,
     )
     runtime = ServiceRuntime(settings, spec)
-    store = MetricsStore(runtime.db, zone)
+    store = MetricsStore(runtime.db)
+    recording = Recording(store, zone, settings.kpi_product_models)
     reporting = Reporting(store, zone, settings.targets(), runtime.timers, runtime.relay.wake)
-    runtime.on_timer(TIMER_KIND, reporting.on_timer)
-    exporter.register()
+    metrics.register()
 
     async def refresh_snapshot() -> None:
-        await exporter.refresh_snapshot(store, settings)
+        await exporter.refresh_snapshot(recording, settings)
 
-    background = periodic(refresh_snapshot, settings.snapshot_interval_s, what="KPI snapshot refresh")
-
-    async def schedule(stop: asyncio.Event) -> None:
-        if settings.publish_reports:
-            await reporting.schedule_next()
-
-    tasks: list[Callable[[asyncio.Event], Awaitable[None]]] = [background, schedule]
-    spec.extra_tasks.extend(tasks)
-    consumers.register(runtime, store, settings.kpi_product_models)
-    return create_app(
+    spec.extra_tasks.append(
+        periodic(refresh_snapshot, settings.snapshot_interval_s, what="KPI snapshot refresh")
+    )
+    consumers.register(runtime, recording)
+    timers.register(runtime, reporting, publish_reports=settings.publish_reports)
+    app = create_app(
         runtime,
         title="aftersales metrics",
         description="KPIs from every stream, technician performance, inspection reports (巡检)",
-        routers=[api.router(reporting)],
+        routers=[api.router],
     )
+    app.state.reporting = reporting
+    return app

@@ -1,47 +1,35 @@
-"""Kafka handlers: every stream of the platform folds into the KPI store, a whole batch at a time."""
+"""Kafka handlers: every stream of the platform folds into the KPI store, a whole batch at a time.
+
+Metrics reads every event type of its streams, so the subscriber is the batch fold itself (one bulk apply
+per poll, its throughput design) rather than a table of per-type handlers; the fold's own table of what
+each type changes is in `fold`."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
-from aftersales.metrics.facts import subject_of
-from aftersales.metrics.products import bounded_product
-from aftersales.metrics.store import MetricsStore
+from aftersales.metrics.service import Recording
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import Delivery, subscribe
 from aftersales.shared.runtime import ServiceRuntime
 
-log = logging.getLogger("aftersales.metrics")
-
-CONSUMED = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
 
 
-def register(runtime: ServiceRuntime, store: MetricsStore, products: Collection[str] = ()) -> None:
+def register(runtime: ServiceRuntime, recording: Recording) -> None:
     """Subscribe the KPI fold to every stream, with the shared bounded retry and dead-letter topic."""
 
     async def handle(event: CloudEvent) -> None:
-        await record([event])
+        await recording.record([event])
 
     async def handle_batch(deliveries: Sequence[Delivery]) -> None:
-        await record([d.event for d in deliveries])
-
-    async def record(events: Sequence[CloudEvent]) -> None:
-        items = []
-        for event in events:
-            data = event.model()  # PoisonEvent: the batch goes one by one, this event to the DLQ
-            data = bounded_product(data, products)  # a channel's model names must not grow the rollups
-            subject = subject_of(data)
-            if subject:  # surge switches and other grid-level events carry no ticket facts
-                items.append((subject, event.id, data))
-        if items:
-            await store.record_batch(items)
+        await recording.record([d.event for d in deliveries])
 
     subscribe(
         runtime.broker,
         runtime.settings,
-        [t.value for t in CONSUMED],
+        [t.value for t in CONSUMES],
         handle,
         batch_handler=handle_batch,
     )

@@ -1,4 +1,6 @@
-"""KPI arithmetic and calendar periods: from summed rollup counters to the figures supervisors read.
+"""The metrics rules: what a batch of events changes in one subject's facts document (its facts, its
+rollup delta, its open deadlines), and the KPI arithmetic and calendar periods that turn summed rollup
+counters into the figures supervisors read.
 
 Every KPI is a ratio or an average of counters kept by `rollups`; a KPI whose denominator is zero is
 None (not 0), so "no data" never looks like "0 % compliance".
@@ -7,15 +9,111 @@ None (not 0), so "no data" never looks like "0 % compliance".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel
+
+from aftersales.metrics.facts import Facts
+from aftersales.metrics.fold import fold
+from aftersales.metrics.rollups import Contribution, contribution, delta
+from aftersales.shared.aggregate import Decision
 from aftersales.shared.errors import InvalidRequest
 
 RATE_DIGITS = 4
 SECONDS_DIGITS = 3
+
+
+# ------------------------------------------------------------ recording: one subject's facts document
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineChanges:
+    """What a fold changed in the open deadlines: the keys it closed, and the deadlines it opened or moved."""
+
+    closed: tuple[str, ...] = ()
+    opened: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectFacts:
+    """The facts document of a subject (a ticket, or a complaint without one): the aggregate events fold into.
+
+    `rollup_delta` and `deadlines` are what the last fold changed: the rollup delta, held pending in the
+    document until its batch has moved the rollups, and the open deadlines written ahead of the facts."""
+
+    subject: str
+    facts: Facts
+    applied_events: tuple[str, ...] = ()
+    version: int | None = None  # None: no document yet
+    rollup_delta: Contribution = field(default_factory=dict)
+    deadlines: DeadlineChanges = field(default_factory=DeadlineChanges)
+
+
+def fold_subject(
+    stored: SubjectFacts, events: Sequence[tuple[str, BaseModel]], zone: ZoneInfo
+) -> Decision[SubjectFacts]:
+    """Return the facts after the (event id, event) pairs not applied before, with the rollup delta and the
+    deadline changes they cause. The decision's events are the newly folded ones (the fold publishes
+    nothing); without any, every event was a redelivery and nothing is to be written."""
+    applied = set(stored.applied_events)
+    fresh = [(i, d) for i, d in events if i not in applied]
+    if not fresh:
+        return Decision(stored)
+    old = stored.facts
+    new = old
+    for _, data in fresh:
+        new = fold(new, data)
+    after = replace(
+        stored,
+        facts=new,
+        applied_events=(*stored.applied_events, *(i for i, _ in fresh)),
+        rollup_delta=delta(contribution(old, zone), contribution(new, zone)),
+        deadlines=deadline_changes(old, new),
+    )
+    return Decision(after, tuple(data for _, data in fresh))
+
+
+def deadline_changes(old: Facts, new: Facts) -> DeadlineChanges:
+    """Return the open deadlines that changed between two versions of one subject's facts."""
+    before, after = open_deadlines(old), open_deadlines(new)
+    return DeadlineChanges(
+        closed=tuple(before.keys() - after.keys()),
+        opened={key: doc for key, doc in after.items() if before.get(key) != doc},
+    )
+
+
+def open_deadlines(f: Facts) -> dict[str, dict[str, Any]]:
+    """Return the open complaint deadlines and follow-up due times of one subject, keyed for storage."""
+    out: dict[str, dict[str, Any]] = {}
+    ticket_id = f.subject if f.is_ticket else None
+    for c in f.complaints:
+        if c.closed_at is None and c.deadline_at is not None:
+            out[f"complaint:{c.complaint_id}"] = {
+                "kind": "complaint",
+                "item_id": c.complaint_id,
+                "due_at": c.deadline_at,
+                "ticket_id": ticket_id,
+                "grid": f.grid,
+            }
+    for v in f.visits:
+        if not v.done and v.due_at is not None:
+            out[f"visit:{v.visit_id}"] = {
+                "kind": "visit",
+                "item_id": v.visit_id,
+                "visit_kind": v.kind,
+                "due_at": v.due_at,
+                "ticket_id": ticket_id,
+                "grid": f.grid,
+            }
+    return out
+
+
+# ------------------------------------------------------------ reading: periods and KPIs
 
 
 class Period(StrEnum):
@@ -73,6 +171,15 @@ def parse_period(label: str) -> ReportPeriod:
 def add_counters(target: dict[str, int], more: Mapping[str, int]) -> None:
     for name, amount in more.items():
         target[name] = target.get(name, 0) + int(amount)
+
+
+def sum_days(days: Iterable[tuple[date, Mapping[str, Mapping[str, int]]]]) -> dict[str, dict[str, int]]:
+    """Return value -> counters summed over day rollups (value -> counters, per day)."""
+    out: dict[str, dict[str, int]] = {}
+    for _, by_value in days:
+        for value, counters in by_value.items():
+            add_counters(out.setdefault(value, {}), counters)
+    return out
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -150,3 +257,34 @@ def group_rows(
         if kept or now:  # a value whose counters all moved elsewhere (a late correction) is no row
             rows.append(GroupFigures(value, key, kept, now))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class TechnicianStanding:
+    """A technician's counters over a range, next to everybody's (绩效考核)."""
+
+    counters: dict[str, int]
+    benchmark: dict[str, int]
+    open_tickets: int
+    rank_by_resolved: int | None  # 1 = most tickets resolved in the range
+    technicians_ranked: int
+
+
+def technician_standing(
+    technician_id: str,
+    by_technician: Mapping[str, dict[str, int]],
+    overall: dict[str, int],
+    open_by_technician: Mapping[str, Mapping[str, int]],
+) -> TechnicianStanding:
+    """Return one technician's counters, the overall benchmark and the rank by tickets resolved."""
+    ranked = sorted(
+        (t for t in by_technician if t != "unassigned"),
+        key=lambda t: (-by_technician[t].get("resolved", 0), t),
+    )
+    return TechnicianStanding(
+        counters=by_technician.get(technician_id, {}),
+        benchmark=overall,
+        open_tickets=open_by_technician.get(technician_id, {}).get("open", 0),
+        rank_by_resolved=ranked.index(technician_id) + 1 if technician_id in ranked else None,
+        technicians_ranked=len(ranked),
+    )

@@ -1,188 +1,29 @@
-"""Prometheus series derived from the KPI store, plus Kafka consumer lag and dead-letter depth.
+"""The refresher of the Prometheus snapshot (`metrics.COLLECTOR`): the KPI store's figures, plus Kafka
+consumer lag and dead-letter depth read from the cluster.
 
 The business series come from the metrics service's own rollups (so they survive restarts and do not
-depend on other services' internals); they carry the `aftersales_kpi_` prefix to stay distinct from
-what the producing services export themselves. A background task refreshes a snapshot; a scrape only
-reads that snapshot.
+depend on other services' internals). A background task refreshes the snapshot; a scrape only reads it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from prometheus_client import REGISTRY
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
 
-from aftersales.metrics.rollups import DURATION_BUCKETS_S
+from aftersales.metrics.metrics import COLLECTOR, Snapshot
+from aftersales.metrics.service import Recording
 from aftersales.metrics.store import MetricsStore
 from aftersales.shared.contracts import Topic, dead_letter_topic
-from aftersales.shared.contracts.common import Priority
 from aftersales.shared.kafkaauth import client_options
 from aftersales.shared.settings import ServiceSettings
 
 log = logging.getLogger("aftersales.metrics")
 
 GROUP_PREFIX = "aftersales-"
-
-
-@dataclass
-class Snapshot:
-    alltime: dict[str, dict[tuple[str, ...], int]] = field(default_factory=dict)
-    backlog: dict[str, int] = field(default_factory=dict)
-    waiting_customer: dict[str, int] = field(default_factory=dict)
-    complaints_open: int = 0
-    complaints_overdue: int = 0
-    followups_pending: int = 0
-    followups_overdue: int = 0
-    csat: dict[str, tuple[int, int]] = field(default_factory=dict)  # grid -> (sum, count)
-    lag: dict[tuple[str, str], int] = field(default_factory=dict)
-    dlq_depth: dict[str, int] = field(default_factory=dict)
-    refreshed_at: float = 0.0
-
-
-class KpiCollector(Collector):
-    def __init__(self) -> None:
-        self.snapshot = Snapshot()
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
-        s = self.snapshot
-        yield from _counter(
-            "aftersales_kpi_tickets_created",
-            "Tickets created, from the KPI store",
-            ["channel", "category", "priority"],
-            s.alltime.get("created", {}),
-        )
-        yield from _counter(
-            "aftersales_kpi_tickets_resolved",
-            "Tickets resolved (first resolution)",
-            ["category", "priority"],
-            s.alltime.get("resolved", {}),
-        )
-        yield from _counter(
-            "aftersales_kpi_sla_breaches",
-            "SLA clocks breached, by clock and grid",
-            ["clock", "grid"],
-            s.alltime.get("sla_breaches", {}),
-        )
-        yield from _counter(
-            "aftersales_kpi_csat_responses",
-            "Survey answers by grid and CSAT score (1-5)",
-            ["grid", "score"],
-            s.alltime.get("csat", {}),
-        )
-        yield from _counter(
-            "aftersales_kpi_nps_responses",
-            "NPS answers by grid and group",
-            ["grid", "group"],
-            s.alltime.get("nps", {}),
-        )
-        yield from _counter(
-            "aftersales_kpi_complaints_opened",
-            "Complaints opened, by scope",
-            ["scope"],
-            s.alltime.get("complaints_opened", {}),
-        )
-        yield from _counter(
-            "aftersales_kpi_followups_completed",
-            "Follow-up visits completed, by kind and outcome",
-            ["kind", "outcome"],
-            s.alltime.get("followups_completed", {}),
-        )
-        for name, doc in (
-            ("assignment_latency", "Time from ticket creation to the first assignment"),
-            ("first_response", "Time from creation to the technician's acceptance, customer waits excluded"),
-            ("resolution", "Time from creation to the first resolution"),
-        ):
-            yield _histogram(f"aftersales_kpi_{name}_seconds", doc, s.alltime.get(name, {}))
-        backlog = GaugeMetricFamily("aftersales_kpi_backlog_tickets", "Open tickets by grid", labels=["grid"])
-        for grid, n in sorted(s.backlog.items()):
-            backlog.add_metric([grid], n)
-        yield backlog
-        waiting = GaugeMetricFamily(
-            "aftersales_kpi_waiting_customer_tickets", "Open tickets waiting on the customer", labels=["grid"]
-        )
-        for grid, n in sorted(s.waiting_customer.items()):
-            waiting.add_metric([grid], n)
-        yield waiting
-        csat = GaugeMetricFamily("aftersales_kpi_csat_average", "Average CSAT (1-5) by grid", labels=["grid"])
-        for grid, (total, count) in sorted(s.csat.items()):
-            if count:
-                csat.add_metric([grid], total / count)
-        yield csat
-        yield GaugeMetricFamily("aftersales_kpi_complaints_open", "Open complaints", value=s.complaints_open)
-        yield GaugeMetricFamily(
-            "aftersales_kpi_complaints_overdue",
-            "Open complaints past their deadline",
-            value=s.complaints_overdue,
-        )
-        yield GaugeMetricFamily(
-            "aftersales_kpi_followups_pending", "Scheduled follow-ups not yet done", value=s.followups_pending
-        )
-        yield GaugeMetricFamily(
-            "aftersales_kpi_followups_overdue", "Follow-ups past their due time", value=s.followups_overdue
-        )
-        lag = GaugeMetricFamily(
-            "aftersales_consumer_lag",
-            "Messages not yet consumed: end offset minus committed offset",
-            labels=["group", "topic"],
-        )
-        for (group, topic), n in sorted(s.lag.items()):
-            lag.add_metric([group, topic], n)
-        yield lag
-        dlq = GaugeMetricFamily(
-            "aftersales_dlq_depth_messages",
-            "Messages in each dead-letter topic (end offsets)",
-            labels=["topic"],
-        )
-        for topic, n in sorted(s.dlq_depth.items()):
-            dlq.add_metric([topic], n)
-        yield dlq
-        yield GaugeMetricFamily(
-            "aftersales_kpi_snapshot_timestamp_seconds",
-            "When the KPI snapshot was last refreshed",
-            value=s.refreshed_at,
-        )
-
-
-def _counter(
-    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], int]
-) -> Iterable[CounterMetricFamily]:
-    family = CounterMetricFamily(name, doc, labels=labels)
-    for key, value in sorted(values.items()):
-        if len(key) == len(labels):
-            family.add_metric(list(key), value)
-    yield family
-
-
-def _histogram(name: str, doc: str, raw: dict[tuple[str, ...], int]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=["priority"])
-    # Every priority is exported from the start, at zero until observed: a series that first appears
-    # with its counts already up shows no increase() in Prometheus, and its quantiles would be NaN.
-    priorities = sorted({p.value for p in Priority} | {k[0] for k in raw})
-    for priority in priorities:
-        cumulative, buckets = 0, []
-        for bound in [*(str(b) for b in DURATION_BUCKETS_S), "inf"]:
-            cumulative += raw.get((priority, "le", bound), 0)
-            buckets.append(("+Inf" if bound == "inf" else f"{float(bound)}", cumulative))
-        family.add_metric([priority], buckets=buckets, sum_value=raw.get((priority, "sum_ms"), 0) / 1000)
-    return family
-
-
-COLLECTOR = KpiCollector()
-
-
-def register() -> KpiCollector:
-    with contextlib.suppress(ValueError):  # already registered (build() called twice in one process)
-        REGISTRY.register(COLLECTOR)
-    return COLLECTOR
 
 
 async def refresh(store: MetricsStore, settings: ServiceSettings) -> Snapshot:
@@ -262,7 +103,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def refresh_snapshot(store: MetricsStore, settings: ServiceSettings) -> None:
+async def refresh_snapshot(recording: Recording, settings: ServiceSettings) -> None:
     """Finish batches a crash left behind, then replace the snapshot the collector exports."""
-    await store.recover_batches()
-    COLLECTOR.snapshot = await refresh(store, settings)
+    await recording.recover_batches()
+    COLLECTOR.snapshot = await refresh(recording.store, settings)

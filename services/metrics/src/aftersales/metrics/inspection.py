@@ -1,13 +1,15 @@
-"""The periodic inspection report (巡检): findings with the figures behind them, and their renderings."""
+"""The periodic inspection report (巡检): findings with the figures behind them, their renderings, and the
+calendar of their publication."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
-from aftersales.metrics.domain import kpis
+from aftersales.metrics.domain import Period, ReportPeriod, kpis
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +179,18 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def report_id(period: ReportPeriod) -> str:
+    return f"inspection-{period.label}"
+
+
+def next_publication(today: date, kind: Period) -> tuple[date, str]:
+    """Return the day the next report of `kind` is due and the period it covers (the one just ended)."""
+    if kind is Period.WEEK:
+        monday = today + timedelta(days=7 - today.weekday())
+        year, week, _ = (monday - timedelta(days=1)).isocalendar()
+        return monday, f"{year}-W{week:02d}"
+    first = date(today.year + (today.month == 12), today.month % 12 + 1, 1)
+    last = first - timedelta(days=1)
+    return first, f"{last.year}-{last.month:02d}"

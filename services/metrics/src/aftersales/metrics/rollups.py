@@ -11,7 +11,7 @@ every sum is exact.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -203,3 +203,14 @@ def delta(old: Contribution, new: Contribution) -> Contribution:
         if diff:
             out[bucket] = diff
     return out
+
+
+def sum_changes(changes: Sequence[Contribution]) -> Contribution:
+    """Return the bucket-by-bucket sum of several deltas, without zero entries."""
+    total: dict[str, dict[str, int]] = {}
+    for change in changes:
+        for bucket, counters in change.items():
+            target = total.setdefault(bucket, {})
+            for key, n in counters.items():
+                target[key] = target.get(key, 0) + n
+    return {b: {k: n for k, n in c.items() if n} for b, c in total.items() if any(c.values())}
