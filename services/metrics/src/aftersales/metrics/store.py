@@ -161,14 +161,15 @@ class MetricsStore:
         seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
         if bucket.startswith("d:"):
             seed["day"] = bucket[2:]
+        guard = {"_id": bucket, f"applied.{batch_id}": {"$exists": False}}
+        update = {"$inc": inc, "$set": {f"applied.{batch_id}": True}}
         try:
-            await self.rollups.update_one(
-                {"_id": bucket, f"applied.{batch_id}": {"$exists": False}},
-                {"$inc": inc, "$set": {f"applied.{batch_id}": True}, "$setOnInsert": seed},
-                upsert=True,
-            )
+            await self.rollups.update_one(guard, {**update, "$setOnInsert": seed}, upsert=True)
         except DuplicateKeyError:
-            pass  # the bucket exists and carries this batch's marker: applied before a crash
+            # Either the bucket carries this batch's marker (applied before a crash) or another writer
+            # created the bucket between our look and our insert: the guarded update (no upsert now
+            # that the bucket exists) applies the delta in the second case and nothing in the first.
+            await self.rollups.update_one(guard, update)
 
     async def recover_batches(self, *, in_flight: Collection[str] = (), min_age_s: float = 30.0) -> int:
         """Finish batches a crash left registered (older than `min_age_s`, not `in_flight` here); return how
