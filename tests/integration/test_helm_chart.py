@@ -133,6 +133,17 @@ def pod_environment(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> d
     return env
 
 
+def prestop_sleep_s(pod: dict[str, Any]) -> int:
+    """Seconds the pod's preStop hook sleeps before Kubernetes sends SIGTERM (0 without a hook)."""
+    [container] = pod["containers"]
+    hook = container.get("lifecycle", {}).get("preStop")
+    if hook is None:
+        return 0
+    command = hook["exec"]["command"]
+    assert command[0] == "sleep" and len(command) == 2, command
+    return int(command[1])
+
+
 def service_settings(service: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     """Build `service`'s Settings from exactly `env`, as in its pod (nothing inherited from this process)."""
     settings_class = importlib.import_module(f"aftersales.{service}.app").Settings
@@ -196,11 +207,90 @@ def test_each_service_accepts_the_environment_its_pod_gets(
         # the port the pod exposes is the one the service listens on, and its usual default
         assert settings.http_port == pod["containers"][0]["ports"][0]["containerPort"]
         assert settings.http_port == settings_class.model_fields["http_port"].default
-        assert settings.shutdown_grace_s < pod["terminationGracePeriodSeconds"]
+        # the preStop sleep, then the service's whole shutdown, with time to spare before SIGKILL
+        assert prestop_sleep_s(pod) + settings.shutdown_grace_s < pod["terminationGracePeriodSeconds"]
         if service == "feedback" and scenario.startswith("production"):
             assert settings.survey_link_base_url == LINK_BASE
         elif service == "feedback":
             assert settings.survey_link_base_url == "http://rel-feedback:8004/v1/surveys/"
+
+
+@pytest.mark.parametrize(
+    ("values", "sleep_s", "grace_s"),
+    [
+        ({}, 5, 22),  # the defaults: 30 s = 5 s preStop + 22 s shutdown + 3 s margin
+        (
+            {
+                "terminationGracePeriodSeconds": 60,
+                "shutdown": {"preStopSleepSeconds": 10, "marginSeconds": 5},
+            },
+            10,
+            45,
+        ),
+        ({"shutdown": {"preStopSleepSeconds": 0, "marginSeconds": 3}}, 0, 27),
+    ],
+)
+def test_pods_sleep_in_a_prestop_hook_and_shut_down_within_the_rest_of_their_grace_period(
+    helm: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    values: dict[str, Any],
+    sleep_s: int,
+    grace_s: int,
+) -> None:
+    """Kubernetes counts the preStop hook in terminationGracePeriodSeconds and SIGKILLs at its end: the
+    sleep (endpoints are removed while it runs), then SIGTERM and the service's SHUTDOWN_GRACE_S budget
+    (HTTP, consumers, outbox flush, producer close), then the margin."""
+    docs = render(helm, tmp_path, values)
+    for service in SERVICE_NAMES:
+        deployment = by_kind(docs, "Deployment")[f"rel-{service}"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert prestop_sleep_s(pod) == sleep_s
+        if not sleep_s:
+            assert "lifecycle" not in pod["containers"][0]
+        settings = service_settings(service, pod_environment(docs, deployment), monkeypatch)
+        assert settings.shutdown_grace_s == grace_s
+        margin = values.get("shutdown", {}).get("marginSeconds", 3)
+        assert sleep_s + settings.shutdown_grace_s + margin == pod["terminationGracePeriodSeconds"]
+
+
+SHUTDOWN_OVER_GRACE = {
+    "grace period too short for the preStop sleep": (
+        {"terminationGracePeriodSeconds": 12},
+        "terminationGracePeriodSeconds (12) leaves SHUTDOWN_GRACE_S = 4 s",
+    ),
+    "SHUTDOWN_GRACE_S for every service": (
+        {"extraEnv": [{"name": "SHUTDOWN_GRACE_S", "value": "25"}]},
+        "extraEnv sets SHUTDOWN_GRACE_S=25 for feedback: shutdown.preStopSleepSeconds (5) + SHUTDOWN_GRACE_S "
+        "(25) + shutdown.marginSeconds (3) = 33 s exceeds terminationGracePeriodSeconds (30)",
+    ),
+    "SHUTDOWN_GRACE_S for one service": (
+        {"services": {"routing": {"env": [{"name": "SHUTDOWN_GRACE_S", "value": "22.5"}]}}},
+        "services.routing.env sets SHUTDOWN_GRACE_S=22.5 for routing",
+    ),
+    "a longer preStop sleep under a service's own SHUTDOWN_GRACE_S": (
+        {
+            "shutdown": {"preStopSleepSeconds": 8, "marginSeconds": 3},
+            "extraEnv": [{"name": "SHUTDOWN_GRACE_S", "value": "10"}],
+            "services": {"intake": {"env": [{"name": "SHUTDOWN_GRACE_S", "value": "20"}]}},
+        },
+        "services.intake.env sets SHUTDOWN_GRACE_S=20 for intake",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SHUTDOWN_OVER_GRACE))
+def test_a_shutdown_that_does_not_fit_the_grace_period_fails_the_render(
+    helm: str, tmp_path: Path, case: str
+) -> None:
+    values, message = SHUTDOWN_OVER_GRACE[case]
+    rendered = helm_run(helm, "template", tmp_path, values)
+    assert rendered.returncode != 0 and message in rendered.stderr, rendered.stderr
+    # the same values with a budget that fits render
+    fitting = copy.deepcopy(values)
+    fitting["terminationGracePeriodSeconds"] = 40
+    docs = render(helm, tmp_path, fitting)
+    assert len(by_kind(docs, "Deployment")) == len(SERVICE_NAMES)
 
 
 MISSING_OUTSIDE_DEVELOPMENT = {
@@ -253,6 +343,8 @@ def test_without_the_chart_check_feedback_would_crash_loop(
         ({"terminationGracePeriodSeconds": 5}, "terminationGracePeriodSeconds"),
         ({"services": {"metrics": {"autoscaling": {"enabled": True}}}}, "services.metrics.autoscaling"),
         ({"probes": {"readinessTimeoutSeconds": 1}}, "probes.readinessTimeoutSeconds"),
+        ({"shutdown": {"preStopSleepSeconds": -1}}, "shutdown.preStopSleepSeconds"),
+        ({"shutdown": {"preStopSleepSeconds": 5, "marginSeconds": 0}}, "shutdown.marginSeconds"),
         ({"survey": {"linkBaseUrl": "survey.example.com"}}, "survey.linkBaseUrl"),
     ],
 )

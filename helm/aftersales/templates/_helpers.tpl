@@ -69,3 +69,8 @@ their KPI series would be counted once per replica. */}}
 {{ toYaml $as }}
 {{- end -}}
 {{- end -}}
+
+{{/* SHUTDOWN_GRACE_S of the ConfigMap: the grace period left after the preStop hook and the margin. */}}
+{{- define "aftersales.shutdownGraceSeconds" -}}
+{{- sub (sub .Values.terminationGracePeriodSeconds .Values.shutdown.preStopSleepSeconds) .Values.shutdown.marginSeconds -}}
+{{- end -}}

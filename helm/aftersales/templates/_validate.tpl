@@ -35,7 +35,42 @@ start-up is missing. values.schema.json says the same for `helm lint`; these giv
 {{- fail "apiTokens.json must be a JSON object {\"<token>\": {\"subject\": ..., \"scopes\": [...]}}" -}}
 {{- end -}}
 {{- end -}}
+{{- include "aftersales.validateShutdown" . -}}
 {{- if gt (int .Values.services.metrics.replicas) 1 -}}
 {{- fail "services.metrics.replicas must be 0 or 1: KPI series are exported per instance" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The preStop sleep, the services' shutdown budget (SHUTDOWN_GRACE_S, also where extraEnv or a service's env
+sets it) and the margin must fit in terminationGracePeriodSeconds: the kubelet SIGKILLs the pod at its end,
+and a service killed there has not flushed its outbox nor closed its producer.
+*/}}
+{{- define "aftersales.validateShutdown" -}}
+{{- $period := int .Values.terminationGracePeriodSeconds -}}
+{{- $sleep := int .Values.shutdown.preStopSleepSeconds -}}
+{{- $margin := int .Values.shutdown.marginSeconds -}}
+{{- $derived := int (include "aftersales.shutdownGraceSeconds" .) -}}
+{{- if lt $derived 5 -}}
+{{- fail (printf "terminationGracePeriodSeconds (%d) leaves SHUTDOWN_GRACE_S = %d s after shutdown.preStopSleepSeconds (%d) and shutdown.marginSeconds (%d); the services need at least 5 s to stop consuming and flush their outbox: raise terminationGracePeriodSeconds or shorten the preStop sleep" $period $derived $sleep $margin) -}}
+{{- end -}}
+{{- range $name, $svc := .Values.services -}}
+{{- $grace := float64 $derived -}}
+{{- $source := "" -}}
+{{- range $.Values.extraEnv -}}
+{{- if and (eq .name "SHUTDOWN_GRACE_S") (hasKey . "value") -}}
+{{- $grace = float64 .value -}}
+{{- $source = "extraEnv" -}}
+{{- end -}}
+{{- end -}}
+{{- range $svc.env -}}
+{{- if and (eq .name "SHUTDOWN_GRACE_S") (hasKey . "value") -}}
+{{- $grace = float64 .value -}}
+{{- $source = printf "services.%s.env" $name -}}
+{{- end -}}
+{{- end -}}
+{{- if and $source (gt (addf $sleep $grace $margin) (float64 $period)) -}}
+{{- fail (printf "%s sets SHUTDOWN_GRACE_S=%v for %s: shutdown.preStopSleepSeconds (%d) + SHUTDOWN_GRACE_S (%v) + shutdown.marginSeconds (%d) = %v s exceeds terminationGracePeriodSeconds (%d), so Kubernetes would SIGKILL the pod before it flushed its outbox" $source $grace $name $sleep $grace $margin (addf $sleep $grace $margin) $period) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

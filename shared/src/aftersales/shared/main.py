@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from aftersales.shared.envelope import validation_summary
-from aftersales.shared.runtime import InfrastructureUnreachable, check_infrastructure
+from aftersales.shared.runtime import InfrastructureUnreachable, check_infrastructure, http_drain_s
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.telemetry import configure_logging, configure_tracing
 
@@ -54,5 +54,5 @@ def run_service(name: str, settings_type: type[S], build_app: Callable[[S], Fast
         port=settings.http_port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_s),
+        timeout_graceful_shutdown=http_drain_s(settings),  # the runtime stops in the rest of the grace
     )

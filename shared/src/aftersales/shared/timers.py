@@ -173,26 +173,37 @@ class DurableTimers:
             version=version + 1,
         )
 
-    async def fire_due(self, handler: TimerHandler, *, now: datetime | None = None, limit: int = 1000) -> int:
+    async def fire_due(
+        self,
+        handler: TimerHandler,
+        *,
+        now: datetime | None = None,
+        limit: int = 1000,
+        stop: asyncio.Event | None = None,
+    ) -> int:
         """Fire up to `limit` due timers this replica knows of, `FIRE_CONCURRENCY` at a time (timers of
         different aggregates are independent; one aggregate arms one timer at a time); return how many
-        completed."""
+        completed. Once `stop` is set (shutdown) no further timer is claimed: the ones in flight finish,
+        the rest stay pending for the next start or another replica."""
         now = now or datetime.now(UTC)
-        due: list[str] = []
+        due: list[tuple[datetime, str]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < limit:
             due_at, timer_id = heapq.heappop(self._heap)
             if self._in_heap.get(timer_id) != due_at:
                 continue  # superseded by a newer heap entry
             del self._in_heap[timer_id]
-            due.append(timer_id)
+            due.append((due_at, timer_id))
         gate = asyncio.Semaphore(FIRE_CONCURRENCY)
 
-        async def one(timer_id: str) -> bool:
+        async def one(due_at: datetime, timer_id: str) -> bool:
             async with gate:
+                if stop is not None and stop.is_set():
+                    self._remember(timer_id, due_at)
+                    return False
                 timer = await self.claim(timer_id, now)
                 return timer is not None and await self._fire(handler, timer)
 
-        return sum(await asyncio.gather(*(one(t) for t in due)))
+        return sum(await asyncio.gather(*(one(d, t) for d, t in due)))
 
     async def _fire(self, handler: TimerHandler, timer: Timer) -> bool:
         fence = {"_id": timer.id, "version": timer.version}
@@ -241,7 +252,7 @@ class DurableTimers:
                 if loop.time() >= next_scan:
                     await self.refresh()
                     next_scan = loop.time() + self._scan_interval_s
-                await self.fire_due(handler)
+                await self.fire_due(handler, stop=stop)
             except Exception:
                 log.exception("timer sweep failed; will retry")
             wait = self._poll_interval_s
