@@ -6,9 +6,13 @@ Idempotent: tickets carry fixed Idempotency-Keys, so running `make up` again sho
 
 from __future__ import annotations
 
+import email
+import os
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.header import decode_header, make_header
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,7 +24,13 @@ URLS = {
     "followup": "http://127.0.0.1:8003",
     "feedback": "http://127.0.0.1:8004",
     "metrics": "http://127.0.0.1:8005",
+    "notify": "http://127.0.0.1:8006",
 }
+CACHE = Path(
+    os.environ.get("AFTERSALES_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "aftersales"
+)
+MAILDIR = CACHE / "mail" / "new"  # where `make up`'s SMTP sink drops notify's mails
 ADMIN = {"Authorization": "Bearer dev-admin-token"}
 DEADLINE_S = 120
 
@@ -91,6 +101,9 @@ def main() -> int:
         print("[demo] intake is not running; nothing to show")
         return 1
     tickets = send_tickets(client)
+    mails_before = set(MAILDIR.glob("*")) if MAILDIR.is_dir() else set()
+    if "notify" in running:
+        register_contact(client, tickets[0], TICKETS[0]["token"])
     show_assignments(client, tickets, "routing" in running)
     if "routing" in running:
         fix_first_ticket(client, tickets[0])
@@ -100,7 +113,37 @@ def main() -> int:
         show_survey(client, tickets[0])
     if "metrics" in running:
         show_kpis(client)
+    if "notify" in running:
+        show_mails(mails_before)
     return 0
+
+
+def register_contact(client: httpx.Client, ticket: dict[str, Any], token: str) -> None:
+    """The channel that took the first ticket gives notify its customer's e-mail (notify holds its own copy
+    of the contact points; no event carries them). Quiet hours off, so the demo mails go out at any hour."""
+    body = {"channels": ["email"], "language": "en", "email": "li.lei@example.org", "do_not_disturb": None}
+    url = f"{URLS['notify']}/v1/recipients/customers/{ticket['customer_id']}"
+    check(client.put(url, json=body, headers={"Authorization": f"Bearer {token}"}), "recipient")
+    print("[demo] notify: the phone channel registered the customer's e-mail for messages")
+
+
+def show_mails(before: set[Path]) -> None:
+    """Wait for the acknowledgement and the survey mail in the SMTP sink's Maildir and show them."""
+    deadline = time.monotonic() + 75  # a message whose event came before the contact is retried in 30 s
+    new: list[Path] = []
+    while time.monotonic() < deadline:
+        new = sorted(set(MAILDIR.glob("*")) - before) if MAILDIR.is_dir() else []
+        if len(new) >= 2:
+            break
+        time.sleep(2)
+    if not new:
+        print(f"[demo] notify: no new mail in {MAILDIR} (a re-run sends nothing twice; see notify's log)")
+        return
+    for path in new:
+        message = email.message_from_bytes(path.read_bytes())
+        subject = str(make_header(decode_header(message.get("Subject", ""))))
+        print(f"[demo] mail to {message.get('To')}: {subject}")
+    print(f"[demo] the mails are files in {MAILDIR}")
 
 
 def wait_ready(client: httpx.Client) -> set[str]:
@@ -144,7 +187,7 @@ def send_tickets(client: httpx.Client) -> list[dict[str, Any]]:
         created.append(
             check(client.post(f"{URLS['intake']}/v1/tickets", json=spec["body"], headers=headers), "ticket")
         )
-    iot_body = {
+    iot_body: dict[str, Any] = {
         "channel": "iot",
         "customer": {"id": "CUST-IOT-1", "region_code": "310000/310100/310106", "tier": "key_account"},
         "product": {
@@ -154,11 +197,15 @@ def send_tickets(client: httpx.Client) -> list[dict[str, Any]]:
             "purchase_date": "2024-09-01",
         },
         "title": "Remote monitoring: overheating",
-        "iot": {"fault_code": "E07", "severity": 4, "observed_at": datetime.now(UTC).isoformat()},
+        "iot": {"fault_code": "E07", "severity": 4, "observed_at": ""},
     }
     iot_ticket: dict[str, Any] = {}
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     for n in range(IOT_ALERTS):
-        headers = {"Authorization": "Bearer dev-iot-token", "Idempotency-Key": f"demo-iot-{n}"}
+        # The same alerts all day (a replay is the same request), a new storm the next day.
+        iot_body["iot"]["observed_at"] = (day + timedelta(seconds=n)).isoformat()
+        key = f"demo-iot-{day:%Y%m%d}-{n}"
+        headers = {"Authorization": "Bearer dev-iot-token", "Idempotency-Key": key}
         iot_ticket = check(
             client.post(f"{URLS['intake']}/v1/tickets", json=iot_body, headers=headers), "alert"
         )

@@ -34,7 +34,7 @@ bash "$HERE/infra.sh" start
 eval "$(bash "$HERE/infra.sh" env | sed 's/^/export /')"
 # A local SMTP sink (aiosmtpd, a dev dependency) for notify: every mail it sends is kept in $MAILDIR.
 if ! alive smtp-sink; then
-  mkdir -p "$MAILDIR"
+  mkdir -p "$MAILDIR/new" "$MAILDIR/cur" "$MAILDIR/tmp"   # a Maildir: aiosmtpd creates its subfolders only with the folder
   nohup "$PY" -m aiosmtpd -n -l "127.0.0.1:$SMTP_SINK_PORT" -c aiosmtpd.handlers.Mailbox "$MAILDIR" \
     >>"$LOGS/smtp-sink.log" 2>&1 </dev/null &
   echo $! >"$RUN/smtp-sink.pid"
