@@ -6,7 +6,7 @@ its `timers.py` registers `runtime.on_timer(kind, handler)`. No `isinstance` or 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -34,10 +34,6 @@ class EventRoutes:
     def __init__(self, routes: Mapping[type[BaseModel], EventRoute]) -> None:
         self._routes = dict(routes)
 
-    @property
-    def types(self) -> Iterable[type[BaseModel]]:
-        return self._routes.keys()
-
     async def __call__(self, event: CloudEvent) -> None:
         model = event.model()
         route = self._routes.get(type(model))
@@ -59,10 +55,6 @@ class TimerRoutes:
 
     def __bool__(self) -> bool:
         return bool(self._routes)
-
-    @property
-    def kinds(self) -> frozenset[str]:
-        return frozenset(self._routes)
 
     async def __call__(self, timer: Timer) -> None:
         handler = self._routes.get(timer.kind)
