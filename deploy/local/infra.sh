@@ -16,14 +16,17 @@ KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HER
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-12}"
-KAFKA_HEAP="${KAFKA_HEAP:-512m}"
+KAFKA_HEAP="${KAFKA_HEAP:-1g}"
 KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
-KAFKA_DATA="$CACHE/kafka-data"
+# Where the servers keep their data: the cache by default (make up keeps its demo across restarts);
+# with-infra.sh points it at a scratch dir per run so test topics and databases never pile up.
+DATA_ROOT="${AFTERSALES_DATA_DIR:-$CACHE}"
+KAFKA_DATA="$DATA_ROOT/kafka-data"
 MONGO_PORT="${MONGO_PORT:-27017}"
 FERRETDB_VERSION="$(sed -n 's:^[[:space:]]*\(require[[:space:]]\)\{0,1\}github.com/FerretDB/FerretDB \(v[0-9.]*\).*:\2:p' "$HERE/ferretdb/go.mod")"
 FERRETDB_SRC_HASH="$(cat "$HERE"/ferretdb/*.go "$HERE/ferretdb/go.mod" "$HERE/ferretdb/go.sum" | sha256sum | cut -c1-12)"
 FERRETDB_BIN="$CACHE/ferretdb-$FERRETDB_VERSION-$FERRETDB_SRC_HASH/ferretdb-local"
-DB_DATA="$CACHE/db-data"
+DB_DATA="$DATA_ROOT/db-data"
 START_TIMEOUT_S="${INFRA_START_TIMEOUT_S:-120}"
 
 mkdir -p "$RUN" "$LOGS"
@@ -81,6 +84,12 @@ kafka_provision() {
 kafka_ready() { port_open "$KAFKA_PORT" && grep -q "Kafka Server started" "$LOGS/kafka.log" 2>/dev/null; }
 
 kafka_start() {
+  if pid_alive "$RUN/kafka.pid" && ! port_open "$KAFKA_PORT"; then
+    # Our broker's process lives but does not listen: still starting, or wedged (it would hold the
+    # controller port and make a new broker fail to bind). Give it the start timeout, then replace it.
+    wait_for "Kafka on 127.0.0.1:$KAFKA_PORT" "$START_TIMEOUT_S" kafka_ready \
+      || { say "Kafka (pid $(cat "$RUN/kafka.pid")) is alive but not listening; replacing it"; stop_pid kafka "$RUN/kafka.pid"; }
+  fi
   if port_open "$KAFKA_PORT"; then
     if pid_alive "$RUN/kafka.pid"; then
       wait_for "Kafka on 127.0.0.1:$KAFKA_PORT" "$START_TIMEOUT_S" kafka_ready \
@@ -96,7 +105,7 @@ kafka_start() {
   sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
       -e "s|@DATA_DIR@|$KAFKA_DATA/logs|g" -e "s|@PARTITIONS@|$KAFKA_PARTITIONS|g" \
       "$HERE/kafka/server.properties.in" >"$conf"
-  local java_opts=(-Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true
+  local java_opts=(-Xms256m "-Xmx$KAFKA_HEAP" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true
                    "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml")
   if [[ ! -f "$KAFKA_DATA/logs/meta.properties" ]]; then
     say "formatting KRaft storage in $KAFKA_DATA/logs"

@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from chaos_checks import Findings, verify
+from chaos_checks import SLOT_GRACE_S, SLOT_RECONCILE_INTERVAL_S, Findings, verify
 from harness import INFRA, PIPELINE_SERVICE_NAMES, Platform, auth, start_infra
 
 from aftersales.shared.contracts import Topic
@@ -57,6 +57,8 @@ SERVICE_ENV = {
     "CONSUMER_RETRY_BUDGET_S": "20",
     "CONSUMER_HANDLER_TIMEOUT_S": "10",
     "MONGODB_SOCKET_TIMEOUT_S": "10",
+    "SLOT_RECONCILE_INTERVAL_S": str(SLOT_RECONCILE_INTERVAL_S),
+    "SLOT_GRACE_S": str(SLOT_GRACE_S),
 }
 
 
