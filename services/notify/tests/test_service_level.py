@@ -1,6 +1,7 @@
 """Notify in-process (FastStream's TestKafkaBroker, in-memory MongoDB, a recording channel): an event
 becomes one message per recipient and channel however often it is delivered, a transient failure is
-retried by a timer, quiet hours defer a customer's message, and the API checks who may do what."""
+retried by a timer, quiet hours defer a customer's message, the survey mail carries feedback's signed link,
+and the API checks who may do what."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ from aftersales.notify.app import Settings, build
 from aftersales.notify.channels import Outgoing, Transient
 from aftersales.notify.domain import ChannelName, Recipient
 from aftersales.notify.service import Notifications
-from aftersales.shared.testing import FAST, ServiceUnderTest, in_process, ticket_created, work_order_assigned
+from aftersales.shared.contracts.events import SurveySent
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.testing import (
+    FAST,
+    ServiceUnderTest,
+    contract_event,
+    in_process,
+    ticket_created,
+    work_order_assigned,
+)
 
 SENT = "aftersales.notification.sent.v1"
 FAILED = "aftersales.notification.failed.v1"
@@ -206,3 +216,34 @@ async def test_an_administrators_template_edit_is_used(
     await svc.fire_timers()
     await svc.published_exactly(SENT)
     assert channel.sent[0][1].rendered.subject == "Ticket T-8 received"
+
+
+def survey_sent(ticket_id: str, link: str | None) -> CloudEvent:
+    now = datetime.now(UTC).replace(microsecond=0)
+    data = SurveySent(
+        survey_id=f"SV-{ticket_id}-r1",
+        ticket_id=ticket_id,
+        round=1,
+        expires_at=now + timedelta(days=7),
+        occurred_at=now,
+        link=link,
+    )
+    return contract_event(data, source="/aftersales/feedback")
+
+
+async def test_the_survey_mail_carries_feedbacks_signed_link(
+    notify: tuple[ServiceUnderTest, RecordingChannel],
+) -> None:
+    svc, channel = notify
+    signed = "https://survey.example.com/v1/surveys/U1YtVC05LXIx.1796628233.c2lnbmF0dXJl"
+    for ticket_id, link in (("T-9", signed), ("T-10", None)):  # T-10: an event of an older feedback
+        await svc.http.put(f"/v1/recipients/customers/C-{ticket_id}", json=customer(), headers=svc.auth(WEB))
+        await svc.deliver(ticket_created(ticket_id, customer_id=f"C-{ticket_id}"))
+        await svc.deliver(survey_sent(ticket_id, link))
+    await svc.fire_timers()
+    await svc.published_exactly(SENT, count=4)
+    mailed = {m.params["ticket_id"]: m for _, m in channel.sent if m.template == "survey_invitation"}
+    assert mailed["T-9"].params["survey_link"] == signed
+    assert signed in mailed["T-9"].rendered.body
+    # The template fallback (Settings.survey_link_template) only for an event without a link.
+    assert mailed["T-10"].params["survey_link"] == "http://127.0.0.1:8004/v1/surveys/SV-T-10-r1"

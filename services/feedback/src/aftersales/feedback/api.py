@@ -1,4 +1,4 @@
-"""HTTP routes: the customer's survey answer (no account: the signed token is the credential), the
+"""HTTP routes: the customer's survey page and answer (no account: the signed token is the credential), the
 privileged survey list with links, survey results, and the complaint workflow."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
+from aftersales.feedback import page
 from aftersales.feedback.domain import ComplaintSource, SurveyStatus
 from aftersales.feedback.service import Complaints, Surveys
 from aftersales.shared.auth import Principal
@@ -23,6 +25,7 @@ from aftersales.shared.roles import ChannelOrSupervisor, Supervisor, service_of
 SurveyService = Annotated[Surveys, service_of("surveys", Surveys)]
 ComplaintService = Annotated[Complaints, service_of("complaints", Complaints)]
 ComplaintId = Annotated[str, Path(max_length=200)]
+SurveyToken = Annotated[str, Path(min_length=1, max_length=1024)]
 TicketFilter = Annotated[str | None, Query(min_length=1, max_length=100)]
 COMMENT_MAX_CHARS = 2000
 
@@ -169,6 +172,35 @@ async def results(_: Supervisor, surveys: SurveyService, ticket_id: TicketFilter
     )
 
 
+@surveys_router.get(
+    "/{token}",
+    dependencies=[Depends(anonymous)],
+    response_class=HTMLResponse,
+    summary="The survey page a customer opens from the link (HTML, zh or en); it POSTs to the same link",
+    responses={
+        200: {"content": {"text/html": {}}, "description": "the form"},
+        403: {"content": {"text/html": {}}, "description": "page: the link is not valid"},
+        409: {"content": {"text/html": {}}, "description": "page: already answered"},
+        410: {"content": {"text/html": {}}, "description": "page: the link has expired"},
+    },
+)
+async def survey_page(
+    token: SurveyToken,
+    surveys: SurveyService,
+    lang: Annotated[
+        str | None, Query(max_length=35, description="zh or en; else Accept-Language decides (default zh)")
+    ] = None,
+    accept_language: Annotated[str | None, Header(max_length=1000)] = None,
+) -> HTMLResponse:
+    state, survey = await surveys.link_state(token)
+    shown = page.render(
+        state,
+        page.pick_language(lang, accept_language),
+        ticket_id=survey["ticket_id"] if survey is not None else None,
+    )
+    return HTMLResponse(shown.html, status_code=shown.status, headers=dict(shown.headers))
+
+
 @surveys_router.post(
     "/{token}",
     dependencies=[Depends(anonymous)],
@@ -180,7 +212,7 @@ async def results(_: Supervisor, surveys: SurveyService, ticket_id: TicketFilter
     },
 )
 async def answer(
-    token: Annotated[str, Path(min_length=1, max_length=1024)],
+    token: SurveyToken,
     body: SurveyAnswerCreate,
     surveys: SurveyService,
 ) -> SurveyAnswerRead:

@@ -43,8 +43,10 @@ class Settings(ServiceSettings):
     )
     survey_ttl_h: float = Field(default=168, gt=0, le=24 * 90, description="survey links expire after this")
     survey_link_base_url: str = Field(
-        default="http://127.0.0.1:8004/v1/surveys/",
-        description="customer-facing prefix of survey links (the token is appended)",
+        default="",
+        max_length=500,
+        description="customer-facing prefix of survey links (the token is appended); "
+        "empty: this service itself, http://127.0.0.1:<HTTP_PORT>/v1/surveys/",
     )
     complaint_csat_threshold: int = Field(
         default=2, ge=1, le=5, description="CSAT at or below opens a complaint"
@@ -89,6 +91,9 @@ class Settings(ServiceSettings):
             max_steps=self.complaint_max_steps,
         )
 
+    def survey_link_base(self) -> str:
+        return self.survey_link_base_url or f"http://127.0.0.1:{self.http_port}/v1/surveys/"
+
     def survey_policy(self) -> SurveyPolicy:
         return SurveyPolicy(
             ttl=timedelta(hours=self.survey_ttl_h), complaint_csat_threshold=self.complaint_csat_threshold
@@ -110,7 +115,7 @@ def build(settings: Settings) -> FastAPI:
         SurveyStore(runtime),
         survey_policy,
         settings.survey_signing_key.get_secret_value().encode(),
-        settings.survey_link_base_url,
+        settings.survey_link_base(),
     )
     complaints = Complaints(
         ComplaintStore(runtime), TicketFactsStore(runtime.db), settings.complaint_policy(), survey_policy

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
-from aftersales.feedback.tokens import ExpiredToken
+from aftersales.feedback.tokens import ExpiredToken, InvalidToken
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState
 from aftersales.shared.errors import Conflict, InvalidRequest
@@ -198,6 +198,25 @@ class SurveyStatus(StrEnum):
 
 class SurveyReused(Conflict):
     code = "survey_already_answered"
+
+
+class LinkState(StrEnum):
+    """What a survey link shows its customer now (the survey page's states)."""
+
+    OPEN = "open"
+    ANSWERED = "answered"  # 409 on submit
+    EXPIRED = "expired"  # 410
+    INVALID = "invalid"  # 403: forged, tampered, malformed, or no such survey
+
+
+# The refusals of an answer, by error code, as the link states a customer sees before answering.
+LINK_STATE_OF_REFUSAL: Mapping[str, LinkState] = MappingProxyType(
+    {
+        SurveyReused.code: LinkState.ANSWERED,
+        ExpiredToken.code: LinkState.EXPIRED,
+        InvalidToken.code: LinkState.INVALID,
+    }
+)
 
 
 def check_answerable(status: SurveyStatus, expires_at: datetime, now: datetime) -> None:

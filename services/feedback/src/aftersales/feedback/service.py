@@ -18,6 +18,7 @@ from aftersales.feedback.domain import (
     Complaint,
     ComplaintPolicy,
     ComplaintSource,
+    LinkState,
     SurveyStatus,
     SurveySummary,
     opens_complaint,
@@ -90,6 +91,7 @@ class Surveys:
         now = datetime.now(UTC).replace(microsecond=0)
         survey_id = f"SV-{ticket_id}-r{round_}"
         expires_at = now + self.policy.ttl
+        link = self.link_for(tokens.sign(survey_id, expires_at, self._key))
         doc = {
             "_id": survey_id,
             "ticket_id": ticket_id,
@@ -106,6 +108,7 @@ class Surveys:
             technician_id=technician_id,
             expires_at=expires_at,
             occurred_at=now,
+            link=link,  # notify mails it; the document keeps no token (the list signs one on reading)
         )
         if not await self.store.insert(doc, [sent]):
             return False
@@ -147,6 +150,22 @@ class Surveys:
         if nps is not None:
             NPS.observe(nps)
         return {**survey, **answer, "status": SurveyStatus.SUBMITTED.value}
+
+    async def link_state(self, token: str) -> tuple[LinkState, dict[str, Any] | None]:
+        """Return what a survey link shows its customer now, with the survey while it is open."""
+        now = datetime.now(UTC)
+        try:
+            claim = tokens.verify(token, self._key, now)
+            survey = await self.store.get(claim.survey_id)
+            if survey is None:  # signed by us, but its survey is gone: as good as forged
+                raise tokens.InvalidToken("this survey link is not valid")
+            domain.check_answerable(SurveyStatus(survey["status"]), survey["expires_at"], now)
+        except DomainError as exc:
+            state = domain.LINK_STATE_OF_REFUSAL.get(exc.code)
+            if state is None:
+                raise
+            return state, None
+        return LinkState.OPEN, survey
 
     async def find(self, equal_to: Mapping[str, str | None], limit: int) -> list[dict[str, Any]]:
         """Return the surveys whose fields equal the given values (None: any), oldest first."""

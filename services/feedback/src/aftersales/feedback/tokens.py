@@ -60,7 +60,8 @@ def sign(survey_id: str, expires_at: datetime, key: bytes) -> str:
 def verify(token: str, key: bytes, now: datetime) -> SurveyClaim:
     """Return what a genuine, unexpired token claims; raise InvalidToken or ExpiredToken otherwise."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or len(token) > 1024:
+    # isascii too: "²" is a digit to str.isdigit but not to int()
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()) or len(token) > 1024:
         raise InvalidToken("this survey link is not valid")
     try:
         survey_id = _unb64(parts[0]).decode()

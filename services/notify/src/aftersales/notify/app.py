@@ -73,7 +73,8 @@ class Settings(ServiceSettings):
     )
     survey_link_template: str = Field(
         default="http://127.0.0.1:8004/v1/surveys/{survey_id}",
-        description="the survey link sent to customers; {survey_id} and {ticket_id} are filled in",
+        description="the survey link of a survey-sent event without one (older feedback releases); "
+        "{survey_id} and {ticket_id} are filled in",
     )
 
     @model_validator(mode="after")

@@ -104,7 +104,10 @@ class Notifications:
         await self.notify(notices.escalation(escalated), event, escalated.ticket_id)
 
     async def on_survey_sent(self, sent: SurveySent, event: CloudEvent) -> None:
-        link = self.policy.survey_link_template.format(survey_id=sent.survey_id, ticket_id=sent.ticket_id)
+        # The signed link feedback put in the event; the template only for events of older feedback releases.
+        link = sent.link or self.policy.survey_link_template.format(
+            survey_id=sent.survey_id, ticket_id=sent.ticket_id
+        )
         ticket = await self.tickets.find(sent.ticket_id)
         await self.notify(notices.survey_invitation(sent, ticket, link), event, sent.ticket_id)
 

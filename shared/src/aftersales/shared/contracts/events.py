@@ -342,6 +342,12 @@ class SurveySent(EventData):
     technician_id: str | None = None
     expires_at: AwareDatetime
     occurred_at: AwareDatetime
+    link: str | None = Field(
+        default=None,
+        description="the customer's answer link (base URL + signed token): a bearer credential for this "
+        "one survey, valid until expires_at, which is why it travels only on the internal feedback topic; "
+        "absent from events of older feedback releases",
+    )
 
 
 @event("aftersales.feedback.survey-submitted.v1", Topic.FEEDBACK)
