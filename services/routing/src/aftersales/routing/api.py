@@ -7,13 +7,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from aftersales.routing.desk import HandOrder
 from aftersales.routing.domain import Action, ServiceGrid, Status, Technician
 from aftersales.routing.schemas import (
     GridRead,
+    HandDispatchIn,
     PlanningRead,
     PolicyRead,
     ReasonIn,
     ResolveIn,
+    StatusIn,
     SurgeIn,
     SurgeRead,
     TechnicianRead,
@@ -92,6 +95,24 @@ async def put_technician(
     doc, created = await routing.put_technician(body)
     response.status_code = 201 if created else 200
     return technician_read(doc)
+
+
+@technicians.put(
+    "/technicians/me/status",
+    summary="Set my own status (available, busy, break, off); only available takes new work",
+    response_model=TechnicianRead,
+)
+async def put_my_status(body: StatusIn, principal: Staff, routing: Routing) -> TechnicianRead:
+    return technician_read(await routing.availability.set_status(principal.subject, body.status))
+
+
+@technicians.post(
+    "/technicians/me/heartbeat",
+    summary="My mobile client is alive (after a first heartbeat, silence past the limit stops new work)",
+    response_model=TechnicianRead,
+)
+async def heartbeat(principal: Staff, routing: Routing) -> TechnicianRead:
+    return technician_read(await routing.availability.heartbeat(principal.subject))
 
 
 @technicians.get("/technicians/{tech_id}", summary="Read a technician", response_model=TechnicianRead)
@@ -192,6 +213,26 @@ def _action_route(action: Action) -> None:
 
 for _action in (Action.ACCEPT, Action.START, Action.PENDING_CUSTOMER, Action.ESCALATE, Action.HAND_BACK):
     _action_route(_action)
+
+
+@work_orders.post(
+    "/work-orders/{ticket_id}/reassign",
+    response_model=WorkOrderRead,
+    summary="Dispatch by hand (派单/改派/转派): to a technician or another grid, with a reason "
+    "(422 naming the field when a check fails without override_reason; 409 if it changed meanwhile)",
+)
+async def reassign(
+    ticket_id: str, body: HandDispatchIn, principal: Supervisor, routing: Routing
+) -> WorkOrderRead:
+    order = HandOrder(
+        supervisor_id=principal.subject,
+        reason=body.reason,
+        technician_id=body.technician_id,
+        grid_id=body.grid_id,
+        override_reason=body.override_reason,
+        expected_status=body.expected_status,
+    )
+    return work_order_read(await routing.desk.dispatch_by_hand(ticket_id, order))
 
 
 @work_orders.post(

@@ -26,6 +26,12 @@ class Settings(ServiceSettings):
     slot_grace_s: float = Field(
         default=60.0, gt=0, description="a slot younger than this is never released by the reconciler"
     )
+    technician_silent_after_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="a technician whose mobile client sent heartbeats and then none for this long gets no "
+        "new work and is flagged to the grid supervisor (one who never sent one is never silent)",
+    )
 
 
 def build(settings: Settings) -> FastAPI:
@@ -52,7 +58,11 @@ def build(settings: Settings) -> FastAPI:
         ],
     )
     runtime = ServiceRuntime(settings, spec)
-    routing = RoutingService(RoutingStore(runtime.db, runtime.relay.notify), runtime.timers)
+    routing = RoutingService(
+        RoutingStore(runtime.db, runtime.relay.notify),
+        runtime.timers,
+        silent_after_s=settings.technician_silent_after_s,
+    )
     consumers.register(runtime, routing)
     timers.register(runtime, routing)
     app = create_app(

@@ -1,5 +1,6 @@
 """Who should take a work order: candidates in the grid (then neighbours, then in surge the neighbours'
-neighbours), skilled, of an allowed tier and on shift, ranked by spare capacity with a fair round-robin
+neighbours), skilled, of an allowed tier, on shift and available (his own status, and a heartbeat not
+older than the silence limit), ranked by spare capacity with a fair round-robin
 tie-break (least recently assigned first). Capacity itself is enforced by the store's atomic update.
 Pure, no I/O."""
 
@@ -12,9 +13,30 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from aftersales.routing.domain import ServiceGrid, Status, Technician, WorkOrder
+from aftersales.shared.contracts.desk import TechnicianStatus
 
 Via = Literal["direct", "overflow", "surge", "previous_technician", "queue"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_SILENT_AFTER_S = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """What a technician says of himself and when his mobile client was last heard. One who never sent
+    a heartbeat (created by an admin, no app) is never silent: silence counts from a first heartbeat."""
+
+    status: TechnicianStatus = TechnicianStatus.AVAILABLE
+    last_heartbeat_at: datetime | None = None
+
+    def silent(self, now: datetime, silent_after_s: float) -> bool:
+        """True when his client sent heartbeats and then none for longer than `silent_after_s`."""
+        if self.last_heartbeat_at is None:
+            return False
+        return (now - self.last_heartbeat_at).total_seconds() > silent_after_s
+
+    def dispatchable(self, now: datetime, silent_after_s: float) -> bool:
+        """True when he may get new work: available and not silent."""
+        return self.status == TechnicianStatus.AVAILABLE and not self.silent(now, silent_after_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +46,7 @@ class TechnicianLoad:
     technician: Technician
     active_work_orders: int
     last_assigned_at: datetime | None
+    presence: Presence = Presence()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +119,8 @@ def rank_candidates(
     grids: Mapping[str, ServiceGrid],
     surge_grids: frozenset[str],
     now: datetime,
+    *,
+    silent_after_s: float = DEFAULT_SILENT_AFTER_S,
 ) -> list[Candidate]:
     """Return the technicians who may take the work, best first; empty when nobody has spare capacity."""
     home_surge = need.grid_id in surge_grids
@@ -115,6 +140,8 @@ def rank_candidates(
             continue
         grid = grids.get(tech.grid_id)
         if not tech.on_shift(now, grid.calendar.timezone if grid else "UTC"):
+            continue
+        if not load.presence.dispatchable(now, silent_after_s):
             continue
         cap = effective_capacity(tech.capacity, grid, tech.grid_id in surge_grids)
         spare = cap - load.active_work_orders

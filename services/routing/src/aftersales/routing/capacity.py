@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aftersales.routing.assignment import (
+    DEFAULT_SILENT_AFTER_S,
     Candidate,
     Via,
     WorkNeed,
@@ -21,7 +22,7 @@ from aftersales.routing.clocks import now_utc
 from aftersales.routing.domain import Status, WorkOrder
 from aftersales.routing.grids import GridView
 from aftersales.routing.metrics import SLOTS_REAPED
-from aftersales.routing.store import RoutingStore, load_of, slot_key, technician_of
+from aftersales.routing.store import RoutingStore, load_of, presence_of, slot_key, technician_of
 
 log = logging.getLogger("aftersales.routing")
 
@@ -39,6 +40,7 @@ class Capacity:
     """Technicians' slots: reserve for a work order's round, release, reconcile."""
 
     store: RoutingStore
+    silent_after_s: float = DEFAULT_SILENT_AFTER_S  # no new work for a client silent longer than this
 
     async def reserve(
         self,
@@ -65,15 +67,16 @@ class Capacity:
             if previous is not None:
                 return previous, "previous_technician"
         loads = [load_of(d) for d in docs]
-        for candidate in rank_candidates(need, loads, view.grids, view.surge, now):
+        ranked = rank_candidates(need, loads, view.grids, view.surge, now, silent_after_s=self.silent_after_s)
+        for candidate in ranked:
             if await self.store.reserve(candidate.technician_id, key, candidate.effective_capacity):
                 return candidate, candidate.via
         return None
 
     async def _previous(self, view: GridView, tech_id: str, key: str, now: datetime) -> Candidate | None:
-        """Take a slot of the round's previous technician if he is on shift and has room."""
+        """Take a slot of the round's previous technician if he is on shift, available and has room."""
         doc = await self.store.technician_doc(tech_id)
-        if doc is None:
+        if doc is None or not presence_of(doc).dispatchable(now, self.silent_after_s):
             return None
         tech = technician_of(doc)
         grid = view.grids.get(tech.grid_id)

@@ -8,6 +8,13 @@ from typing import Any
 
 from aftersales.routing.assignment import Candidate, Via, WorkNeed
 from aftersales.routing.domain import Action, WorkOrder
+from aftersales.shared.contracts.desk import (
+    HandCheck,
+    TechnicianSilent,
+    TechnicianStatus,
+    TechnicianStatusChanged,
+    WorkOrderDispatchedByHand,
+)
 from aftersales.shared.contracts.events import (
     SlaBreached,
     SlaClock,
@@ -111,17 +118,85 @@ def escalated(
     return event(data, wo.ticket_id)
 
 
-def reassigned(wo: WorkOrder, now: datetime, *, to_technician_id: str, reason: str) -> CloudEvent:
+def reassigned(
+    wo: WorkOrder, now: datetime, *, to_technician_id: str, reason: str, grid_id: str | None = None
+) -> CloudEvent:
     data = WorkOrderReassigned(
         ticket_id=wo.ticket_id,
-        grid_id=wo.grid_id,
+        grid_id=grid_id or wo.grid_id,
         round=wo.round,
         occurred_at=now,
-        from_technician_id=str(wo.technician_id),
+        from_technician_id=wo.technician_id,
         to_technician_id=to_technician_id,
         reason=reason,
     )
     return event(data, wo.ticket_id)
+
+
+def dispatched_by_hand(
+    wo: WorkOrder,
+    now: datetime,
+    *,
+    grid_id: str,
+    to_technician_id: str | None,
+    supervisor_id: str,
+    reason: str,
+    overridden: list[HandCheck],
+    override_reason: str | None,
+) -> CloudEvent:
+    """Return the desk's record of a dispatch by hand: who moved the work order, where, why."""
+    if grid_id != wo.grid_id:
+        kind = "transfer"
+    elif wo.technician_id is None or not wo.holds_slot:
+        kind = "assign"
+    else:
+        kind = "reassign"
+    data = WorkOrderDispatchedByHand(
+        ticket_id=wo.ticket_id,
+        grid_id=grid_id,
+        round=wo.round,
+        occurred_at=now,
+        kind=kind,  # type: ignore[arg-type]
+        supervisor_id=supervisor_id,
+        from_grid_id=wo.grid_id,
+        from_technician_id=wo.technician_id if wo.holds_slot else None,
+        to_technician_id=to_technician_id,
+        reason=reason,
+        overridden=overridden,
+        override_reason=override_reason if overridden else None,
+    )
+    return event(data, wo.ticket_id)
+
+
+def technician_status_changed(
+    tech_id: str, grid_id: str, *, status: TechnicianStatus, previous: TechnicianStatus, now: datetime
+) -> CloudEvent:
+    data = TechnicianStatusChanged(
+        technician_id=tech_id, grid_id=grid_id, occurred_at=now, status=status, previous_status=previous
+    )
+    return event(data, tech_id)
+
+
+def technician_silent(
+    tech_id: str,
+    grid_id: str,
+    *,
+    supervisor_id: str | None,
+    last_heartbeat_at: datetime,
+    silent_after_s: float,
+    held_ticket_ids: list[str],
+    now: datetime,
+) -> CloudEvent:
+    data = TechnicianSilent(
+        technician_id=tech_id,
+        grid_id=grid_id,
+        occurred_at=now,
+        supervisor_id=supervisor_id,
+        last_heartbeat_at=last_heartbeat_at,
+        silent_after_s=silent_after_s,
+        held_ticket_ids=held_ticket_ids,
+    )
+    return event(data, tech_id)
 
 
 def technician_acted(wo: WorkOrder, action: Action, now: datetime, *, reason: str, code: str) -> CloudEvent:

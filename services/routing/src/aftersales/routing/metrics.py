@@ -16,6 +16,14 @@ SLA_WARNINGS = Counter("aftersales_sla_warnings_total", "SLA warnings fired", ["
 SLA_BREACHES = Counter("aftersales_sla_breaches_total", "SLA breaches", ["clock", "grid"])
 ESCALATIONS = Counter("aftersales_escalations_total", "Work-order escalations", ["level", "reason"])
 WORK_ORDER_OUTCOMES = Counter("aftersales_work_orders_total", "Dispatch outcomes", ["outcome"])
+HAND_DISPATCHES = Counter(
+    "aftersales_hand_dispatches_total",
+    "Work orders dispatched by hand by a supervisor",
+    ["outcome", "checks"],  # assigned | queued; checked | overridden
+)
+SILENT_TECHNICIANS = Counter(
+    "aftersales_technicians_silent_total", "Silent spells flagged (a client stopped its heartbeat)", ["grid"]
+)
 SLOTS_REAPED = Counter(
     "aftersales_slots_reaped_total", "Capacity slots released because no open work order held them"
 )

@@ -9,9 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from aftersales.routing.domain import PlanningFinding, ServiceGrid, Status, Technician
+from aftersales.routing.domain import ID_PATTERN, PlanningFinding, ServiceGrid, Status, Technician
 from aftersales.routing.sla import SlaPolicy
-from aftersales.routing.store import grid_of, technician_of
+from aftersales.routing.store import grid_of, presence_of, technician_of
+from aftersales.shared.contracts.desk import TechnicianStatus
 
 
 class GridRead(ServiceGrid):
@@ -23,6 +24,13 @@ class GridRead(ServiceGrid):
 class TechnicianRead(Technician):
     active_work_orders: int
     last_assigned_at: datetime | None = None
+    status: TechnicianStatus = Field(
+        default=TechnicianStatus.AVAILABLE, description="set by the technician; only available takes new work"
+    )
+    last_heartbeat_at: datetime | None = Field(default=None, description="his mobile client's last heartbeat")
+    silent_since: datetime | None = Field(
+        default=None, description="set while his client is silent past the limit (flagged to the supervisor)"
+    )
 
 
 class ClockRead(BaseModel):
@@ -58,6 +66,27 @@ class WorkOrderRead(BaseModel):
 
 class ResolveIn(BaseModel):
     resolution_code: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+
+
+class HandDispatchIn(BaseModel):
+    """A supervisor's dispatch by hand: to a named technician, to another grid, or both."""
+
+    technician_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=ID_PATTERN)
+    grid_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=ID_PATTERN)
+    reason: str = Field(min_length=1, max_length=500)
+    override_reason: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="required when the technician fails the skill, tier, capacity or availability check",
+    )
+    expected_status: Status | None = Field(
+        default=None, description="the status the supervisor saw; 409 if the work order moved on meanwhile"
+    )
+
+
+class StatusIn(BaseModel):
+    status: TechnicianStatus
 
 
 class ReasonIn(BaseModel):
@@ -134,11 +163,14 @@ def grid_read(doc: Mapping[str, Any], queue_length: int) -> GridRead:
 
 
 def technician_read(doc: Mapping[str, Any]) -> TechnicianRead:
-    tech = technician_of(doc)
+    tech, presence = technician_of(doc), presence_of(doc)
     return TechnicianRead(
         **tech.model_dump(),
         active_work_orders=int(doc.get("active_work_orders", 0)),
         last_assigned_at=doc.get("last_assigned_at"),
+        status=presence.status,
+        last_heartbeat_at=presence.last_heartbeat_at,
+        silent_since=doc.get("silent_since"),
     )
 
 

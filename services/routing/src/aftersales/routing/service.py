@@ -1,12 +1,15 @@
 """The routing service: its parts wired together (grids, capacity, dispatch, hand-over, SLA clocks,
-work orders), the ticket events it reacts to, housekeeping, and the administration of grids,
-technicians and the SLA policy."""
+work orders, the desk's dispatch by hand, technicians' availability), the ticket events it reacts to,
+housekeeping, and the administration of grids, technicians and the SLA policy."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from aftersales.routing.assignment import DEFAULT_SILENT_AFTER_S
+from aftersales.routing.availability import Availability
 from aftersales.routing.capacity import Capacity
+from aftersales.routing.desk import Desk
 from aftersales.routing.dispatch import Dispatch
 from aftersales.routing.domain import (
     PlanningFinding,
@@ -39,16 +42,20 @@ FACT_FIELDS = frozenset(TicketFacts.model_fields)
 
 
 class RoutingService:
-    def __init__(self, store: RoutingStore, timers: DurableTimers) -> None:
+    def __init__(
+        self, store: RoutingStore, timers: DurableTimers, *, silent_after_s: float = DEFAULT_SILENT_AFTER_S
+    ) -> None:
         self.store = store
         self.timers = timers
         self.grids = GridDirectory(store)
-        self.capacity = Capacity(store)
+        self.capacity = Capacity(store, silent_after_s)
         self.queues = Queues(store, self.grids, self.capacity)
         self.dispatch = Dispatch(store, self.grids, self.capacity, self.queues, timers)
         self.handover = Handover(store, self.grids, self.capacity, self.queues)
         self.clocks = SlaClocks(store, self.grids, timers, self.handover)
         self.work_orders = WorkOrders(store, self.capacity, self.queues, self.handover, self.clocks)
+        self.desk = Desk(store, self.grids, self.capacity, self.queues)
+        self.availability = Availability(store, self.grids, self.queues, silent_after_s)
 
     # ------------------------------------------------------------------ ticket events (idempotent)
 
@@ -85,9 +92,11 @@ class RoutingService:
     # ------------------------------------------------------------------ housekeeping
 
     async def housekeeping(self) -> None:
-        """Refresh the gauges and sweep every queue (a release may have raced a queueing)."""
+        """Refresh the gauges, sweep every queue (a release may have raced a queueing) and flag
+        technicians whose client went silent."""
         await self.queues.refresh_gauges()
         await self.queues.sweep_queues()
+        await self.availability.flag_silent()
 
     async def reap_slots(self, *, grace_s: float = 60.0) -> int:
         """Release slots no open work order holds, then drain the queues they can serve; return how many."""

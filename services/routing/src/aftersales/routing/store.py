@@ -17,18 +17,19 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from aftersales.routing.assignment import TechnicianLoad
+from aftersales.routing.assignment import Presence, TechnicianLoad
 from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician, WorkOrder
 from aftersales.routing.sla import SlaPolicy, default_policy
 from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.desk import TechnicianStatus
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.idempotency import apply_once
-from aftersales.shared.mongo import Database, IndexSpec
+from aftersales.shared.mongo import Collection, Database, IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
 
 GRIDS, TECHNICIANS, POLICIES, WORK_ORDERS = "grids", "technicians", "sla_policies", "work_orders"
 QUEUE = "queue"  # a small index of queued work orders; the work order's status is the truth
-OUTBOX_COLLECTIONS = [WORK_ORDERS, GRIDS]
+OUTBOX_COLLECTIONS = [WORK_ORDERS, GRIDS, TECHNICIANS]
 INDEXES = [
     IndexSpec(WORK_ORDERS, [("grid_id", 1), ("status", 1), ("priority_rank", 1), ("queued_at", 1)]),
     IndexSpec(WORK_ORDERS, [("technician_id", 1), ("status", 1)]),
@@ -75,7 +76,54 @@ def _no_hint(collection: str, doc_id: Any) -> None:
     return None
 
 
-class DirectoryStore:
+class TechnicianPresence:
+    """Technicians' own status, their clients' heartbeats and the silent-spell flags (each write by
+    `_id`, its event in the same update)."""
+
+    technicians: Collection
+    hint: Hint
+
+    async def set_technician_status(
+        self,
+        tech_id: str,
+        *,
+        previous: str | None,
+        status: str,
+        now: datetime,
+        events: Sequence[CloudEvent],
+    ) -> bool:
+        """Set a technician's own status if it is still `previous` (None: never set); True if it was."""
+        guard = {"_id": tech_id, "status": previous if previous is not None else {"$exists": False}}
+        update = {"$set": {"status": status, "status_changed_at": now}}
+        return await self._update_technician(guard, update, events)
+
+    async def record_heartbeat(self, tech_id: str, now: datetime) -> dict[str, Any] | None:
+        """Note a heartbeat (ending a silent spell); return the technician as he was, or None."""
+        before = await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})
+        if before is not None:
+            update: dict[str, Any] = {"$set": {"last_heartbeat_at": now}}
+            if "silent_since" in before:
+                update["$unset"] = {"silent_since": ""}
+            await self.technicians.update_one({"_id": tech_id}, update)
+        return before
+
+    async def flag_silent(
+        self, tech_id: str, *, last_heartbeat_at: datetime, now: datetime, events: Sequence[CloudEvent]
+    ) -> bool:
+        """Start a silent spell unless one is flagged already or a heartbeat came meanwhile."""
+        guard = {"_id": tech_id, "last_heartbeat_at": last_heartbeat_at, "silent_since": {"$exists": False}}
+        return await self._update_technician(guard, {"$set": {"silent_since": now}}, events)
+
+    async def _update_technician(
+        self, guard: Mapping[str, Any], update: Mapping[str, Any], events: Sequence[CloudEvent]
+    ) -> bool:
+        result = await self.technicians.update_one(guard, with_events(update, Topic.ASSIGNMENTS, events))
+        if result.modified_count == 1 and events:
+            self.hint(TECHNICIANS, guard["_id"])
+        return result.modified_count == 1
+
+
+class DirectoryStore(TechnicianPresence):
     """Grids, technicians (with their slots) and the SLA policy: what dispatch decides with."""
 
     def __init__(self, db: Database, hint: Hint = _no_hint) -> None:
@@ -150,25 +198,34 @@ class DirectoryStore:
             upsert=True,
             return_document=ReturnDocument.BEFORE,
         )
-        doc = await self.technicians.find_one({"_id": tech.id})
+        doc = await self.technicians.find_one({"_id": tech.id}, {"outbox": 0})
         assert doc is not None
         return doc, before is None
 
     async def technician_doc(self, tech_id: str) -> dict[str, Any] | None:
-        return await self.technicians.find_one({"_id": tech_id})
+        return await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})
 
     async def technician_docs(self, grid_id: str | None = None) -> list[dict[str, Any]]:
         query = {"grid_id": grid_id} if grid_id else {}
-        return [d async for d in self.technicians.find(query).sort("_id", 1)]
+        return [d async for d in self.technicians.find(query, {"outbox": 0}).sort("_id", 1)]
 
     async def technicians_in(self, grid_ids: Sequence[str]) -> list[dict[str, Any]]:
         """Return the technician documents of some grids (with their load and held slots)."""
-        return [d async for d in self.technicians.find({"grid_id": {"$in": list(grid_ids)}})]
+        query = {"grid_id": {"$in": list(grid_ids)}}
+        return [d async for d in self.technicians.find(query, {"outbox": 0})]
 
-    async def reserve(self, tech_id: str, key: str, capacity: int) -> bool:
-        """Take one slot of a technician if he is below `capacity`; atomic, so replicas never overfill."""
+    async def reserve(self, tech_id: str, key: str, capacity: int, *, only_available: bool = True) -> bool:
+        """Take one slot of a technician if he is below `capacity` (and, unless a supervisor overrides it,
+        has not set himself busy, on a break or off meanwhile); atomic, so replicas never overfill."""
+        guard: dict[str, Any] = {
+            "_id": tech_id,
+            "active_work_orders": {"$lt": capacity},
+            "active_ids": {"$ne": key},
+        }
+        if only_available:
+            guard["status"] = {"$nin": [s.value for s in TechnicianStatus if s != TechnicianStatus.AVAILABLE]}
         result = await self.technicians.update_one(
-            {"_id": tech_id, "active_work_orders": {"$lt": capacity}, "active_ids": {"$ne": key}},
+            guard,
             {
                 "$inc": {"active_work_orders": 1},
                 "$push": {"active_ids": key},
@@ -350,8 +407,15 @@ class RoutingStore(DirectoryStore):
                 # an old one is what a crash left behind.
                 if entry["queued_at"] > cutoff:
                     continue
-            elif wo["round"] == entry["round"] and wo["status"] == Status.QUEUED and wo["grid_id"] == grid_id:
-                out.append(work_order_of(wo))
+            elif wo["round"] == entry["round"] and wo["status"] == Status.QUEUED:
+                if wo["grid_id"] == grid_id:
+                    out.append(work_order_of(wo))
+                else:
+                    # Transferred by hand to another grid, and a crash or a lost race left the entry
+                    # behind: it follows the work order to the grid it waits in now.
+                    await self.queue.update_one(
+                        {"_id": entry["_id"], "round": entry["round"]}, {"$set": {"grid_id": wo["grid_id"]}}
+                    )
                 continue
             await self.queue.delete_one({"_id": entry["_id"], "round": entry["round"]})
         return out
@@ -434,6 +498,15 @@ def load_of(doc: Mapping[str, Any]) -> TechnicianLoad:
         technician=technician_of(doc),
         active_work_orders=int(doc.get("active_work_orders", 0)),
         last_assigned_at=doc.get("last_assigned_at"),
+        presence=presence_of(doc),
+    )
+
+
+def presence_of(doc: Mapping[str, Any]) -> Presence:
+    """Return a technician's own status (available until he sets one) and his last heartbeat."""
+    return Presence(
+        status=TechnicianStatus(doc.get("status") or TechnicianStatus.AVAILABLE),
+        last_heartbeat_at=doc.get("last_heartbeat_at"),
     )
 
 
