@@ -4,7 +4,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${AFTERSALES_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aftersales}"
 RUN="$CACHE/run"
-for s in notify metrics feedback followup routing intake smtp-sink; do
+for s in fieldwork notify metrics feedback followup routing intake smtp-sink; do
   pidfile="$RUN/$s.pid"
   [[ -f "$pidfile" ]] || continue
   pid="$(cat "$pidfile")"

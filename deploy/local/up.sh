@@ -9,8 +9,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CACHE="${AFTERSALES_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/aftersales}"
 RUN="$CACHE/run"; LOGS="$CACHE/logs"
 PY="$ROOT/.venv/bin/python"   # `make up` ran `uv sync --frozen` first
-declare -A PORTS=([intake]=8001 [routing]=8002 [followup]=8003 [feedback]=8004 [metrics]=8005 [notify]=8006)
-ORDER=(intake routing followup feedback metrics notify)
+declare -A PORTS=([intake]=8001 [routing]=8002 [followup]=8003 [feedback]=8004 [metrics]=8005 [notify]=8006 [fieldwork]=8007)
+ORDER=(intake routing followup feedback metrics notify fieldwork)
 SMTP_SINK_PORT="${SMTP_SINK_PORT:-1025}"; MAILDIR="$CACHE/mail"   # notify's mails land here (a Maildir)
 mkdir -p "$RUN" "$LOGS"
 cd "$ROOT"
@@ -57,7 +57,7 @@ else
   ALERTS="not started: $(tail -1 "$LOGS/alertmanager-start.err")"
 fi
 if bash "$HERE/prometheus.sh" start >/dev/null 2>"$LOGS/prometheus-start.err"; then
-  PROM="http://127.0.0.1:${PROMETHEUS_PORT:-9090} (scraping 8001-8006, alert rules loaded)"
+  PROM="http://127.0.0.1:${PROMETHEUS_PORT:-9090} (scraping 8001-8007, alert rules loaded)"
 else
   PROM="not started: $(tail -1 "$LOGS/prometheus-start.err")"
 fi
@@ -68,7 +68,7 @@ cat <<EOT
 Kafka:   127.0.0.1:9092      MongoDB wire: ${MONGODB_URI}
 Prometheus: ${PROM}
 Alertmanager: ${ALERTS}
-OpenAPI: http://127.0.0.1:8001/docs (and 8002..8006)     Dev token: Authorization: Bearer dev-admin-token
+OpenAPI: http://127.0.0.1:8001/docs (and 8002..8007)     Dev token: Authorization: Bearer dev-admin-token
 Mails sent by notify (SMTP sink 127.0.0.1:${SMTP_SINK_PORT}): ${MAILDIR}/new (one file per mail)
 Stop everything with: make down
 EOT

@@ -234,8 +234,9 @@ def mongo(infra: Infra) -> AsyncMongoClient[dict[str, Any]]:
 # The services that carry the tickets: what load, chaos and cost tests start.
 PIPELINE_SERVICE_NAMES = ("intake", "routing", "followup", "feedback", "metrics")
 # Every service the platform deploys (Helm, compose, Prometheus jobs, schemathesis). notify only sends
-# messages: a test that needs it starts it (`platform.start_ready("notify", ...)`).
-SERVICE_NAMES = (*PIPELINE_SERVICE_NAMES, "notify")
+# messages and fieldwork records on-site work: a test that needs one starts it
+# (`platform.start_ready("notify", ...)`).
+SERVICE_NAMES = (*PIPELINE_SERVICE_NAMES, "notify", "fieldwork")
 
 
 @dataclass

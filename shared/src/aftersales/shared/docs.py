@@ -24,7 +24,7 @@ from aftersales.shared.settings import ServiceSettings
 ROOT = Path(__file__).resolve().parents[4]
 DOCS = ROOT / "docs"
 SCHEMAS = DOCS / "schemas"
-SERVICES = ("intake", "routing", "followup", "feedback", "metrics", "notify")
+SERVICES = ("intake", "routing", "followup", "feedback", "metrics", "notify", "fieldwork")
 PRODUCERS = {
     Topic.REQUESTS: "channel gateways",
     Topic.TICKETS: "intake",
@@ -33,6 +33,7 @@ PRODUCERS = {
     Topic.FEEDBACK: "feedback",
     Topic.REPORTS: "metrics",
     Topic.NOTIFICATIONS: "notify",
+    Topic.FIELDWORK: "fieldwork",
 }
 
 

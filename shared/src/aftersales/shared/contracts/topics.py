@@ -11,6 +11,7 @@ class Topic(StrEnum):
     FEEDBACK = "aftersales.feedback.v1"
     REPORTS = "aftersales.reports.v1"
     NOTIFICATIONS = "aftersales.notifications.v1"
+    FIELDWORK = "aftersales.fieldwork.v1"
 
     @property
     def dlq(self) -> str:
