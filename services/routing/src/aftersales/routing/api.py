@@ -14,6 +14,7 @@ from aftersales.routing.schemas import (
     HandDispatchIn,
     PlanningRead,
     PolicyRead,
+    PoolReasonIn,
     ReasonIn,
     ResolveIn,
     StatusIn,
@@ -38,8 +39,9 @@ grids = APIRouter(prefix="/v1", tags=["grids"])
 technicians = APIRouter(prefix="/v1", tags=["technicians"])
 sla = APIRouter(prefix="/v1", tags=["sla"])
 work_orders = APIRouter(prefix="/v1", tags=["work orders"])
+pool = APIRouter(prefix="/v1", tags=["pool"])
 reports = APIRouter(prefix="/v1", tags=["reports"])
-ROUTERS = (grids, technicians, sla, work_orders, reports)
+ROUTERS = (grids, technicians, sla, work_orders, pool, reports)
 
 
 def _same_id(body_id: str, path_id: str) -> None:
@@ -243,6 +245,49 @@ async def reassign(
 async def resolve(ticket_id: str, body: ResolveIn, principal: Staff, routing: Routing) -> WorkOrderRead:
     doc = await routing.work_orders.act(ticket_id, Action.RESOLVE, principal, code=body.resolution_code)
     return work_order_read(doc)
+
+
+# ------------------------------------------------------------------------------- the pool (抢单)
+
+
+@pool.get(
+    "/pool",
+    summary="The offered work orders I may claim now (my grid's pool; priority first, then age)",
+    response_model=list[WorkOrderRead],
+)
+async def list_pool(
+    principal: Staff, routing: Routing, limit: Annotated[int, Query(ge=1, le=100)] = 50
+) -> list[WorkOrderRead]:
+    return [work_order_read(d) for d in await routing.claims.offers_for(principal.subject, limit=limit)]
+
+
+@pool.post(
+    "/work-orders/{ticket_id}/claim",
+    summary="Claim an offered work order (the first claim wins; 409 if another won or I may not now)",
+    response_model=WorkOrderRead,
+)
+async def claim(ticket_id: str, principal: Staff, routing: Routing) -> WorkOrderRead:
+    return work_order_read(await routing.claims.claim(ticket_id, principal.subject))
+
+
+@pool.post(
+    "/work-orders/{ticket_id}/decline",
+    summary="Decline an offered work order: it is no longer offered to me",
+    response_model=WorkOrderRead,
+)
+async def decline(ticket_id: str, body: PoolReasonIn, principal: Staff, routing: Routing) -> WorkOrderRead:
+    return work_order_read(await routing.claims.decline(ticket_id, principal.subject, body.reason))
+
+
+@pool.post(
+    "/work-orders/{ticket_id}/return",
+    summary="Return a work order I claimed to the pool (my slot is released; it is offered to others)",
+    response_model=WorkOrderRead,
+)
+async def return_to_pool(
+    ticket_id: str, body: PoolReasonIn, principal: Staff, routing: Routing
+) -> WorkOrderRead:
+    return work_order_read(await routing.claims.give_back(ticket_id, principal.subject, body.reason))
 
 
 # ------------------------------------------------------------------------------- reports

@@ -32,6 +32,13 @@ class Settings(ServiceSettings):
         description="a technician whose mobile client sent heartbeats and then none for this long gets no "
         "new work and is flagged to the grid supervisor (one who never sent one is never silent)",
     )
+    unrouted_supervisor_id: str = Field(
+        default="unrouted-desk",
+        min_length=1,
+        max_length=64,
+        description="the supervisor an SLA breach escalates to when no grid supervises the work order (a "
+        "region no grid covers yet, or a grid without a supervisor_id); never nobody",
+    )
 
 
 def build(settings: Settings) -> FastAPI:
@@ -62,6 +69,7 @@ def build(settings: Settings) -> FastAPI:
         RoutingStore(runtime.db, runtime.relay.notify),
         runtime.timers,
         silent_after_s=settings.technician_silent_after_s,
+        unrouted_supervisor_id=settings.unrouted_supervisor_id,
     )
     consumers.register(runtime, routing)
     timers.register(runtime, routing)

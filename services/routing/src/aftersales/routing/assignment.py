@@ -15,7 +15,7 @@ from typing import Any, Literal
 from aftersales.routing.domain import ServiceGrid, Status, Technician, WorkOrder
 from aftersales.shared.contracts.desk import TechnicianStatus
 
-Via = Literal["direct", "overflow", "surge", "previous_technician", "queue"]
+Via = Literal["direct", "overflow", "surge", "previous_technician", "queue", "pool"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_SILENT_AFTER_S = 900.0
 

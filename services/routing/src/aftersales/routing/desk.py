@@ -31,7 +31,7 @@ from aftersales.routing.store import Guard, RoutingStore, presence_of, slot_key,
 from aftersales.shared.contracts.desk import HandCheck, TechnicianStatus
 from aftersales.shared.errors import Conflict, InvalidRequest, NotFound
 
-MOVABLE = (Status.QUEUED, Status.ASSIGNED, Status.ACCEPTED, Status.IN_PROGRESS)
+MOVABLE = (Status.OFFERED, Status.QUEUED, Status.ASSIGNED, Status.ACCEPTED, Status.IN_PROGRESS)
 UNLIMITED = 1_000_000  # the capacity a capacity override reserves against
 DESK_VIA = "desk"
 
@@ -183,6 +183,8 @@ class Desk:
             raise Conflict(f"work order {wo.ticket_id} changed meanwhile; read it and try again")
         if chosen is not None and wo.status == Status.QUEUED:
             await self.store.dequeue(wo.ticket_id)
+        if wo.status == Status.OFFERED:
+            await self.store.unoffer(wo.ticket_id)  # its fallback timer finds it moved: no-op
         if wo.holds_slot and wo.technician_id != (chosen.technician_id if chosen else None):
             await self.queues.capacity_freed(await self.capacity.release_holder(wo))
         if chosen is None:

@@ -1,12 +1,13 @@
-"""Dispatch of a new round: turn a ticket round into a work order with a technician (or a place in the
-queue, see `queues`), its SLA clocks planned and armed. One conditional write with its events; a queue
+"""Dispatch of a new round: turn a ticket round into a work order with a technician, an offer in its
+grid's pool (抢单, see `pool`) or a place in the queue (see `queues`), its SLA clocks planned and
+armed. One conditional write with its events; a queue
 entry is written ahead of its work order."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -21,10 +22,11 @@ from aftersales.routing.assignment import (
 from aftersales.routing.capacity import Capacity
 from aftersales.routing.clocks import CLOCKS, arm_earliest, now_utc, plan_state
 from aftersales.routing.domain import UNROUTED, ServiceGrid, Status, WorkOrder, match_grid, new_round_fields
-from aftersales.routing.grids import GridDirectory
-from aftersales.routing.metrics import WORK_ORDER_OUTCOMES, observe_assignment
+from aftersales.routing.grids import GridDirectory, GridView
+from aftersales.routing.metrics import POOL_OUTCOMES, WORK_ORDER_OUTCOMES, observe_assignment
+from aftersales.routing.pool import Offer, Pool
 from aftersales.routing.queues import Queues
-from aftersales.routing.store import Guard, RoutingStore, slot_key
+from aftersales.routing.store import Guard, RoutingStore, slot_key, work_order_of
 from aftersales.shared.calendar import BusinessCalendar
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.envelope import CloudEvent
@@ -42,6 +44,7 @@ class Dispatch:
     capacity: Capacity
     queues: Queues
     timers: DurableTimers
+    pool: Pool
 
     # ------------------------------------------------------------------ a new round
 
@@ -64,13 +67,6 @@ class Dispatch:
         grid_id = grid.id if grid else UNROUTED
         sla = await self._plan_clocks(ticket_id, round_, facts, started_at, view.calendar_of(grid_id))
         now = now_utc()
-        key = slot_key(ticket_id, round_)
-        need = WorkNeed(grid_id, facts["device_type"], facts["category"], facts["priority"])
-        chosen = (
-            await self.capacity.reserve(view, need, key, previous_technician_id, reuse_held=True)
-            if grid
-            else None
-        )
         base = new_round_fields(
             round_=round_,
             grid_id=grid_id,
@@ -80,26 +76,65 @@ class Dispatch:
             previous_technician_id=previous_technician_id,
             now=now,
         )
-        if chosen is not None:
-            base.update(assigned_fields(chosen[0], chosen[1], now))
-            events = [
-                messages.assigned(
-                    ticket_id,
-                    grid_id=grid_id,
-                    round_=round_,
-                    facts=facts,
-                    sla=sla,
-                    candidate=chosen[0],
-                    via=chosen[1],
-                    now=now,
-                )
-            ]
+        offer = await self._offer(view, grid, {"_id": ticket_id, **base}, now)
+        chosen = None
+        if offer is not None:
+            base.update(offer.changes)
+            events = [offer.event]
         else:
-            base.update(queued_fields(now))
-            reason = _queued_reason(grid, facts)
-            events = [messages.queued(ticket_id, grid_id, round_, now, reason=reason, need=need)]
-        if await self._write_round(ticket_id, base, events, existing, chosen):
-            await self._after_round(ticket_id, grid, existing, chosen, started_at, now)
+            chosen, events = await self._assign_or_queue(view, grid, base, previous_technician_id, now)
+        if await self._write_round(
+            ticket_id, base, events, existing, chosen, queue=offer is None and not chosen
+        ):
+            if offer is not None:
+                WORK_ORDER_OUTCOMES.labels("offered").inc()
+                POOL_OUTCOMES.labels("offered").inc()
+            else:
+                await self._after_round(ticket_id, grid, existing, chosen, started_at, now)
+
+    async def _offer(
+        self, view: GridView, grid: ServiceGrid | None, doc: Mapping[str, Any], now: datetime
+    ) -> Offer | None:
+        """Offer the round in its grid's pool (抢单) if the grid pools it and someone may claim it now."""
+        if grid is None or not grid.pools(doc["facts"]["category"], doc["facts"]["priority"]):
+            return None
+        wo = replace(work_order_of({**doc, "status": Status.OFFERED.value}), offer_no=1)
+        who = await self.pool.eligible(view, wo)
+        if not who:
+            return None  # nobody to claim it: automatic dispatch at once
+        return await self.pool.offer(view, wo, now, offer_no=1, who=who)
+
+    async def _assign_or_queue(
+        self,
+        view: GridView,
+        grid: ServiceGrid | None,
+        base: Mapping[str, Any],
+        previous_technician_id: str | None,
+        now: datetime,
+    ) -> tuple[tuple[Candidate, Via] | None, list[CloudEvent]]:
+        """Take a technician's slot for the round (or none); return him and the round's event."""
+        facts, ticket_id, round_ = base["facts"], str(base["facts"]["ticket_id"]), int(base["round"])
+        key = slot_key(ticket_id, round_)
+        need = WorkNeed(base["grid_id"], facts["device_type"], facts["category"], facts["priority"])
+        chosen = (
+            await self.capacity.reserve(view, need, key, previous_technician_id, reuse_held=True)
+            if grid
+            else None
+        )
+        if chosen is not None:
+            evt = messages.assigned(
+                ticket_id,
+                grid_id=base["grid_id"],
+                round_=round_,
+                facts=facts,
+                sla=base["sla"],
+                candidate=chosen[0],
+                via=chosen[1],
+                now=now,
+            )
+            return chosen, [evt]
+        reason = _queued_reason(grid, facts)
+        return None, [messages.queued(ticket_id, base["grid_id"], round_, now, reason=reason, need=need)]
 
     async def _plan_clocks(
         self,
@@ -133,9 +168,15 @@ class Dispatch:
         events: list[CloudEvent],
         existing: WorkOrder | None,
         chosen: tuple[Candidate, Via] | None,
+        *,
+        queue: bool,
     ) -> bool:
         """Write the round's work order (the queue entry first); give back a slot if it was not written."""
-        if chosen is None:  # queue entry first: a crash leaves at most a stale entry, which drains drop
+        if chosen is not None:
+            base.update(assigned_fields(chosen[0], chosen[1], base["updated_at"]))
+        elif queue:
+            base.update(queued_fields(base["updated_at"]))
+        if queue:  # queue entry first: a crash leaves at most a stale entry, which drains drop
             await self.store.enqueue(
                 ticket_id,
                 grid_id=base["grid_id"],

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from aftersales.shared.calendar import BusinessCalendar, WorkingWindow
+from aftersales.shared.contracts.common import Category, Priority
 from aftersales.shared.errors import Conflict
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -32,6 +33,30 @@ class SurgeSettings(BaseModel):
     automatic: bool = Field(default=True, description="switch on/off by backlog without a supervisor")
 
 
+class PoolSettings(BaseModel):
+    """Grab-order pool (抢单) of a grid: which work orders are offered to its technicians to claim, and
+    how long an unclaimed one waits before automatic dispatch takes it."""
+
+    categories: list[Category] = Field(default_factory=list, description="pooled categories; empty = all")
+    priorities: list[Priority] = Field(default_factory=list, description="pooled priorities; empty = all")
+    fallback_after_s: float = Field(
+        default=600.0, gt=0, le=86_400, description="an unclaimed offer goes to automatic dispatch after this"
+    )
+
+    @field_validator("categories", "priorities")
+    @classmethod
+    def _distinct(cls, value: list[Any]) -> list[Any]:
+        if len(set(value)) != len(value):
+            raise ValueError("each value may appear only once")
+        return value
+
+    def covers(self, category: str, priority: str) -> bool:
+        """True when a work order of this category and priority is offered rather than dispatched."""
+        return (not self.categories or category in self.categories) and (
+            not self.priorities or priority in self.priorities
+        )
+
+
 class ServiceGrid(BaseModel):
     """A service grid (网格): the technicians serving one region for some device types."""
 
@@ -44,6 +69,13 @@ class ServiceGrid(BaseModel):
     neighbours: list[str] = Field(default_factory=list, description="ids of neighbouring grids (资源共享)")
     supervisor_id: str | None = Field(default=None, max_length=64)
     surge: SurgeSettings = Field(default_factory=SurgeSettings)
+    pool: PoolSettings | None = Field(
+        default=None, description="grab-order pool (抢单) for some categories/priorities; none = no pool"
+    )
+
+    def pools(self, category: str, priority: str) -> bool:
+        """True when this grid offers such a work order to its technicians to claim (pool mode)."""
+        return self.pool is not None and self.pool.covers(category, priority)
 
     @field_validator("region_path")
     @classmethod
@@ -108,6 +140,7 @@ class Technician(BaseModel):
 
 
 class Status(StrEnum):
+    OFFERED = "offered"  # in its grid's pool (抢单), nobody holds it; the first-response clock runs
     QUEUED = "queued"
     ASSIGNED = "assigned"
     ACCEPTED = "accepted"
@@ -119,6 +152,7 @@ class Status(StrEnum):
 
 
 OPEN_STATUSES = (
+    Status.OFFERED,
     Status.QUEUED,
     Status.ASSIGNED,
     Status.ACCEPTED,
@@ -151,6 +185,8 @@ class WorkOrder:
     exclude: Sequence[str] = ()
     escalation_level: str | None = None
     escalation_due: bool = False
+    offer_no: int = 0  # how many times this round was offered in its grid's pool
+    declined: Sequence[str] = ()  # technicians who declined or returned it (bounded by the grid's)
 
     @property
     def priority(self) -> str:
@@ -201,6 +237,10 @@ def new_round_fields(
         "escalation_level": None,
         "previous_technician_id": previous_technician_id,
         "resolution_code": None,
+        "offer_no": 0,
+        "declined": [],
+        "offered_at": None,
+        "fallback_at": None,
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from aftersales.routing import messages
 from aftersales.routing.assignment import assigned_fields, need_of, queued_fields
 from aftersales.routing.capacity import Capacity
-from aftersales.routing.domain import Status, WorkOrder
+from aftersales.routing.domain import ServiceGrid, Status, WorkOrder
 from aftersales.routing.grids import GridDirectory
 from aftersales.routing.metrics import ESCALATIONS
 from aftersales.routing.queues import Queues
@@ -25,6 +25,7 @@ class Handover:
     grids: GridDirectory
     capacity: Capacity
     queues: Queues
+    unrouted_supervisor_id: str = "unrouted-desk"  # a breach nobody else supervises goes to this desk
 
     async def escalate(self, wo: WorkOrder, *, reason: str, now: datetime) -> str:
         """Escalate: to a tier-2 technician of the grid with capacity, else to the grid supervisor."""
@@ -55,7 +56,7 @@ class Handover:
             level=level,
             reason=reason,
             to_technician_id=chosen[0].technician_id if chosen else None,
-            supervisor_id=grid.supervisor_id if grid and level == "supervisor" else None,
+            supervisor_id=self._supervisor(grid) if level == "supervisor" else None,
         )
         guard = Guard(round=round_, status=wo.status, technician_id=from_tech, check_technician=True)
         ok = await self.store.write_work_order(ticket_id, guard, update, [evt])
@@ -66,10 +67,17 @@ class Handover:
                 return "conflict"
             if wo.status == Status.QUEUED:
                 await self.store.dequeue(ticket_id)
+            elif wo.status == Status.OFFERED:
+                await self.store.unoffer(ticket_id)  # its fallback timer finds it assigned: no-op
             await self.queues.capacity_freed(await self.capacity.release_holder(wo))
         if ok:
             ESCALATIONS.labels(level, reason).inc()
         return level if ok else "conflict"
+
+    def _supervisor(self, grid: ServiceGrid | None) -> str:
+        """Return who supervises an escalation: the grid's supervisor, else (an unrouted work order, or a
+        grid without one) the configured fallback supervisor, never nobody."""
+        return grid.supervisor_id if grid and grid.supervisor_id else self.unrouted_supervisor_id
 
     async def hand_back(self, wo: WorkOrder, *, reason: str, now: datetime) -> str:
         """The technician returns the work order: free his slot and dispatch it again without him."""

@@ -13,7 +13,11 @@ from aftersales.shared.contracts.desk import (
     TechnicianSilent,
     TechnicianStatus,
     TechnicianStatusChanged,
+    WorkOrderClaimed,
+    WorkOrderDeclined,
     WorkOrderDispatchedByHand,
+    WorkOrderOffered,
+    WorkOrderReturned,
 )
 from aftersales.shared.contracts.events import (
     SlaBreached,
@@ -59,7 +63,8 @@ def assigned(
             technician_id=candidate.technician_id,
             team_id=candidate.team_id,
             tier=candidate.tier,
-            via=via,
+            # v1's `via` predates the pool: a claim is published as direct, `claimed` tells it apart.
+            via="direct" if via == "pool" else via,
             priority=facts["priority"],
             category=facts["category"],
             first_response_due=sla["first_response"]["due_at"],
@@ -249,4 +254,64 @@ def threshold_fired(
         "technician_id": wo.technician_id,
     }
     data: Any = SlaBreached(**base) if pct == 100 else SlaWarning(**base, threshold_pct=pct)
+    return event(data, wo.ticket_id)
+
+
+# ------------------------------------------------------------------------------- the grab-order pool
+
+
+def offered(
+    wo: WorkOrder, now: datetime, *, offer_no: int, fallback_at: datetime, eligible: int
+) -> CloudEvent:
+    data = WorkOrderOffered(
+        ticket_id=wo.ticket_id,
+        grid_id=wo.grid_id,
+        round=wo.round,
+        occurred_at=now,
+        offer_no=offer_no,
+        fallback_at=fallback_at,
+        eligible_technicians=eligible,
+        priority=wo.facts["priority"],
+        category=wo.facts["category"],
+    )
+    return event(data, wo.ticket_id)
+
+
+def claimed(wo: WorkOrder, now: datetime, *, technician_id: str) -> CloudEvent:
+    data = WorkOrderClaimed(
+        ticket_id=wo.ticket_id,
+        grid_id=wo.grid_id,
+        round=wo.round,
+        occurred_at=now,
+        technician_id=technician_id,
+        offer_no=wo.offer_no,
+    )
+    return event(data, wo.ticket_id)
+
+
+def declined(
+    wo: WorkOrder, now: datetime, *, technician_id: str, reason: str, still_eligible: int
+) -> CloudEvent:
+    data = WorkOrderDeclined(
+        ticket_id=wo.ticket_id,
+        grid_id=wo.grid_id,
+        round=wo.round,
+        occurred_at=now,
+        technician_id=technician_id,
+        offer_no=wo.offer_no,
+        reason=reason,
+        still_eligible=still_eligible,
+    )
+    return event(data, wo.ticket_id)
+
+
+def returned(wo: WorkOrder, now: datetime, *, reason: str) -> CloudEvent:
+    data = WorkOrderReturned(
+        ticket_id=wo.ticket_id,
+        grid_id=wo.grid_id,
+        round=wo.round,
+        occurred_at=now,
+        technician_id=str(wo.technician_id),
+        reason=reason,
+    )
     return event(data, wo.ticket_id)

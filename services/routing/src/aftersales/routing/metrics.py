@@ -33,3 +33,10 @@ def observe_assignment(via: str, seconds: float) -> None:
     """Count an assignment and the time from the start of its round."""
     WORK_ORDER_OUTCOMES.labels("assigned").inc()
     ASSIGNMENT_LATENCY.labels(via).observe(max(seconds, 0.0))
+
+
+POOL_OUTCOMES = Counter(
+    "aftersales_pool_outcomes_total",
+    "Grab-order pool (抢单) steps",
+    ["outcome"],  # offered | claimed | declined | returned | fallback_assigned | fallback_queued
+)

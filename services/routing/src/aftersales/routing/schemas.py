@@ -34,9 +34,22 @@ class TechnicianRead(Technician):
 
 
 class ClockRead(BaseModel):
+    """One SLA clock. While the work order waits on the customer (paused) a running clock has no due
+    time: `due_at` is null and `paused_at` and `remaining_s` say since when and how much business time
+    is left; on resume `due_at` is recomputed (the pause added) and the two are null again."""
+
     target_minutes: float
     started_at: datetime
-    due_at: datetime | None
+    due_at: datetime | None = Field(
+        description="when it breaches; null while paused (see paused_at, remaining_s) or while it cannot "
+        "be known"
+    )
+    paused_at: datetime | None = Field(
+        default=None, description="set while the clock is paused (waiting on the customer): since when"
+    )
+    remaining_s: float | None = Field(
+        default=None, description="while paused: business seconds left until it breaches, as at the pause"
+    )
     stopped_at: datetime | None = None
     breached: bool = False
     warnings_pct: list[int] = Field(default_factory=list)
@@ -60,6 +73,11 @@ class WorkOrderRead(BaseModel):
     assigned_at: datetime | None = None
     updated_at: datetime
     paused_since: datetime | None = None
+    offer_no: int | None = Field(default=None, description="pool (抢单): the round's latest offer, 1, 2, ...")
+    offered_at: datetime | None = Field(default=None, description="pool: when it was last put on offer")
+    fallback_at: datetime | None = Field(
+        default=None, description="pool: while offered, when it falls back to automatic dispatch"
+    )
     first_response: ClockRead
     resolution: ClockRead
 
@@ -83,6 +101,10 @@ class HandDispatchIn(BaseModel):
     expected_status: Status | None = Field(
         default=None, description="the status the supervisor saw; 409 if the work order moved on meanwhile"
     )
+
+
+class PoolReasonIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="why (declined, or returned to the pool)")
 
 
 class StatusIn(BaseModel):
@@ -117,11 +139,14 @@ class PolicyRead(SlaPolicy):
     replanned_work_orders: int | None = None
 
 
-def clock_read(state: Mapping[str, Any]) -> ClockRead:
+def clock_read(state: Mapping[str, Any], paused_since: datetime | None = None) -> ClockRead:
+    paused = paused_since is not None and state.get("stopped_at") is None
     return ClockRead(
         target_minutes=state["target_minutes"],
         started_at=state["started_at"],
-        due_at=state.get("due_at"),
+        due_at=None if paused else state.get("due_at"),
+        paused_at=paused_since if paused else None,
+        remaining_s=state.get("remaining_s") if paused else None,
         stopped_at=state.get("stopped_at"),
         breached=100 in state.get("fired", []),
         warnings_pct=[p for p in state.get("fired", []) if p < 100],
@@ -148,8 +173,11 @@ def work_order_read(doc: Mapping[str, Any]) -> WorkOrderRead:
         assigned_at=doc.get("assigned_at"),
         updated_at=doc["updated_at"],
         paused_since=doc.get("paused_since"),
-        first_response=clock_read(doc["sla"]["first_response"]),
-        resolution=clock_read(doc["sla"]["resolution"]),
+        offer_no=doc.get("offer_no") or None,
+        offered_at=doc.get("offered_at"),
+        fallback_at=doc.get("fallback_at"),
+        first_response=clock_read(doc["sla"]["first_response"], doc.get("paused_since")),
+        resolution=clock_read(doc["sla"]["resolution"], doc.get("paused_since")),
     )
 
 

@@ -21,10 +21,13 @@ from aftersales.routing.domain import (
 )
 from aftersales.routing.grids import GridDirectory
 from aftersales.routing.handover import Handover
+from aftersales.routing.pool import Pool
+from aftersales.routing.pool_claims import PoolClaims
 from aftersales.routing.queues import Queues
 from aftersales.routing.sla import SlaPolicy
 from aftersales.routing.sla_clocks import SlaClocks
 from aftersales.routing.store import RoutingStore, grid_of
+from aftersales.routing.unrouted import Unrouted
 from aftersales.routing.work_orders import WorkOrders
 from aftersales.shared.contracts.events import (
     TicketCancelled,
@@ -43,17 +46,25 @@ FACT_FIELDS = frozenset(TicketFacts.model_fields)
 
 class RoutingService:
     def __init__(
-        self, store: RoutingStore, timers: DurableTimers, *, silent_after_s: float = DEFAULT_SILENT_AFTER_S
+        self,
+        store: RoutingStore,
+        timers: DurableTimers,
+        *,
+        silent_after_s: float = DEFAULT_SILENT_AFTER_S,
+        unrouted_supervisor_id: str = "unrouted-desk",
     ) -> None:
         self.store = store
         self.timers = timers
         self.grids = GridDirectory(store)
         self.capacity = Capacity(store, silent_after_s)
         self.queues = Queues(store, self.grids, self.capacity)
-        self.dispatch = Dispatch(store, self.grids, self.capacity, self.queues, timers)
-        self.handover = Handover(store, self.grids, self.capacity, self.queues)
+        self.pool = Pool(store, self.grids, self.capacity, self.queues, timers)
+        self.claims = PoolClaims(store, self.grids, self.capacity, self.queues, self.pool)
+        self.dispatch = Dispatch(store, self.grids, self.capacity, self.queues, timers, self.pool)
+        self.handover = Handover(store, self.grids, self.capacity, self.queues, unrouted_supervisor_id)
         self.clocks = SlaClocks(store, self.grids, timers, self.handover)
         self.work_orders = WorkOrders(store, self.capacity, self.queues, self.handover, self.clocks)
+        self.unrouted = Unrouted(store, self.clocks)
         self.desk = Desk(store, self.grids, self.capacity, self.queues)
         self.availability = Availability(store, self.grids, self.queues, silent_after_s)
 
@@ -108,8 +119,8 @@ class RoutingService:
     # ------------------------------------------------------------------ administration
 
     async def put_grid(self, grid: ServiceGrid) -> tuple[dict[str, Any], bool]:
-        """Create or replace a grid; re-plan its open clocks if its calendar changed, then serve its
-        queue. Return the stored grid and whether it is new."""
+        """Create or replace a grid; re-plan its open clocks if its calendar changed, move the unrouted
+        work orders it now covers into it, then serve its queue. Return the stored grid and whether new."""
         known = await self.store.grid_docs(fresh=True)
         unknown = [n for n in grid.neighbours if n not in known and n != grid.id]
         if unknown:
@@ -120,7 +131,10 @@ class RoutingService:
         doc, created = await self.store.put_grid(grid)
         if before is not None and grid_of(before).calendar != grid.calendar:
             await self.clocks.replan_open(grid_id=grid.id)
-        await self.queues.drain(grid.id, await self.grids.view(fresh=True))
+        view = await self.grids.view(fresh=True)
+        for reached in (await self.unrouted.reroute(view)) - {grid.id}:
+            await self.queues.drain(reached, view)
+        await self.queues.drain(grid.id, view)
         return doc, created
 
     async def put_technician(self, tech: Technician) -> tuple[dict[str, Any], bool]:

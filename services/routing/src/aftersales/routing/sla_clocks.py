@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aftersales.routing import messages
@@ -25,7 +26,7 @@ from aftersales.routing.handover import Handover
 from aftersales.routing.metrics import SLA_BREACHES, SLA_WARNINGS
 from aftersales.routing.sla import SlaPolicy
 from aftersales.routing.store import Guard, RoutingStore
-from aftersales.shared.calendar import Pause
+from aftersales.shared.calendar import Pause, business_elapsed
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import SlaClock
 from aftersales.shared.errors import RetryLater
@@ -80,6 +81,20 @@ class SlaClocks:
             )
         await arm_earliest(self.timers, ticket_id=wo.ticket_id, round_=wo.round, states=states)
         return {f"sla.{name}": state for name, state in states.items()}
+
+    async def remaining_at_pause(self, wo: WorkOrder, now: datetime) -> dict[str, Any]:
+        """Return the changes recording the business seconds each running clock has left as the work
+        order starts waiting on the customer: read models show them while paused, instead of a due time
+        that no longer holds (the resume re-plans the whole clock state, dropping them)."""
+        calendar = (await self.grids.view()).calendar_of(wo.grid_id)
+        out: dict[str, Any] = {}
+        for clock in CLOCKS:
+            due_at = wo.sla.get(clock.value, {}).get("due_at")
+            if clock_running(wo, clock) and due_at is not None:
+                out[f"sla.{clock.value}.remaining_s"] = business_elapsed(
+                    now, due_at, calendar
+                ).total_seconds()
+        return out
 
     async def retire(self, wo: WorkOrder, changes: Mapping[str, Any]) -> None:
         """After a re-plan landed: cancel the timers of the generations it replaced."""

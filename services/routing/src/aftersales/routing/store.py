@@ -9,7 +9,7 @@ idempotent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,15 +19,17 @@ from pymongo.errors import DuplicateKeyError
 
 from aftersales.routing.assignment import Presence, TechnicianLoad
 from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician, WorkOrder
+from aftersales.routing.pool_store import POOL, POOL_INDEXES, PoolIndex
 from aftersales.routing.sla import SlaPolicy, default_policy
+from aftersales.routing.technicians_store import TECHNICIANS, Hint, TechnicianPresence, no_hint
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.desk import TechnicianStatus
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.idempotency import apply_once
-from aftersales.shared.mongo import Collection, Database, IndexSpec
+from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
 
-GRIDS, TECHNICIANS, POLICIES, WORK_ORDERS = "grids", "technicians", "sla_policies", "work_orders"
+GRIDS, POLICIES, WORK_ORDERS = "grids", "sla_policies", "work_orders"
 QUEUE = "queue"  # a small index of queued work orders; the work order's status is the truth
 OUTBOX_COLLECTIONS = [WORK_ORDERS, GRIDS, TECHNICIANS]
 INDEXES = [
@@ -37,6 +39,7 @@ INDEXES = [
     IndexSpec(TECHNICIANS, [("grid_id", 1)]),
     IndexSpec(TECHNICIANS, [("active_ids", 1)]),
     IndexSpec(QUEUE, [("grid_id", 1), ("priority_rank", 1), ("queued_at", 1)]),
+    *POOL_INDEXES,
 ]
 PENDING_WRITE_S = 60.0  # a queue entry whose work order is not written yet, younger than this, is kept
 GRID_CACHE_S = 1.0
@@ -51,13 +54,16 @@ def slot_key(ticket_id: str, round_: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Guard:
     """What a work order must still be for a write to apply: its round, and optionally its status, its
-    technician (`check_technician`; None means nobody) and the generations of some SLA clocks."""
+    technician (`check_technician`; None means nobody), its grid, its pool offer and the generations of
+    some SLA clocks."""
 
     round: int
     status: str | None = None
     technician_id: str | None = None
     check_technician: bool = False
     generations: Mapping[str, int] = field(default_factory=dict)
+    grid_id: str | None = None
+    offer_no: int | None = None
 
     def filter(self) -> dict[str, Any]:
         out: dict[str, Any] = {"round": self.round}
@@ -66,70 +72,21 @@ class Guard:
         if self.check_technician:
             out["technician_id"] = self.technician_id
         out |= {f"sla.{clock}.generation": gen for clock, gen in self.generations.items()}
+        if self.grid_id is not None:
+            out["grid_id"] = self.grid_id
+        if self.offer_no is not None:
+            out["offer_no"] = self.offer_no
         return out
-
-
-Hint = Callable[[str, Any], None]
-
-
-def _no_hint(collection: str, doc_id: Any) -> None:
-    return None
-
-
-class TechnicianPresence:
-    """Technicians' own status, their clients' heartbeats and the silent-spell flags (each write by
-    `_id`, its event in the same update)."""
-
-    technicians: Collection
-    hint: Hint
-
-    async def set_technician_status(
-        self,
-        tech_id: str,
-        *,
-        previous: str | None,
-        status: str,
-        now: datetime,
-        events: Sequence[CloudEvent],
-    ) -> bool:
-        """Set a technician's own status if it is still `previous` (None: never set); True if it was."""
-        guard = {"_id": tech_id, "status": previous if previous is not None else {"$exists": False}}
-        update = {"$set": {"status": status, "status_changed_at": now}}
-        return await self._update_technician(guard, update, events)
-
-    async def record_heartbeat(self, tech_id: str, now: datetime) -> dict[str, Any] | None:
-        """Note a heartbeat (ending a silent spell); return the technician as he was, or None."""
-        before = await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})
-        if before is not None:
-            update: dict[str, Any] = {"$set": {"last_heartbeat_at": now}}
-            if "silent_since" in before:
-                update["$unset"] = {"silent_since": ""}
-            await self.technicians.update_one({"_id": tech_id}, update)
-        return before
-
-    async def flag_silent(
-        self, tech_id: str, *, last_heartbeat_at: datetime, now: datetime, events: Sequence[CloudEvent]
-    ) -> bool:
-        """Start a silent spell unless one is flagged already or a heartbeat came meanwhile."""
-        guard = {"_id": tech_id, "last_heartbeat_at": last_heartbeat_at, "silent_since": {"$exists": False}}
-        return await self._update_technician(guard, {"$set": {"silent_since": now}}, events)
-
-    async def _update_technician(
-        self, guard: Mapping[str, Any], update: Mapping[str, Any], events: Sequence[CloudEvent]
-    ) -> bool:
-        result = await self.technicians.update_one(guard, with_events(update, Topic.ASSIGNMENTS, events))
-        if result.modified_count == 1 and events:
-            self.hint(TECHNICIANS, guard["_id"])
-        return result.modified_count == 1
 
 
 class DirectoryStore(TechnicianPresence):
     """Grids, technicians (with their slots) and the SLA policy: what dispatch decides with."""
 
-    def __init__(self, db: Database, hint: Hint = _no_hint) -> None:
+    def __init__(self, db: Database, hint: Hint = no_hint) -> None:
         self.db = db
         self.hint = hint  # tells the outbox relay which document just got events
         self.queue = db[QUEUE]
+        self.pool = db[POOL]
         self.grids = db[GRIDS]
         self.technicians = db[TECHNICIANS]
         self.policies = db[POLICIES]
@@ -288,8 +245,8 @@ class DirectoryStore(TechnicianPresence):
         return int(doc["version"])
 
 
-class RoutingStore(DirectoryStore):
-    """The directory plus the work orders (with their outbox) and the queue index."""
+class RoutingStore(DirectoryStore, PoolIndex):
+    """The directory plus the work orders (with their outbox), the queue index and the pool index."""
 
     async def work_order(self, ticket_id: str) -> dict[str, Any] | None:
         """Return a work order's document as stored (for reads), or None."""
@@ -490,6 +447,8 @@ def work_order_of(doc: Mapping[str, Any]) -> WorkOrder:
         exclude=list(doc.get("exclude", [])),
         escalation_level=doc.get("escalation_level"),
         escalation_due=bool(doc.get("escalation_due")),
+        offer_no=int(doc.get("offer_no") or 0),
+        declined=list(doc.get("declined") or []),
     )
 
 

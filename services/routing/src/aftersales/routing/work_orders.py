@@ -79,7 +79,7 @@ class WorkOrders:
         elif action is Action.START:
             changes |= {"started_work_at": now}
         elif action is Action.PENDING_CUSTOMER:
-            changes |= {"paused_since": now}
+            changes |= {"paused_since": now, **await self.clocks.remaining_at_pause(wo, now)}
         else:
             changes |= {f"sla.{c.value}.stopped_at": now for c in CLOCKS if clock_running(wo, c)}
             changes |= {"resolved_at": now, "resolution_code": code}
@@ -157,6 +157,7 @@ class WorkOrders:
             # Accepted, resolved or escalated meanwhile: read again and end what is there now.
             raise RetryLater(f"work order {ticket_id} changed while ending; decide again")
         await self.store.dequeue(ticket_id)
+        await self.store.unoffer(ticket_id)
         for clock in CLOCKS:  # by id: a query by group would scan on FerretDB
             await self.clocks.cancel(wo, clock)
         if wo.status in HOLDING_STATUSES:

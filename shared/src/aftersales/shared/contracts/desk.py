@@ -1,5 +1,6 @@
 """Events of the service desk on `aftersales.assignments.v1` (routing): a supervisor dispatching a work
-order by hand (派单/改派/转派), and technicians' availability (their own status, a silent mobile client)."""
+order by hand (派单/改派/转派), technicians' availability (their own status, a silent mobile client), and
+the grab-order pool (抢单: offered, claimed, declined, returned)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
-from aftersales.shared.contracts.common import EventData, FreeText
+from aftersales.shared.contracts.common import Category, EventData, FreeText, Priority
 from aftersales.shared.contracts.events import AssignmentEvent
 from aftersales.shared.contracts.registry import event
 from aftersales.shared.contracts.topics import Topic
@@ -70,3 +71,47 @@ class TechnicianSilent(TechnicianEvent):
     held_ticket_ids: list[str] = Field(
         default_factory=list, description="the work orders he holds (bounded by his capacity)"
     )
+
+
+# ------------------------------------------------------------------------------- the grab-order pool (抢单)
+
+
+@event("aftersales.assignment.offered.v1", Topic.ASSIGNMENTS)
+class WorkOrderOffered(AssignmentEvent):
+    """A work order of a pooled grid is on offer (抢单): eligible technicians may claim it; unclaimed at
+    `fallback_at` (or declined by every eligible technician) it goes to automatic dispatch. The
+    first-response clock keeps running while it is on offer."""
+
+    offer_no: int = Field(ge=1, description="1 for the first offer of the round, +1 on each return")
+    fallback_at: AwareDatetime = Field(description="when an unclaimed offer falls back to dispatch")
+    eligible_technicians: int = Field(ge=0, description="how many could claim it when offered")
+    priority: Priority
+    category: Category
+
+
+@event("aftersales.assignment.claimed.v1", Topic.ASSIGNMENTS)
+class WorkOrderClaimed(AssignmentEvent):
+    """A technician claimed an offered work order (the first claim wins). `assigned` (via `pool`)
+    follows in the same write."""
+
+    technician_id: str
+    offer_no: int = Field(ge=1)
+
+
+@event("aftersales.assignment.declined.v1", Topic.ASSIGNMENTS)
+class WorkOrderDeclined(AssignmentEvent):
+    """A technician declined an offered work order: it is no longer offered to him."""
+
+    technician_id: str
+    offer_no: int = Field(ge=1)
+    reason: FreeText
+    still_eligible: int = Field(ge=0, description="technicians who may still claim it; 0: falls back now")
+
+
+@event("aftersales.assignment.returned.v1", Topic.ASSIGNMENTS)
+class WorkOrderReturned(AssignmentEvent):
+    """The technician holding a pooled work order returned it to the pool; his slot is released and the
+    work order is offered again (not to him)."""
+
+    technician_id: str
+    reason: FreeText

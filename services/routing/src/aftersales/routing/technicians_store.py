@@ -1,0 +1,68 @@
+"""Technicians' presence in routing's MongoDB: their own status, their clients' heartbeats and the
+silent-spell flags (each write by `_id`, its event in the same update)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from aftersales.shared.contracts import Topic
+from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.mongo import Collection
+from aftersales.shared.outbox import with_events
+
+TECHNICIANS = "technicians"
+
+Hint = Callable[[str, Any], None]
+
+
+def no_hint(collection: str, doc_id: Any) -> None:
+    return None
+
+
+class TechnicianPresence:
+    """Technicians' own status, their clients' heartbeats and the silent-spell flags (each write by
+    `_id`, its event in the same update)."""
+
+    technicians: Collection
+    hint: Hint
+
+    async def set_technician_status(
+        self,
+        tech_id: str,
+        *,
+        previous: str | None,
+        status: str,
+        now: datetime,
+        events: Sequence[CloudEvent],
+    ) -> bool:
+        """Set a technician's own status if it is still `previous` (None: never set); True if it was."""
+        guard = {"_id": tech_id, "status": previous if previous is not None else {"$exists": False}}
+        update = {"$set": {"status": status, "status_changed_at": now}}
+        return await self._update_technician(guard, update, events)
+
+    async def record_heartbeat(self, tech_id: str, now: datetime) -> dict[str, Any] | None:
+        """Note a heartbeat (ending a silent spell); return the technician as he was, or None."""
+        before = await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})
+        if before is not None:
+            update: dict[str, Any] = {"$set": {"last_heartbeat_at": now}}
+            if "silent_since" in before:
+                update["$unset"] = {"silent_since": ""}
+            await self.technicians.update_one({"_id": tech_id}, update)
+        return before
+
+    async def flag_silent(
+        self, tech_id: str, *, last_heartbeat_at: datetime, now: datetime, events: Sequence[CloudEvent]
+    ) -> bool:
+        """Start a silent spell unless one is flagged already or a heartbeat came meanwhile."""
+        guard = {"_id": tech_id, "last_heartbeat_at": last_heartbeat_at, "silent_since": {"$exists": False}}
+        return await self._update_technician(guard, {"$set": {"silent_since": now}}, events)
+
+    async def _update_technician(
+        self, guard: Mapping[str, Any], update: Mapping[str, Any], events: Sequence[CloudEvent]
+    ) -> bool:
+        result = await self.technicians.update_one(guard, with_events(update, Topic.ASSIGNMENTS, events))
+        if result.modified_count == 1 and events:
+            self.hint(TECHNICIANS, guard["_id"])
+        return result.modified_count == 1
