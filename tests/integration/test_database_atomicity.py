@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from harness import Infra, mongo, unique
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 
 
 async def test_racing_conditional_updates_have_exactly_one_winner(infra: Infra) -> None:
@@ -50,6 +50,22 @@ async def test_capped_increments_never_overshoot_or_get_lost(infra: Infra) -> No
         assert sum(r.modified_count for r in results[:30]) == 5
         assert doc["load"] == 5
         assert doc["hits"] == 30
+    finally:
+        await client.drop_database(col.database.name)
+        await client.close()
+
+
+async def test_bulk_writes_of_hundreds_of_statements_complete(infra: Infra) -> None:
+    """FerretDB 1.24 alone never answers an update of 100 statements or more (and then nothing else);
+    the local front advertises a smaller maxWriteBatchSize so the driver splits bulks below it."""
+    client = mongo(infra)
+    col = client[unique("atomic_")]["facts"]
+    try:
+        await col.insert_many([{"_id": f"f{i}", "n": 0} for i in range(250)])
+        updates = [UpdateOne({"_id": f"f{i}"}, {"$inc": {"n": 1}}) for i in range(250)]
+        result = await asyncio.wait_for(col.bulk_write(updates, ordered=False), timeout=60)
+        assert result.modified_count == 250
+        assert await col.count_documents({"n": 1}) == 250
     finally:
         await client.drop_database(col.database.name)
         await client.close()
