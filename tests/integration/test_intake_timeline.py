@@ -1,14 +1,15 @@
 """Intake as a real process: assignment, follow-up and feedback events drive each ticket's status and
-timeline; a follow-up reopens or closes the ticket; redeliveries and cross-topic overtaking are harmless."""
+timeline; a follow-up reopens or closes the ticket; a work order handed back to the queue takes the
+technician off the ticket; redeliveries and cross-topic overtaking are harmless."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from harness import Platform, auth, data_of, headers_of, read_to_end, wait_until
+from harness import Platform, auth, data_of, headers_of, mongo, read_to_end, wait_until
 from pydantic import BaseModel
 from test_intake import ticket_body
 
@@ -22,6 +23,7 @@ from aftersales.shared.contracts.events import (
     WorkOrderAccepted,
     WorkOrderAssigned,
     WorkOrderPending,
+    WorkOrderQueued,
     WorkOrderResolved,
 )
 from aftersales.shared.envelope import CloudEvent, new_event
@@ -316,3 +318,92 @@ async def test_a_followup_read_before_the_resolution_it_follows_still_reopens(pl
     ]
     reopened = data_of(events[1])
     assert (reopened["reason"], reopened["previous_technician_id"]) == ("fan still loud", "tech-3")
+
+
+async def test_a_work_order_handed_back_to_the_queue_leaves_the_ticket_without_technician(
+    platform: Platform,
+) -> None:
+    intake = (await platform.start_ready("intake"))["intake"]
+    producer = AIOKafkaProducer(bootstrap_servers=platform.infra.kafka, acks="all", enable_idempotence=True)
+    await producer.start()
+
+    async def send(event: CloudEvent) -> None:
+        headers = [(k, v.encode()) for k, v in event.headers().items()]
+        await producer.send_and_wait(
+            platform.topic(Topic.ASSIGNMENTS), event.value(), key=event.key, headers=headers
+        )
+
+    try:
+        async with httpx.AsyncClient(base_url=intake.url, timeout=20) as client:
+            tid = (
+                await client.post("/v1/tickets", json=ticket_body(), headers=auth("dev-web-token"))
+            ).json()["id"]
+            t0, routing = datetime.now(UTC), "/aftersales/routing"
+            work = {"ticket_id": tid, "grid_id": "G-1", "priority": "P2", "category": "hardware_fault"}
+
+            def assigned(technician: str, at: datetime) -> CloudEvent:
+                data = WorkOrderAssigned(
+                    **work, technician_id=technician, tier=1, via="direct", occurred_at=at
+                )
+                return event_of(data, routing, tid)
+
+            handed_back = event_of(
+                WorkOrderQueued(
+                    **work, reason="handed back: van broke down", occurred_at=t0 + timedelta(seconds=1)
+                ),
+                routing,
+                tid,
+            )
+            await send(assigned("tech-5", t0))
+            await send(handed_back)
+
+            async def ticket() -> dict[str, Any]:
+                return (await client.get(f"/v1/tickets/{tid}", headers=auth("dev-supervisor-token"))).json()
+
+            async def last_is(kind: str) -> dict[str, Any] | None:
+                doc = await ticket()
+                return doc if doc["timeline"][-1]["type"] == kind else None
+
+            doc = await wait_until("the hand-back applied", lambda: last_is("assignment.queued"))
+            assert (doc["status"], doc["technician_id"], doc["last_technician_id"]) == (
+                "new",
+                None,
+                "tech-5",
+            )
+
+            # Taken from the queue by another technician; then the hand-back redelivered (its marker
+            # is its own document by now) and a marker event behind it.
+            await send(assigned("tech-6", t0 + timedelta(seconds=2)))
+            await send(handed_back)
+            marker = event_of(
+                SlaWarning(
+                    **{k: work[k] for k in ("ticket_id", "grid_id")},
+                    clock="resolution",
+                    threshold_pct=50,
+                    due_at=t0 + timedelta(hours=3),
+                    occurred_at=t0 + timedelta(seconds=2),
+                ),
+                routing,
+                tid,
+            )
+            await send(marker)
+            doc = await wait_until("the marker", lambda: last_is("assignment.sla-warning"))
+            assert (doc["status"], doc["technician_id"]) == ("assigned", "tech-6")
+            assert [e["type"] for e in doc["timeline"]] == [
+                "ticket.created",
+                "assignment.assigned",
+                "assignment.queued",
+                "assignment.assigned",
+                "assignment.sla-warning",
+            ]
+    finally:
+        await producer.stop()
+
+    # The ticket's document carries no timeline and no applied-event window: they are documents of
+    # their own, read and written by `_id`.
+    client = mongo(platform.infra)
+    try:
+        stored = await client[platform.database("intake")]["tickets"].find_one({"_id": tid})
+    finally:
+        await client.close()
+    assert stored is not None and "timeline" not in stored and "applied_events" not in stored

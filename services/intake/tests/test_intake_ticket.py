@@ -136,3 +136,20 @@ def test_a_reopen_request_reopens_a_resolved_ticket() -> None:
     [event] = decision.events
     assert isinstance(event, TicketReopened)
     assert event.previous_technician_id == "tech-1" and event.reopen_count == 1
+
+
+def test_a_hand_back_to_the_queue_puts_the_ticket_back_to_waiting_unless_it_is_past_that() -> None:
+    handed_back = happened("assignment.queued", "q-1", T0, round=2, reason="handed back")
+    reassigned = opened(status=TicketStatus.IN_PROGRESS, technician_id="tech-1", reopen_count=1)
+    after = timeline.apply_downstream(reassigned, handed_back, now=T0).state
+    assert (after.status, after.technician_id, after.last_technician_id) == (
+        TicketStatus.REOPENED,  # a reopened ticket waits as reopened, not as new
+        None,
+        None,
+    )
+    [entry] = after.appended.timeline
+    assert entry["type"] == "assignment.queued" and entry["reason"] == "handed back"
+
+    for status in (TicketStatus.NEW, TicketStatus.RESOLVED, TicketStatus.CLOSED):
+        kept = timeline.apply_downstream(opened(status=status, technician_id="t"), handed_back, now=T0)
+        assert (kept.state.status, kept.state.technician_id, kept.moved_to) == (status, "t", None)

@@ -90,7 +90,11 @@ async def submit_ticket(
     )
 
 
-@tickets.get("/{ticket_id}", summary="A ticket with its status and timeline")
+@tickets.get(
+    "/{ticket_id}",
+    summary="A ticket with its status and timeline",
+    description="The timeline holds the ticket's last 500 entries, oldest first; older ones are dropped.",
+)
 async def get_ticket(ticket_id: TicketId, principal: AnyCaller, intake: Service) -> TicketRead:
     doc = await intake.store.get(ticket_id)
     if doc is None or not _sees(
@@ -172,6 +176,7 @@ async def get_customer(customer_id: CustomerId, principal: AnyCaller, intake: Se
         {
             **shown,
             "id": profile["_id"],
+            "products": await intake.store.customer_products(profile),
             "ticket_count": await intake.store.customer_ticket_count(customer_id)
             if principal.is_staff
             else len(found),

@@ -10,7 +10,7 @@ from aftersales.intake import metrics
 from aftersales.intake.service import Intake, TicketProgress
 from aftersales.shared.contracts import REGISTRY, Topic
 from aftersales.shared.contracts.common import Channel
-from aftersales.shared.contracts.requests import TicketRequest
+from aftersales.shared.contracts.requests import CustomerReplyRequest, TicketRequest
 from aftersales.shared.envelope import CloudEvent, PoisonEvent
 from aftersales.shared.errors import DomainError
 from aftersales.shared.kafka import CURRENT_DELIVERY, Delivery, subscribe
@@ -18,6 +18,7 @@ from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
 REQUEST_TYPE = "aftersales.request.submitted.v1"
+REPLY_TYPE = "aftersales.request.customer-replied.v1"  # a customer's reply on a ticket's thread (mail)
 READ_MODEL_TOPICS = (Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
 CONSUMES = (Topic.REQUESTS, *READ_MODEL_TOPICS)
 
@@ -26,7 +27,7 @@ def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress) 
     """Subscribe intake's handlers: requests (one by one, or a whole batch at once), and every event
     type of the read-model streams to the ticket timeline."""
     settings = runtime.settings
-    requests = Requests(intake, concurrency=settings.consumer_concurrency)
+    requests = Requests(intake, progress, concurrency=settings.consumer_concurrency)
     subscribe(
         runtime.broker,
         settings,
@@ -53,11 +54,13 @@ def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress) 
 
 
 class Requests:
-    """The requests topic: only `request.submitted` belongs there (any other type is parked). IoT alerts
-    carry their record's position, which tells a redelivery apart from a replayed request."""
+    """The requests topic: `request.submitted` and `request.customer-replied` belong there (any other
+    type is parked). IoT alerts carry their record's position, which tells a redelivery apart from a
+    replayed request."""
 
-    def __init__(self, intake: Intake, *, concurrency: int) -> None:
+    def __init__(self, intake: Intake, progress: TicketProgress, *, concurrency: int) -> None:
         self.intake = intake
+        self.progress = progress
         self.concurrency = concurrency
 
     async def on_request(self, event: CloudEvent) -> None:
@@ -69,6 +72,9 @@ class Requests:
         alerts = []
         others = []
         for d in deliveries:
+            if d.event.type == REPLY_TYPE:
+                others.append(d)
+                continue
             request = _request_of(d.event)
             if request.channel is Channel.IOT:
                 alerts.append(
@@ -95,6 +101,9 @@ class Requests:
             raise PoisonEvent(f"request refused: {exc.message}") from None
 
     async def _submit(self, event: CloudEvent, position: Delivery | None) -> None:
+        if event.type == REPLY_TYPE:
+            await self._reply(event)
+            return
         request = _request_of(event)
         caller, key = f"kafka:{event.source}", request.idempotency_key or event.id
         try:
@@ -114,6 +123,21 @@ class Requests:
             metrics.REQUESTS_REJECTED.labels("kafka", "refused").inc()
             raise PoisonEvent(f"request refused: {exc.message}") from None
         # RetryLater (a lost race that kept losing) passes: the consumer runtime backs off and retries
+
+    async def _reply(self, event: CloudEvent) -> None:
+        """Apply a customer's reply to its ticket; an unknown ticket, or a sender who is not the ticket's
+        customer, is refused (parked with the reason)."""
+        reply = event.model()
+        assert isinstance(reply, CustomerReplyRequest)
+        try:
+            await self.progress.customer_wrote(
+                reply,
+                caller=f"kafka:{event.source}",
+                customer_id_key=self.intake.customer_id_key,
+            )
+        except DomainError as exc:
+            metrics.REQUESTS_REJECTED.labels("kafka", "refused").inc()
+            raise PoisonEvent(f"reply refused: {exc.message}") from None
 
 
 def _request_of(event: CloudEvent) -> TicketRequest:

@@ -43,8 +43,10 @@ REOPENABLE = frozenset({TicketStatus.RESOLVED, TicketStatus.CLOSED})
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What a decision adds to a ticket's bounded lists. They are written as appends and never loaded
-    into the aggregate (a timeline holds up to 500 entries that no decision reads)."""
+    """What a decision adds beside the ticket: timeline entries, the customer's messages and the ids of
+    the downstream events it applies. None of them lives in the ticket's document (which FerretDB rewrites
+    whole on every change) nor is loaded into the aggregate: the store writes them to their own
+    collections (see `store.TicketStore.write`)."""
 
     timeline: tuple[dict[str, Any], ...] = ()
     customer_messages: tuple[dict[str, Any], ...] = ()
@@ -103,8 +105,12 @@ class Ticket:
     cancel_reason: str | None = None
     closed_at: datetime | None = None
     close_reason: str | None = None
-    applied_events: frozenset[str] = frozenset()  # ids of the downstream events already applied
+    applied_events: frozenset[str] = frozenset()  # downstream events known to be applied (see `store`)
     appended: Appended = Appended()
+    # Kept by the store, never decided on: how many timeline entries the ticket has had, and what its
+    # last change appended that may not have reached its own collections yet.
+    timeline_seq: int = 0
+    last_appended: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +231,26 @@ def customer_replied(ticket: Ticket, *, message: str | None, now: datetime) -> T
         said = {"at": now, "message": redact_pii(message)}
         after = replace(after, appended=replace(after.appended, customer_messages=(said,)))
     return TicketDecision(after, (messages.customer_replied(ticket.id, now),))
+
+
+def customer_wrote(ticket: Ticket, *, message: str, reply_id: str, now: datetime) -> TicketDecision:
+    """Apply a reply the customer sent on the ticket's thread (a mail), once per `reply_id`: a ticket
+    waiting on the customer goes back to work as `customer_replied`; any other keeps its status, the
+    (redacted) message kept on it for staff, so nothing the customer wrote is lost or parked."""
+    if reply_id in ticket.applied_events:
+        return TicketDecision(ticket, ())
+    if can_customer_reply(ticket.status):
+        decision = customer_replied(ticket, message=message, now=now)
+        after = replace(decision.state, appended=replace(decision.state.appended, applied_events=(reply_id,)))
+        return TicketDecision(after, decision.events, moved_to=TicketStatus.IN_PROGRESS)
+    said = ({"at": now, "message": redact_pii(message)},) if message else ()
+    entry = {"at": now, "source": "intake", "type": "ticket.customer_wrote"}
+    after = replace(
+        ticket,
+        updated_at=now,
+        appended=Appended(timeline=(entry,), customer_messages=said, applied_events=(reply_id,)),
+    )
+    return TicketDecision(after, ())
 
 
 # ---------------------------------------------------------------- warranty

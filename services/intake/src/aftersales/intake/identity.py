@@ -32,7 +32,19 @@ def customer_id_for(customer: CustomerIn, key: bytes) -> str:
     normalized e-mail or phone, so nobody without the key can compute a customer's id from a phone."""
     if customer.id is not None:
         return customer.id
-    return f"C-{hmac.new(key, _identity(customer).encode(), hashlib.sha256).hexdigest()[:20]}"
+    return _keyed(_identity(customer), key)
+
+
+def contact_customer_ids(*, email: str | None, phone: str | None, key: bytes) -> set[str]:
+    """Return the ids of the customers this e-mail and phone identify (a reply's sender is a ticket's
+    customer when the ticket's customer id is among them)."""
+    identities = [f"email:{email.strip().lower()}"] if email else []
+    identities += [f"phone:{phone}"] if phone else []
+    return {_keyed(identity, key) for identity in identities}
+
+
+def _keyed(identity: str, key: bytes) -> str:
+    return f"C-{hmac.new(key, identity.encode(), hashlib.sha256).hexdigest()[:20]}"
 
 
 def legacy_customer_id(customer: CustomerIn) -> str:

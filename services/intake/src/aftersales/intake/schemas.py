@@ -74,7 +74,9 @@ class TicketRead(TicketSummary):
     last_technician_id: str | None = None
     reopen_count: int = 0
     status_changed_at: datetime | None = None
-    timeline: list[TimelineEntry]
+    timeline: list[TimelineEntry] = Field(
+        description="what happened to the ticket, oldest first: its last 500 entries (older ones are dropped)"
+    )
 
 
 class TicketPage(BaseModel):

@@ -22,9 +22,9 @@ from aftersales.intake.store import TicketStore
 from aftersales.intake.storms import Alert, Outcome, Storms
 from aftersales.shared.aggregate import decide_until_written
 from aftersales.shared.contracts.common import Channel
-from aftersales.shared.contracts.requests import TicketRequest
+from aftersales.shared.contracts.requests import CustomerReplyRequest, TicketRequest
 from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.errors import Conflict, NotFound, RetryLater
+from aftersales.shared.errors import Conflict, Forbidden, NotFound, RetryLater
 from aftersales.shared.pii import redact_pii
 
 log = logging.getLogger("aftersales.intake")
@@ -270,6 +270,39 @@ class TicketProgress:
         )
         metrics.STATUS_CHANGES.labels(TicketStatus.IN_PROGRESS.value).inc()
 
+    async def customer_wrote(
+        self, reply: CustomerReplyRequest, *, caller: str, customer_id_key: bytes
+    ) -> None:
+        """Apply a reply the customer sent on the ticket's thread, once per idempotency key (see
+        `domain.customer_wrote`); 404 for an unknown ticket, 403 when the sender is not its customer."""
+        reply_id = f"reply:{identity.dedupe_key(caller, reply.idempotency_key)}"
+
+        async def load() -> Ticket:
+            ticket = await self._existing(reply.ticket_id, applying=reply_id)
+            if not await self._sent_by_customer(ticket, reply, customer_id_key):
+                raise Forbidden(f"the sender is not ticket {reply.ticket_id}'s customer", field="email")
+            return ticket
+
+        decision = await self._change(
+            reply.ticket_id,
+            load,
+            lambda ticket: domain.customer_wrote(
+                ticket, message=reply.text, reply_id=reply_id, now=datetime.now(UTC)
+            ),
+        )
+        if decision.moved_to is not None:
+            metrics.STATUS_CHANGES.labels(decision.moved_to.value).inc()
+
+    async def _sent_by_customer(self, ticket: Ticket, reply: CustomerReplyRequest, key: bytes) -> bool:
+        """Whether the reply's e-mail or phone is the ticket's customer's: the customer id they make, or
+        the contact points of the customer's record (a customer first known by phone, writing by mail)."""
+        email, phone = reply.email, reply.phone
+        if ticket.customer_id in identity.contact_customer_ids(email=email, phone=phone, key=key):
+            return True
+        record = await self.store.customer(ticket.customer_id) or {}
+        known = str(record.get("email") or "").strip().lower()
+        return bool(email and known == email.strip().lower()) or bool(phone and record.get("phone") == phone)
+
     async def _change(
         self,
         ticket_id: str,
@@ -290,8 +323,8 @@ class TicketProgress:
             raise NotFound(f"ticket {ticket_id} not found")
         return ticket
 
-    async def _existing(self, ticket_id: str) -> Ticket:
-        ticket = await self.store.load(ticket_id)
+    async def _existing(self, ticket_id: str, *, applying: str | None = None) -> Ticket:
+        ticket = await self.store.load(ticket_id, applying=applying)
         if ticket is None:
             raise NotFound(f"ticket {ticket_id} not found")
         return ticket
@@ -310,7 +343,7 @@ class TicketProgress:
         try:
             decision = await self._change(
                 ticket_id,
-                lambda: self._existing(ticket_id),
+                lambda: self._existing(ticket_id, applying=happened.event_id),
                 lambda ticket: timeline.apply_downstream(ticket, happened, now=datetime.now(UTC)),
             )
         except NotFound:

@@ -4,12 +4,18 @@ Every ticket change is one conditional update of the ticket document guarded by 
 events it causes appended to the same document's outbox (`with_events`). A storm ticket holds a unique
 `storm_key` while it collects alerts; every other ticket holds a unique placeholder, so a plain unique
 index (no partial index needed) makes racing creators of the same storm collapse into one ticket.
+
+The ticket document holds no list that grows with its history (FerretDB rewrites a whole document on
+every update, so each event applied to a ticket would cost a rewrite of an ever larger row): its timeline
+and the markers of the events applied to it are documents of their own (`history`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -19,7 +25,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from aftersales.intake import messages
 from aftersales.intake.customers import CustomerNote
-from aftersales.intake.domain import Appended, Ticket, TicketStatus
+from aftersales.intake.domain import Ticket, TicketStatus
+from aftersales.intake.history import DUPLICATE_KEY, TicketHistory, last_appended
 from aftersales.intake.views import TicketFilter
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.contracts import Topic
@@ -31,12 +38,11 @@ from aftersales.shared.runtime import ServiceRuntime
 TICKETS = "tickets"
 CUSTOMERS = "customers"
 STORMS = "storms"
+CUSTOMER_PRODUCTS = "customer_products"  # one per customer and product: `<customer_id>:<product key>`
+SHOWN_PRODUCTS = 50
 REQUEST_KEYS = "request_keys"
-KEEP_KEYS = 500
-KEEP_TIMELINE = 500
-KEEP_CUSTOMER_MESSAGES = 50
-DUPLICATE_KEY = 11000
-# What a decision loads: the document without its outbox and the lists decisions only append to.
+# What a decision loads: the document without its outbox (and the lists tickets written before the
+# timeline moved out still carry).
 DECIDING = {"outbox": 0, "timeline": 0, "customer_messages": 0}
 
 INDEXES = [
@@ -46,6 +52,7 @@ INDEXES = [
     IndexSpec(TICKETS, [("status", 1), ("created_at", -1)]),
     IndexSpec(TICKETS, [("created_by", 1), ("created_at", -1)]),
     IndexSpec(TICKETS, [("technician_id", 1), ("created_at", -1)]),
+    IndexSpec(CUSTOMER_PRODUCTS, [("customer_id", 1), ("last_ticket_at", -1)]),
 ]
 
 
@@ -60,54 +67,15 @@ class KeyClaim:
     at: datetime | None = None
 
 
-class TicketStore:
+class StormKeys:
+    """Which ticket collects a storm's alerts, and the alerts' idempotency keys (see `storms`)."""
+
     def __init__(self, runtime: ServiceRuntime) -> None:
         self._runtime = runtime
 
     @property
     def _db(self) -> Database:
         return self._runtime.db
-
-    def _notify(self, ticket_id: str) -> None:
-        """Hand the ticket to the outbox relay (repeated notifications of one ticket coalesce)."""
-        self._runtime.relay.notify(TICKETS, ticket_id)
-
-    # ------------------------------------------------------------ tickets: the aggregate
-
-    async def load(self, ticket_id: str) -> Ticket | None:
-        doc = await self._db[TICKETS].find_one({"_id": ticket_id}, DECIDING)
-        return None if doc is None else ticket_of(doc)
-
-    async def insert(self, ticket: Ticket, events: Sequence[BaseModel]) -> bool:
-        """Insert a new ticket with its events; return False when its id or storm key already exists."""
-        envelopes = [messages.envelope(m, ticket.id) for m in events]
-        try:
-            await self._db[TICKETS].insert_one(new_with_events(document_of(ticket), Topic.TICKETS, envelopes))
-        except DuplicateKeyError:
-            return False
-        self._notify(ticket.id)
-        return True
-
-    async def write(self, before: Ticket, decision: Decision[Ticket]) -> bool:
-        """Write a decided change (its changed fields, appends and events) if the ticket is still at the
-        version `before` was read at; False when somebody changed it meanwhile (decide again)."""
-        old, new = _stored(before), _stored(decision.state)
-        update: dict[str, Any] = {"$inc": {"version": 1}}
-        changed = {name: value for name, value in new.items() if old[name] != value}
-        if changed:
-            update["$set"] = changed
-        appends = _appends(decision.state.appended)
-        if appends:
-            update["$push"] = appends
-        events = [messages.envelope(m, before.id) for m in decision.events]
-        result = await self._db[TICKETS].update_one(
-            {"_id": before.id, "version": before.version}, with_events(update, Topic.TICKETS, events)
-        )
-        if result.modified_count == 1 and events:
-            self._notify(before.id)
-        return result.modified_count == 1
-
-    # ------------------------------------------------------------ alert storms
 
     async def open_storm(self, key: str, *, look_everywhere: bool = False) -> Ticket | None:
         """Return the ticket currently collecting alerts under storm `key`, if any.
@@ -193,11 +161,88 @@ class TicketStore:
             return None
         return KeyClaim(key, doc.get("partition"), doc.get("offset"), doc.get("fingerprint"), doc.get("at"))
 
+
+class TicketStore(StormKeys):
+    """Tickets (the aggregate and what callers read of it), their storms and their customers."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        super().__init__(runtime)
+        self.history = TicketHistory(runtime)
+
+    def _notify(self, ticket_id: str) -> None:
+        """Hand the ticket to the outbox relay (repeated notifications of one ticket coalesce)."""
+        self._runtime.relay.notify(TICKETS, ticket_id)
+
+    # ------------------------------------------------------------ tickets: the aggregate
+
+    async def load(self, ticket_id: str, *, applying: str | None = None) -> Ticket | None:
+        """Return the ticket to decide on; with `applying` (a downstream event's id), its
+        `applied_events` tell whether that event was applied already.
+
+        The marker is read after the ticket, never before nor at once: a change settles the markers
+        of the change before it (`TicketHistory.settle`) before its own write, so a ticket read that
+        no longer lists the event in `last_appended` is followed by a marker read that finds it."""
+        doc = await self._db[TICKETS].find_one({"_id": ticket_id}, DECIDING)
+        if doc is None:
+            return None
+        ticket = ticket_of(doc)
+        if applying is None or applying in ticket.applied_events:
+            return ticket
+        if await self.history.applied(ticket_id, applying):
+            return replace(ticket, applied_events=ticket.applied_events | {applying})
+        return ticket
+
+    async def insert(self, ticket: Ticket, events: Sequence[BaseModel]) -> bool:
+        """Insert a new ticket with its events; return False when its id or storm key already exists."""
+        envelopes = [messages.envelope(m, ticket.id) for m in events]
+        try:
+            await self._db[TICKETS].insert_one(new_with_events(document_of(ticket), Topic.TICKETS, envelopes))
+        except DuplicateKeyError:
+            return False
+        self._notify(ticket.id)
+        return True
+
+    async def write(self, before: Ticket, decision: Decision[Ticket]) -> bool:
+        """Write a decided change (its changed fields, appends and events) if the ticket is still at the
+        version `before` was read at; False when somebody changed it meanwhile (decide again).
+
+        The ticket's write is the commit point, as for its events: a change's timeline entries and
+        applied-event ids are written into the ticket document (`last_appended`, numbered from
+        `timeline_seq`) and reach their own collections when the next change settles them, just before
+        it replaces them. Why not write them first: a timeline entry's `_id` is its number, which only
+        the version-guarded write makes the winner's (two racing deciders would write the same number
+        and the loser's entry could land last); and a marker written before a crash would make the
+        redelivered event look applied when it never was. Written after the commit, a crash leaves
+        them in the ticket, where readers see them, and settling twice writes the same `_id`s again.
+        """
+        old, new = _stored(before), _stored(decision.state)
+        update: dict[str, Any] = {"$inc": {"version": 1}}
+        changed = {name: value for name, value in new.items() if old[name] != value}
+        appended = decision.state.appended
+        if appended:
+            await self.history.settle(before.id, before.last_appended)
+            changed["last_appended"], changed["timeline_seq"] = last_appended(before.timeline_seq, appended)
+        if changed:
+            update["$set"] = changed
+        events = [messages.envelope(m, before.id) for m in decision.events]
+        result = await self._db[TICKETS].update_one(
+            {"_id": before.id, "version": before.version}, with_events(update, Topic.TICKETS, events)
+        )
+        if result.modified_count == 1 and events:
+            self._notify(before.id)
+        return result.modified_count == 1
+
     # ------------------------------------------------------------ tickets: what callers read
 
     async def get(self, ticket_id: str) -> dict[str, Any] | None:
         """Return a ticket's document as callers read it (with its timeline)."""
-        return await self._db[TICKETS].find_one({"_id": ticket_id}, {"outbox": 0, "applied_events": 0})
+        doc = await self._db[TICKETS].find_one({"_id": ticket_id}, _NOT_SHOWN)
+        if doc is None:
+            return None
+        doc["timeline"] = await self.history.timeline(doc)
+        for name in ("last_appended", "timeline_seq"):
+            doc.pop(name, None)
+        return doc
 
     async def list(
         self, which: TicketFilter, *, after: tuple[datetime, str] | None, limit: int
@@ -212,7 +257,7 @@ class TicketStore:
             ]
         cursor = (
             self._db[TICKETS]
-            .find(query, {"outbox": 0, "applied_events": 0, "timeline": 0, "request_keys": 0})
+            .find(query, {**_NOT_SHOWN, "timeline": 0, "last_appended": 0, "request_keys": 0})
             .sort([("created_at", -1), ("_id", -1)])
             .limit(limit)
         )
@@ -223,15 +268,39 @@ class TicketStore:
     async def record_customer(self, note: CustomerNote) -> None:
         """Create or refresh a customer's record with what a ticket says of it (idempotent).
 
-        The customer's tickets are not listed in this document (a list would grow without bound): they
-        are the tickets with this `customer_id`, counted through the (customer_id, created_at) index."""
-        customers, update = self._db[CUSTOMERS], _customer_update(note)
+        Neither the customer's tickets nor its products are listed in this document (the lists would
+        grow without bound, and FerretDB rewrites the whole record on each ticket): its tickets are the
+        tickets with this `customer_id`, its products one document each (`customer_products`)."""
+        await self._upsert(CUSTOMERS, note.customer_id, _customer_update(note))
+        product = {
+            "$set": {
+                "customer_id": note.customer_id,
+                "product": dict(note.product),
+                "last_ticket_at": note.at,
+            }
+        }
+        await self._upsert(CUSTOMER_PRODUCTS, _product_id(note.customer_id, note.product), product)
+
+    async def _upsert(self, collection: str, doc_id: str, update: Mapping[str, Any]) -> None:
         try:
-            await customers.update_one({"_id": note.customer_id}, update, upsert=True)
+            await self._db[collection].update_one({"_id": doc_id}, update, upsert=True)
         except DuplicateKeyError:
-            # Two first tickets of one new customer raced to insert the record: it exists now, so the
-            # same upsert is an update.
-            await customers.update_one({"_id": note.customer_id}, update, upsert=True)
+            # Two first tickets of one new customer raced to insert the document: it exists now, so
+            # the same upsert is an update.
+            await self._db[collection].update_one({"_id": doc_id}, update, upsert=True)
+
+    async def customer_products(self, record: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+        """Return a customer's products, most recently seen first (up to SHOWN_PRODUCTS); a record
+        written before products moved out still lists its own."""
+        cursor = (
+            self._db[CUSTOMER_PRODUCTS]
+            .find({"customer_id": record["_id"]}, {"product": 1})
+            .sort("last_ticket_at", -1)
+            .limit(SHOWN_PRODUCTS)
+        )
+        found = [doc["product"] async for doc in cursor]
+        older = [p for p in record.get("products") or () if p not in found]
+        return (found + older)[:SHOWN_PRODUCTS]
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
         return await self._db[CUSTOMERS].find_one({"_id": customer_id})
@@ -258,9 +327,13 @@ class TicketStore:
 
 # ---------------------------------------------------------------- tickets <-> documents
 
-# The ticket's fields stored as they are; its bounded lists are appended to (see `Appended`).
+# What callers are never shown of a ticket's document.
+_NOT_SHOWN = {"outbox": 0, "applied_events": 0, "customer_messages": 0}
+# The ticket's fields stored as they are (what it appends is written by `TicketStore.write`).
 _STORED = tuple(
-    f.name for f in fields(Ticket) if f.name not in {"id", "version", "applied_events", "appended"}
+    f.name
+    for f in fields(Ticket)
+    if f.name not in {"id", "version", "applied_events", "appended", "timeline_seq", "last_appended"}
 )
 # Optional fields loaded as they are stored.
 _AS_STORED = tuple(
@@ -283,7 +356,7 @@ _SET_LATER = {
 
 def ticket_of(doc: Mapping[str, Any]) -> Ticket:
     """Return the ticket a stored document holds (without its timeline and outbox)."""
-    mark = doc.get("assignment_mark")
+    mark, last = doc.get("assignment_mark"), dict(doc.get("last_appended") or {})
     as_stored: dict[str, Any] = {name: doc.get(name) for name in _AS_STORED}
     return Ticket(
         id=doc["_id"],
@@ -313,22 +386,19 @@ def ticket_of(doc: Mapping[str, Any]) -> Ticket:
         status_changed_at=doc.get("status_changed_at") or doc["created_at"],
         reopen_count=int(doc.get("reopen_count", 0)),
         assignment_mark=(mark[0], mark[1]) if mark else None,
-        applied_events=frozenset(doc.get("applied_events") or ()),
+        # the last change's, and the window a ticket written before the markers moved out still holds
+        applied_events=frozenset((*(last.get("applied") or ()), *(doc.get("applied_events") or ()))),
+        timeline_seq=int(doc.get("timeline_seq") or 0),
+        last_appended=last,
         **as_stored,
     )
 
 
 def document_of(ticket: Ticket) -> dict[str, Any]:
-    """Return a new ticket's document (its first timeline entries included)."""
+    """Return a new ticket's document (its first timeline entries in `last_appended`)."""
     fields = {k: v for k, v in _stored(ticket).items() if k not in _SET_LATER or v}
-    return {
-        "_id": ticket.id,
-        "version": ticket.version,
-        **fields,
-        "customer_messages": list(ticket.appended.customer_messages),
-        "timeline": list(ticket.appended.timeline),
-        "applied_events": list(ticket.appended.applied_events),
-    }
+    last, seq = last_appended(ticket.timeline_seq, ticket.appended)
+    return {"_id": ticket.id, "version": ticket.version, **fields, "timeline_seq": seq, "last_appended": last}
 
 
 def _stored(ticket: Ticket) -> dict[str, Any]:
@@ -346,17 +416,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _appends(appended: Appended) -> dict[str, Any]:
-    """Return the `$push` of a change's appends, each list kept to its bound."""
-    pushes: dict[str, Any] = {}
-    for name, values, keep in (
-        ("timeline", appended.timeline, KEEP_TIMELINE),
-        ("customer_messages", appended.customer_messages, KEEP_CUSTOMER_MESSAGES),
-        ("applied_events", appended.applied_events, KEEP_KEYS),
-    ):
-        if values:
-            pushes[name] = {"$each": list(values), "$slice": -keep}
-    return pushes
+def _product_id(customer_id: str, product: Mapping[str, Any]) -> str:
+    """Return the `_id` of a customer's product: the customer and a digest of the product's fields."""
+    digest = hashlib.sha256(json.dumps(dict(product), sort_keys=True, default=str).encode()).hexdigest()
+    return f"{customer_id}:{digest[:16]}"
 
 
 def _query(which: TicketFilter) -> dict[str, Any]:
@@ -389,7 +452,6 @@ def _customer_update(note: CustomerNote) -> dict[str, Any]:
     update: dict[str, Any] = {
         "$set": {"updated_at": note.at, "last_ticket_id": note.ticket_id},
         "$setOnInsert": {"created_at": note.at},
-        "$addToSet": {"products": dict(note.product)},
     }
     if note.staff:
         update["$set"].update(note.profile)
@@ -399,7 +461,9 @@ def _customer_update(note: CustomerNote) -> dict[str, Any]:
             update["$setOnInsert"]["tier"] = CustomerTier.STANDARD.value
     else:
         update["$setOnInsert"].update(note.profile, tier=CustomerTier.STANDARD.value)
-        update["$addToSet"]["channels"] = note.channel
+        # The channels that served the customer: what authorizes a channel to name it (a handful of
+        # gateways and desks, not one per ticket).
+        update["$addToSet"] = {"channels": note.channel}
     return update
 
 
@@ -427,4 +491,8 @@ async def move_customer(db: Database, record: Mapping[str, Any], new_id: str) ->
             {"_id": new_id}, {k: v for k, v in update.items() if k != "$setOnInsert"}
         )
     await db[TICKETS].update_many({"customer_id": record["_id"]}, {"$set": {"customer_id": new_id}})
+    async for product in db[CUSTOMER_PRODUCTS].find({"customer_id": record["_id"]}):
+        moved = {**product, "_id": _product_id(new_id, product["product"]), "customer_id": new_id}
+        await db[CUSTOMER_PRODUCTS].replace_one({"_id": moved["_id"]}, moved, upsert=True)
+        await db[CUSTOMER_PRODUCTS].delete_one({"_id": product["_id"]})
     await db[CUSTOMERS].delete_one({"_id": record["_id"]})

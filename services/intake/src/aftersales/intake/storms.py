@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from aftersales.intake import domain, messages, metrics
-from aftersales.intake.domain import Ticket, TicketDecision
+from aftersales.intake.domain import Appended, Ticket, TicketDecision
 from aftersales.intake.rules import Classification
 from aftersales.intake.store import KeyClaim, TicketStore
 from aftersales.shared.aggregate import Decision
@@ -195,6 +195,7 @@ class _Merge:
         self.offsets: dict[str, int] = dict(ticket.request_offsets)
         self.priority: str = ticket.priority.value
         self.severity = ticket.severity
+        self.raised_by: Classification | None = None  # the alert that raised the priority, if any
 
     def absorbed(self, alert: Alert) -> bool:
         """True when the ticket already holds this record (a redelivery after a crash)."""
@@ -211,10 +212,19 @@ class _Merge:
         if PRIORITY_ORDER.index(priority) < PRIORITY_ORDER.index(self.priority):
             assert alert.request.iot is not None
             self.priority, self.severity = priority, alert.request.iot.severity
+            self.raised_by = alert.decided
 
     def decided(self) -> TicketDecision:
-        """Return the ticket after the whole fold, with its events."""
+        """Return the ticket after the whole fold, with its events and timeline entries: one for the
+        fold, one more when an alert raised the priority (its rules are then the ones that matched)."""
         now = datetime.now(UTC)
+        merged = {
+            "at": now,
+            "type": "ticket.merged",
+            "source": "intake",
+            "alert_count": self.count,
+            "alerts_added": self.count - self.base_count,
+        }
         after = replace(
             self.ticket,
             alert_count=self.count,
@@ -222,10 +232,25 @@ class _Merge:
             last_seen=self.last,
             request_offsets=self.offsets,
             updated_at=now,
+            appended=Appended(timeline=(merged,)),
         )
-        if self.priority == self.ticket.priority.value:
+        if self.raised_by is None:
             return TicketDecision(after, (messages.merged(after),))
-        after = replace(after, priority=Priority(self.priority), severity=self.severity)
+        raised = {
+            "at": now,
+            "type": "ticket.priority_changed",
+            "source": "intake",
+            "priority": self.priority,
+            "previous_priority": self.ticket.priority.value,
+        }
+        after = replace(
+            after,
+            priority=Priority(self.priority),
+            severity=self.severity,
+            matched_rules=self.raised_by.matched,
+            rules_version=self.raised_by.rules_version,
+            appended=Appended(timeline=(merged, raised)),
+        )
         return TicketDecision(after, (messages.merged(after), messages.priority_changed(after, now)))
 
 

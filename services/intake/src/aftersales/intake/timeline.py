@@ -1,6 +1,7 @@
 """What other services' events do to a ticket: each goes on its timeline (at most once, by event id);
-routing's assignment events drive its status and technician unless older than the last one applied;
-a follow-up reopens or closes it. Pure functions, no I/O; `apply_downstream` is the decision."""
+routing's assignment events drive its status and technician unless older than the last one applied
+(a work order handed back to the queue takes the technician off the ticket); a follow-up reopens or
+closes it. Pure functions, no I/O; `apply_downstream` is the decision."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Transition:
 
     status: TicketStatus | None = None
     technician_id: str | None = None
+    unassigned: bool = False  # the work order went back to the queue: nobody works on the ticket now
 
 
 def short_type(ce_type: str) -> str:
@@ -53,11 +55,26 @@ _ASSIGNMENT_STATUS: dict[str, TicketStatus] = {
 }
 
 
-def assignment_transition(current: TicketStatus, kind: str, data: Mapping[str, Any]) -> Transition:
-    """Return what an assignment event does to a ticket in status `current`.
+# A work order queued while its ticket is in one of these was handed back (or escalated to the queue).
+HANDED_BACK_FROM = frozenset(
+    {TicketStatus.ASSIGNED, TicketStatus.IN_PROGRESS, TicketStatus.PENDING_CUSTOMER, TicketStatus.ESCALATED}
+)
 
-    A closed or cancelled ticket keeps its status (its events still go on the timeline).
+
+def assignment_transition(
+    current: TicketStatus, kind: str, data: Mapping[str, Any], *, reopened: bool = False
+) -> Transition:
+    """Return what an assignment event does to a ticket in status `current` (`reopened`: the ticket
+    was reopened before, so waiting for a technician again is `reopened`, not `new`).
+
+    A closed or cancelled ticket keeps its status (its events still go on the timeline). A work order
+    queued while a technician had it (a hand-back) puts the ticket back to waiting, with no technician;
+    queued at first dispatch, it leaves the ticket as it is.
     """
+    if kind == "assignment.queued":
+        if current not in HANDED_BACK_FROM:
+            return Transition()
+        return Transition(status=TicketStatus.REOPENED if reopened else TicketStatus.NEW, unassigned=True)
     target = _ASSIGNMENT_STATUS.get(kind)
     technician = data.get("technician_id") or data.get("to_technician_id")
     if target is None or current in TERMINAL:
@@ -181,13 +198,15 @@ def apply_downstream(ticket: Ticket, event: Downstream, *, now: datetime) -> Tic
 
 def _assigned(ticket: Ticket, event: Downstream, now: datetime) -> Ticket:
     """Return the ticket after an assignment event (not older than the last one applied)."""
-    move = assignment_transition(ticket.status, event.kind, event.data)
+    move = assignment_transition(ticket.status, event.kind, event.data, reopened=ticket.reopen_count > 0)
     changes: dict[str, Any] = {}
     round_ = event.data.get("round")
     if isinstance(round_, int):
         changes["assignment_mark"] = (round_, event.at)
     if move.technician_id:
         changes.update(technician_id=move.technician_id, last_technician_id=move.technician_id)
+    if move.unassigned:
+        changes["technician_id"] = None  # `last_technician_id` keeps who had it last
     if move.status is not None and move.status is not ticket.status:
         changes.update(status=move.status, status_changed_at=now)
         if move.status is TicketStatus.RESOLVED:

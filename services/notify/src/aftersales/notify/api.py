@@ -1,6 +1,6 @@
 """HTTP routes of notify: recipients (customers' contact points from the channels that serve them, staff
-and on-call from administrators), templates, and the delivery status of an event's or a ticket's
-messages."""
+and on-call from administrators), templates, the delivery status of an event's or a ticket's messages,
+and the mails the inbound gateway received (what became of each, and its attachments)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from aftersales.notify.domain import (
     do_not_disturb,
     recipient_id,
 )
-from aftersales.notify.service import Notifications
+from aftersales.notify.inbound import mail_id_of
+from aftersales.notify.service import Inbox, Notifications
 from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.requests import e164_phone
 from aftersales.shared.errors import InvalidRequest, NotFound
@@ -33,6 +34,7 @@ from aftersales.shared.roles import Admin, ChannelOrSupervisor, Staff, Superviso
 from aftersales.shared.zones import IanaZone
 
 Service = Annotated[Notifications, service_of("notifications", Notifications)]
+InboxService = Annotated[Inbox, service_of("inbox", Inbox)]
 RecipientKey = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
@@ -342,3 +344,58 @@ async def list_deliveries(
     )
     items = [DeliveryRead.model_validate({**d, "id": d["_id"]}) for d in docs]
     return DeliveryList(items=items, count=len(items))
+
+
+class AttachmentRead(BaseModel):
+    id: str
+    name: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    refused: Literal["type", "too_many"] | None = Field(
+        default=None, description="why it was not kept (its content is not stored)"
+    )
+
+
+class InboundMailRead(BaseModel):
+    mail_id: str = Field(description="the hash of the mail's Message-ID")
+    kind: Literal["request", "reply"] = Field(description="a new request, or a reply on a ticket's thread")
+    ticket_id: str | None = Field(default=None, description="the ticket a reply was for")
+    received_at: datetime
+    attachments: list[AttachmentRead]
+
+
+inbound_mail = APIRouter(prefix="/v1/inbound-mail", tags=["inbound mail"])
+MailKey = Annotated[str, Path(min_length=1, max_length=300, description="mail id, or the raw Message-ID")]
+
+
+def _mail_id(key: str) -> str:
+    """Accept the mail id a ticket's `external_ref` names (`mail:<id>`) or the mail's own Message-ID."""
+    return mail_id_of(key) if "@" in key else key.removeprefix("mail:")
+
+
+@inbound_mail.get("/{mail_id}", summary="A received mail: what it became and its attachments (staff)")
+async def get_inbound_mail(mail_id: MailKey, _: Staff, inbox: InboxService) -> InboundMailRead:
+    doc = await inbox.mail(_mail_id(mail_id))
+    return InboundMailRead.model_validate({**doc, "mail_id": doc["_id"]})
+
+
+@inbound_mail.get(
+    "/{mail_id}/attachments/{n}",
+    summary="The content of a received mail's attachment (staff)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "the attachment"}},
+)
+async def get_inbound_attachment(
+    mail_id: MailKey, n: Annotated[int, Path(ge=0, le=100)], _: Staff, inbox: InboxService
+) -> Response:
+    entry, content = await inbox.attachment(_mail_id(mail_id), n)
+    return Response(
+        content,
+        media_type=str(entry["content_type"]),
+        headers={
+            "Content-Disposition": "attachment",
+            "X-Content-Type-Options": "nosniff",
+            "X-Attachment-SHA256": str(entry["sha256"]),
+        },
+    )

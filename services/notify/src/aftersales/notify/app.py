@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from fastapi import FastAPI
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 from aftersales.notify import api, consumers, timers
 from aftersales.notify.channels import ChannelAdapter
@@ -17,11 +18,14 @@ from aftersales.notify.channels.email import EmailChannel, SmtpServer
 from aftersales.notify.channels.robots import dingtalk, feishu, wecom
 from aftersales.notify.channels.sms import AliyunSms, SmsChannel
 from aftersales.notify.domain import ChannelName, RetryPolicy
-from aftersales.notify.service import Catalogue, Notifications, NotifyPolicy
+from aftersales.notify.gateway import GatewayConfig, InboundGateway
+from aftersales.notify.service import Catalogue, Inbox, InboxPolicy, Notifications, NotifyPolicy
 from aftersales.notify.store import (
     DELIVERIES,
+    INBOUND_MAIL,
     INDEXES,
     DeliveryStore,
+    InboundMailStore,
     RecipientStore,
     TemplateStore,
     TicketStore,
@@ -76,6 +80,69 @@ class Settings(ServiceSettings):
         description="the survey link of a survey-sent event without one (older feedback releases); "
         "{survey_id} and {ticket_id} are filled in",
     )
+
+    smtp_inbound_port: int = Field(
+        default=0, ge=0, le=65535, description="port of the inbound mail gateway (SMTP); 0 turns it off"
+    )
+    smtp_inbound_host: str = Field(
+        default="127.0.0.1", description="address the inbound mail gateway listens on (0.0.0.0: every one)"
+    )
+    inbound_mail_domains: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="the mail domains the gateway takes mail for, comma-separated (others: 550); "
+        "SMTP_SENDER should be an address of one of them, so customers' replies come back",
+    )
+    inbound_mail_max_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024, description="largest mail taken (552 above)"
+    )
+    inbound_mail_max_attachments: int = Field(
+        default=10, ge=0, le=50, description="attachments kept per mail (the others are listed as refused)"
+    )
+    inbound_mail_attachment_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["image/", "video/", "application/pdf", "text/plain"],
+        description="content types (or prefixes ending in /) of the attachments kept, comma-separated",
+    )
+    inbound_mail_region_code: str = Field(
+        default="000000",
+        pattern=r"^\d{6}(/\d{6})*$",
+        description="region given to customers who write in by mail (a mail has no address): where "
+        "their tickets are triaged",
+    )
+    inbound_mail_timeout_s: float = Field(
+        default=20.0, gt=0, le=300, description="recording a mail taking longer is refused with 451"
+    )
+
+    @field_validator("inbound_mail_domains", "inbound_mail_attachment_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _inbound_needs_domains(self) -> Self:
+        if self.smtp_inbound_port and not self.inbound_mail_domains:
+            raise ValueError("SMTP_INBOUND_PORT needs INBOUND_MAIL_DOMAINS (the domains to take mail for)")
+        return self
+
+    def gateway(self) -> GatewayConfig:
+        """Return the inbound mail gateway's configuration."""
+        return GatewayConfig(
+            host=self.smtp_inbound_host,
+            port=self.smtp_inbound_port,
+            domains=tuple(self.inbound_mail_domains),
+            max_bytes=self.inbound_mail_max_bytes,
+            timeout_s=self.inbound_mail_timeout_s,
+        )
+
+    def inbox(self) -> InboxPolicy:
+        """Return what the inbox keeps of a mail and how it files a new customer."""
+        return InboxPolicy(
+            domains=tuple(self.inbound_mail_domains),
+            region_code=self.inbound_mail_region_code,
+            attachment_types=tuple(self.inbound_mail_attachment_types),
+            max_attachments=self.inbound_mail_max_attachments,
+        )
 
     @model_validator(mode="after")
     def _complete_sms_provider(self) -> Self:
@@ -145,11 +212,14 @@ def build(settings: Settings) -> FastAPI:
         settings,
         RuntimeSpec(
             consumes=consumers.CONSUMES,
-            produces=[Topic.NOTIFICATIONS],
-            outbox_collections=[DELIVERIES],
+            produces=[Topic.NOTIFICATIONS, Topic.REQUESTS],
+            outbox_collections=[DELIVERIES, INBOUND_MAIL],
             indexes=INDEXES,
         ),
     )
+    inbox = Inbox(store=InboundMailStore(runtime), policy=settings.inbox())
+    if settings.smtp_inbound_port:
+        runtime.spec.extra_tasks.append(InboundGateway(inbox, settings.gateway()).serve)
     notifications = Notifications(
         recipients=RecipientStore(runtime.db),
         tickets=TicketStore(runtime.db),
@@ -165,7 +235,8 @@ def build(settings: Settings) -> FastAPI:
         title="aftersales notify",
         description="Messages to customers and staff: e-mail, SMS and group robots, with templates, "
         "preferences, do-not-disturb hours, retries and delivery status.",
-        routers=[api.recipients, api.templates, api.deliveries],
+        routers=[api.recipients, api.templates, api.deliveries, api.inbound_mail],
     )
     app.state.notifications = notifications
+    app.state.inbox = inbox
     return app

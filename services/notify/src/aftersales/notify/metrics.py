@@ -21,3 +21,8 @@ UNADDRESSED = Counter(
     "Messages nobody could be found for (no recipient registered under the id)",
     ["template"],
 )
+INBOUND_MAILS = Counter(
+    "aftersales_inbound_mails_total",
+    "Mails received by the inbound gateway, by outcome (request, reply, duplicate, ignored, refused, busy)",
+    ["outcome"],
+)

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aftersales.notify import domain, messages, notices
+from pydantic import ValidationError
+
+from aftersales.notify import domain, inbound, messages, notices
 from aftersales.notify.channels import ChannelAdapter, Outgoing, Refused, Transient
 from aftersales.notify.domain import (
     ChannelName,
@@ -26,8 +28,23 @@ from aftersales.notify.domain import (
     RecipientKind,
     RetryPolicy,
 )
-from aftersales.notify.metrics import ATTEMPTS, DEFERRED, DELIVERIES_DONE, DELIVERIES_PLANNED, UNADDRESSED
-from aftersales.notify.store import DeliveryStore, RecipientStore, TemplateStore, TicketStore
+from aftersales.notify.inbound import InboundMail, UnreadableMail
+from aftersales.notify.metrics import (
+    ATTEMPTS,
+    DEFERRED,
+    DELIVERIES_DONE,
+    DELIVERIES_PLANNED,
+    INBOUND_MAILS,
+    UNADDRESSED,
+)
+from aftersales.notify.store import (
+    SOURCE,
+    DeliveryStore,
+    InboundMailStore,
+    RecipientStore,
+    TemplateStore,
+    TicketStore,
+)
 from aftersales.notify.templates import DEFAULTS, MessageTemplate, checked
 from aftersales.shared.contracts.events import (
     ComplaintClosed,
@@ -42,7 +59,7 @@ from aftersales.shared.contracts.events import (
     WorkOrderEscalated,
     WorkOrderReassigned,
 )
-from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import NotFound, RetryLater
 from aftersales.shared.timers import Timer
 
@@ -210,7 +227,8 @@ class Notifications:
         if adapter is None:
             return Outcome.REFUSED, f"{delivery.channel.value}_not_configured"
         template = await self.templates.get(delivery.template, recipient.language)
-        message = Outgoing(delivery.id, delivery.template, delivery.params, template.render(delivery.params))
+        rendered = template.render(delivery.params)
+        message = Outgoing(delivery.id, delivery.template, delivery.params, rendered, delivery.ticket_id)
         try:
             await adapter.send(recipient, message)
         except Transient as exc:
@@ -279,3 +297,90 @@ class Catalogue:
         template = checked(key, language, subject, body)
         await self.store.put(template, by)
         return template
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPolicy:
+    domains: tuple[str, ...]  # the platform's mail domains (the gateway refuses mail for any other)
+    region_code: str = "000000"  # the region of a customer who writes in by mail (a mail has no address)
+    attachment_types: tuple[str, ...] = ("image/", "video/", "application/pdf", "text/plain")
+    max_attachments: int = 10
+
+
+class Inbox:
+    """Mail delivered to the platform: a customer's new mail becomes a request to intake, a reply on a
+    ticket's thread that customer's reply on the ticket. Each is recorded with its command in one write
+    before the gateway says 250, keyed by its Message-ID, so a mail delivered twice is one request."""
+
+    def __init__(self, *, store: InboundMailStore, policy: InboxPolicy) -> None:
+        self.store = store
+        self.policy = policy
+
+    async def receive(self, raw: bytes) -> str:
+        """Return what a delivered mail became: `request`, `reply`, `duplicate` or `ignored` (an
+        auto-reply); UnreadableMail when it cannot be a customer's (no sender, a field out of bounds)."""
+        mail = inbound.read_mail(raw, own_domains=self.policy.domains)
+        if mail.automatic or mail.sender_email.rsplit("@", 1)[-1].lower() in self.policy.domains:
+            outcome = "ignored"  # answering an auto-reply, or the platform's own mail, starts a loop
+        elif await self.store.seen(mail.mail_id):
+            outcome = "duplicate"
+        else:
+            outcome = await self._record(mail)
+        INBOUND_MAILS.labels(outcome).inc()
+        return outcome
+
+    async def _record(self, mail: InboundMail) -> str:
+        listing, kept = await self._keep_attachments(mail)
+        now = datetime.now(UTC)
+        ticket_id = mail.thread_ticket_id
+        try:
+            if ticket_id is not None:
+                command: Any = messages.customer_reply(mail, ticket_id, attachments=kept, now=now)
+            else:
+                command = messages.ticket_request(mail, region_code=self.policy.region_code, attachments=kept)
+        except ValidationError as exc:  # name the fields only: the values may be the sender's address
+            fields = sorted({".".join(str(p) for p in e["loc"]) or "mail" for e in exc.errors()})
+            raise UnreadableMail(f"not a request the platform can take ({', '.join(fields)})") from None
+        kind = "reply" if ticket_id is not None else "request"
+        event = new_event(command, source=SOURCE, subject=ticket_id or mail.mail_id)
+        record = {"kind": kind, "ticket_id": ticket_id, "received_at": now, "attachments": listing}
+        return kind if await self.store.accept(mail.mail_id, record, event) else "duplicate"
+
+    async def _keep_attachments(self, mail: InboundMail) -> tuple[list[dict[str, Any]], list[str]]:
+        """Store the attachments the policy allows; return every one's metadata and the kept names."""
+        listing: list[dict[str, Any]] = []
+        kept: list[str] = []
+        for n, attachment in enumerate(mail.attachments):
+            entry: dict[str, Any] = {
+                "id": f"{mail.mail_id}.{n}",
+                "name": attachment.name,
+                "content_type": attachment.content_type,
+                "size_bytes": len(attachment.content),
+                "sha256": attachment.sha256,
+            }
+            if n >= self.policy.max_attachments:
+                entry["refused"] = "too_many"
+            elif not attachment.content_type.startswith(self.policy.attachment_types):
+                entry["refused"] = "type"
+            else:
+                entry["chunks"] = await self.store.put_content(entry["id"], attachment.content)
+                kept.append(attachment.name)
+            listing.append(entry)
+            if n >= self.policy.max_attachments + 20:
+                break  # a mail of thousands of tiny parts: the listing stays bounded
+        return listing, kept
+
+    async def mail(self, mail_id: str) -> dict[str, Any]:
+        """Return a received mail's record (no address in it); 404 when there is none."""
+        found = await self.store.find(mail_id)
+        if found is None:
+            raise NotFound(f"inbound mail {mail_id} not found")
+        return found
+
+    async def attachment(self, mail_id: str, n: int) -> tuple[dict[str, Any], bytes]:
+        """Return a kept attachment's metadata and content; 404 when there is none."""
+        entries = (await self.mail(mail_id))["attachments"]
+        if not 0 <= n < len(entries) or "chunks" not in entries[n]:
+            raise NotFound(f"attachment {n} of inbound mail {mail_id} not found")
+        entry = entries[n]
+        return entry, await self.store.content(entry["id"], int(entry["chunks"]))

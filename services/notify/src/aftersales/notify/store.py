@@ -30,13 +30,15 @@ from aftersales.notify.notices import TicketCopy
 from aftersales.notify.templates import MessageTemplate
 from aftersales.notify.timers import ATTEMPT_DUE, CONTACT_WAIT
 from aftersales.shared.contracts import Topic
-from aftersales.shared.envelope import new_event
+from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.mongo import Database, IndexSpec
-from aftersales.shared.outbox import with_events
+from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
 
 SOURCE = "/aftersales/notify"
 RECIPIENTS, TICKETS, TEMPLATES, DELIVERIES = "recipients", "tickets", "templates", "deliveries"
+INBOUND_MAIL, INBOUND_ATTACHMENTS = "inbound_mail", "inbound_attachments"
+ATTACHMENT_CHUNK_BYTES = 255 * 1024  # well below MongoDB's 16 MB document limit, and FerretDB's comfort
 HIDDEN = {"outbox": 0}
 
 INDEXES = [
@@ -283,3 +285,56 @@ class DeliveryStore:
         }
         timer_id = f"{cause['cause_event_id']}|{notice.recipient_id}:contact:{round_}"
         await self.runtime.timers.schedule(timer_id, CONTACT_WAIT, at, payload)
+
+
+# ---------------------------------------------------------------- inbound mail
+
+
+class InboundMailStore:
+    """Received mails, by the hash of their Message-ID: what became of each (a request or a reply to a
+    ticket) and its attachments' metadata, the command for intake in its outbox; the attachments'
+    content in chunk documents `<attachment id>:<n>`. No sender address is kept outside the outbox."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+        self.mails = runtime.db[INBOUND_MAIL]
+        self.chunks = runtime.db[INBOUND_ATTACHMENTS]
+
+    async def seen(self, mail_id: str) -> bool:
+        return await self.mails.find_one({"_id": mail_id}, {"_id": 1}) is not None
+
+    async def put_content(self, attachment_id: str, content: bytes) -> int:
+        """Store an attachment's content (idempotent: the same id rewrites the same chunks); return the
+        number of chunks."""
+        pieces = [
+            content[i : i + ATTACHMENT_CHUNK_BYTES] for i in range(0, len(content), ATTACHMENT_CHUNK_BYTES)
+        ]
+        for n, piece in enumerate(pieces):
+            await self.chunks.update_one(
+                {"_id": f"{attachment_id}:{n}"}, {"$set": {"data": piece, "n": n}}, upsert=True
+            )
+        return len(pieces)
+
+    async def accept(self, mail_id: str, record: Mapping[str, Any], event: CloudEvent) -> bool:
+        """Record a received mail with its command in the outbox (one write); False when it was recorded
+        before (the same mail delivered again)."""
+        doc = new_with_events({"_id": mail_id, **record}, Topic.REQUESTS, [event])
+        try:
+            await self.mails.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        self.runtime.relay.notify(INBOUND_MAIL, mail_id)
+        return True
+
+    async def find(self, mail_id: str) -> dict[str, Any] | None:
+        return await self.mails.find_one({"_id": mail_id}, HIDDEN)
+
+    async def content(self, attachment_id: str, chunks: int) -> bytes:
+        """Return an attachment's content, from its chunks (by `_id`)."""
+        parts = []
+        for n in range(chunks):
+            doc = await self.chunks.find_one({"_id": f"{attachment_id}:{n}"})
+            if doc is None:
+                raise LookupError(f"chunk {n} of attachment {attachment_id} is missing")
+            parts.append(bytes(doc["data"]))
+        return b"".join(parts)

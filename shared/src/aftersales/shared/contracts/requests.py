@@ -128,3 +128,35 @@ class TicketRequest(BaseModel):
         if self.channel is Channel.IOT and (self.iot is None or self.product.serial is None):
             raise ValueError("iot requests need iot.fault_code/severity/observed_at and product.serial")
         return self
+
+
+@event("aftersales.request.customer-replied.v1", Topic.REQUESTS)
+class CustomerReplyRequest(BaseModel):
+    """A customer answered on a ticket's thread (e.g. a reply to its mail), to go on that ticket."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ticket_id: str = Field(min_length=1, max_length=100, description="the ticket the thread belongs to")
+    channel: Channel
+    text: str = Field(default="", max_length=MAX_DESCRIPTION_CHARS, description="what the customer wrote")
+    email: EmailStr | None = Field(
+        default=None,
+        description="the sender's address; intake applies the reply only when it is the ticket's customer's",
+    )
+    phone: str | None = Field(default=None, description="the sender's phone number (E.164), as for email")
+    external_ref: str | None = Field(
+        default=None, max_length=200, description="the gateway's reference, e.g. `mail:<inbound mail id>`"
+    )
+    idempotency_key: str = Field(min_length=1, max_length=200, description="one reply, however often sent")
+    occurred_at: AwareDatetime
+
+    @field_validator("phone")
+    @classmethod
+    def _valid_phone(cls, value: str | None) -> str | None:
+        return None if value is None else e164_phone(value)
+
+    @model_validator(mode="after")
+    def _sender_known(self) -> CustomerReplyRequest:
+        if self.email is None and self.phone is None:
+            raise ValueError("give the sender's email or phone")
+        return self

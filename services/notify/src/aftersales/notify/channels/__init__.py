@@ -37,6 +37,7 @@ class Outgoing:
     template: str
     params: Mapping[str, str]
     rendered: RenderedMessage
+    ticket_id: str | None = None  # the ticket it is about: e-mail threads replies by it
 
 
 class ChannelAdapter(Protocol):

@@ -8,10 +8,11 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 
 from aftersales.notify.channels import Outgoing, Refused, Transient
 from aftersales.notify.domain import ChannelName, Recipient
+from aftersales.notify.inbound import thread_message_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +27,21 @@ class SmtpServer:
 
 
 def compose(server: SmtpServer, to: str, message: Outgoing) -> EmailMessage:
-    """Return the mail: subject and UTF-8 text body; the Message-ID is derived from the delivery id, so a
-    re-sent copy (after a crash between sending and recording) can be recognised by the receiver."""
+    """Return the mail: subject and UTF-8 text body. The Message-ID is derived from the delivery id, so a
+    re-sent copy (after a crash between sending and recording) can be recognised by the receiver, and
+    names the ticket, as does a `[#<ticket id>]` tag in the subject: the customer's reply finds its
+    ticket (see `inbound.thread_of`)."""
     mail = EmailMessage()
     mail["From"] = server.sender
     mail["To"] = to
-    mail["Subject"] = message.rendered.subject
+    subject = message.rendered.subject
+    mail["Subject"] = f"{subject} [#{message.ticket_id}]" if message.ticket_id else subject
     mail["Date"] = formatdate(localtime=False)
     domain = server.sender.rsplit("@", 1)[-1] or "aftersales.local"
-    mail["Message-ID"] = make_msgid(idstring=_token(message.delivery_id), domain=domain)
+    if message.ticket_id:
+        mail["Message-ID"] = thread_message_id(message.ticket_id, message.delivery_id, domain)
+    else:
+        mail["Message-ID"] = f"<d.{_token(message.delivery_id)}@{domain}>"
     mail["X-Aftersales-Template"] = message.template
     mail.set_content(message.rendered.body, charset="utf-8")
     return mail
