@@ -324,6 +324,104 @@ GRID: list[Panel] = [
 ]
 
 
+# On-site work (issue 16): by grid only; per-technician figures are in GET /v1/kpis?group_by=technician.
+# A grid without a first-time fix, a kept appointment or a no-show yet shows 0 (the `or ... * 0` halves).
+FIELD: list[Panel] = [
+    (
+        "First-time fix rate",
+        "bargauge",
+        [
+            (
+                '(sum by (grid) (aftersales_kpi_field_resolutions_total{grid=~"$grid", fix="first_time"})'
+                ' or sum by (grid) (aftersales_kpi_field_resolutions_total{grid=~"$grid"}) * 0)'
+                ' / sum by (grid) (aftersales_kpi_field_resolutions_total{grid=~"$grid"})',
+                "{{grid}}",
+            )
+        ],
+        "percentunit",
+    ),
+    (
+        "Appointment kept rate",
+        "bargauge",
+        [
+            (
+                '(sum by (grid) (aftersales_kpi_field_appointments_total{grid=~"$grid", outcome="kept"})'
+                ' or sum by (grid) (aftersales_kpi_field_appointments_total{grid=~"$grid"}) * 0)'
+                ' / sum by (grid) (aftersales_kpi_field_appointments_total{grid=~"$grid"})',
+                "{{grid}}",
+            )
+        ],
+        "percentunit",
+    ),
+    (
+        "Average travel time",
+        "bargauge",
+        [
+            (
+                'sum by (grid) (aftersales_kpi_field_travel_seconds_sum{grid=~"$grid"})'
+                ' / sum by (grid) (aftersales_kpi_field_travel_seconds_count{grid=~"$grid"})',
+                "{{grid}}",
+            )
+        ],
+        "s",
+    ),
+    (
+        "Average work time on site",
+        "bargauge",
+        [
+            (
+                'sum by (grid) (aftersales_kpi_field_work_seconds_sum{grid=~"$grid"})'
+                ' / sum by (grid) (aftersales_kpi_field_work_seconds_count{grid=~"$grid"})',
+                "{{grid}}",
+            )
+        ],
+        "s",
+    ),
+    (
+        "Parts cost per field resolution",
+        "bargauge",
+        [
+            (
+                '(sum by (grid) (aftersales_kpi_field_parts_cost_total{grid=~"$grid"})'
+                ' or sum by (grid) (aftersales_kpi_field_parts_costed_resolutions_total{grid=~"$grid"}) * 0)'
+                ' / sum by (grid) (aftersales_kpi_field_parts_costed_resolutions_total{grid=~"$grid"})',
+                "{{grid}}",
+            )
+        ],
+        "currencyCNY",
+    ),
+    (
+        "No-shows by absent party",
+        "bargauge",
+        [
+            (
+                'sum by (outcome) (aftersales_kpi_field_appointments_total{grid=~"$grid", outcome=~"no_show_.*"})',
+                "{{outcome}}",
+            )
+        ],
+        "short",
+    ),
+    (
+        "On-site visits (24 h)",
+        "bargauge",
+        [('sum by (grid) (increase(aftersales_kpi_field_visits_total{grid=~"$grid"}[24h]))', "{{grid}}")],
+        "short",
+    ),
+    (
+        "Work time on site p90 (24 h)",
+        "timeseries",
+        [
+            (
+                "histogram_quantile(0.9, sum by (grid, le) "
+                '(increase(aftersales_kpi_field_work_seconds_bucket{grid=~"$grid"}[24h])))',
+                "{{grid}}",
+            )
+        ],
+        "s",
+    ),
+]
+
+
 def panel(i: int, p: Panel) -> dict[str, Any]:
     title, kind, targets, unit = p
     return {
@@ -389,6 +487,13 @@ GRID_VARIABLE = {
     "refresh": 2,
 }
 
+# The grids that had on-site work (a grid appears here with its first checked-out visit).
+FIELD_GRID = {
+    **GRID_VARIABLE,
+    "query": {"query": "label_values(aftersales_kpi_field_visits_total, grid)", "refId": "grid"},
+    "definition": "label_values(aftersales_kpi_field_visits_total, grid)",
+}
+
 
 def main() -> None:
     out = HERE / "dashboards"
@@ -400,6 +505,12 @@ def main() -> None:
         "service-health": dashboard("aftersales-health", "After-sales: service health", HEALTH, []),
         "grid-performance": dashboard(
             "aftersales-grids", "After-sales: grid performance", GRID, [GRID_VARIABLE]
+        ),
+        "field-service": dashboard(
+            "aftersales-field",
+            "After-sales: on-site work (first-time fix, visits, parts)",
+            FIELD,
+            [FIELD_GRID],
         ),
     }.items():
         (out / f"{name}.json").write_text(json.dumps(board, indent=2, ensure_ascii=False) + "\n")

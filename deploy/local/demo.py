@@ -1,5 +1,7 @@
 """`make up` demo: seed grids and technicians, send tickets from several channels, and show the platform
-working: tickets assigned within seconds, one fixed and followed up, a survey sent, KPIs computed.
+working: tickets assigned within seconds, one visited on site (booked, checked in, a part from the van,
+a service report signed by the customer and verified by its SHA-256), fixed and followed up, a survey
+sent, KPIs computed (the on-site ones too).
 
 Idempotent: tickets carry fixed Idempotency-Keys, so running `make up` again shows the same tickets.
 """
@@ -25,6 +27,7 @@ URLS = {
     "feedback": "http://127.0.0.1:8004",
     "metrics": "http://127.0.0.1:8005",
     "notify": "http://127.0.0.1:8006",
+    "fieldwork": "http://127.0.0.1:8007",
 }
 CACHE = Path(
     os.environ.get("AFTERSALES_CACHE_DIR")
@@ -105,6 +108,8 @@ def main() -> int:
     if "notify" in running:
         register_contact(client, tickets[0], TICKETS[0]["token"])
     show_assignments(client, tickets, "routing" in running)
+    if "fieldwork" in running and "routing" in running:
+        visit_on_site(client, tickets[0], TICKETS[0]["token"])
     if "routing" in running:
         fix_first_ticket(client, tickets[0])
     if "followup" in running:
@@ -250,6 +255,132 @@ def fix_first_ticket(client: httpx.Client, ticket: dict[str, Any]) -> None:
     print(f"[demo] technician accepted, started and resolved {ticket['id']}")
 
 
+FIELD_PART = "FAN-AC9"  # the spare part the demo visit uses, from the technician's van (备件)
+FIELD_LINE = "demo-line-1"  # the report line's client id: a re-run takes nothing more from the stock
+
+
+def visit_on_site(client: httpx.Client, ticket: dict[str, Any], channel_token: str) -> None:
+    """The first ticket's visit (上门): book it, set off, check in, write the service report with a part
+    from the van, check out, let the customer sign; print the report's hash, its verification and the
+    page the customer sees. A re-run finds the signed report and only shows it."""
+    fw = URLS["fieldwork"]
+    technician = field_holder(client, ticket["id"])
+    if technician is None:
+        print(f"[demo] fieldwork: no technician holds {ticket['id']} yet; no visit shown")
+        return
+    reports = check(
+        client.get(f"{fw}/v1/reports", params={"ticket_id": ticket["id"]}, headers=ADMIN), "reports"
+    )
+    signed = [r for r in reports["items"] if r["status"] == "signed"]
+    if signed:
+        print(f"[demo] fieldwork: {ticket['id']} was visited and its report signed before (a re-run)")
+        show_report(client, signed[-1], channel_token)
+        return
+    van = f"van:{technician}"
+    stock = client.get(f"{fw}/v1/stock/{van}/{FIELD_PART}", headers=ADMIN)
+    if stock.status_code != 200 or stock.json()["on_hand"] < 1:
+        receipt = {"quantity": 5, "low_stock_threshold": 1}
+        check(client.post(f"{fw}/v1/stock/{van}/{FIELD_PART}/receipts", json=receipt, headers=ADMIN), "stock")
+        print(f"[demo] fieldwork: 5 x {FIELD_PART} received into {van}")
+    appointment = book_visit(client, ticket["id"], technician)
+    print(
+        f"[demo] fieldwork: visit {appointment['id']} booked for {technician}, {appointment['window_start']}"
+    )
+    visit = f"{fw}/v1/appointments/{appointment['id']}"
+    for step in ("depart", "check-in"):
+        step_once(client, f"{visit}/{step}", {}, step)
+    drafts = [r for r in reports["items"] if r["status"] == "draft"]
+    report = (
+        drafts[-1]
+        if drafts
+        else check(
+            client.post(
+                f"{fw}/v1/reports",
+                json={
+                    "ticket_id": ticket["id"],
+                    "work_performed": "换风扇 replaced the condenser fan",
+                    "resolution_code": "replaced_part",
+                },
+                headers=ADMIN,
+            ),
+            "report",
+        )
+    )
+    line = {"line_id": FIELD_LINE, "part_id": FIELD_PART, "location_id": van, "quantity": 1}
+    check(client.post(f"{fw}/v1/reports/{report['id']}/parts", json=line, headers=ADMIN), "parts")
+    done = step_once(client, f"{visit}/check-out", {"work_done": "replaced the condenser fan"}, "check-out")
+    if done:
+        print(f"[demo] fieldwork: checked in and out, travel {done['travel_s']} s, work {done['work_s']} s")
+    strokes = [[[10, 40], [30, 20], [50, 45], [70, 15]], [[80, 40], [110, 38]]]
+    signature = {"signer_name": "Li Lei", "strokes": strokes}
+    signed_report = check(
+        client.post(f"{fw}/v1/reports/{report['id']}/sign", json=signature, headers=ADMIN), "sign"
+    )
+    show_report(client, signed_report, channel_token)
+
+
+def field_holder(client: httpx.Client, ticket_id: str) -> str | None:
+    """Wait until fieldwork knows (from routing's events) which technician holds the ticket."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        response = client.get(f"{URLS['fieldwork']}/v1/work-orders/{ticket_id}", headers=ADMIN)
+        if response.status_code == 200 and response.json().get("technician_id"):
+            technician: str = response.json()["technician_id"]
+            return technician
+        time.sleep(0.5)
+    return None
+
+
+def book_visit(client: httpx.Client, ticket_id: str, technician: str) -> dict[str, Any]:
+    """Return today's visit of the ticket (booked by an earlier, interrupted run), else book one now."""
+    now = datetime.now(UTC)
+    day = client.get(
+        f"{URLS['fieldwork']}/v1/technicians/{technician}/day",
+        params={"date": now.date().isoformat(), "timezone": "UTC"},
+        headers=ADMIN,
+    )
+    if day.status_code == 200:
+        for appointment in day.json()["appointments"]:
+            if appointment["ticket_id"] == ticket_id and appointment["status"] not in (
+                "cancelled",
+                "no_show",
+            ):
+                found: dict[str, Any] = appointment
+                return found
+    window = {
+        "ticket_id": ticket_id,
+        "window_start": now.isoformat(),
+        "window_end": (now + timedelta(hours=2)).isoformat(),
+    }
+    return check(client.post(f"{URLS['fieldwork']}/v1/appointments", json=window, headers=ADMIN), "booking")
+
+
+def step_once(client: httpx.Client, url: str, body: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """Take a visit's step; None when it was taken before (409: an earlier run got past it)."""
+    response = client.post(url, json=body or None, headers=ADMIN)
+    if response.status_code == 409:
+        return None
+    return check(response, what)
+
+
+def show_report(client: httpx.Client, report: dict[str, Any], channel_token: str) -> None:
+    """Print the signed report's hash, the verification recomputed by fieldwork and the customer's page."""
+    url = f"{URLS['fieldwork']}/v1/reports/{report['id']}"
+    verified = check(client.get(f"{url}/verification", headers=ADMIN), "verification")
+    parts = ", ".join(f"{p['quantity']} x {p['part_id']}" for p in report["parts"]) or "none"
+    print(
+        f"[demo] service report (服务报告) {report['id']} signed by {report['signer_name']} "
+        f"at {report['signed_at']}"
+    )
+    print(f"         parts used: {parts}")
+    print(f"         SHA-256 {report['content_sha256']}")
+    print(
+        f"         verification: {'matches' if verified['matches'] else 'DOES NOT MATCH'} "
+        f"(recomputed {verified['computed_sha256'][:16]}..., status {verified['status']})"
+    )
+    print(f"         the customer's page: {url}/view  (Authorization: Bearer {channel_token})")
+
+
 def show_followup(client: httpx.Client, ticket: dict[str, Any]) -> None:
     visits = poll(client, f"{URLS['followup']}/v1/visits", {"ticket_id": ticket["id"]})
     for visit in visits:
@@ -283,6 +414,13 @@ def show_kpis(client: httpx.Client) -> None:
             f"resolution_rate={kpis.get('resolution_rate')} "
             f"avg_first_response_s={kpis.get('avg_first_response_s')}"
         )
+        if row["counts"].get("field_visits") or row["counts"].get("field_resolved"):
+            print(
+                f"         {'':<20} on site: first_time_fix_rate={kpis.get('first_time_fix_rate')} "
+                f"appointment_kept_rate={kpis.get('appointment_kept_rate')} "
+                f"avg_travel_s={kpis.get('avg_travel_s')} avg_work_s={kpis.get('avg_work_s')} "
+                f"parts_per_resolution={kpis.get('avg_parts_per_field_resolution')}"
+            )
 
 
 def poll(client: httpx.Client, url: str, params: dict[str, str]) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from deploytools import promtool
+from field_events import field_events
 from harness import ROOT, Infra, Platform, ServiceProcess, auth, free_port, produce, wait_until
 from test_intake import ticket_body
 from test_metrics import PLANS, SOURCES, events_of, handled_all, produce_all, scenario_events
@@ -177,17 +178,20 @@ async def test_every_dashboard_panel_returns_series_from_a_real_prometheus(
             # scores under other ticket ids, makes the 24 h panels move), a poison message (dead-letter
             # panels), a ticket through intake (so intake publishes too), refused requests to every
             # service (error panels) and a published report.
-            events = scenario_events()
+            events = scenario_events() + field_events()
             await produce_all(infra, platform, events)
             await produce(infra, platform.topic(Topic.TICKETS.value), b"not a cloudevent", key=b"X")
             await wait_until("scenario handled", lambda: handled_all(metrics.url, platform, len(events)), 45)
 
             async def kpis_scraped() -> bool:
-                _, result = await query(client, prom, "aftersales_kpi_csat_responses_total")
-                return bool(result)
+                for series in ("aftersales_kpi_csat_responses_total", "aftersales_kpi_field_visits_total"):
+                    _, result = await query(client, prom, series)
+                    if not result:
+                        return False
+                return True
 
             await wait_until("the first wave's KPI series scraped", kpis_scraped, timeout_s=30)
-            again = second_wave()
+            again = second_wave() + field_events("-2")
             await produce_all(infra, platform, again)
             total = len(events) + len(again)
             await wait_until("second wave handled", lambda: handled_all(metrics.url, platform, total), 45)

@@ -14,7 +14,7 @@ from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import Delivery, subscribe
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK, Topic.FIELDWORK)
 
 
 def register(runtime: ServiceRuntime, recording: Recording) -> None:

@@ -9,7 +9,7 @@ None (not 0), so "no data" never looks like "0 % compliance".
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
@@ -216,6 +216,22 @@ def kpis(c: Mapping[str, int]) -> dict[str, float | None]:
         "followup_completion_rate": _ratio(
             g("followups_completed"), g("followups_scheduled") - g("followups_cancelled")
         ),
+        **field_kpis(g),
+    }
+
+
+def field_kpis(g: Callable[[str], int]) -> dict[str, float | None]:
+    """Return the on-site (fieldwork) KPIs from one group's counters; see the metrics README."""
+    costed = g("parts_costed_resolved")
+    return {
+        "first_time_fix_rate": _ratio(g("first_time_fixed"), g("field_resolved")),
+        "appointment_kept_rate": _ratio(g("appointments_kept"), g("appointments_concluded")),
+        "avg_travel_s": _avg_s(g("travel_ms"), g("travel_legs")),
+        "avg_work_s": _avg_s(g("work_ms"), g("field_visits")),
+        "avg_parts_per_field_resolution": _ratio(g("parts_used"), g("field_resolved")),
+        "avg_parts_cost_per_field_resolution": round(g("parts_cost_cents") / costed / 100, 2)
+        if costed
+        else None,
     }
 
 

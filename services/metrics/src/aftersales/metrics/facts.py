@@ -56,6 +56,29 @@ class Visit(_Model):
         return self.completed_at is not None or self.cancelled_at is not None
 
 
+class FieldVisit(_Model):
+    """One fieldwork appointment of the ticket (an on-site visit), merged from its events by its id."""
+
+    appointment_id: str
+    technician_id: str | None = None
+    technician_at: datetime | None = None
+    checked_in_at: datetime | None = None
+    travel_s: int | None = None
+    checked_out_at: datetime | None = None
+    work_s: int | None = None
+    no_show_at: datetime | None = None
+    absent: str | None = None
+
+
+class PartUse(_Model):
+    """One service-report line's parts taken from stock, keyed `<report id>:<line id>`."""
+
+    line_key: str
+    part_id: str
+    quantity: int
+    unit_cost_cents: int | None = None
+
+
 class Facts(_Model):
     """Everything known about one ticket (or, for a complaint without a ticket, about that complaint)."""
 
@@ -90,6 +113,8 @@ class Facts(_Model):
     surveys: list[Survey] = []
     complaints: list[Complaint] = []
     visits: list[Visit] = []
+    field_visits: list[FieldVisit] = []
+    parts: list[PartUse] = []
 
     @property
     def is_ticket(self) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from aftersales.metrics.facts import Complaint, Facts, Survey, Visit
+from aftersales.metrics.facts import Complaint, Facts, FieldVisit, PartUse, Survey, Visit
 from aftersales.shared.contracts.events import (
     ComplaintClosed,
     ComplaintEvent,
@@ -42,6 +42,13 @@ from aftersales.shared.contracts.events import (
     WorkOrderResolved,
     WorkOrderStarted,
 )
+from aftersales.shared.contracts.fieldwork import (
+    AppointmentEvent,
+    AppointmentNoShow,
+    StockConsumed,
+    VisitCheckedIn,
+    VisitCheckedOut,
+)
 
 T = TypeVar("T")
 
@@ -68,6 +75,10 @@ def _add_unique(items: list[T], item: T) -> list[T]:
 
 def _newer(at: datetime, than: datetime | None) -> bool:
     return than is None or at > than
+
+
+def _earlier(at: datetime, than: datetime | None) -> bool:
+    return than is None or at < than
 
 
 def _apply_ticket_facts(f: Facts, data: TicketFacts, at: datetime) -> dict[str, Any]:
@@ -147,6 +158,40 @@ def _merge_visit(f: Facts, data: VisitEvent) -> dict[str, Any]:
         upd["cancelled_at"] = _min(v.cancelled_at, at)
     merged = v.model_copy(update=upd)
     return {"visits": sorted([*rest, merged], key=lambda x: x.visit_id)}
+
+
+def _merge_field_visit(f: Facts, data: AppointmentEvent) -> dict[str, Any]:
+    """An on-site appointment (fieldwork): the earliest check-in, check-out and no-show each win, with
+    the travel or work time their event carries; the technician is the one named by the newest event."""
+    rest, v = _upsert(
+        f.field_visits,
+        "appointment_id",
+        data.appointment_id,
+        lambda: FieldVisit(appointment_id=data.appointment_id),
+    )
+    upd: dict[str, Any] = {}
+    at = data.occurred_at
+    if v.technician_at is None or (at, data.technician_id) > (v.technician_at, v.technician_id or ""):
+        upd.update(technician_id=data.technician_id, technician_at=at)
+    if isinstance(data, VisitCheckedIn) and _earlier(at, v.checked_in_at):
+        upd.update(checked_in_at=at, travel_s=data.travel_s)
+    elif isinstance(data, VisitCheckedOut) and _earlier(at, v.checked_out_at):
+        upd.update(checked_out_at=at, work_s=data.work_s)
+    elif isinstance(data, AppointmentNoShow) and _earlier(at, v.no_show_at):
+        upd.update(no_show_at=at, absent=data.absent)
+    merged = v.model_copy(update=upd)
+    return {"field_visits": sorted([*rest, merged], key=lambda x: x.appointment_id)}
+
+
+def _parts_used(f: Facts, data: StockConsumed) -> dict[str, Any]:
+    """Parts taken from stock for a service-report line; a line is counted once, by report and line id."""
+    key = f"{data.report_id}:{data.line_id}"
+    if any(p.line_key == key for p in f.parts):
+        return {}
+    line = PartUse(
+        line_key=key, part_id=data.part_id, quantity=data.quantity, unit_cost_cents=data.unit_cost_cents
+    )
+    return {"parts": sorted([*f.parts, line], key=lambda p: p.line_key)}
 
 
 def _created(f: Facts, data: TicketCreated) -> dict[str, Any]:
@@ -260,6 +305,8 @@ _FOLDS: dict[type[BaseModel], Callable[[Facts, Any], dict[str, Any]]] = {
     SurveySubmitted: _surveyed,
     ComplaintEvent: _merge_complaint,
     VisitEvent: _merge_visit,
+    AppointmentEvent: _merge_field_visit,
+    StockConsumed: _parts_used,
 }
 
 

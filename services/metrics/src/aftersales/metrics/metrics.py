@@ -70,11 +70,48 @@ _COUNTERS = (
         ["kind", "outcome"],
         "followups_completed",
     ),
+    ("aftersales_kpi_field_visits", "On-site visits checked out, by grid", ["grid"], "field_visits"),
+    (
+        "aftersales_kpi_field_resolutions",
+        "Resolved tickets with an on-site visit, by grid and fix (first_time: exactly one visit, or repeat)",
+        ["grid", "fix"],
+        "field_resolutions",
+    ),
+    (
+        "aftersales_kpi_field_appointments",
+        "Appointments concluded, by grid and outcome (kept, no_show_customer, no_show_technician)",
+        ["grid", "outcome"],
+        "field_appointments",
+    ),
+    (
+        "aftersales_kpi_field_parts_costed_resolutions",
+        "Resolutions with an on-site visit whose every part line has a unit cost, by grid",
+        ["grid"],
+        "field_parts_costed",
+    ),
 )
+# name, help, label, the `alltime` rollup series it reads
 _HISTOGRAMS = (
-    ("assignment_latency", "Time from ticket creation to the first assignment"),
-    ("first_response", "Time from creation to the technician's acceptance, customer waits excluded"),
-    ("resolution", "Time from creation to the first resolution"),
+    (
+        "assignment_latency",
+        "Time from ticket creation to the first assignment",
+        "priority",
+        "assignment_latency",
+    ),
+    (
+        "first_response",
+        "Time from creation to the technician's acceptance, customer waits excluded",
+        "priority",
+        "first_response",
+    ),
+    ("resolution", "Time from creation to the first resolution", "priority", "resolution"),
+    (
+        "field_travel",
+        "Travel time to an on-site visit, departure to check-in, by grid",
+        "grid",
+        "field_travel",
+    ),
+    ("field_work", "Time on site, check-in to check-out, by grid", "grid", "field_work"),
 )
 
 
@@ -86,8 +123,9 @@ class KpiCollector(Collector):
         s = self.snapshot
         for name, doc, labels, series in _COUNTERS:
             yield from _counter(name, doc, labels, s.alltime.get(series, {}))
-        for name, doc in _HISTOGRAMS:
-            yield _histogram(f"aftersales_kpi_{name}_seconds", doc, s.alltime.get(name, {}))
+        for name, doc, label, series in _HISTOGRAMS:
+            yield _histogram(f"aftersales_kpi_{name}_seconds", doc, label, s.alltime.get(series, {}))
+        yield _parts_cost(s.alltime.get("field_parts_cost_cents", {}))
         yield from _backlog_gauges(s)
         yield from _platform_gauges(s)
 
@@ -161,17 +199,30 @@ def _counter(
     yield family
 
 
-def _histogram(name: str, doc: str, raw: dict[tuple[str, ...], int]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(name, doc, labels=["priority"])
+def _histogram(name: str, doc: str, label: str, raw: dict[tuple[str, ...], int]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[label])
     # Every priority is exported from the start, at zero until observed: a series that first appears
     # with its counts already up shows no increase() in Prometheus, and its quantiles would be NaN.
-    priorities = sorted({p.value for p in Priority} | {k[0] for k in raw})
-    for priority in priorities:
+    # (Grids are not known ahead: a grid's series appears with its first observation.)
+    known = {p.value for p in Priority} if label == "priority" else set()
+    for value in sorted(known | {k[0] for k in raw}):
         cumulative, buckets = 0, []
         for bound in [*(str(b) for b in DURATION_BUCKETS_S), "inf"]:
-            cumulative += raw.get((priority, "le", bound), 0)
+            cumulative += raw.get((value, "le", bound), 0)
             buckets.append(("+Inf" if bound == "inf" else f"{float(bound)}", cumulative))
-        family.add_metric([priority], buckets=buckets, sum_value=raw.get((priority, "sum_ms"), 0) / 1000)
+        family.add_metric([value], buckets=buckets, sum_value=raw.get((value, "sum_ms"), 0) / 1000)
+    return family
+
+
+def _parts_cost(raw: dict[tuple[str, ...], int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(
+        "aftersales_kpi_field_parts_cost",
+        "Cost of the parts used on resolutions with an on-site visit (currency units, e.g. yuan), by grid; "
+        "only resolutions whose every part line has a unit cost",
+        labels=["grid"],
+    )
+    for (grid, *_), cents in sorted(raw.items()):
+        family.add_metric([grid], cents / 100)
     return family
 
 

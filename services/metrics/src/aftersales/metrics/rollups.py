@@ -129,7 +129,58 @@ def contribution(f: Facts, zone: ZoneInfo) -> Contribution:
             b.series("followups_completed", [v.kind, v.outcome])
         if v.scheduled_at is not None and not v.done:
             b.add(CURRENT, dims, {"pending_followups": 1})
+    _field_visits(b, f)
+    if f.is_ticket and f.first_resolved_at is not None:
+        _field_resolution(b, f, f.first_resolved_at)
     return b.result()
+
+
+def _field_visits(b: _Builder, f: Facts) -> None:
+    """On-site appointments (fieldwork), each counted for the technician it names: kept (checked in) or
+    missed (a no-show) on the day it concluded, travel time at check-in, work time at check-out."""
+    for v in f.field_visits:
+        vdims = dimension_values(f, v.technician_id)
+        grid = vdims["grid"]
+        if v.checked_in_at is not None:
+            travel = {"travel_legs": 1, "travel_ms": v.travel_s * 1000} if v.travel_s is not None else {}
+            b.at(v.checked_in_at, vdims, {"appointments_concluded": 1, "appointments_kept": 1, **travel})
+            b.series("field_appointments", [grid, "kept"])
+            if v.travel_s is not None:
+                b.histogram("field_travel", grid, v.travel_s * 1000)
+        elif v.no_show_at is not None:
+            absent = v.absent or "customer"
+            b.at(v.no_show_at, vdims, {"appointments_concluded": 1, f"appointments_no_show_{absent}": 1})
+            b.series("field_appointments", [grid, f"no_show_{absent}"])
+        if v.checked_out_at is not None:
+            b.at(v.checked_out_at, vdims, {"field_visits": 1, "work_ms": (v.work_s or 0) * 1000})
+            b.series("field_visits", [grid])
+            b.histogram("field_work", grid, (v.work_s or 0) * 1000)
+
+
+def _field_resolution(b: _Builder, f: Facts, resolved_at: datetime) -> None:
+    """A resolved ticket with at least one visit checked out, on the day of its first resolution, counted
+    for the technician of its first visit: a first-time fix when exactly one visit was checked out over
+    the ticket's life, and the parts its reports used (their cost when every line has a unit cost)."""
+    done = sorted(
+        (v for v in f.field_visits if v.checked_out_at is not None),
+        key=lambda v: (v.checked_out_at, v.appointment_id),
+    )
+    if not done:
+        return
+    rdims = dimension_values(f, done[0].technician_id)
+    first_time = len(done) == 1
+    counters = {
+        "field_resolved": 1,
+        "first_time_fixed": int(first_time),
+        "parts_used": sum(p.quantity for p in f.parts),
+    }
+    costs = [p.unit_cost_cents * p.quantity for p in f.parts if p.unit_cost_cents is not None]
+    if len(costs) == len(f.parts):
+        counters.update(parts_costed_resolved=1, parts_cost_cents=sum(costs))
+        b.series("field_parts_costed", [rdims["grid"]])
+        b.series("field_parts_cost_cents", [rdims["grid"]], sum(costs))
+    b.at(resolved_at, rdims, counters)
+    b.series("field_resolutions", [rdims["grid"], "first_time" if first_time else "repeat"])
 
 
 def _ticket(b: _Builder, f: Facts, dims: dict[str, str]) -> None:

@@ -32,6 +32,12 @@ class AppointmentBooked(AppointmentEvent):
     window_start: AwareDatetime
     window_end: AwareDatetime
     booked_by: Literal["channel", "desk", "technician"]
+    chosen_by: Literal["customer", "desk"] | None = Field(
+        default=None,
+        description="who chose the window: `customer` (booked by the customer's channel) or `desk` (our "
+        "side: desk or technician); routing counts the wait for a later window the customer chose as "
+        "customer time. Absent from older producers: read `booked_by` (channel = customer)",
+    )
 
 
 @event("aftersales.fieldwork.appointment-rescheduled.v1", Topic.FIELDWORK)
@@ -42,6 +48,11 @@ class AppointmentRescheduled(AppointmentEvent):
     window_end: AwareDatetime
     previous_window_start: AwareDatetime
     reschedules: int = Field(ge=1, description="how often this appointment has been moved")
+    chosen_by: Literal["customer", "desk"] | None = Field(
+        default=None,
+        description="who chose the new window: `customer` (moved by the customer's channel) or `desk` (our "
+        "side: desk or technician); absent from older producers (routing then keeps the booking's chooser)",
+    )
 
 
 @event("aftersales.fieldwork.appointment-no-show.v1", Topic.FIELDWORK)
@@ -118,6 +129,12 @@ class StockConsumed(StockEvent):
     report_id: str
     ticket_id: str
     line_id: str
+    unit_cost_cents: int | None = Field(
+        default=None,
+        ge=0,
+        description="the cost of one part in the smallest currency unit (分 for CNY), "
+        "when the stock knows it; metrics sums it into the parts cost per resolution",
+    )
 
 
 @event("aftersales.fieldwork.stock-low.v1", Topic.FIELDWORK)
