@@ -34,6 +34,8 @@ PRODUCERS = {
     Topic.REPORTS: "metrics",
     Topic.NOTIFICATIONS: "notify",
     Topic.FIELDWORK: "fieldwork",
+    Topic.PRIVACY: "intake (erasure requests, contact preferences) and every service holding personal data "
+    "(erasure confirmations)",
 }
 
 

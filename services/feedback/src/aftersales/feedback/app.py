@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from aftersales.feedback import api, consumers, timers
 from aftersales.feedback.domain import ComplaintPolicy
+from aftersales.feedback.privacy import PersonalData
 from aftersales.feedback.service import Complaints, SurveyPolicy, Surveys
 from aftersales.feedback.store import (
     COMPLAINTS,
@@ -26,6 +27,7 @@ from aftersales.feedback.store import (
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import ComplaintState
 from aftersales.shared.http import create_app
+from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 
@@ -105,24 +107,30 @@ def build(settings: Settings) -> FastAPI:
         settings,
         RuntimeSpec(
             consumes=consumers.CONSUMES,
-            produces=[Topic.FEEDBACK],
-            outbox_collections=[SURVEYS, COMPLAINTS],
+            produces=[Topic.FEEDBACK, Topic.PRIVACY],
+            outbox_collections=[SURVEYS, COMPLAINTS, ERASURES],
             indexes=INDEXES,
         ),
     )
     survey_policy = settings.survey_policy()
+    survey_store, tickets = SurveyStore(runtime), TicketFactsStore(runtime.db)
     surveys = Surveys(
-        SurveyStore(runtime),
+        survey_store,
         survey_policy,
         settings.survey_signing_key.get_secret_value().encode(),
         settings.survey_link_base(),
     )
-    complaints = Complaints(
-        ComplaintStore(runtime), TicketFactsStore(runtime.db), settings.complaint_policy(), survey_policy
+    complaint_store = ComplaintStore(runtime)
+    complaints = Complaints(complaint_store, tickets, settings.complaint_policy(), survey_policy)
+    personal_data = PersonalData(
+        surveys=survey_store,
+        complaints=complaint_store,
+        tickets=tickets,
+        ledger=ErasureLedger(runtime, service="feedback"),
     )
     runtime.spec.extra_tasks.append(complaints.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(complaints.open_index_healer(600.0))
-    consumers.register(runtime, surveys, complaints)
+    consumers.register(runtime, surveys, complaints, personal_data)
     timers.register(runtime, complaints)
     app = create_app(
         runtime,

@@ -1,8 +1,10 @@
 """Kafka handlers: ticket facts (and the complaint channel), one survey per resolution, and low CSAT
-answers (our own SurveySubmitted events) turning into complaints — durable because they ride the outbox."""
+answers (our own SurveySubmitted events) turning into complaints — durable because they ride the outbox;
+erasure requests from intake."""
 
 from __future__ import annotations
 
+from aftersales.feedback.privacy import PersonalData
 from aftersales.feedback.service import Complaints, Surveys
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import (
@@ -11,16 +13,20 @@ from aftersales.shared.contracts.events import (
     TicketReopened,
     WorkOrderResolved,
 )
+from aftersales.shared.contracts.privacy import ErasureRequested
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK, Topic.PRIVACY)
 
 
-def register(runtime: ServiceRuntime, surveys: Surveys, complaints: Complaints) -> None:
+def register(
+    runtime: ServiceRuntime, surveys: Surveys, complaints: Complaints, personal_data: PersonalData
+) -> None:
     routes = EventRoutes(
         {
+            ErasureRequested: personal_data.on_erasure_requested,
             TicketCreated: complaints.on_ticket_created,
             TicketReopened: complaints.on_ticket_reopened,
             WorkOrderResolved: surveys.on_work_order_resolved,

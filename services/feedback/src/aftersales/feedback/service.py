@@ -241,6 +241,8 @@ class Complaints:
         if existing is not None:
             return existing, False
         facts = await self.tickets.get(ticket_id) or {}
+        if ticket_id is not None:  # indexed ahead of the complaint: an erasure finds it by the ticket
+            await self.tickets.note_complaint(ticket_id, complaint_id)
         category = category or _category(facts.get("category"))
         product_model = product_model or facts.get("product_model")
         now = datetime.now(UTC)

@@ -19,7 +19,7 @@ from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Category
 from aftersales.shared.contracts.events import ComplaintScope, ComplaintState
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.errors import NotFound
+from aftersales.shared.errors import NotFound, RetryLater
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.openindex import OpenIndex
@@ -28,6 +28,7 @@ from aftersales.shared.runtime import ServiceRuntime
 
 SOURCE = "/aftersales/feedback"
 SURVEYS, COMPLAINTS, TICKETS = "surveys", "complaints", "tickets"
+ERASE_TRIES = 5
 HIDDEN = {"outbox": 0, "applied_events": 0, "outbox_lease": 0, "outbox_owner": 0, "outbox_pending": 0}
 
 INDEXES = [
@@ -124,6 +125,16 @@ class SurveyStore:
             self.runtime.relay.notify(SURVEYS, survey_id)
         return result.modified_count == 1
 
+    async def erase_comment(self, survey_id: str) -> bool:
+        """Remove the customer's comment from a survey's answer; True when it had one (the scores stay)."""
+        result = await self.surveys.update_one(
+            {"_id": survey_id, "comment": {"$ne": None}}, {"$set": {"comment": None}}
+        )
+        return result.modified_count == 1
+
+    async def exists(self, survey_id: str) -> bool:
+        return await self.surveys.find_one({"_id": survey_id}, {"_id": 1}) is not None
+
     async def find(self, equal_to: Mapping[str, str | None], limit: int) -> list[dict[str, Any]]:
         """Return surveys whose fields equal the given values (None: any), oldest first."""
         cursor = self.surveys.find(_equal(equal_to), HIDDEN, sort=[("sent_at", 1)], limit=limit)
@@ -156,6 +167,17 @@ class TicketFactsStore:
 
     async def get(self, ticket_id: str | None) -> dict[str, Any] | None:
         return None if ticket_id is None else await self.tickets.find_one({"_id": ticket_id})
+
+    async def note_complaint(self, ticket_id: str, complaint_id: str) -> None:
+        """Index a complaint under its ticket (written ahead of the complaint), so an erasure finds it by
+        `_id`; a ticket has a handful of complaints."""
+        await self.tickets.update_one(
+            {"_id": ticket_id}, {"$addToSet": {"complaint_ids": complaint_id}}, upsert=True
+        )
+
+    async def complaint_ids(self, ticket_id: str) -> list[str]:
+        doc = await self.tickets.find_one({"_id": ticket_id}, {"complaint_ids": 1})
+        return list((doc or {}).get("complaint_ids", []))
 
 
 class ComplaintStore:
@@ -191,6 +213,22 @@ class ComplaintStore:
             return False
         self.runtime.relay.notify(COMPLAINTS, c.id)
         return True
+
+    async def erase_text(self, complaint_id: str) -> bool:
+        """Remove the summary and the notes of a complaint (what the customer said, what staff noted);
+        True when it had any. Guarded by `updated_at`, so a concurrent change is not overwritten."""
+        for _ in range(ERASE_TRIES):
+            doc = await self.complaints.find_one(
+                {"_id": complaint_id}, {"summary": 1, "history": 1, "updated_at": 1}
+            )
+            history = (doc or {}).get("history", [])
+            if doc is None or not (doc.get("summary") or any(entry.get("note") for entry in history)):
+                return False
+            update = {"$set": {"summary": None, "history": [{**entry, "note": None} for entry in history]}}
+            guard = {"_id": complaint_id, "updated_at": doc.get("updated_at")}
+            if (await self.complaints.update_one(guard, update)).modified_count == 1:
+                return True
+        raise RetryLater(f"complaint {complaint_id} kept changing while its text was erased")
 
     async def find_complaint(self, complaint_id: str) -> Complaint | None:
         doc = await self.complaints.find_one({"_id": complaint_id}, HIDDEN)

@@ -162,7 +162,11 @@ async def reschedule(appointment_id: Key, body: Window, caller: AnyCaller, visit
     window = (body.window_start, body.window_end)
     return _appointment(
         await visits.change_appointment(
-            caller, appointment_id, lambda a, order: domain.reschedule(a, order, window, _now())
+            caller,
+            appointment_id,
+            lambda a, order: domain.reschedule(
+                a, order, window, _now(), "customer" if caller.is_channel_only else "desk"
+            ),
         )
     )
 

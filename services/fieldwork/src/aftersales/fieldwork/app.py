@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from aftersales.fieldwork import api, api_reports, consumers
+from aftersales.fieldwork.privacy import PersonalData
 from aftersales.fieldwork.service import Fieldwork, ReportBook, Stockroom
 from aftersales.fieldwork.store import (
     INDEXES,
@@ -20,6 +21,7 @@ from aftersales.fieldwork.store import (
 )
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
+from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 
@@ -34,15 +36,19 @@ def build(settings: Settings) -> FastAPI:
         settings,
         RuntimeSpec(
             consumes=consumers.CONSUMES,
-            produces=[Topic.FIELDWORK],
-            outbox_collections=OUTBOX_COLLECTIONS,
+            produces=[Topic.FIELDWORK, Topic.PRIVACY],
+            outbox_collections=[*OUTBOX_COLLECTIONS, ERASURES],
             indexes=INDEXES,
         ),
     )
-    fieldwork = Fieldwork(work_orders=WorkOrderStore(runtime), appointments=AppointmentStore(runtime))
+    appointments, report_store = AppointmentStore(runtime), ReportStore(runtime)
+    fieldwork = Fieldwork(work_orders=WorkOrderStore(runtime), appointments=appointments)
     stockroom = Stockroom(StockStore(runtime))
-    report_book = ReportBook(ReportStore(runtime), fieldwork, stockroom)
-    consumers.register(runtime, fieldwork)
+    report_book = ReportBook(report_store, fieldwork, stockroom)
+    personal_data = PersonalData(
+        appointments=appointments, reports=report_store, ledger=ErasureLedger(runtime, service="fieldwork")
+    )
+    consumers.register(runtime, fieldwork, personal_data)
     app = create_app(
         runtime,
         title="aftersales fieldwork",

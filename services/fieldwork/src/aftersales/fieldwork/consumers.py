@@ -1,9 +1,11 @@
 """Kafka handlers: intake's ticket events say whose customer a ticket is and when it closes; routing's
-assignment events say which technician holds it. They only translate events into fieldwork's use cases."""
+assignment events say which technician holds it; intake's erasure requests remove the customer's
+personal data. They only translate events into fieldwork's use cases."""
 
 from __future__ import annotations
 
 from aftersales.fieldwork.domain import WorkOrderStatus
+from aftersales.fieldwork.privacy import PersonalData
 from aftersales.fieldwork.service import Fieldwork
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import (
@@ -17,12 +19,13 @@ from aftersales.shared.contracts.events import (
     WorkOrderReassigned,
     WorkOrderResolved,
 )
+from aftersales.shared.contracts.privacy import ErasureRequested
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoute, EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.PRIVACY)
 
 
 def routes(fieldwork: Fieldwork) -> dict[type, EventRoute]:
@@ -67,5 +70,6 @@ def routes(fieldwork: Fieldwork) -> dict[type, EventRoute]:
     }
 
 
-def register(runtime: ServiceRuntime, fieldwork: Fieldwork) -> None:
-    subscribe(runtime.broker, runtime.settings, CONSUMES, EventRoutes(routes(fieldwork)))
+def register(runtime: ServiceRuntime, fieldwork: Fieldwork, personal_data: PersonalData) -> None:
+    table = {**routes(fieldwork), ErasureRequested: personal_data.on_erasure_requested}
+    subscribe(runtime.broker, runtime.settings, CONSUMES, EventRoutes(table))

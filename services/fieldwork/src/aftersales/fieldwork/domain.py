@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.auth import Principal
@@ -214,6 +215,7 @@ def book(
         window_start=booked.window_start,
         window_end=booked.window_end,
         booked_by=booked_by.value,
+        chosen_by="customer" if booked_by is Booker.CHANNEL else "desk",
     )
     return Decision(booked, (event,))
 
@@ -235,7 +237,11 @@ def _require(appointment: Appointment, allowed: frozenset[AppointmentStatus], ac
 
 
 def reschedule(
-    appointment: Appointment, order: WorkOrder, window: tuple[datetime, datetime], now: datetime
+    appointment: Appointment,
+    order: WorkOrder,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    chosen_by: Literal["customer", "desk"] | None = None,
 ) -> Decision[Appointment]:
     """Return the appointment moved to a new window (to the work order's current technician)."""
     _require(appointment, NOT_STARTED, "reschedule")
@@ -263,6 +269,7 @@ def reschedule(
         window_end=end,
         previous_window_start=appointment.window_start,
         reschedules=moved.reschedules,
+        chosen_by=chosen_by,
     )
     return Decision(moved, (event,))
 

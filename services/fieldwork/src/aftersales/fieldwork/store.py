@@ -38,6 +38,7 @@ SOURCE = "/aftersales/fieldwork"
 WORK_ORDERS, APPOINTMENTS, REPORTS, STOCK = "work_orders", "appointments", "reports", "stock"
 OUTBOX_COLLECTIONS = [WORK_ORDERS, APPOINTMENTS, REPORTS, STOCK]
 HIDDEN = {"outbox": 0}
+ERASE_LIMIT = 1000  # a ticket has a handful of appointments and reports
 
 INDEXES = [
     IndexSpec(APPOINTMENTS, [("technician_id", 1), ("window_start", 1)]),
@@ -221,6 +222,20 @@ class AppointmentStore(_Outboxed):
         cursor = self.collection.find(query, HIDDEN, sort=[("window_start", 1), ("_id", 1)], limit=limit)
         return [appointment_from(doc) async for doc in cursor]
 
+    async def erase_personal(self, ticket_id: str) -> int:
+        """Remove where the customer was met (check-in and check-out points) and the notes on the work
+        from a ticket's appointments; return how many had any. The version moves, so a writer holding
+        an older read re-reads."""
+        fields = {"check_in_point": None, "check_out_point": None, "work_done": None}
+        query = {"ticket_id": ticket_id, "$or": [{name: {"$ne": None}} for name in fields]}
+        erased = 0
+        async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT):
+            result = await self.collection.update_one(
+                {"_id": doc["_id"]}, {"$set": fields, "$inc": {"version": 1}}
+            )
+            erased += result.modified_count
+        return erased
+
     async def open_of_ticket(self, ticket_id: str) -> list[str]:
         """Return the ids of a ticket's appointments not started yet (a ticket has a handful)."""
         query = {"ticket_id": ticket_id, "status": {"$in": [s.value for s in NOT_STARTED]}}
@@ -298,6 +313,24 @@ class ReportStore(_Outboxed):
         }
         guard = {"_id": before.id, "version": before.version, "status": ReportStatus.DRAFT.value}
         return await self._update(guard, update, _events(decision, before.ticket_id))
+
+    async def erase_signatures(self, ticket_id: str) -> int:
+        """Remove the customer's signature (image or strokes, and the signer's name) from a ticket's
+        reports; return how many had one. The signature's SHA-256 and the report's content hash stay, as
+        the record that a signed report existed; `signature_erased_at` says why it can no longer be shown."""
+        query = {"ticket_id": ticket_id, "signature.data": {"$ne": ""}, "signature": {"$ne": None}}
+        erased = 0
+        async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT):
+            update = {
+                "$set": {
+                    "signature.data": "",
+                    "signature.signer_name": "",
+                    "signature_erased_at": datetime.now(UTC),
+                },
+                "$inc": {"version": 1},
+            }
+            erased += (await self.collection.update_one({"_id": doc["_id"]}, update)).modified_count
+        return erased
 
     async def of_ticket(self, ticket_id: str, limit: int) -> list[ServiceReport]:
         cursor = self.collection.find({"ticket_id": ticket_id}, HIDDEN, sort=[("created_at", 1)], limit=limit)

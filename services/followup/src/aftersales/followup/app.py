@@ -14,12 +14,14 @@ from pydantic import Field, model_validator
 
 from aftersales.followup import api, consumers, timers
 from aftersales.followup.domain import FollowUpPolicy
+from aftersales.followup.privacy import PersonalData
 from aftersales.followup.service import FollowUps
-from aftersales.followup.store import INDEXES, VISITS, TicketFactsStore, VisitStore
+from aftersales.followup.store import INDEXES, VISITS, TicketFactsStore, VisitNotes, VisitStore
 from aftersales.shared.calendar import BusinessHours, DoNotDisturb
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Priority
 from aftersales.shared.http import create_app
+from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 
@@ -85,15 +87,24 @@ def build(settings: Settings) -> FastAPI:
         settings,
         RuntimeSpec(
             consumes=consumers.CONSUMES,
-            produces=[Topic.FOLLOWUPS],
-            outbox_collections=[VISITS],
+            produces=[Topic.FOLLOWUPS, Topic.PRIVACY],
+            outbox_collections=[VISITS, ERASURES],
             indexes=INDEXES,
         ),
     )
-    followups = FollowUps(VisitStore(runtime, policy), TicketFactsStore(runtime.db), policy)
+    visits, tickets = VisitStore(runtime, policy), TicketFactsStore(runtime.db)
+    preferences = ContactPreferenceStore(runtime)
+    followups = FollowUps(visits, tickets, policy)
+    followups.preferences = preferences
+    personal_data = PersonalData(
+        visits=VisitNotes(runtime),
+        tickets=tickets,
+        ledger=ErasureLedger(runtime, service="followup"),
+        preferences=preferences,
+    )
     runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(followups.open_index_healer(600.0))
-    consumers.register(runtime, followups)
+    consumers.register(runtime, followups, personal_data)
     timers.register(runtime, followups)
     app = create_app(
         runtime,

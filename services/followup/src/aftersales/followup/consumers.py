@@ -1,8 +1,10 @@
 """Kafka handlers: intake's ticket events keep the local ticket-facts copy; routing's resolutions schedule
-visits; a closed, cancelled or reopened ticket cancels its open visits."""
+visits; a closed, cancelled or reopened ticket cancels its open visits; personal-data requests (erasure,
+contact preferences) from intake."""
 
 from __future__ import annotations
 
+from aftersales.followup.privacy import PersonalData
 from aftersales.followup.service import FollowUps
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import (
@@ -12,16 +14,19 @@ from aftersales.shared.contracts.events import (
     TicketReopened,
     WorkOrderResolved,
 )
+from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.PRIVACY)
 
 
-def register(runtime: ServiceRuntime, followups: FollowUps) -> None:
+def register(runtime: ServiceRuntime, followups: FollowUps, personal_data: PersonalData) -> None:
     routes = EventRoutes(
         {
+            ErasureRequested: personal_data.on_erasure_requested,
+            ContactPreferencesChanged: personal_data.on_preferences_changed,
             TicketCreated: followups.on_ticket_created,
             TicketReopened: followups.on_ticket_reopened,
             TicketClosed: followups.on_ticket_closed,

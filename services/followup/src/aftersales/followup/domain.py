@@ -138,6 +138,14 @@ def plan_visits(
     return plans
 
 
+def contactable(plans: list[VisitPlan], *, do_not_contact: bool, care_calls: bool) -> list[VisitPlan]:
+    """Return the plans the customer's preferences allow: none for a do-not-contact customer, no care
+    visits (回访关怀) for one who withdrew consent to care calls."""
+    if do_not_contact:
+        return []
+    return [p for p in plans if care_calls or p.kind != VisitKind.CARE]
+
+
 def next_care_visit(policy: FollowUpPolicy, after: datetime, timezone: str) -> VisitPlan:
     """Return the periodic care visit that follows `after` by the care interval."""
     due = allowed_time(policy, after + policy.care_interval, timezone)

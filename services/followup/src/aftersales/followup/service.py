@@ -20,6 +20,7 @@ from aftersales.followup.metrics import (
     VISITS_OVERDUE,
     VISITS_SCHEDULED,
 )
+from aftersales.followup.privacy import contactable
 from aftersales.followup.store import HistoryEntry, TicketFactsStore, VisitStore
 from aftersales.shared.aggregate import Decision, decide_until_written
 from aftersales.shared.contracts.events import (
@@ -35,6 +36,7 @@ from aftersales.shared.contracts.events import (
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.errors import RetryLater
 from aftersales.shared.pii import redact_optional
+from aftersales.shared.privacy import ContactPreferenceStore
 from aftersales.shared.runtime import BackgroundTask, periodic
 from aftersales.shared.timers import Timer
 
@@ -52,6 +54,7 @@ class FollowUps:
     the agents' outcomes and moves, and act on the visits' timers."""
 
     def __init__(self, store: VisitStore, tickets: TicketFactsStore, policy: FollowUpPolicy) -> None:
+        self.preferences: ContactPreferenceStore | None = None  # set by app.build: do-not-contact
         self.store = store
         self.tickets = tickets
         self.policy = policy
@@ -100,7 +103,8 @@ class FollowUps:
             await self.store.care_sequence(customer.customer_id) if needs_care and customer.customer_id else 1
         )
         created: list[Visit] = []
-        for plan in domain.plan_visits(self.policy, res, customer, needs_care=needs_care):
+        plans = domain.plan_visits(self.policy, res, customer, needs_care=needs_care)
+        for plan in await contactable(self.preferences, plans, customer.customer_id):
             visit = domain.new_visit(plan, res, customer, care_n=care_n)
             if await self.store.create(visit):
                 VISITS_SCHEDULED.labels(visit.kind.value).inc()
@@ -206,6 +210,10 @@ class FollowUps:
         if care is None or care.is_open or care.status == VisitStatus.CANCELLED:
             return  # the close this timer was planned for did not happen; closing it later plans again
         following = domain.following_care(self.policy, care, datetime.now(UTC))
+        care_plan = domain.VisitPlan(VisitKind.CARE, following.due_at, following.deadline_at)
+        if not await contactable(self.preferences, [care_plan], care.customer_id):
+            log.info("care cycle ends: the customer declined care calls", extra={"ticket_id": care.ticket_id})
+            return
         if await self.store.create(following):
             VISITS_SCHEDULED.labels(VisitKind.CARE.value).inc()
 

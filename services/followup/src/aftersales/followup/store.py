@@ -29,7 +29,7 @@ from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import CustomerTier
 from aftersales.shared.contracts.events import VisitKind, VisitOutcome
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.errors import NotFound
+from aftersales.shared.errors import NotFound, RetryLater
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.openindex import OpenIndex
@@ -39,6 +39,7 @@ from aftersales.shared.runtime import ServiceRuntime
 SOURCE = "/aftersales/followup"
 VISITS, TICKETS, CUSTOMERS = "visits", "tickets", "customers"
 HIDDEN = {"outbox": 0, "applied_events": 0}
+ERASE_TRIES = 5
 
 INDEXES = [
     IndexSpec(VISITS, [("status", 1), ("due_at", 1)]),
@@ -362,3 +363,37 @@ class VisitStore:
     async def schedule_next_care(self, care: Visit, at: datetime) -> None:
         """Arm the timer that creates the care visit following `care` (idempotent by id)."""
         await self.runtime.timers.schedule(f"{care.id}:next_care", NEXT_CARE, at, {"visit_id": care.id})
+
+
+class VisitNotes:
+    """The notes on a customer's visits, for an erasure (PIPL): visits found by their derived ids."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.visits = runtime.db[VISITS]
+        self.customers = runtime.db[CUSTOMERS]
+
+    async def customer_visit_ids(
+        self, customer_id: str, ticket_ids: Sequence[str], tickets: TicketFactsStore
+    ) -> list[str]:
+        """Return the ids of the visits that may exist for these tickets and the customer's care visits
+        (derived ids, read by `_id` later: no query)."""
+        doc = await self.customers.find_one({"_id": customer_id}, {"care_n": 1})
+        latest = int((doc or {}).get("care_n", 0))
+        ids = [visit_id_for("", 0, VisitKind.CARE, customer_id, n) for n in range(1, latest + 1)]
+        for ticket_id in ticket_ids:
+            for round_ in range(1, await tickets.rounds(ticket_id) + 1):
+                ids += [visit_id_for(ticket_id, round_, k, None, 0) for k in VisitKind if k != VisitKind.CARE]
+        return ids
+
+    async def erase_notes(self, visit_id: str) -> bool:
+        """Remove the notes from a visit's history (an agent's note may name the customer); True when it
+        had any. Guarded by `updated_at`, so a concurrent change is not overwritten."""
+        for _ in range(ERASE_TRIES):
+            doc = await self.visits.find_one({"_id": visit_id}, {"history": 1, "updated_at": 1})
+            if doc is None or not any(entry.get("note") for entry in doc.get("history", [])):
+                return False
+            history = [{**entry, "note": None} for entry in doc["history"]]
+            guard = {"_id": visit_id, "updated_at": doc.get("updated_at")}
+            if (await self.visits.update_one(guard, {"$set": {"history": history}})).modified_count == 1:
+                return True
+        raise RetryLater(f"visit {visit_id} kept changing while its notes were erased")

@@ -19,6 +19,7 @@ from aftersales.notify.channels.robots import dingtalk, feishu, wecom
 from aftersales.notify.channels.sms import AliyunSms, SmsChannel
 from aftersales.notify.domain import ChannelName, RetryPolicy
 from aftersales.notify.gateway import GatewayConfig, InboundGateway
+from aftersales.notify.privacy import PersonalData
 from aftersales.notify.service import Catalogue, Inbox, InboxPolicy, Notifications, NotifyPolicy
 from aftersales.notify.store import (
     DELIVERIES,
@@ -32,6 +33,7 @@ from aftersales.notify.store import (
 )
 from aftersales.shared.contracts import Topic
 from aftersales.shared.http import create_app
+from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 
@@ -212,23 +214,29 @@ def build(settings: Settings) -> FastAPI:
         settings,
         RuntimeSpec(
             consumes=consumers.CONSUMES,
-            produces=[Topic.NOTIFICATIONS, Topic.REQUESTS],
-            outbox_collections=[DELIVERIES, INBOUND_MAIL],
+            produces=[Topic.NOTIFICATIONS, Topic.REQUESTS, Topic.PRIVACY],
+            outbox_collections=[DELIVERIES, INBOUND_MAIL, ERASURES],
             indexes=INDEXES,
         ),
     )
     inbox = Inbox(store=InboundMailStore(runtime), policy=settings.inbox())
     if settings.smtp_inbound_port:
         runtime.spec.extra_tasks.append(InboundGateway(inbox, settings.gateway()).serve)
+    preferences = ContactPreferenceStore(runtime)
+    recipients = RecipientStore(runtime.db)
     notifications = Notifications(
-        recipients=RecipientStore(runtime.db),
+        recipients=recipients,
         tickets=TicketStore(runtime.db),
         templates=Catalogue(TemplateStore(runtime.db)),
         deliveries=DeliveryStore(runtime),
         channels=settings.channels(),
         policy=settings.policy(),
+        preferences=preferences,
     )
-    consumers.register(runtime, notifications)
+    personal_data = PersonalData(
+        recipients=recipients, ledger=ErasureLedger(runtime, service="notify"), preferences=preferences
+    )
+    consumers.register(runtime, notifications, personal_data)
     timers.register(runtime, notifications)
     app = create_app(
         runtime,

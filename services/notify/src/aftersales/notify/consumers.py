@@ -1,8 +1,10 @@
-"""Kafka handlers: the events that call for a message (tickets, assignments, feedback), and the ticket
-and assignment facts notify keeps to know whose a ticket is and where it is worked."""
+"""Kafka handlers: the events that call for a message (tickets, assignments, feedback), the ticket
+and assignment facts notify keeps to know whose a ticket is and where it is worked, and personal-data
+requests (erasure, contact preferences)."""
 
 from __future__ import annotations
 
+from aftersales.notify.privacy import PersonalData
 from aftersales.notify.service import Notifications
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import (
@@ -18,16 +20,19 @@ from aftersales.shared.contracts.events import (
     WorkOrderEscalated,
     WorkOrderReassigned,
 )
+from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK, Topic.PRIVACY)
 
 
-def register(runtime: ServiceRuntime, notifications: Notifications) -> None:
+def register(runtime: ServiceRuntime, notifications: Notifications, personal_data: PersonalData) -> None:
     routes = EventRoutes(
         {
+            ErasureRequested: personal_data.on_erasure_requested,
+            ContactPreferencesChanged: personal_data.on_preferences_changed,
             TicketCreated: notifications.on_ticket_created,
             TicketReopened: notifications.on_ticket_reopened,
             WorkOrderAssigned: notifications.on_assigned,

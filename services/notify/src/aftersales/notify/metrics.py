@@ -26,3 +26,8 @@ INBOUND_MAILS = Counter(
     "Mails received by the inbound gateway, by outcome (request, reply, duplicate, ignored, refused, busy)",
     ["outcome"],
 )
+SUPPRESSED = Counter(
+    "aftersales_notifications_suppressed_total",
+    "Customer messages not planned because the customer asked not to be contacted (do-not-contact)",
+    ["template"],
+)

@@ -35,8 +35,10 @@ from aftersales.notify.metrics import (
     DELIVERIES_DONE,
     DELIVERIES_PLANNED,
     INBOUND_MAILS,
+    SUPPRESSED,
     UNADDRESSED,
 )
+from aftersales.notify.privacy import may_message
 from aftersales.notify.store import (
     SOURCE,
     DeliveryStore,
@@ -61,6 +63,7 @@ from aftersales.shared.contracts.events import (
 )
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import NotFound, RetryLater
+from aftersales.shared.privacy import ContactPreferenceStore
 from aftersales.shared.timers import Timer
 
 log = logging.getLogger("aftersales.notify")
@@ -90,7 +93,9 @@ class Notifications:
         deliveries: DeliveryStore,
         channels: Mapping[ChannelName, ChannelAdapter],
         policy: NotifyPolicy,
+        preferences: ContactPreferenceStore | None = None,
     ) -> None:
+        self.preferences = preferences  # customers' do-not-contact flags
         self.recipients = recipients
         self.tickets = tickets
         self.templates = templates
@@ -146,7 +151,10 @@ class Notifications:
             await self.plan(notice, cause, round_=0)
 
     async def plan(self, notice: Notice, cause: Mapping[str, str | None], *, round_: int) -> int:
-        """Plan one notice's deliveries; return how many were new."""
+        """Plan one notice's deliveries; return how many were new (none for a do-not-contact customer)."""
+        if not await may_message(self.preferences, notice.recipient_id):
+            SUPPRESSED.labels(notice.template).inc()
+            return 0
         recipient = await self.recipients.find(notice.recipient_id)
         if recipient is None:
             await self._unaddressed(notice, cause, round_)
@@ -208,7 +216,11 @@ class Notifications:
         """Send one attempt of a pending delivery and record its outcome; return the delivery after it."""
         recipient = await self.recipients.find(delivery.recipient_id)
         now = datetime.now(UTC)
-        if recipient is None or not recipient.has_address(delivery.channel):
+        if recipient is not None and not await may_message(self.preferences, delivery.recipient_id):
+            after = domain.after_attempt(
+                self.policy.retry, delivery, Outcome.REFUSED, "do_not_contact", recipient.language, now
+            )
+        elif recipient is None or not recipient.has_address(delivery.channel):
             language = recipient.language if recipient else Language.ZH
             after = domain.without_address(delivery, language)
         else:

@@ -12,6 +12,7 @@ class Topic(StrEnum):
     REPORTS = "aftersales.reports.v1"
     NOTIFICATIONS = "aftersales.notifications.v1"
     FIELDWORK = "aftersales.fieldwork.v1"
+    PRIVACY = "aftersales.privacy.v1"
 
     @property
     def dlq(self) -> str:
