@@ -3,11 +3,12 @@ or calendar change, and fire warnings and breaches exactly once (apply_once keye
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aftersales.routing.domain import Status, WorkOrder
+from aftersales.routing.field_holds import resolution_pauses
 from aftersales.routing.sla import ClockPlan, plan_clock, timer_id
 from aftersales.routing.timers import SLA_TIMER
 from aftersales.shared.calendar import BusinessCalendar, Pause
@@ -29,6 +30,14 @@ def pauses_of(wo: Clocked, now: datetime | None = None) -> list[Pause]:
     if wo.get("paused_since") is not None:
         pauses.append((wo["paused_since"], None))
     return pauses
+
+
+def pauses_for(wo: WorkOrder, clock: SlaClock, pause_on: Collection[str], base: list[Pause]) -> list[Pause]:
+    """Return the pauses of one clock: `base` (the customer's, as `pauses_of` gives them) and, for the
+    resolution clock, those on-site work makes under the policy's `pause_on`."""
+    if clock is not SlaClock.RESOLUTION:
+        return base
+    return [*base, *resolution_pauses(wo.fieldwork, pause_on)]
 
 
 def clock_running(wo: Clocked, clock: SlaClock) -> bool:

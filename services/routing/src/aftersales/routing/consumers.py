@@ -1,5 +1,6 @@
-"""Kafka handlers of routing: ticket events start, resume, re-plan and end work orders (each handler is
-idempotent: every branch is guarded by the work order's state)."""
+"""Kafka handlers of routing: ticket events start, resume, re-plan and end work orders; fieldwork's events
+pause and move their resolution clocks (each handler is idempotent: every branch is guarded by the work
+order's state)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ from aftersales.shared.contracts.events import (
     TicketReopened,
     TicketUpdated,
 )
+from aftersales.shared.contracts.fieldwork import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+    ServiceReportSigned,
+    VisitCheckedIn,
+    WorkOrderWaitingForParts,
+)
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS,)
+CONSUMES = (Topic.TICKETS, Topic.FIELDWORK)
 
 
 def register(runtime: ServiceRuntime, service: RoutingService) -> None:
@@ -28,6 +37,12 @@ def register(runtime: ServiceRuntime, service: RoutingService) -> None:
             TicketUpdated: service.on_ticket_updated,
             TicketCancelled: service.on_ticket_cancelled,
             TicketClosed: service.on_ticket_closed,
+            WorkOrderWaitingForParts: service.field.on_waiting_for_parts,
+            VisitCheckedIn: service.field.on_checked_in,
+            ServiceReportSigned: service.field.on_report_signed,
+            AppointmentBooked: service.field.on_booked,
+            AppointmentRescheduled: service.field.on_rescheduled,
+            AppointmentCancelled: service.field.on_cancelled,
         }
     )
     subscribe(runtime.broker, runtime.settings, CONSUMES, routes)

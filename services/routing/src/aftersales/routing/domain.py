@@ -4,13 +4,14 @@ grid planning. Pure data and functions, no I/O."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from aftersales.routing.field_holds import FieldHolds, holds_fields
 from aftersales.shared.calendar import BusinessCalendar, WorkingWindow
 from aftersales.shared.contracts.common import Category, Priority
 from aftersales.shared.errors import Conflict
@@ -187,6 +188,7 @@ class WorkOrder:
     escalation_due: bool = False
     offer_no: int = 0  # how many times this round was offered in its grid's pool
     declined: Sequence[str] = ()  # technicians who declined or returned it (bounded by the grid's)
+    fieldwork: FieldHolds = field(default_factory=FieldHolds)  # parts waits, visit windows (resolution)
 
     @property
     def priority(self) -> str:
@@ -241,6 +243,7 @@ def new_round_fields(
         "declined": [],
         "offered_at": None,
         "fallback_at": None,
+        "fieldwork": holds_fields(FieldHolds()),
     }
 
 

@@ -4,12 +4,13 @@ work orders, policies and grid planning, built from the stored documents."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from aftersales.routing.domain import ID_PATTERN, PlanningFinding, ServiceGrid, Status, Technician
+from aftersales.routing.field_holds import holds_of, pending_reason
 from aftersales.routing.sla import SlaPolicy
 from aftersales.routing.store import grid_of, presence_of, technician_of
 from aftersales.shared.contracts.desk import TechnicianStatus
@@ -45,7 +46,9 @@ class ClockRead(BaseModel):
         "be known"
     )
     paused_at: datetime | None = Field(
-        default=None, description="set while the clock is paused (waiting on the customer): since when"
+        default=None,
+        description="set while the clock is paused (waiting on the customer, or for parts when the policy "
+        "pauses on them): since when",
     )
     remaining_s: float | None = Field(
         default=None, description="while paused: business seconds left until it breaches, as at the pause"
@@ -77,6 +80,15 @@ class WorkOrderRead(BaseModel):
     offered_at: datetime | None = Field(default=None, description="pool: when it was last put on offer")
     fallback_at: datetime | None = Field(
         default=None, description="pool: while offered, when it falls back to automatic dispatch"
+    )
+    pending_reason: str | None = Field(
+        default=None,
+        description="why it waits now: `customer` (pending on the customer), `waiting_for_parts` (until the "
+        "next check-in or signed report) or `customer_window` (a later visit window the customer chose); "
+        "whether it pauses the resolution clock is the SLA policy's `pause_on`",
+    )
+    pending_until: datetime | None = Field(
+        default=None, description="for `customer_window`: when the customer time ends (the window's start)"
     )
     first_response: ClockRead
     resolution: ClockRead
@@ -155,6 +167,12 @@ def clock_read(state: Mapping[str, Any], paused_since: datetime | None = None) -
 
 def work_order_read(doc: Mapping[str, Any]) -> WorkOrderRead:
     facts = doc["facts"]
+    holds = holds_of(doc.get("fieldwork"))
+    reason, until = pending_reason(doc["status"], holds, datetime.now(UTC))
+    resolution = doc["sla"]["resolution"]
+    paused_since = doc.get("paused_since")
+    if paused_since is None and holds.parts.since is not None and resolution.get("due_at") is None:
+        paused_since = holds.parts.since  # the policy pauses the clock while waiting for parts
     return WorkOrderRead(
         ticket_id=doc["_id"],
         round=doc["round"],
@@ -177,7 +195,9 @@ def work_order_read(doc: Mapping[str, Any]) -> WorkOrderRead:
         offered_at=doc.get("offered_at"),
         fallback_at=doc.get("fallback_at"),
         first_response=clock_read(doc["sla"]["first_response"], doc.get("paused_since")),
-        resolution=clock_read(doc["sla"]["resolution"], doc.get("paused_since")),
+        pending_reason=reason,
+        pending_until=until,
+        resolution=clock_read(resolution, paused_since),
     )
 
 

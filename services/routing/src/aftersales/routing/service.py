@@ -19,6 +19,7 @@ from aftersales.routing.domain import (
     grid_loads,
     plan_grids,
 )
+from aftersales.routing.field_pauses import FieldPauses
 from aftersales.routing.grids import GridDirectory
 from aftersales.routing.handover import Handover
 from aftersales.routing.pool import Pool
@@ -64,6 +65,7 @@ class RoutingService:
         self.handover = Handover(store, self.grids, self.capacity, self.queues, unrouted_supervisor_id)
         self.clocks = SlaClocks(store, self.grids, timers, self.handover)
         self.work_orders = WorkOrders(store, self.capacity, self.queues, self.handover, self.clocks)
+        self.field = FieldPauses(store, self.grids, self.clocks)
         self.unrouted = Unrouted(store, self.clocks)
         self.desk = Desk(store, self.grids, self.capacity, self.queues)
         self.availability = Availability(store, self.grids, self.queues, silent_after_s)

@@ -1,8 +1,9 @@
 """SLA policies (priority x customer tier -> targets in business minutes) and the plan of one SLA clock.
 
 A clock runs from the start of a dispatch round in the grid's business hours, pauses while the work
-order waits on the customer, warns at 50 % and 75 % of its target and breaches at 100 %. Only the next
-threshold has a durable timer; when it fires the following one is scheduled. Pure, no I/O.
+order waits on the customer (the resolution clock also as the policy's `pause_on` says for on-site
+work), warns at 50 % and 75 % of its target and breaches at 100 %. Only the next threshold has a
+durable timer; when it fires the following one is scheduled. Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
+from aftersales.routing.field_holds import CUSTOMER, PauseOn
 from aftersales.shared.calendar import BusinessCalendar, Pause, add_business_time
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import SlaClock
@@ -39,6 +41,21 @@ class SlaPolicy(BaseModel):
     """The whole policy table; every priority x tier pair must have a target."""
 
     targets: list[SlaTarget]
+    pause_on: list[PauseOn] = Field(
+        default_factory=lambda: [CUSTOMER],
+        description="what on-site work pauses the resolution clock: `customer` (a visit window the customer "
+        "chose, starting after the due time: customer time from the booking to the window) and `parts` (a "
+        "wait for spare parts, until the next check-in or signed report). Default customer only: the parts "
+        "stock is ours, so a wait for parts is our delay unless the contract says otherwise. A technician's "
+        "pending-customer always pauses. A change re-plans open clocks, past pauses included",
+    )
+
+    @field_validator("pause_on")
+    @classmethod
+    def _distinct(cls, value: list[PauseOn]) -> list[PauseOn]:
+        if len(set(value)) != len(value):
+            raise ValueError("each value may appear only once")
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> SlaPolicy:

@@ -16,6 +16,7 @@ from aftersales.routing.clocks import (
     arm_earliest,
     clock_running,
     now_utc,
+    pauses_for,
     pauses_of,
     plan_state,
     timer_is_current,
@@ -61,6 +62,8 @@ class SlaClocks:
         view = await self.grids.view()
         calendar = view.calendar_of(wo.grid_id)
         facts = facts or wo.facts
+        pause_on = (policy or await self.store.cached_policy()).pause_on
+        now = now_utc()
         states: dict[str, dict[str, Any]] = {}
         for clock in CLOCKS:
             if not clock_running(wo, clock):
@@ -71,14 +74,19 @@ class SlaClocks:
                 target = policy.minutes(
                     clock, Priority(facts["priority"]), CustomerTier(facts.get("customer_tier", "standard"))
                 )
-            states[clock.value] = plan_state(
+            clock_pauses = pauses_for(wo, clock, pause_on, pauses)
+            planned = plan_state(
                 started_at=state["started_at"],
                 target_minutes=target,
                 calendar=calendar,
-                pauses=pauses,
+                pauses=clock_pauses,
                 fired_pct=list(state.get("fired", [])),
                 generation=int(state.get("generation", 0)) + 1,
             )
+            if planned["due_at"] is None:  # paused: read models show what is left instead
+                elapsed = business_elapsed(state["started_at"], now, calendar, clock_pauses)
+                planned["remaining_s"] = max(0.0, target * 60 - elapsed.total_seconds())
+            states[clock.value] = planned
         await arm_earliest(self.timers, ticket_id=wo.ticket_id, round_=wo.round, states=states)
         return {f"sla.{name}": state for name, state in states.items()}
 
@@ -156,11 +164,12 @@ class SlaClocks:
         now = now_utc()
         evt = messages.threshold_fired(wo, clock, pct, due_at=state["due_at"] or timer.due_at, now=now)
         view = await self.grids.view()
+        pause_on = (await self.store.cached_policy()).pause_on
         next_state = plan_state(
             started_at=state["started_at"],
             target_minutes=state["target_minutes"],
             calendar=view.calendar_of(wo.grid_id),
-            pauses=pauses_of(wo),
+            pauses=pauses_for(wo, clock, pause_on, pauses_of(wo)),
             fired_pct=[*state.get("fired", []), pct],
             generation=gen,
         )

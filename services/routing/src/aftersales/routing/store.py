@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError
 
 from aftersales.routing.assignment import Presence, TechnicianLoad
 from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician, WorkOrder
+from aftersales.routing.field_holds import holds_of
 from aftersales.routing.pool_store import POOL, POOL_INDEXES, PoolIndex
 from aftersales.routing.sla import SlaPolicy, default_policy
 from aftersales.routing.technicians_store import TECHNICIANS, Hint, TechnicianPresence, no_hint
@@ -64,6 +65,7 @@ class Guard:
     generations: Mapping[str, int] = field(default_factory=dict)
     grid_id: str | None = None
     offer_no: int | None = None
+    fieldwork_version: int | None = None
 
     def filter(self) -> dict[str, Any]:
         out: dict[str, Any] = {"round": self.round}
@@ -76,6 +78,10 @@ class Guard:
             out["grid_id"] = self.grid_id
         if self.offer_no is not None:
             out["offer_no"] = self.offer_no
+        if self.fieldwork_version is not None:
+            version = self.fieldwork_version
+            # 0: none written yet (a round's start stores 0; documents from before the field have none)
+            out["fieldwork.version"] = version if version else {"$in": [0, None]}
         return out
 
 
@@ -221,7 +227,8 @@ class DirectoryStore(TechnicianPresence):
         doc = await self.policies.find_one({"_id": "current"})
         if doc is None:
             return default_policy(), 0
-        return SlaPolicy.model_validate({"targets": doc["targets"]}), int(doc["version"])
+        fields = {k: doc[k] for k in ("targets", "pause_on") if k in doc}  # pause_on came later
+        return SlaPolicy.model_validate(fields), int(doc["version"])
 
     async def cached_policy(self) -> SlaPolicy:
         """Return the policy, re-read at most every POLICY_CACHE_S (a change re-plans open clocks)."""
@@ -449,6 +456,7 @@ def work_order_of(doc: Mapping[str, Any]) -> WorkOrder:
         escalation_due=bool(doc.get("escalation_due")),
         offer_no=int(doc.get("offer_no") or 0),
         declined=list(doc.get("declined") or []),
+        fieldwork=holds_of(doc.get("fieldwork")),
     )
 
 
