@@ -25,7 +25,16 @@ from benchmarks.pipeline import closed_loop, db_commands, start_platform, watch_
 # Collections that grow with every ticket. Anything else is bounded by configuration or by open work
 # (grids, technicians, the routing queue, open-items indexes, metrics batches in flight, live timers).
 HISTORY = {
-    "intake": {"tickets", "customers", "customer_products", "request_keys", "timeline", "applied_events"},
+    "intake": {
+        "tickets",
+        "customers",
+        "customer_products",
+        "customer_history",
+        "request_keys",
+        "timeline",
+        "conversation",
+        "applied_events",
+    },
     "routing": {"work_orders"},
     "followup": {"tickets", "visits", "customers"},
     "feedback": {"tickets", "surveys", "complaints"},

@@ -10,10 +10,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
 from aftersales.intake import customers as customer_records
-from aftersales.intake import metrics, views
+from aftersales.intake import metrics, privacy, views
+from aftersales.intake.customer_book import CustomerBook, Profile
 from aftersales.intake.domain import Ticket, TicketStatus
 from aftersales.intake.schemas import (
     CancelIn,
@@ -36,6 +37,7 @@ from aftersales.shared.roles import AnyCaller, ChannelOrSupervisor, Supervisor, 
 from aftersales.shared.settings import Scope
 
 Service = Annotated[Intake, service_of("intake", Intake)]
+Book = Annotated[CustomerBook, service_of("customer_book", CustomerBook)]
 Progress = Annotated[TicketProgress, service_of("progress", TicketProgress)]
 TicketId = Annotated[str, Path(max_length=100)]
 CustomerId = Annotated[str, Path(max_length=100)]
@@ -101,7 +103,7 @@ async def get_ticket(ticket_id: TicketId, principal: AnyCaller, intake: Service)
         principal, doc.get("created_by"), doc.get("technician_id"), doc.get("last_technician_id")
     ):
         raise NotFound(f"ticket {ticket_id} not found")
-    return _read_for(principal, doc)
+    return read_for(principal, doc)
 
 
 @tickets.get("", summary="Tickets, newest first, filtered; cursor pagination")
@@ -141,7 +143,7 @@ async def cancel_ticket(
     ticket_id: TicketId, principal: ChannelOrSupervisor, progress: Progress, body: CancelIn | None = None
 ) -> TicketRead:
     reason = (body or CancelIn()).reason
-    await progress.cancel(ticket_id, may_see=_visible(principal), reason=reason)
+    await progress.cancel(ticket_id, may_see=visible_to(principal), reason=reason)
     return await _read(progress, ticket_id, principal)
 
 
@@ -156,16 +158,20 @@ async def customer_reply(
     body: CustomerReplyIn | None = None,
 ) -> TicketRead:
     message = body.message if body else None
-    await progress.customer_replied(ticket_id, may_see=_visible(principal), message=message)
+    await progress.customer_replied(ticket_id, may_see=visible_to(principal), message=message)
     return await _read(progress, ticket_id, principal)
 
 
-@customers.get("/{customer_id}", summary="A customer's profile and history")
+@customers.get(
+    "/{customer_id}",
+    summary="A customer's profile and history",
+    dependencies=[Depends(privacy.customer_read)],  # reads of contact data go in the access log
+)
 async def get_customer(customer_id: CustomerId, principal: AnyCaller, intake: Service) -> CustomerRead:
     """Staff see every customer; a technician the customers of its tickets; a channel the customers
     it has served, with contact data masked and only the tickets it created."""
     profile = await intake.store.customer(customer_id)
-    if profile is None or not await _may_see_customer(intake, principal, profile):
+    if profile is None or not await may_see_customer(intake, principal, profile):
         raise NotFound(f"customer {customer_id} not found")
     found = await intake.store.list(
         _own(principal, TicketFilter(customer_id=customer_id)), after=None, limit=50
@@ -190,10 +196,9 @@ async def get_customer(customer_id: CustomerId, principal: AnyCaller, intake: Se
     summary="Set a customer's tier (supervisors): the platform's record that tickets are judged by",
 )
 async def set_customer_tier(
-    customer_id: CustomerId, body: CustomerTierIn, principal: Supervisor, intake: Service
+    customer_id: CustomerId, body: CustomerTierIn, principal: Supervisor, intake: Service, book: Book
 ) -> CustomerRead:
-    if not await intake.store.set_customer_tier(customer_id, body.tier, by=principal.subject):
-        raise NotFound(f"customer {customer_id} not found")
+    await book.edit(customer_id, Profile({}, tier=body.tier), by=principal.subject, expected_version=None)
     return await get_customer(customer_id, principal, intake)
 
 
@@ -207,7 +212,7 @@ def _sees(principal: Principal, created_by: Any, technician_id: Any, last_techni
     return True
 
 
-def _visible(principal: Principal) -> MaySee:
+def visible_to(principal: Principal) -> MaySee:
     """Return the predicate `_sees` for this caller, over a loaded ticket."""
 
     def check(ticket: Ticket) -> bool:
@@ -225,7 +230,7 @@ def _own(principal: Principal, which: TicketFilter) -> TicketFilter:
     return which
 
 
-async def _may_see_customer(intake: Intake, principal: Principal, profile: dict[str, Any]) -> bool:
+async def may_see_customer(intake: Intake, principal: Principal, profile: dict[str, Any]) -> bool:
     if principal.is_staff:
         return True
     if principal.is_technician_only:
@@ -233,7 +238,7 @@ async def _may_see_customer(intake: Intake, principal: Principal, profile: dict[
     return f"http:{principal.subject}" in profile.get("channels", [])
 
 
-def _read_for(principal: Principal, doc: dict[str, Any]) -> TicketRead:
+def read_for(principal: Principal, doc: dict[str, Any]) -> TicketRead:
     return read_of(views.channel_view(doc) if principal.is_channel_only else doc)
 
 
@@ -251,4 +256,4 @@ async def _read(progress: TicketProgress, ticket_id: str, principal: Principal) 
     doc = await progress.store.get(ticket_id)
     if doc is None:
         raise NotFound(f"ticket {ticket_id} not found")
-    return _read_for(principal, doc)
+    return read_for(principal, doc)

@@ -7,11 +7,18 @@ from typing import Self
 from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
-from aftersales.intake import api, consumers, store
+from aftersales.intake import api, consumers, customers_api, desk_api, store
+from aftersales.intake import privacy as privacy_api
+from aftersales.intake.customer_book import CustomerBook
+from aftersales.intake.desk_service import TicketDesk
+from aftersales.intake.privacy import Privacy
+from aftersales.intake.privacy_store import ERASURE_REQUESTS, PREFERENCES, PrivacyStore
 from aftersales.intake.rules import RULES, validate_rules
 from aftersales.intake.service import Intake, TicketProgress
 from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.privacy import PERSONAL_DATA_HOLDERS
 from aftersales.shared.http import create_app
+from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 
@@ -41,6 +48,10 @@ class Settings(ServiceSettings):
         le=240,
         description="warranty period the platform grants; a channel's own warranty_months is not trusted",
     )
+    erasure_confirming_services: list[str] = Field(
+        default_factory=lambda: list(PERSONAL_DATA_HOLDERS),
+        description="services whose confirmation completes an erasure request (JSON list)",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_customer_key(self) -> Self:
@@ -63,8 +74,8 @@ def build(settings: Settings) -> FastAPI:
         settings,
         RuntimeSpec(
             consumes=list(consumers.CONSUMES),
-            produces=[Topic.TICKETS],
-            outbox_collections=[store.TICKETS],
+            produces=[Topic.TICKETS, Topic.PRIVACY],
+            outbox_collections=[store.TICKETS, ERASURE_REQUESTS, PREFERENCES, ERASURES],
             indexes=store.INDEXES,
         ),
     )
@@ -77,12 +88,21 @@ def build(settings: Settings) -> FastAPI:
     )
     progress = TicketProgress(tickets)
     consumers.register(runtime, intake, progress)
+    privacy = Privacy(
+        PrivacyStore(runtime),
+        ErasureLedger(runtime, service="intake"),
+        expected=tuple(settings.erasure_confirming_services),
+    )
+    privacy_api.register(runtime, privacy)
     app = create_app(
         runtime,
         title="aftersales intake",
         description="Customer requests from every channel become tickets; the system of record for tickets "
-        "and customers, with each ticket's status and timeline.",
-        routers=[api.tickets, api.customers],
+        "and customers, with each ticket's status, timeline and conversation.",
+        routers=[api.tickets, desk_api.router, customers_api.router, api.customers, privacy_api.router],
     )
     app.state.intake, app.state.progress = intake, progress
+    app.state.privacy = privacy
+    app.state.desk = TicketDesk(tickets)
+    app.state.customer_book = CustomerBook(tickets.customers, customer_id_key=intake.customer_id_key)
     return app

@@ -6,8 +6,11 @@
 - Tier and entitlement are the platform's records. A channel's request never sets a tier, its warranty
   period is the platform's standard one, and its priority hint is kept as a hint for staff to confirm,
   not applied. Supervisors and admins are trusted with all three.
-- A channel's request fills a new customer's profile; it never overwrites an existing one, so a request
-  that names a key account by id alone does not downgrade it.
+- A request fills a customer's empty profile fields; it never overwrites a stored one, so a request that
+  names a key account by id alone does not downgrade it. Only staff set a tier (a staff request that
+  states one, `PUT .../tier`, `PATCH /v1/customers/{id}`); staff edit the profile through the customer API.
+- Every change of a record is on its bounded change log (`history_entry`): when, who, which fields,
+  never their values (contact data stays in the record).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class CustomerNote:
     stated_tier: CustomerTier | None  # a tier staff stated explicitly
     channel: str | None  # the channel (caller) to link; None for staff
     at: datetime
+    by: str = ""  # the caller, for the record's change log
 
 
 def note_of(
@@ -103,7 +107,53 @@ def note_of(
         stated_tier=request.customer.tier if stated else None,
         channel=None if staff else caller,
         at=now,
+        by=caller,
     )
+
+
+PROFILE_FIELDS = ("name", "phone", "email", "region_code", "address", "timezone")
+HISTORY_KEPT = 100  # entries of a customer's change log kept and shown
+
+
+def filled(record: Mapping[str, Any], note: CustomerNote) -> dict[str, Any]:
+    """Return what a ticket's note changes in an existing record: the profile fields the record lacks,
+    and the tier when staff stated one; never a stored value."""
+    out = {k: v for k, v in note.profile.items() if record.get(k) in (None, "")}
+    if note.stated_tier is not None and record.get("tier") != note.stated_tier.value:
+        out["tier"] = note.stated_tier.value
+    return out
+
+
+def new_record(note: CustomerNote) -> dict[str, Any]:
+    """Return the record a customer's first ticket (or the customer API) creates; its tier is the
+    standard one unless staff said otherwise."""
+    tier = note.stated_tier or CustomerTier.STANDARD
+    record: dict[str, Any] = {
+        "_id": note.customer_id,
+        **note.profile,
+        "tier": tier.value,
+        "created_at": note.at,
+        "updated_at": note.at,
+        "version": 1,
+        "history_seq": 1,
+        "last_change": history_entry(0, "created", by=note.by, at=note.at, fields=[*note.profile, "tier"]),
+    }
+    if note.ticket_id:
+        record["last_ticket_id"] = note.ticket_id
+    if note.channel is not None:
+        record["channels"] = [note.channel]
+    return record
+
+
+def history_entry(
+    seq: int, change: str, *, by: str, at: datetime, fields: Any, tier: str | None = None
+) -> dict[str, Any]:
+    """Return one entry of a customer's change log: created, filled (a request filled empty fields),
+    edited, tier_set or product_added; the field names changed, the tier (not contact data) when set."""
+    entry: dict[str, Any] = {"seq": seq, "at": at, "change": change, "by": by, "fields": sorted(fields)}
+    if tier is not None:
+        entry["tier"] = tier
+    return entry
 
 
 def contact_view(record: Mapping[str, Any]) -> dict[str, Any]:

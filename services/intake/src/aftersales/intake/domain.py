@@ -51,9 +51,10 @@ class Appended:
     timeline: tuple[dict[str, Any], ...] = ()
     customer_messages: tuple[dict[str, Any], ...] = ()
     applied_events: tuple[str, ...] = ()  # downstream events this change applies (each at most once)
+    conversation: tuple[dict[str, Any], ...] = ()  # notes, staff messages, customer replies (numbered)
 
     def __bool__(self) -> bool:
-        return bool(self.timeline or self.customer_messages or self.applied_events)
+        return bool(self.timeline or self.customer_messages or self.applied_events or self.conversation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,10 @@ class Ticket:
     cancelled_at: datetime | None = None
     cancel_reason: str | None = None
     closed_at: datetime | None = None
-    close_reason: str | None = None
+    close_reason: str | None = None  # confirmed_resolved, closed_by_agent or merged
+    close_note: str | None = None  # the agent's own words on closing by hand (redacted)
+    merged_into: str | None = None  # a duplicate: the original it was merged into
+    conversation_seq: int = 0  # entries on the ticket's conversation (notes, messages, replies)
     applied_events: frozenset[str] = frozenset()  # downstream events known to be applied (see `store`)
     appended: Appended = Appended()
     # Kept by the store, never decided on: how many timeline entries the ticket has had, and what its
@@ -188,7 +192,7 @@ def can_customer_reply(current: TicketStatus) -> bool:
     return current is TicketStatus.PENDING_CUSTOMER
 
 
-def _moved(
+def moved(
     ticket: Ticket, status: TicketStatus, now: datetime, entry: dict[str, Any], **changes: Any
 ) -> Ticket:
     """Return the ticket moved to `status` by intake itself, the move noted on its timeline."""
@@ -208,7 +212,7 @@ def cancel(ticket: Ticket, *, reason: str, now: datetime) -> TicketDecision:
         raise Conflict(
             f"ticket {ticket.id} is {ticket.status.value} and can no longer be cancelled", field="status"
         )
-    after = _moved(
+    after = moved(
         ticket,
         TicketStatus.CANCELLED,
         now,
@@ -226,10 +230,11 @@ def customer_replied(ticket: Ticket, *, message: str | None, now: datetime) -> T
         raise Conflict(
             f"ticket {ticket.id} is {ticket.status.value}, not waiting for the customer", field="status"
         )
-    after = _moved(ticket, TicketStatus.IN_PROGRESS, now, {"type": "ticket.customer_replied"})
+    after = moved(ticket, TicketStatus.IN_PROGRESS, now, {"type": "ticket.customer_replied"})
     if message:
         said = {"at": now, "message": redact_pii(message)}
         after = replace(after, appended=replace(after.appended, customer_messages=(said,)))
+        after = with_customer_words(after, redact_pii(message), now)
     return TicketDecision(after, (messages.customer_replied(ticket.id, now),))
 
 
@@ -250,7 +255,47 @@ def customer_wrote(ticket: Ticket, *, message: str, reply_id: str, now: datetime
         updated_at=now,
         appended=Appended(timeline=(entry,), customer_messages=said, applied_events=(reply_id,)),
     )
+    if message:
+        after = with_customer_words(after, redact_pii(message), now)
     return TicketDecision(after, ())
+
+
+# ---------------------------------------------------------------- the conversation
+
+MAX_CONVERSATION = 500  # entries on one ticket's conversation; a full one takes no more notes or messages
+
+
+def conversation_entry(
+    ticket: Ticket, *, kind: str, text: str, author: str, role: str, now: datetime
+) -> dict[str, Any]:
+    """Return the ticket's next conversation entry (numbered after its last, the number in its id)."""
+    seq = ticket.conversation_seq
+    return {
+        "seq": seq,
+        "id": f"{ticket.id}-m{seq:04d}",
+        "kind": kind,  # note (staff only), message (staff to the customer) or customer_reply
+        "at": now,
+        "author": author,
+        "role": role,
+        "text": text,
+    }
+
+
+def with_conversation(ticket: Ticket, entry: dict[str, Any]) -> Ticket:
+    """Return the ticket with `entry` appended to its conversation (see `conversation_entry`)."""
+    appended = replace(ticket.appended, conversation=(*ticket.appended.conversation, entry))
+    return replace(ticket, appended=appended, conversation_seq=int(entry["seq"]) + 1)
+
+
+def with_customer_words(ticket: Ticket, text: str, now: datetime) -> Ticket:
+    """Return the ticket with the customer's reply on its conversation; a full conversation keeps the
+    reply only beside its timeline entry (where it always was), never refusing what the customer said."""
+    if ticket.conversation_seq >= MAX_CONVERSATION:
+        return ticket
+    entry = conversation_entry(
+        ticket, kind="customer_reply", text=text, author="customer", role="customer", now=now
+    )
+    return with_conversation(ticket, entry)
 
 
 # ---------------------------------------------------------------- warranty

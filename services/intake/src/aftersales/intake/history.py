@@ -21,6 +21,7 @@ from typing import Any
 
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from aftersales.intake.conversation_pages import ConversationPages
 from aftersales.intake.domain import Appended
 from aftersales.shared.mongo import Database
 from aftersales.shared.runtime import ServiceRuntime
@@ -37,6 +38,7 @@ DUPLICATE_KEY = 11000
 class TicketHistory:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self._runtime = runtime
+        self.conversation = ConversationPages(runtime)
 
     @property
     def _db(self) -> Database:
@@ -59,6 +61,7 @@ class TicketHistory:
             await self._upsert(TIMELINE, _page_id(ticket_id, page), {**fields_, "ticket_id": ticket_id})
             if page >= KEEP_PAGES and f"entries.{_entry_key(page * TIMELINE_PAGE)}" in fields_:
                 await self._db[TIMELINE].delete_one({"_id": _page_id(ticket_id, page - KEEP_PAGES)})
+        await self.conversation.settle(ticket_id, last.get("conversation") or ())
         applied = [
             {"_id": _marker_id(ticket_id, e), "ticket_id": ticket_id} for e in last.get("applied") or ()
         ]
@@ -107,6 +110,8 @@ def last_appended(seq: int, appended: Appended) -> tuple[dict[str, Any], int]:
         last["messages"] = {f"{_entry_key(seq)}-{i}": m for i, m in enumerate(appended.customer_messages)}
     if appended.applied_events:
         last["applied"] = list(appended.applied_events)
+    if appended.conversation:  # numbered by the decision (`domain.conversation_entry`)
+        last["conversation"] = [dict(e) for e in appended.conversation]
     return last, seq + len(timeline)
 
 

@@ -16,6 +16,7 @@ from aftersales.shared.contracts.events import (
     TicketReopened,
     TicketUpdated,
 )
+from aftersales.shared.contracts.tickets_desk import TicketDuplicateMerged, TicketMessagePosted
 from aftersales.shared.envelope import CloudEvent, new_event
 
 if TYPE_CHECKING:  # the domain builds its events here; only the type is needed back
@@ -93,4 +94,33 @@ def merged(ticket: Ticket) -> TicketMerged:
 def priority_changed(ticket: Ticket, at: datetime) -> TicketUpdated:
     return TicketUpdated(
         ticket_id=ticket.id, change="priority_changed", priority=ticket.priority, updated_at=at
+    )
+
+
+def details_changed(ticket: Ticket, at: datetime) -> TicketUpdated:
+    """A supervisor corrected the category or the product (`ticket` after the correction)."""
+    product = ticket.product or {}
+    return TicketUpdated(
+        ticket_id=ticket.id,
+        change="details_changed",
+        category=ticket.category,
+        device_type=product.get("device_type"),
+        product_model=product.get("model"),
+        updated_at=at,
+    )
+
+
+def closed_by_agent(ticket_id: str, at: datetime) -> TicketClosed:
+    return TicketClosed(ticket_id=ticket_id, reason="closed_by_agent", closed_at=at)
+
+
+def message_posted(ticket_id: str, message_id: str, *, role: str, at: datetime) -> TicketMessagePosted:
+    return TicketMessagePosted.model_validate(
+        {"ticket_id": ticket_id, "message_id": message_id, "author_role": role, "posted_at": at}
+    )
+
+
+def duplicate_merged(ticket_id: str, original_id: str, *, by: str, at: datetime) -> TicketDuplicateMerged:
+    return TicketDuplicateMerged(
+        ticket_id=ticket_id, original_ticket_id=original_id, merged_by=by, merged_at=at
     )

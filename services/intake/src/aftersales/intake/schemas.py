@@ -74,6 +74,11 @@ class TicketRead(TicketSummary):
     last_technician_id: str | None = None
     reopen_count: int = 0
     status_changed_at: datetime | None = None
+    version: int = Field(default=0, description="changes with every change; send it as `If-Match`")
+    close_reason: str | None = Field(
+        default=None, description="confirmed_resolved, closed_by_agent or merged"
+    )
+    merged_into: str | None = Field(default=None, description="a merged duplicate: its original ticket")
     timeline: list[TimelineEntry] = Field(
         description="what happened to the ticket, oldest first: its last 500 entries (older ones are dropped)"
     )
@@ -113,6 +118,7 @@ class CustomerRead(BaseModel):
     timezone: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    version: int = Field(default=0, description="changes with every edit; send it as `If-Match`")
     products: list[dict[str, Any]] = Field(default_factory=list)
     ticket_count: int
     tickets: list[TicketSummary] = Field(description="most recent first, up to 50")

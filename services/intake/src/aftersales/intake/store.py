@@ -12,11 +12,9 @@ and the markers of the events applied to it are documents of their own (`history
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -24,6 +22,7 @@ from pydantic import BaseModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from aftersales.intake import messages
+from aftersales.intake.customer_records import CUSTOMER_PRODUCTS, CUSTOMERS, CustomerRecords, product_id
 from aftersales.intake.customers import CustomerNote
 from aftersales.intake.domain import Ticket, TicketStatus
 from aftersales.intake.history import DUPLICATE_KEY, TicketHistory, last_appended
@@ -36,9 +35,7 @@ from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
 
 TICKETS = "tickets"
-CUSTOMERS = "customers"
 STORMS = "storms"
-CUSTOMER_PRODUCTS = "customer_products"  # one per customer and product: `<customer_id>:<product key>`
 SHOWN_PRODUCTS = 50
 REQUEST_KEYS = "request_keys"
 # What a decision loads: the document without its outbox (and the lists tickets written before the
@@ -53,6 +50,8 @@ INDEXES = [
     IndexSpec(TICKETS, [("created_by", 1), ("created_at", -1)]),
     IndexSpec(TICKETS, [("technician_id", 1), ("created_at", -1)]),
     IndexSpec(CUSTOMER_PRODUCTS, [("customer_id", 1), ("last_ticket_at", -1)]),
+    IndexSpec(CUSTOMERS, [("channels", 1), ("_id", 1)]),  # a channel's list of its customers
+    IndexSpec(CUSTOMERS, [("tier", 1), ("_id", 1)]),
 ]
 
 
@@ -168,6 +167,7 @@ class TicketStore(StormKeys):
     def __init__(self, runtime: ServiceRuntime) -> None:
         super().__init__(runtime)
         self.history = TicketHistory(runtime)
+        self.customers = CustomerRecords(runtime)
 
     def _notify(self, ticket_id: str) -> None:
         """Hand the ticket to the outbox relay (repeated notifications of one ticket coalesce)."""
@@ -244,6 +244,19 @@ class TicketStore(StormKeys):
             doc.pop(name, None)
         return doc
 
+    async def conversation(
+        self, ticket: Ticket, *, start: int, limit: int, shown: Callable[[Mapping[str, Any]], bool]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Return a page of a ticket's conversation, oldest first, and where the next page starts."""
+        return await self.history.conversation.read(
+            ticket.id,
+            count=ticket.conversation_seq,
+            unsettled=ticket.last_appended.get("conversation") or (),
+            start=start,
+            limit=limit,
+            shown=shown,
+        )
+
     async def list(
         self, which: TicketFilter, *, after: tuple[datetime, str] | None, limit: int
     ) -> list[dict[str, Any]]:
@@ -266,28 +279,8 @@ class TicketStore(StormKeys):
     # ------------------------------------------------------------ customers
 
     async def record_customer(self, note: CustomerNote) -> None:
-        """Create or refresh a customer's record with what a ticket says of it (idempotent).
-
-        Neither the customer's tickets nor its products are listed in this document (the lists would
-        grow without bound, and FerretDB rewrites the whole record on each ticket): its tickets are the
-        tickets with this `customer_id`, its products one document each (`customer_products`)."""
-        await self._upsert(CUSTOMERS, note.customer_id, _customer_update(note))
-        product = {
-            "$set": {
-                "customer_id": note.customer_id,
-                "product": dict(note.product),
-                "last_ticket_at": note.at,
-            }
-        }
-        await self._upsert(CUSTOMER_PRODUCTS, _product_id(note.customer_id, note.product), product)
-
-    async def _upsert(self, collection: str, doc_id: str, update: Mapping[str, Any]) -> None:
-        try:
-            await self._db[collection].update_one({"_id": doc_id}, update, upsert=True)
-        except DuplicateKeyError:
-            # Two first tickets of one new customer raced to insert the document: it exists now, so
-            # the same upsert is an update.
-            await self._db[collection].update_one({"_id": doc_id}, update, upsert=True)
+        """Create or refresh a customer's record with what a ticket says of it (see `CustomerRecords`)."""
+        await self.customers.record(note)
 
     async def customer_products(self, record: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         """Return a customer's products, most recently seen first (up to SHOWN_PRODUCTS); a record
@@ -307,14 +300,6 @@ class TicketStore(StormKeys):
 
     async def customer_ticket_count(self, customer_id: str) -> int:
         return await self._db[TICKETS].count_documents({"customer_id": customer_id})
-
-    async def set_customer_tier(self, customer_id: str, tier: CustomerTier, *, by: str) -> bool:
-        """Set a customer's tier (a supervisor's decision); False when there is no such customer."""
-        result = await self._db[CUSTOMERS].update_one(
-            {"_id": customer_id},
-            {"$set": {"tier": tier.value, "tier_set_by": by, "updated_at": datetime.now(UTC)}},
-        )
-        return result.matched_count == 1
 
     async def serves_customer(self, technician_id: str, customer_id: str) -> bool:
         """True when the technician works (or last worked) on a ticket of the customer."""
@@ -351,6 +336,9 @@ _SET_LATER = {
     "cancel_reason",
     "closed_at",
     "close_reason",
+    "close_note",
+    "merged_into",
+    "conversation_seq",
 }
 
 
@@ -389,6 +377,7 @@ def ticket_of(doc: Mapping[str, Any]) -> Ticket:
         # the last change's, and the window a ticket written before the markers moved out still holds
         applied_events=frozenset((*(last.get("applied") or ()), *(doc.get("applied_events") or ()))),
         timeline_seq=int(doc.get("timeline_seq") or 0),
+        conversation_seq=int(doc.get("conversation_seq") or 0),
         last_appended=last,
         **as_stored,
     )
@@ -416,12 +405,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _product_id(customer_id: str, product: Mapping[str, Any]) -> str:
-    """Return the `_id` of a customer's product: the customer and a digest of the product's fields."""
-    digest = hashlib.sha256(json.dumps(dict(product), sort_keys=True, default=str).encode()).hexdigest()
-    return f"{customer_id}:{digest[:16]}"
-
-
 def _query(which: TicketFilter) -> dict[str, Any]:
     query = {
         name: _plain(value)
@@ -442,29 +425,6 @@ def _query(which: TicketFilter) -> dict[str, Any]:
         if value is not None:
             query[name] = value
     return query
-
-
-# ---------------------------------------------------------------- customers
-
-
-def _customer_update(note: CustomerNote) -> dict[str, Any]:
-    """Return the upsert of the customer's record for a note (idempotent)."""
-    update: dict[str, Any] = {
-        "$set": {"updated_at": note.at, "last_ticket_id": note.ticket_id},
-        "$setOnInsert": {"created_at": note.at},
-    }
-    if note.staff:
-        update["$set"].update(note.profile)
-        if note.stated_tier is not None:
-            update["$set"]["tier"] = note.stated_tier.value
-        else:
-            update["$setOnInsert"]["tier"] = CustomerTier.STANDARD.value
-    else:
-        update["$setOnInsert"].update(note.profile, tier=CustomerTier.STANDARD.value)
-        # The channels that served the customer: what authorizes a channel to name it (a handful of
-        # gateways and desks, not one per ticket).
-        update["$addToSet"] = {"channels": note.channel}
-    return update
 
 
 # ---------------------------------------------------------------- the one-off re-keying (see `rekey`)
@@ -492,7 +452,7 @@ async def move_customer(db: Database, record: Mapping[str, Any], new_id: str) ->
         )
     await db[TICKETS].update_many({"customer_id": record["_id"]}, {"$set": {"customer_id": new_id}})
     async for product in db[CUSTOMER_PRODUCTS].find({"customer_id": record["_id"]}):
-        moved = {**product, "_id": _product_id(new_id, product["product"]), "customer_id": new_id}
+        moved = {**product, "_id": product_id(new_id, product["product"]), "customer_id": new_id}
         await db[CUSTOMER_PRODUCTS].replace_one({"_id": moved["_id"]}, moved, upsert=True)
         await db[CUSTOMER_PRODUCTS].delete_one({"_id": product["_id"]})
     await db[CUSTOMERS].delete_one({"_id": record["_id"]})

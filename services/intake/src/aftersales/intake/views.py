@@ -31,6 +31,22 @@ class TicketFilter:
     technician_id: str | None = None
 
 
+# ---------------------------------------------------------------- version guards
+
+
+def expected_version(if_match: str | None, in_body: int | None) -> int | None:
+    """Return the version a caller expects an object at: `If-Match` (`"3"`, `W/"3"` or `3`), else the
+    body's `expected_version`; 422 naming `If-Match` when it is no version or the two disagree."""
+    if if_match is None:
+        return in_body
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
+        raise InvalidRequest('If-Match must be a version, e.g. "3"', field="If-Match")
+    if in_body is not None and int(text) != in_body:
+        raise InvalidRequest("If-Match and expected_version disagree", field="If-Match")
+    return int(text)
+
+
 # ---------------------------------------------------------------- list cursors
 
 
@@ -64,6 +80,10 @@ CHANNEL_TIMELINE_TYPES = frozenset(
         "ticket.merged",
         "ticket.cancelled",
         "ticket.customer_replied",
+        "ticket.message_posted",
+        "ticket.closed",
+        "ticket.reopened",
+        "ticket.merged_into",
         "assignment.assigned",
         "assignment.accepted",
         "assignment.started",

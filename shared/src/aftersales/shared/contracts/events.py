@@ -61,6 +61,13 @@ class TicketUpdated(EventData):
     ticket_id: str
     change: Literal["customer_replied", "details_changed", "priority_changed"]
     priority: Priority | None = None
+    category: Category | None = Field(
+        default=None, description="the corrected category (`details_changed` by a supervisor)"
+    )
+    device_type: FreeText | None = Field(
+        default=None, description="the corrected product's device type (`details_changed`)"
+    )
+    product_model: FreeText | None = Field(default=None, description="the corrected product's model")
     updated_at: AwareDatetime
 
 
