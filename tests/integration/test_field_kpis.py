@@ -77,14 +77,16 @@ async def post(
 
 
 async def visit_through_fieldwork(client: httpx.AsyncClient, fw: str, ticket_id: str) -> dict[str, Any]:
-    """Book, carry out and report a visit with one part from the van; return the checked-out visit."""
+    """Book, carry out and report a visit with one part (25.00) from the van, a second line taken and given
+    back; return the checked-out visit."""
 
     async def known() -> bool:
         r = await client.get(f"{fw}/v1/work-orders/{ticket_id}", headers=DESK)
         return r.status_code == 200 and r.json()["technician_id"] == TECHNICIAN
 
     await wait_until(f"fieldwork to learn who holds {ticket_id}", known)
-    await post(client, f"{fw}/v1/stock/van:{TECHNICIAN}/FAN-9/receipts", {"quantity": 3}, DESK)
+    receipt = {"quantity": 3, "unit_cost_cents": 2500}
+    await post(client, f"{fw}/v1/stock/van:{TECHNICIAN}/FAN-9/receipts", receipt, DESK)
     start = datetime.now(UTC) + timedelta(hours=1)
     window = {"window_start": start.isoformat(), "window_end": (start + timedelta(hours=2)).isoformat()}
     booked = await post(client, f"{fw}/v1/appointments", {"ticket_id": ticket_id, **window}, DESK, 201)
@@ -100,6 +102,9 @@ async def visit_through_fieldwork(client: httpx.AsyncClient, fw: str, ticket_id:
     )
     line = {"line_id": "L1", "part_id": "FAN-9", "location_id": f"van:{TECHNICIAN}", "quantity": 1}
     await post(client, f"{fw}/v1/reports/{report['id']}/parts", line, TECH)
+    await post(client, f"{fw}/v1/reports/{report['id']}/parts", {**line, "line_id": "L2"}, TECH)
+    r = await client.delete(f"{fw}/v1/reports/{report['id']}/parts/L2", headers=TECH)  # given back
+    assert r.status_code == 200, r.text
     done: dict[str, Any] = await post(client, f"{appointment}/check-out", {"work_done": "fan replaced"}, TECH)
     strokes = [[[10, 20], [30, 45], [60, 40]]]
     await post(
@@ -135,9 +140,11 @@ async def test_field_kpis_by_grid_and_technician_from_fieldwork_and_its_events(
 
         async def counted() -> dict[str, Any] | None:
             row = (await rows(client, metrics, group_by="grid")).get(grid)
-            return row if row and row["counts"].get("field_resolved") else None
+            done = row and row["counts"].get("field_resolved") and row["counts"].get("parts_used") == 1
+            return row if done else None  # the line given back is no part used
 
         row = await wait_until("the visited ticket's resolution in the KPIs", counted, timeout_s=20)
+        assert row["kpis"]["avg_parts_cost_per_field_resolution"] == 25.0
         assert row["kpis"]["first_time_fix_rate"] == 1.0
         assert row["kpis"]["appointment_kept_rate"] == 1.0
         assert row["kpis"]["avg_work_s"] == done["work_s"]

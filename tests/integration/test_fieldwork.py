@@ -25,6 +25,7 @@ TOKENS = {
 }
 WEB, ADMIN, DESK = auth("dev-web-token"), auth("dev-admin-token"), auth("dev-supervisor-token")
 SIGNED = "aftersales.fieldwork.report-signed.v1"
+CONSUMED = "aftersales.fieldwork.stock-consumed.v1"
 
 
 def ticket(title: str, device: str) -> dict[str, Any]:
@@ -86,11 +87,12 @@ async def test_visit_signed_report_lock_verification_and_the_last_part(platform:
         done = await step(client, f"{visit}/check-out", tech, {"work_done": "replaced the fan"})
         assert done["status"] == "completed" and done["travel_s"] is not None and done["work_s"] is not None
 
-        # Stock: two fans in the technician's van, one pump left in the grid's warehouse.
-        for location, part, quantity in ((f"van:{tech}", "FAN-9", 2), ("warehouse:xuhui", "PUMP-1", 1)):
-            r = await client.post(
-                f"{fw}/v1/stock/{location}/{part}/receipts", json={"quantity": quantity}, headers=DESK
-            )
+        # Stock: two fans (25.00 each) in the technician's van, one pump left in the grid's warehouse.
+        for location, part, receipt in (
+            (f"van:{tech}", "FAN-9", {"quantity": 2, "unit_cost_cents": 2500}),
+            ("warehouse:xuhui", "PUMP-1", {"quantity": 1}),
+        ):
+            r = await client.post(f"{fw}/v1/stock/{location}/{part}/receipts", json=receipt, headers=DESK)
             assert r.status_code == 200, r.text
         reports = {}
         for ticket_id, who in zip(tickets, holders, strict=True):
@@ -135,6 +137,13 @@ async def test_visit_signed_report_lock_verification_and_the_last_part(platform:
         assert headers["ce_specversion"] == "1.0" and headers["ce_source"] == "/aftersales/fieldwork"
         assert headers["ce_subject"] == first and headers["ce_id"]
         assert data_of(record)["content_sha256"] == signed["content_sha256"]
+        [used] = await read_topic(
+            platform.infra,
+            platform.topic(Topic.FIELDWORK),
+            expect=1,
+            where=lambda r: _type(r) == CONSUMED and data_of(r)["report_id"] == reports[tech],
+        )
+        assert (data_of(used)["line_id"], data_of(used)["unit_cost_cents"]) == ("L1", 2500)
         everything = await read_topic(
             platform.infra, platform.topic(Topic.FIELDWORK), expect=10, distinct=True
         )

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from aftersales.fieldwork import reports, stock
 from aftersales.fieldwork.reports import PartLine, ReportStatus, ServiceReport
 from aftersales.fieldwork.stock import StockLevel, Use
-from aftersales.shared.contracts.fieldwork import ServiceReportSigned, StockConsumed, StockLow
-from aftersales.shared.errors import Conflict, InvalidRequest
+from aftersales.shared.contracts.fieldwork import ServiceReportSigned, StockConsumed, StockLow, StockReceived
+from aftersales.shared.errors import Conflict, InvalidRequest, NotFound
 
 NOW = datetime(2026, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 PNG = reports.PNG_MAGIC + b"\x00\x00\x00\rIHDR" + b"\x01" * 40
@@ -135,6 +135,22 @@ def test_a_retried_part_line_is_a_no_op_and_a_different_one_with_its_id_a_confli
         reports.add_part(report, PartLine("L1", "FAN-9", "van:t1", 3))
 
 
+def test_a_removed_line_leaves_the_draft_and_its_id_is_never_used_again() -> None:
+    report, line = reports.remove_part(draft(), "L1")
+    assert (report.parts, report.removed_lines, line.quantity) == ((), ("L1",), 1)
+    assert reports.canonical_content(report)["parts"] == []  # removed ids are no content
+    with pytest.raises(Conflict, match="removed") as refused:
+        reports.add_part(report, PartLine("L1", "FAN-9", "van:t1", 1))
+    assert refused.value.field == "line_id"
+    with pytest.raises(NotFound):
+        reports.remove_part(report, "L1")
+    with pytest.raises(Conflict, match="signed"):
+        reports.remove_part(signed(), "L1")
+    full = replace(draft(), removed_lines=tuple(f"X{i}" for i in range(reports.MAX_REMOVED)))
+    with pytest.raises(Conflict, match="removed"):
+        reports.remove_part(full, "L1")
+
+
 # ---------------------------------------------------------------- stock
 
 USE = Use("R-1", "T-1", "L1")
@@ -157,6 +173,30 @@ def test_parts_leave_the_stock_once_per_report_line() -> None:
     assert taken.taking == {USE.key} and taken.on_hand == 2
     again = stock.consume(taken, 1, USE, NOW)
     assert again.state == taken and again.events == ()
+
+
+def test_the_unit_cost_is_the_moving_average_of_the_deliveries_and_every_use_carries_it() -> None:
+    empty = StockLevel("van:t1", "FAN-9")
+    first = stock.receive(empty, stock.Receipt(2, unit_cost_cents=1000), NOW)
+    assert first.state.unit_cost_cents == 1000
+    assert isinstance(first.events[0], StockReceived) and first.events[0].unit_cost_cents == 1000
+    second = stock.receive(first.state, stock.Receipt(1, unit_cost_cents=1501), NOW).state
+    assert second.unit_cost_cents == 1167  # (2 x 1000 + 1501) / 3 = 1167.0, to the fen
+    uncosted = stock.receive(second, stock.Receipt(5), NOW).state
+    assert (uncosted.on_hand, uncosted.unit_cost_cents) == (8, 1167)  # a delivery without a cost keeps it
+    used = stock.consume(uncosted, 2, USE, NOW).events[0]
+    assert isinstance(used, StockConsumed) and used.unit_cost_cents == 1167
+    back = stock.receive(uncosted, stock.Receipt(2, "returned", unit_cost_cents=1, returned_from=USE), NOW)
+    event = back.events[0]
+    assert back.state.unit_cost_cents == 1167  # returns re-enter at the average, never move it
+    assert isinstance(event, StockReceived) and event.unit_cost_cents is None
+    assert (event.report_id, event.ticket_id, event.line_id) == ("R-1", "T-1", "L1")
+    assert stock.consume(level(3), 1, USE, NOW).events[0].unit_cost_cents is None  # never priced
+    sold_out = replace(second, on_hand=0)
+    assert stock.receive(sold_out, stock.Receipt(1, unit_cost_cents=700), NOW).state.unit_cost_cents == 700
+    with pytest.raises(InvalidRequest) as refused:
+        stock.receive(empty, stock.Receipt(1, unit_cost_cents=stock.MAX_UNIT_COST_CENTS + 1), NOW)
+    assert refused.value.field == "unit_cost_cents"
 
 
 def test_low_stock_is_said_when_the_threshold_is_crossed() -> None:

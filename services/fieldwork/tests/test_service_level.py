@@ -262,3 +262,81 @@ async def test_a_technicians_day_and_a_cancelled_ticket(svc: ServiceUnderTest) -
     r = await svc.http.post("/v1/appointments", json={"ticket_id": "T-1", **window()}, headers=as_("sup"))
     assert r.status_code == 409 and "closed" in r.json()["message"]
     await svc.published_exactly("aftersales.fieldwork.appointment-cancelled.v1", count=2)
+
+
+async def test_a_delivery_priced_in_fen_prices_every_part_taken_from_it(svc: ServiceUnderTest) -> None:
+    await assigned(svc, "T-1")
+    url = "/v1/stock/van:t1/FAN-9/receipts"
+    for price in (-1, 10**9, "cheap"):
+        r = await svc.http.post(url, json={"quantity": 1, "unit_cost_cents": price}, headers=as_("sup"))
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "unit_cost_cents", r.text
+    for quantity, price in ((2, 1000), (1, 1600)):
+        body = {"quantity": quantity, "unit_cost_cents": price}
+        assert (await svc.http.post(url, json=body, headers=as_("sup"))).status_code == 200
+    r = await svc.http.get("/v1/stock/van:t1/FAN-9", headers=as_("t1"))
+    assert (r.json()["on_hand"], r.json()["unit_cost_cents"]) == (3, 1200)  # (2 x 1000 + 1600) / 3
+    report_id = await new_report(svc, "T-1")
+    r = await svc.http.post(f"/v1/reports/{report_id}/parts", json=parts(quantity=2), headers=as_("t1"))
+    assert r.status_code == 200, r.text
+    [used] = await svc.published_exactly("aftersales.fieldwork.stock-consumed.v1")
+    assert (used.data["unit_cost_cents"], used.data["quantity"]) == (1200, 2)
+    delivered = await svc.published_exactly("aftersales.fieldwork.stock-received.v1", count=2)
+    assert sorted(e.data["unit_cost_cents"] for e in delivered) == [1000, 1600]
+
+
+async def test_a_removed_part_line_returns_its_parts_naming_the_line(svc: ServiceUnderTest) -> None:
+    await assigned(svc, "T-1")
+    await stock_up(svc, "van:t1", "FAN-9", 3)
+    report_id = await new_report(svc, "T-1")
+    for line in ("L1", "L2"):
+        r = await svc.http.post(f"/v1/reports/{report_id}/parts", json=parts(line_id=line), headers=as_("t1"))
+        assert r.status_code == 200, r.text
+    line_url = f"/v1/reports/{report_id}/parts/L1"
+    assert (await svc.http.delete(line_url, headers=as_("t2"))).status_code == 404  # not t2's report
+    assert (await svc.http.delete(line_url, headers=as_("web"))).status_code == 403
+    r = await svc.http.delete(line_url, headers=as_("t1"))
+    assert r.status_code == 200 and [p["line_id"] for p in r.json()["parts"]] == ["L2"]
+    assert (await svc.http.get("/v1/stock/van:t1/FAN-9", headers=as_("t1"))).json()["on_hand"] == 2
+    r = await svc.http.delete(line_url, headers=as_("t1"))
+    assert r.status_code == 404 and r.json()["field"] == "line_id"  # a retry returns nothing more
+    r = await svc.http.post(f"/v1/reports/{report_id}/parts", json=parts(line_id="L1"), headers=as_("t1"))
+    assert r.status_code == 409 and r.json()["field"] == "line_id"  # a removed line's id is not reused
+    signature = {"signer_name": "李雷", "png_base64": base64.b64encode(PNG).decode()}
+    assert (
+        await svc.http.post(f"/v1/reports/{report_id}/sign", json=signature, headers=as_("t1"))
+    ).status_code == 200
+    r = await svc.http.delete(f"/v1/reports/{report_id}/parts/L2", headers=as_("t1"))
+    assert r.status_code == 409 and "locked" in r.json()["message"]
+    assert (await svc.http.get("/v1/stock/van:t1/FAN-9", headers=as_("t1"))).json()["on_hand"] == 2
+    returned = "returned"
+    [back] = await svc.published_exactly(
+        "aftersales.fieldwork.stock-received.v1", where=lambda e: e.data["reason"] == returned
+    )
+    assert (back.data["report_id"], back.data["ticket_id"], back.data["line_id"]) == (report_id, "T-1", "L1")
+    assert back.data["quantity"] == 1
+
+
+async def test_parts_taken_while_the_report_is_signed_come_back_naming_the_line(
+    svc: ServiceUnderTest,
+) -> None:
+    await assigned(svc, "T-1")
+    await stock_up(svc, "van:t1", "FAN-9", 2)
+    report_id = await new_report(svc, "T-1")
+    book: ReportBook = svc.app.state.reports
+    take = book.stockroom.take
+    signature = {"signer_name": "李雷", "png_base64": base64.b64encode(PNG).decode()}
+
+    async def signed_meanwhile(line: PartLine, use: Use) -> None:
+        r = await svc.http.post(f"/v1/reports/{report_id}/sign", json=signature, headers=as_("t1"))
+        assert r.status_code == 200, r.text
+        await take(line, use)
+
+    book.stockroom.take = signed_meanwhile  # type: ignore[method-assign]
+    r = await svc.http.post(f"/v1/reports/{report_id}/parts", json=parts(line_id="L7"), headers=as_("t1"))
+    assert r.status_code == 409, r.text
+    after = await book.stockroom.stock.load("van:t1", "FAN-9")
+    assert (after.on_hand, after.taking) == (2, frozenset())
+    [back] = await svc.published_exactly(
+        "aftersales.fieldwork.stock-received.v1", where=lambda e: e.data["reason"] == "returned"
+    )
+    assert (back.data["report_id"], back.data["ticket_id"], back.data["line_id"]) == (report_id, "T-1", "L7")

@@ -38,6 +38,7 @@ from aftersales.shared.contracts.fieldwork import (
     AppointmentNoShow,
     ServiceReportSigned,
     StockConsumed,
+    StockReceived,
     VisitCheckedIn,
     VisitCheckedOut,
     VisitDeparted,
@@ -225,6 +226,36 @@ def test_parts_cost_per_resolution_counts_only_fully_costed_resolutions() -> Non
     # A line redelivered (same report and line id) is counted once.
     again = totals({"T1": [*ONE_VISIT, part("T1", "L1", 2, 1500)]})["all"]
     assert again["parts_cost_cents"] == 3500 and again["parts_used"] == 3
+
+
+def returned(tid: str, line: str, quantity: int, report: str = "R1") -> StockReceived:
+    return StockReceived(
+        location_id="van:tech-1",
+        part_id="P-filter",
+        occurred_at=at(40),
+        quantity=quantity,
+        reason="returned",
+        report_id=report,
+        ticket_id=tid,
+        line_id=line,
+    )
+
+
+def test_parts_given_back_from_a_line_leave_the_tickets_parts_and_cost() -> None:
+    base = ONE_VISIT[:-1]  # L1: 2 x 15.00, L2: 1 x 5.00, then resolved
+    back = returned("T1", "L1", 2)
+    uncosted = part("T1", "L3", 4, None)  # taken without a price, then all given back: costs nothing
+    events = [*base, uncosted, back, returned("T1", "L3", 4), resolved("T1", 60)]
+    want = {"parts_used": 1, "parts_cost_cents": 500, "parts_costed_resolved": 1}
+    for order in (events, list(reversed(events)), [back, *events, back]):  # any order, redelivered
+        counters = totals({"T1": order})["all"]
+        assert {k: counters.get(k) for k in want} == want
+    assert kpis(totals({"T1": events})["all"])["avg_parts_cost_per_field_resolution"] == 5.0
+    # A delivery names no ticket: it is no ticket's part.
+    delivery = StockReceived(
+        location_id="van:tech-1", part_id="P-filter", occurred_at=at(1), quantity=9, reason="delivery"
+    )
+    assert facts_of([*ONE_VISIT, delivery]) == facts_of(ONE_VISIT)
 
 
 def test_events_without_a_kpi_change_nothing_in_the_rollups() -> None:

@@ -17,12 +17,14 @@ from aftersales.fieldwork import reports
 from aftersales.fieldwork.api import Key, PartId, Text
 from aftersales.fieldwork.reports import PartLine, ReportStatus, ServiceReport, Signature
 from aftersales.fieldwork.service import ReportBook, Stockroom, new_id
-from aftersales.fieldwork.stock import StockLevel
+from aftersales.fieldwork.stock import MAX_UNIT_COST_CENTS, StockLevel
+from aftersales.fieldwork.stock import Receipt as StockReceipt
 from aftersales.fieldwork.views import report_page
 from aftersales.shared.errors import InvalidRequest
 from aftersales.shared.roles import AnyCaller, Staff, Supervisor, service_of
 
 Coordinate = Annotated[float, Field(ge=-100_000, le=100_000)]  # a pen position (finite: no NaN)
+LineKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Reports = Annotated[ReportBook, service_of("reports", ReportBook)]
 Stock = Annotated[Stockroom, service_of("stockroom", Stockroom)]
 
@@ -190,6 +192,13 @@ async def add_parts(report_id: Key, body: PartsUsed, caller: Staff, book: Report
     return _report(await book.add_part(caller, report_id, line))
 
 
+@reports_router.delete(
+    "/{report_id}/parts/{line_id}", summary="Take a part line off a draft: its parts go back to stock"
+)
+async def remove_parts(report_id: Key, line_id: LineKey, caller: Staff, book: Reports) -> ReportRead:
+    return _report(await book.remove_part(caller, report_id, line_id))
+
+
 @reports_router.post("/{report_id}/sign", summary="The customer signs: the report is hashed and locked")
 async def sign_report(report_id: Key, body: SignatureWrite, caller: Staff, book: Reports) -> ReportRead:
     return _report(await book.sign_report(caller, report_id, body.signature()))
@@ -223,6 +232,13 @@ async def view_report(report_id: Key, caller: AnyCaller, book: Reports) -> HTMLR
 class Receipt(BaseModel):
     quantity: int = Field(ge=1, le=100_000)
     low_stock_threshold: int | None = Field(default=None, ge=0, le=100_000)
+    unit_cost_cents: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_UNIT_COST_CENTS,
+        description="what one part of this delivery cost, in the smallest currency unit (分 for CNY); the "
+        "stock keeps the moving average, and every part used carries it (`stock-consumed`)",
+    )
 
 
 class StockRead(BaseModel):
@@ -230,6 +246,7 @@ class StockRead(BaseModel):
     part_id: str
     on_hand: int
     low_stock_threshold: int
+    unit_cost_cents: int | None = Field(description="the moving average of the deliveries' unit costs")
 
 
 def _stock(level: StockLevel) -> StockRead:
@@ -238,6 +255,7 @@ def _stock(level: StockLevel) -> StockRead:
         part_id=level.part_id,
         on_hand=level.on_hand,
         low_stock_threshold=level.low_threshold,
+        unit_cost_cents=level.unit_cost_cents,
     )
 
 
@@ -251,7 +269,10 @@ PartKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9
 async def receive(
     location_id: Key, part_id: PartKey, body: Receipt, _: Supervisor, stockroom: Stock
 ) -> StockRead:
-    await stockroom.receive(location_id, part_id, body.quantity, "delivery", body.low_stock_threshold)
+    receipt = StockReceipt(
+        body.quantity, "delivery", threshold=body.low_stock_threshold, unit_cost_cents=body.unit_cost_cents
+    )
+    await stockroom.receive(location_id, part_id, receipt)
     return _stock(await stockroom.stock.load(location_id, part_id))
 
 

@@ -20,9 +20,10 @@ from typing import Any
 from aftersales.fieldwork.domain import to_ms
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.contracts.fieldwork import ServiceReportSigned
-from aftersales.shared.errors import Conflict, InvalidRequest
+from aftersales.shared.errors import Conflict, InvalidRequest, NotFound
 
 MAX_PARTS = 50
+MAX_REMOVED = 50  # part lines taken off one draft (their ids are kept so that they are not reused)
 MAX_PHOTOS = 20
 MAX_PNG_BYTES = 128 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,6 +86,7 @@ class ServiceReport:
     signed_at: datetime | None = None
     content_sha256: str | None = None
     supersedes: str | None = None
+    removed_lines: tuple[str, ...] = ()  # ids of part lines taken off the draft: not content, never reused
     version: int = 0
 
     def line(self, line_id: str) -> PartLine | None:
@@ -199,6 +201,10 @@ def edit(report: ServiceReport, **changes: Any) -> ServiceReport:
 def check_part_line(report: ServiceReport, line: PartLine) -> bool:
     """Return False when the line is on the report already (a retry); 409 when signed, 422 when full."""
     _editable(report)
+    if line.line_id in report.removed_lines:
+        raise Conflict(
+            f"line_id: line {line.line_id} was removed from this report; use a new line id", field="line_id"
+        )
     existing = report.line(line.line_id)
     if existing is not None:
         if existing != line:
@@ -214,6 +220,22 @@ def add_part(report: ServiceReport, line: PartLine) -> ServiceReport:
     if not check_part_line(report, line):
         return report
     return replace(report, parts=(*report.parts, line))
+
+
+def remove_part(report: ServiceReport, line_id: str) -> tuple[ServiceReport, PartLine]:
+    """Return the draft without the part line, and the line (its parts go back to stock); 404 when the
+    draft has no such line, 409 once signed."""
+    _editable(report)
+    line = report.line(line_id)
+    if line is None:
+        raise NotFound(f"report {report.id} has no part line {line_id}", field="line_id")
+    if len(report.removed_lines) >= MAX_REMOVED:
+        raise Conflict(
+            f"parts: {MAX_REMOVED} lines were removed from this draft already; start a new report",
+            field="parts",
+        )
+    parts = tuple(p for p in report.parts if p.line_id != line_id)
+    return replace(report, parts=parts, removed_lines=(*report.removed_lines, line_id)), line
 
 
 def sign(report: ServiceReport, signature: Signature, now: datetime) -> Decision[ServiceReport]:

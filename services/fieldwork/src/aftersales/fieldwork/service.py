@@ -250,7 +250,8 @@ class ReportBook:
 
     async def add_part(self, caller: Principal, report_id: str, line: PartLine) -> ServiceReport:
         """Use parts on a draft: take them from stock (never below zero), then put the line on the report.
-        A retry of the same line changes nothing; a report signed meanwhile gets its parts back."""
+        A retry of the same line changes nothing; a report signed meanwhile gets its parts back. A report
+        too busy to write (503) keeps the parts taken for the line: the retry takes nothing more."""
         report, order = await self._writable_report(caller, report_id)
         use = Use(report.id, report.ticket_id, line.line_id)
         if not reports.check_part_line(report, line):
@@ -265,12 +266,30 @@ class ReportBook:
                 self.reports.write,
                 f"report {report_id}",
             )
-        except (DomainError, RetryLater):
-            await self.stockroom.receive(line.location_id, line.part_id, line.quantity, "returned")
+        except DomainError:
+            await self.stockroom.give_back(line, use)
             await self.stockroom.stock.taken(line.location_id, line.part_id, use.key)
             raise
         await self.stockroom.stock.taken(line.location_id, line.part_id, use.key)
         return decision.state
+
+    async def remove_part(self, caller: Principal, report_id: str, line_id: str) -> ServiceReport:
+        """Take a part line off a draft and return its parts to the stock they came from; 409 once signed.
+        The line's id is not used again on this report (a late retry of it must not take parts anew)."""
+        await self._writable_report(caller, report_id)
+        removed: list[PartLine] = []
+
+        def decide(r: ServiceReport) -> Decision[ServiceReport]:
+            after, line = reports.remove_part(r, line_id)
+            removed[:] = [line]
+            return Decision(after)
+
+        decision = await until_written(
+            lambda: self._report(report_id), decide, self.reports.write, f"report {report_id}"
+        )
+        report = decision.state
+        await self.stockroom.give_back(removed[0], Use(report.id, report.ticket_id, line_id))
+        return report
 
     @staticmethod
     def _may_take_from(caller: Principal, order: WorkOrder, location_id: str) -> None:
@@ -307,24 +326,23 @@ class Stockroom:
     def __init__(self, stock: StockStore) -> None:
         self.stock = stock
 
-    async def receive(
-        self,
-        location_id: str,
-        part_id: str,
-        quantity: int,
-        reason: stock_rules.ReceiptReason,
-        threshold: int | None = None,
-    ) -> StockLevel:
+    async def receive(self, location_id: str, part_id: str, receipt: stock_rules.Receipt) -> StockLevel:
         """Add parts to a location's stock (a delivery, or parts returned); return the stock as decided."""
         stock_rules.parse_location(location_id)
         now = datetime.now(UTC)
         decision = await decide_until_written(
             lambda: self.stock.load(location_id, part_id),
-            lambda s: stock_rules.receive(s, quantity, reason, now, threshold),
+            lambda s: stock_rules.receive(s, receipt, now),
             self.stock.put,
             what=f"stock {location_id}:{part_id}",
         )
         return decision.state
+
+    async def give_back(self, line: PartLine, use: Use) -> StockLevel:
+        """Return a report line's parts to the stock they were taken from (`stock-received`, reason
+        `returned`, naming the report, ticket and line so metrics takes them off the ticket's parts)."""
+        receipt = stock_rules.Receipt(line.quantity, "returned", returned_from=use)
+        return await self.receive(line.location_id, line.part_id, receipt)
 
     async def stock_level(self, caller: Principal, location_id: str, part_id: str) -> StockLevel:
         kind, owner = stock_rules.parse_location(location_id)

@@ -5,7 +5,12 @@ A consumption is written as a conditional decrement: the document must hold at l
 its stock must still lie in the band the decision was taken in (above the threshold after, crossing it,
 or already at or below it), so the low-stock event is exact without locking out concurrent users: two
 consumptions in one band both apply; one that finds the stock moved out of its band re-reads and
-decides again. Pure functions, no I/O."""
+decides again.
+
+Unit cost: a delivery may say what one part cost (in 分); the stock keeps the moving average of its
+deliveries (weighted by quantity, rounded to the 分), and every consumption carries the average of the
+moment it took the parts. Returned parts re-enter at the current average, so returns do not move it; a
+delivery without a cost keeps the average. Pure functions, no I/O."""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from aftersales.shared.contracts.fieldwork import StockConsumed, StockLow, Stock
 from aftersales.shared.errors import Conflict, InvalidRequest
 
 ReceiptReason = Literal["delivery", "returned"]
+MAX_UNIT_COST_CENTS = 100_000_000  # one million yuan for one part: anything above is a typo
 LOCATION = re.compile(r"^(van|warehouse):([A-Za-z0-9_.-]{1,64})$")
 
 
@@ -55,6 +61,7 @@ class StockLevel:
     # Report lines whose parts left this stock but are not on their report yet (`Use.key`): a retry of
     # one finds its parts taken already. Cleared once the line is written, so it holds only work in flight.
     taking: frozenset[str] = frozenset()
+    unit_cost_cents: int | None = None  # the moving average of the deliveries' unit costs, if any had one
 
     @property
     def id(self) -> str:
@@ -109,7 +116,9 @@ def consume(before: StockLevel, quantity: int, use: Use, now: datetime) -> Decis
         )
     after = replace(before, on_hand=before.on_hand - quantity, taking=before.taking | {use.key})
     common = {"location_id": before.location_id, "part_id": before.part_id, "occurred_at": now}
-    events: list[object] = [StockConsumed(**common, quantity=quantity, **_use(use))]
+    events: list[object] = [
+        StockConsumed(**common, quantity=quantity, unit_cost_cents=before.unit_cost_cents, **_use(use))
+    ]
     if after.on_hand <= before.low_threshold < before.on_hand:
         events.append(StockLow(**common, threshold=before.low_threshold))
     return Decision(after, tuple(events))
@@ -119,23 +128,52 @@ def _use(use: Use) -> dict[str, str]:
     return {"report_id": use.report_id, "ticket_id": use.ticket_id, "line_id": use.line_id}
 
 
-def receive(
-    before: StockLevel, quantity: int, reason: ReceiptReason, now: datetime, threshold: int | None = None
-) -> Decision[StockLevel]:
+def average_cost(before: StockLevel, quantity: int, unit_cost_cents: int | None) -> int | None:
+    """Return the stock's unit cost after `quantity` parts arrived at `unit_cost_cents` (None: unknown):
+    the average weighted by quantity, rounded half up to the 分."""
+    if unit_cost_cents is None:
+        return before.unit_cost_cents
+    if unit_cost_cents < 0 or unit_cost_cents > MAX_UNIT_COST_CENTS:
+        raise InvalidRequest(f"unit_cost_cents: between 0 and {MAX_UNIT_COST_CENTS}", field="unit_cost_cents")
+    held = max(before.on_hand, 0)
+    if before.unit_cost_cents is None or held == 0:
+        return unit_cost_cents
+    total = held * before.unit_cost_cents + quantity * unit_cost_cents
+    return (2 * total + held + quantity) // (2 * (held + quantity))
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Parts arriving: a delivery (optionally with its unit cost) or parts returned from a report line."""
+
+    quantity: int
+    reason: ReceiptReason = "delivery"
+    threshold: int | None = None
+    unit_cost_cents: int | None = None  # a delivery's cost of one part
+    returned_from: Use | None = None  # the report line the parts come back from
+
+
+def receive(before: StockLevel, receipt: Receipt, now: datetime) -> Decision[StockLevel]:
     """Return the stock after parts arrived (a delivery, or parts returned from a report)."""
+    quantity, threshold = receipt.quantity, receipt.threshold
     if quantity < 1:
         raise InvalidRequest("quantity: at least 1", field="quantity")
+    delivered_cost = receipt.unit_cost_cents if receipt.reason == "delivery" else None
     after = replace(
         before,
         on_hand=before.on_hand + quantity,
         low_threshold=before.low_threshold if threshold is None else threshold,
         exists=True,
+        unit_cost_cents=average_cost(before, quantity, delivered_cost),
     )
+    origin = {} if receipt.returned_from is None else _use(receipt.returned_from)
     event = StockReceived(
         location_id=before.location_id,
         part_id=before.part_id,
         quantity=quantity,
-        reason=reason,
+        reason=receipt.reason,
         occurred_at=now,
+        unit_cost_cents=delivered_cost,
+        **origin,
     )
     return Decision(after, (event,))

@@ -266,6 +266,7 @@ def report_from(doc: Mapping[str, Any]) -> ServiceReport:
         signed_at=doc.get("signed_at"),
         content_sha256=doc.get("content_sha256"),
         supersedes=doc.get("supersedes_report_id"),
+        removed_lines=tuple(doc.get("removed_lines", [])),
         version=doc.get("version", 0),
     )
 
@@ -280,6 +281,7 @@ def _report_fields(r: ServiceReport) -> dict[str, Any]:
         "resolution_code": r.resolution_code,
         "photos": list(r.photos),
         "parts": [p.as_dict() for p in r.parts],
+        "removed_lines": list(r.removed_lines),
         "status": r.status.value,
         "signature": None
         if signature is None
@@ -348,7 +350,15 @@ class StockStore(_Outboxed):
         if doc is None:
             return StockLevel(location_id, part_id)
         taking = frozenset(doc.get("taking") or {})
-        return StockLevel(location_id, part_id, doc["on_hand"], doc.get("low_threshold", 0), True, taking)
+        return StockLevel(
+            location_id,
+            part_id,
+            doc["on_hand"],
+            doc.get("low_threshold", 0),
+            True,
+            taking,
+            doc.get("unit_cost_cents"),
+        )
 
     async def take(self, before: StockLevel, decision: Decision[StockLevel], within: Band, use: str) -> bool:
         """Decrement the stock if it still holds at least the quantity, lies in the decision's band and has
@@ -376,13 +386,18 @@ class StockStore(_Outboxed):
         )
 
     async def put(self, before: StockLevel, decision: Decision[StockLevel]) -> bool:
-        """Add received parts (an increment: concurrent receipts all count), setting the threshold."""
+        """Add received parts (an increment: concurrent receipts all count), setting the threshold. A
+        receipt that moves the average unit cost is guarded by the stock and cost it was averaged with."""
         after = decision.state
-        fields = {"updated_at": datetime.now(UTC), "low_threshold": after.low_threshold}
+        fields: dict[str, Any] = {"updated_at": datetime.now(UTC), "low_threshold": after.low_threshold}
         events = _events(decision, before.id)
         if not before.exists:
             doc = {"_id": before.id, "location_id": after.location_id, "part_id": after.part_id, **fields}
-            if await self._insert({**doc, "on_hand": after.on_hand}, events):
-                return True
+            doc.update(on_hand=after.on_hand, unit_cost_cents=after.unit_cost_cents)
+            return await self._insert(doc, events)  # False when created meanwhile: read and decide again
+        guard: dict[str, Any] = {"_id": before.id}
+        if after.unit_cost_cents != before.unit_cost_cents:
+            guard.update(on_hand=before.on_hand, unit_cost_cents=before.unit_cost_cents)
+            fields["unit_cost_cents"] = after.unit_cost_cents
         update = {"$inc": {"on_hand": after.on_hand - before.on_hand}, "$set": fields}
-        return await self._update({"_id": before.id}, update, events)
+        return await self._update(guard, update, events)

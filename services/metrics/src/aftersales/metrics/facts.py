@@ -71,12 +71,20 @@ class FieldVisit(_Model):
 
 
 class PartUse(_Model):
-    """One service-report line's parts taken from stock, keyed `<report id>:<line id>`."""
+    """One service-report line's parts taken from stock, keyed `<report id>:<line id>`: how many were taken
+    (0 while only their return is known) and how many of them were given back (line removed, report
+    signed meanwhile)."""
 
     line_key: str
     part_id: str
-    quantity: int
+    quantity: int = 0
     unit_cost_cents: int | None = None
+    returned: int = 0
+
+    @property
+    def used(self) -> int:
+        """The parts the line kept: taken and not given back."""
+        return max(self.quantity - self.returned, 0)
 
 
 class Facts(_Model):

@@ -46,6 +46,7 @@ from aftersales.shared.contracts.fieldwork import (
     AppointmentEvent,
     AppointmentNoShow,
     StockConsumed,
+    StockReceived,
     VisitCheckedIn,
     VisitCheckedOut,
 )
@@ -183,15 +184,32 @@ def _merge_field_visit(f: Facts, data: AppointmentEvent) -> dict[str, Any]:
     return {"field_visits": sorted([*rest, merged], key=lambda x: x.appointment_id)}
 
 
+def _part_line(f: Facts, key: str, part_id: str, change: dict[str, Any]) -> dict[str, Any]:
+    rest = [p for p in f.parts if p.line_key != key]
+    line = next((p for p in f.parts if p.line_key == key), None) or PartUse(line_key=key, part_id=part_id)
+    merged = line.model_copy(update=change)
+    return {"parts": sorted([*rest, merged], key=lambda p: p.line_key)}
+
+
 def _parts_used(f: Facts, data: StockConsumed) -> dict[str, Any]:
     """Parts taken from stock for a service-report line; a line is counted once, by report and line id."""
     key = f"{data.report_id}:{data.line_id}"
-    if any(p.line_key == key for p in f.parts):
+    if any(p.line_key == key and p.quantity for p in f.parts):
         return {}
-    line = PartUse(
-        line_key=key, part_id=data.part_id, quantity=data.quantity, unit_cost_cents=data.unit_cost_cents
-    )
-    return {"parts": sorted([*f.parts, line], key=lambda p: p.line_key)}
+    change = {"quantity": data.quantity, "unit_cost_cents": data.unit_cost_cents}
+    return _part_line(f, key, data.part_id, change)
+
+
+def _parts_returned(f: Facts, data: StockReceived) -> dict[str, Any]:
+    """Parts given back from a service-report line (removed from a draft, or its report signed meanwhile):
+    they leave the ticket's parts. A line's parts come back once: a redelivery changes nothing, and a
+    return seen before its consumption waits for it."""
+    if data.reason != "returned" or data.report_id is None or data.line_id is None:
+        return {}
+    key = f"{data.report_id}:{data.line_id}"
+    if any(p.line_key == key and p.returned >= data.quantity for p in f.parts):
+        return {}
+    return _part_line(f, key, data.part_id, {"returned": data.quantity})
 
 
 def _created(f: Facts, data: TicketCreated) -> dict[str, Any]:
@@ -307,6 +325,7 @@ _FOLDS: dict[type[BaseModel], Callable[[Facts, Any], dict[str, Any]]] = {
     VisitEvent: _merge_visit,
     AppointmentEvent: _merge_field_visit,
     StockConsumed: _parts_used,
+    StockReceived: _parts_returned,
 }
 
 

@@ -172,10 +172,11 @@ def _field_resolution(b: _Builder, f: Facts, resolved_at: datetime) -> None:
     counters = {
         "field_resolved": 1,
         "first_time_fixed": int(first_time),
-        "parts_used": sum(p.quantity for p in f.parts),
+        "parts_used": sum(p.used for p in f.parts),
     }
-    costs = [p.unit_cost_cents * p.quantity for p in f.parts if p.unit_cost_cents is not None]
-    if len(costs) == len(f.parts):
+    kept = [p for p in f.parts if p.used]  # a line whose parts all came back costs nothing
+    costs = [p.unit_cost_cents * p.used for p in kept if p.unit_cost_cents is not None]
+    if len(costs) == len(kept):
         counters.update(parts_costed_resolved=1, parts_cost_cents=sum(costs))
         b.series("field_parts_costed", [rdims["grid"]])
         b.series("field_parts_cost_cents", [rdims["grid"]], sum(costs))

@@ -119,6 +119,21 @@ class StockReceived(StockEvent):
 
     quantity: int = Field(ge=1)
     reason: Literal["delivery", "returned"]
+    unit_cost_cents: int | None = Field(
+        default=None,
+        ge=0,
+        description="a delivery's cost of one part in the smallest currency unit (分 for CNY), when given; "
+        "the stock keeps the moving average of its deliveries",
+    )
+    report_id: str | None = Field(
+        default=None, description="parts returned from a service report: the report they were taken for"
+    )
+    ticket_id: str | None = Field(default=None, description="parts returned from a report: its ticket")
+    line_id: str | None = Field(
+        default=None,
+        description="parts returned from a report: its line (with `report_id`, the `stock-consumed` "
+        "they undo; metrics subtracts them from the ticket's parts)",
+    )
 
 
 @event("aftersales.fieldwork.stock-consumed.v1", Topic.FIELDWORK)
