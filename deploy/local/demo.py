@@ -1,9 +1,11 @@
 """`make up` demo: seed grids and technicians, send tickets from several channels, and show the platform
-working: tickets assigned within seconds, one visited on site (booked, checked in, a part from the van,
-a service report signed by the customer and verified by its SHA-256), fixed and followed up, a survey
-sent, KPIs computed (the on-site ones too).
+working: tickets assigned within seconds, one reassigned by a supervisor by hand (改派), one offered in a
+grid's grab-order pool (抢单) and claimed by the demo technician (`desk_demo.py`), one visited on site
+(booked, checked in, a part from the van, a service report signed by the customer and verified by its
+SHA-256), fixed and followed up, a survey sent, KPIs computed (the on-site ones too).
 
-Idempotent: tickets carry fixed Idempotency-Keys, so running `make up` again shows the same tickets.
+Idempotent: tickets carry fixed Idempotency-Keys, so running `make up` again shows the same tickets (and
+the reassignment and the claim made before).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from desk_demo import grab_from_pool, reassign_by_hand
 from routing_demo import demo_data
 
 URLS = {
@@ -108,6 +111,9 @@ def main() -> int:
     if "notify" in running:
         register_contact(client, tickets[0], TICKETS[0]["token"])
     show_assignments(client, tickets, "routing" in running)
+    if "routing" in running:
+        reassign_by_hand(client, URLS, tickets[1:])  # not the first ticket: it is visited and fixed below
+        grab_from_pool(client, URLS)
     if "fieldwork" in running and "routing" in running:
         visit_on_site(client, tickets[0], TICKETS[0]["token"])
     if "routing" in running:
@@ -279,9 +285,9 @@ def visit_on_site(client: httpx.Client, ticket: dict[str, Any], channel_token: s
     van = f"van:{technician}"
     stock = client.get(f"{fw}/v1/stock/{van}/{FIELD_PART}", headers=ADMIN)
     if stock.status_code != 200 or stock.json()["on_hand"] < 1:
-        receipt = {"quantity": 5, "low_stock_threshold": 1}
+        receipt = {"quantity": 5, "low_stock_threshold": 1, "unit_cost_cents": 4800}  # 48.00 yuan each
         check(client.post(f"{fw}/v1/stock/{van}/{FIELD_PART}/receipts", json=receipt, headers=ADMIN), "stock")
-        print(f"[demo] fieldwork: 5 x {FIELD_PART} received into {van}")
+        print(f"[demo] fieldwork: 5 x {FIELD_PART} at 48.00 received into {van}")
     appointment = book_visit(client, ticket["id"], technician)
     print(
         f"[demo] fieldwork: visit {appointment['id']} booked for {technician}, {appointment['window_start']}"

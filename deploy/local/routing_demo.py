@@ -1,7 +1,8 @@
 """Routing's demo data for `make up` (seeded by `deploy/local/demo.py`; tests reuse `demo_calendar`):
 Shanghai's central districts as service grids, with calendars, neighbours, a supervisor and technicians
-of both tiers. Pure data; the seeder PUTs it through the HTTP API in order (grids first, each listing
-only neighbours defined before it; neighbourhood is symmetric)."""
+of both tiers; Huangpu runs a grab-order pool (抢单) for installations, which `tech-demo` (the subject of
+`dev-technician-token`) may claim. Pure data; the seeder PUTs it through the HTTP API in order (grids
+first, each listing only neighbours defined before it; neighbourhood is symmetric)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ SHANGHAI = "310000"
 CITY = "310100"
 WORKDAY = [{"start": "09:00", "end": "12:00"}, {"start": "13:00", "end": "18:00"}]
 SATURDAY = [{"start": "09:00", "end": "12:00"}]
+# The grid whose installations go to its grab-order pool (抢单) instead of automatic dispatch; an offer
+# nobody claims within fallback_after_s is dispatched automatically.
+POOL_GRID = "sh-huangpu"
+POOL: dict[str, Any] = {"categories": ["installation"], "priorities": [], "fallback_after_s": 900}
+DEMO_TECHNICIAN = "tech-demo"  # the subject of dev-technician-token: in POOL_GRID, skilled for all
 
 # (grid id, name, district code, neighbours defined earlier, device types)
 _DISTRICTS: list[tuple[str, str, str, list[str], list[str]]] = [
@@ -55,6 +61,7 @@ def demo_grids() -> list[dict[str, Any]]:
                 "neighbours": neighbours,
                 "supervisor_id": "supervisor-1",
                 "surge": {"backlog_threshold": 8, "capacity_factor": 1.5, "automatic": True},
+                "pool": POOL if gid == POOL_GRID else None,
             }
         )
     return grids
@@ -62,7 +69,7 @@ def demo_grids() -> list[dict[str, Any]]:
 
 _TECHS = [
     # id, name, grid, tier, device types, categories, capacity
-    ("tech-demo", "Demo Technician", "sh-huangpu", 1, [], [], 4),
+    (DEMO_TECHNICIAN, "Demo Technician", POOL_GRID, 1, [], [], 4),  # every device type and category
     ("tech-wang", "王师傅 Wang", "sh-huangpu", 1, ["air_conditioner", "washing_machine"], [], 3),
     ("tech-li", "李工 Li", "sh-huangpu", 2, [], [], 3),
     ("tech-zhang", "张师傅 Zhang", "sh-xuhui", 1, ["air_conditioner", "refrigerator"], [], 3),

@@ -69,6 +69,7 @@ Kafka:   127.0.0.1:9092      MongoDB wire: ${MONGODB_URI}
 Prometheus: ${PROM}
 Alertmanager: ${ALERTS}
 OpenAPI: http://127.0.0.1:8001/docs (and 8002..8007)     Dev token: Authorization: Bearer dev-admin-token
+Dev tokens by role: dev-supervisor-token (reassign, 改派), dev-technician-token (tech-demo: GET /v1/pool, claim, 抢单)
 Mails sent by notify (SMTP sink 127.0.0.1:${SMTP_SINK_PORT}): ${MAILDIR}/new (one file per mail)
 Stop everything with: make down
 EOT
