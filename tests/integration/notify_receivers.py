@@ -1,7 +1,7 @@
 """Real-protocol receivers for notify's channels, run by the tests on loopback: an SMTP server (aiosmtpd)
-that can refuse the next mails with a temporary error, and an HTTP server playing the Aliyun SMS API and
-the DingTalk, WeCom and Feishu robots, which checks each request's signature the way the provider
-documents it (written here independently of notify's code) and answers like the provider."""
+that can refuse the next mails with a temporary error, and an HTTP server playing the Aliyun and Tencent
+Cloud SMS APIs and the DingTalk, WeCom and Feishu robots, which checks each request's signature the way
+the provider documents it (written here independently of notify's code) and answers like the provider."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -86,6 +87,37 @@ def aliyun_signature(params: dict[str, str], secret: str) -> str:
     return base64.b64encode(hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()).decode()
 
 
+def tencent_ok(headers: dict[str, str], raw: bytes, secret_key: str) -> bool:
+    """Tencent Cloud API 3.0, TC3-HMAC-SHA256 from its documentation: the canonical request (method, path,
+    empty query, the signed headers, SHA-256 of the body) hashed into the string to sign, signed with a key
+    derived from the secret by date, service and "tc3_request"; within five minutes."""
+    auth = headers.get("authorization", "")
+    found = re.fullmatch(
+        r"TC3-HMAC-SHA256 Credential=([^/]+)/(\d{4}-\d{2}-\d{2})/(\w+)/tc3_request, "
+        r"SignedHeaders=([a-z;-]+), Signature=([0-9a-f]{64})",
+        auth,
+    )
+    timestamp = headers.get("x-tc-timestamp", "")
+    if found is None or not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
+        return False
+    _, date, service, signed, given = found.groups()
+    if (
+        date != time.strftime("%Y-%m-%d", time.gmtime(int(timestamp)))
+        or headers.get("x-tc-action") != "SendSms"
+    ):
+        return False
+    names = signed.split(";")
+    canonical_headers = "".join(f"{n}:{headers.get(n, '').strip().lower()}\n" for n in names)
+    digest = hashlib.sha256(raw).hexdigest()
+    canonical = f"POST\n/\n\n{canonical_headers}\n{signed}\n{digest}"
+    scope = f"{date}/{service}/tc3_request"
+    to_sign = f"TC3-HMAC-SHA256\n{timestamp}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = f"TC3{secret_key}".encode()
+    for part in (date, service, "tc3_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return hmac.compare_digest(hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest(), given)
+
+
 def dingtalk_ok(query: dict[str, str], secret: str) -> bool:
     """DingTalk: sign = base64(HMAC-SHA256(secret, "<timestamp ms>\\n<secret>")), within an hour."""
     timestamp = query.get("timestamp", "")
@@ -106,17 +138,20 @@ def feishu_ok(body: dict[str, Any], secret: str) -> bool:
 
 @dataclass
 class Received:
-    kind: str  # sms, dingtalk, wecom, feishu
+    kind: str  # sms, tencent, dingtalk, wecom, feishu
     query: dict[str, str]
     body: dict[str, Any]
     signature_ok: bool
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class ProviderStub:
-    """Plays the Aliyun SMS API (`GET /sms`) and the robots (`POST /dingtalk`, `/wecom`, `/feishu`)."""
+    """Plays the Aliyun SMS API (`GET /sms`), Tencent Cloud's (`POST /tencent`) and the robots (`POST
+    /dingtalk`, `/wecom`, `/feishu`)."""
 
     aliyun_secret: str = "test-aliyun-secret"
+    tencent_secret: str = "test-tencent-secret-key"
     dingtalk_secret: str = "SECtest-dingtalk-secret"
     feishu_secret: str = "test-feishu-secret"
     received: list[Received] = field(default_factory=list)
@@ -129,7 +164,16 @@ class ProviderStub:
     def of(self, kind: str) -> list[Received]:
         return [r for r in self.received if r.kind == kind]
 
-    def answer(self, kind: str, query: dict[str, str], body: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
+    def answer(
+        self, kind: str, query: dict[str, str], body: dict[str, Any], headers: dict[str, str], raw: bytes
+    ) -> tuple[bool, dict[str, Any]]:
+        if kind == "tencent":
+            ok = tencent_ok(headers, raw, self.tencent_secret)
+            if not ok:
+                error = {"Code": "AuthFailure.SignatureFailure", "Message": "bad signature"}
+                return ok, {"Response": {"Error": error, "RequestId": "x"}}
+            sent = [{"Code": "Ok", "PhoneNumber": n, "SerialNo": "2019:1"} for n in body["PhoneNumberSet"]]
+            return ok, {"Response": {"SendStatusSet": sent, "RequestId": "x"}}
         if kind == "sms":
             ok = hmac.compare_digest(aliyun_signature(query, self.aliyun_secret), query.get("Signature", ""))
             answer = {"Code": "OK", "Message": "OK", "BizId": "900619746936498440^0", "RequestId": "x"}
@@ -153,12 +197,14 @@ def provider_stub() -> Iterator[ProviderStub]:
     stub = ProviderStub()
 
     class Handler(BaseHTTPRequestHandler):
-        def _handle(self, body: dict[str, Any]) -> None:
+        def _handle(self, raw: bytes) -> None:
             parts = urlsplit(self.path)
             kind = parts.path.strip("/").split("/")[0]
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
-            ok, answer = stub.answer(kind, query, body)
-            stub.received.append(Received(kind, query, body, ok))
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = json.loads(raw or b"{}")
+            ok, answer = stub.answer(kind, query, body, headers, raw)
+            stub.received.append(Received(kind, query, body, ok, headers))
             data = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -167,11 +213,11 @@ def provider_stub() -> Iterator[ProviderStub]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            self._handle({})
+            self._handle(b"")
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            self._handle(json.loads(self.rfile.read(length) or b"{}"))
+            self._handle(self.rfile.read(length))
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

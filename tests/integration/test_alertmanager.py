@@ -1,6 +1,7 @@
 """Alertmanager wired to the alert rules: a real Prometheus evaluating the project's rules sends its firing
 alerts to a real Alertmanager running the project's configuration (both from Debian's packages, through
-deploy/local/prometheus.sh and deploy/local/alertmanager.sh), which routes them by severity."""
+deploy/local/prometheus.sh and deploy/local/alertmanager.sh), which routes them by severity; and its
+webhook receivers reach notify, which mails the on-call rotation."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 import httpx
 import yaml
 from deploytools import RULES_DIR
-from harness import ROOT, SERVICE_NAMES, free_port, wait_until
+from harness import ROOT, SERVICE_NAMES, Platform, auth, free_port, wait_until
+from notify_receivers import body_of, smtp_server
 
 LOCAL = ROOT / "deploy" / "local"
 
@@ -94,3 +96,57 @@ async def test_firing_alerts_reach_alertmanager_routed_by_severity(tmp_path: Pat
     finally:
         await asyncio.to_thread(run, "prometheus.sh", "stop", env)
         await asyncio.to_thread(run, "alertmanager.sh", "stop", env)
+
+
+def config_for_notify(tmp_path: Path, notify_port: int) -> Path:
+    """The project's Alertmanager configuration with its webhooks at the test's notify and no group wait."""
+    config = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    for receiver in config["receivers"]:
+        [hook] = receiver["webhook_configs"]  # one YAML anchor: the same dict in both receivers
+        assert hook["url"] == "http://127.0.0.1:8006/v1/alerts/alertmanager" and hook["send_resolved"]
+        receiver["webhook_configs"] = [
+            {**hook, "url": f"http://127.0.0.1:{notify_port}/v1/alerts/alertmanager"}
+        ]
+    for route in [config["route"], *config["route"]["routes"]]:
+        route["group_wait"] = "1s"
+    out = tmp_path / "alertmanager.yml"
+    out.write_text(yaml.safe_dump(config))
+    return out
+
+
+async def test_a_firing_alert_reaches_on_call_through_notify(tmp_path: Path, platform: Platform) -> None:
+    am_port = free_port()
+    with smtp_server(free_port()) as box:
+        procs = await platform.start_ready(
+            "notify",
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(box.port),
+            ALERTMANAGER_WEBHOOK_TOKEN="dev-alertmanager-token",  # what the project's configuration sends
+        )
+        notify = procs["notify"].url
+        env = {
+            **os.environ,
+            "ALERTMANAGER_PORT": str(am_port),
+            "ALERTMANAGER_DATA": str(tmp_path / "am-data"),
+            "ALERTMANAGER_CONFIG": str(config_for_notify(tmp_path, procs["notify"].port)),
+        }
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                body = {"channels": ["email"], "email": "oncall@example.com", "language": "en"}
+                r = await client.put(f"{notify}/v1/recipients/oncall/platform", json=body, headers=auth())
+                assert r.status_code in (200, 201), r.text
+                started = await asyncio.to_thread(run, "alertmanager.sh", "start", env)
+                assert started.returncode == 0, started.stderr
+                labels = {"alertname": "AftersalesDeadLetterNotEmpty", "severity": "warning", "topic": "t"}
+                alert = {"labels": labels, "annotations": {"summary": "messages parked in t.dlq"}}
+                r = await client.post(f"http://127.0.0.1:{am_port}/api/v2/alerts", json=[alert])
+                assert r.status_code == 200, r.text
+
+                async def mails() -> list[Any] | None:
+                    return box.to("oncall@example.com") or None
+
+                [mail] = await wait_until("the on-call mail", mails, 25)
+                assert mail["Subject"] == "[FIRING:1] AftersalesDeadLetterNotEmpty (warning)"
+                assert "messages parked in t.dlq" in body_of(mail)
+        finally:
+            await asyncio.to_thread(run, "alertmanager.sh", "stop", env)

@@ -1,18 +1,22 @@
 """HTTP routes of notify: recipients (customers' contact points from the channels that serve them, staff
 and on-call from administrators), templates, the delivery status of an event's or a ticket's messages,
-and the mails the inbound gateway received (what became of each, and its attachments)."""
+the mails the inbound gateway received (what became of each, and its attachments), and Alertmanager's
+webhook for on-call."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 from datetime import datetime, time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, EmailStr, Field, field_validator
 
+from aftersales.notify.alerts import AlertmanagerWebhook, OnCall
 from aftersales.notify.domain import (
     CUSTOMER_CHANNELS,
     ROBOTS,
@@ -27,7 +31,7 @@ from aftersales.notify.domain import (
 )
 from aftersales.notify.inbound import mail_id_of
 from aftersales.notify.service import Inbox, Notifications
-from aftersales.shared.auth import Principal
+from aftersales.shared.auth import Principal, RateLimiter, Unauthorized, refuse_unknown_query
 from aftersales.shared.contracts.requests import e164_phone
 from aftersales.shared.errors import InvalidRequest, NotFound
 from aftersales.shared.roles import Admin, ChannelOrSupervisor, Staff, Supervisor, service_of
@@ -399,3 +403,41 @@ async def get_inbound_attachment(
             "X-Attachment-SHA256": str(entry["sha256"]),
         },
     )
+
+
+# ------------------------------------------------------------------ Alertmanager → on-call
+
+_bearer = HTTPBearer(auto_error=False, description="ALERTMANAGER_WEBHOOK_TOKEN")
+
+
+async def alertmanager_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Admit Alertmanager by the bearer token of its `http_config.authorization` (not an API token)."""
+    expected: str | None = request.app.state.alertmanager_token
+    given = credentials.credentials if credentials is not None else ""
+    if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
+        limiter: RateLimiter = request.app.state.rate_limiter
+        await limiter.hit(f"addr:{request.client.host if request.client else 'unknown'}")
+        raise Unauthorized("missing or wrong Alertmanager bearer token (ALERTMANAGER_WEBHOOK_TOKEN)")
+    refuse_unknown_query(request)
+
+
+class AlertsAccepted(BaseModel):
+    key: str = Field(description="the notification's key: the cause_event_id of its deliveries")
+    recipient_id: str = Field(description="the on-call rotation, `oncall:<rotation>`")
+    planned: int = Field(description="deliveries planned now (0: seen before, or nobody configured)")
+
+
+alerts = APIRouter(prefix="/v1/alerts", tags=["alerts"])
+
+
+@alerts.post(
+    "/alertmanager",
+    summary="Alertmanager's webhook (version 4): one message per group notification to on-call",
+    dependencies=[Depends(alertmanager_caller)],
+)
+async def alertmanager_webhook(hook: AlertmanagerWebhook, request: Request) -> AlertsAccepted:
+    oncall: OnCall = request.app.state.oncall
+    key, to, planned = await oncall.receive(hook)
+    return AlertsAccepted(key=key, recipient_id=to, planned=planned)

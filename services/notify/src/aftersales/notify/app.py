@@ -9,15 +9,18 @@ from datetime import timedelta
 from typing import Annotated, Literal, Self
 
 from fastapi import FastAPI
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from aftersales.notify import api, consumers, timers
+from aftersales.notify.alerts import OnCall
 from aftersales.notify.channels import ChannelAdapter
 from aftersales.notify.channels.email import EmailChannel, SmtpServer
 from aftersales.notify.channels.robots import dingtalk, feishu, wecom
 from aftersales.notify.channels.sms import AliyunSms, SmsChannel
+from aftersales.notify.channels.tencent import SmsTemplate, TencentSms, TencentSmsChannel
 from aftersales.notify.domain import ChannelName, RetryPolicy
+from aftersales.notify.fieldnotices import FieldNotices
 from aftersales.notify.gateway import GatewayConfig, InboundGateway
 from aftersales.notify.privacy import PersonalData
 from aftersales.notify.service import Catalogue, Inbox, InboxPolicy, Notifications, NotifyPolicy
@@ -37,8 +40,60 @@ from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureL
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 
+DEV_ALERTMANAGER_TOKEN = "dev-alertmanager-token"  # deploy/alertmanager/alertmanager.yml sends it
 
-class Settings(ServiceSettings):
+
+class TencentTemplate(BaseModel):
+    id: str = Field(min_length=1, max_length=32, description="the approved template's id")
+    params: list[str] = Field(default_factory=list, description="message parameters for {1}, {2}, ...")
+
+
+class TencentSmsSettings(ServiceSettings):
+    """Tencent Cloud SMS (SMS_PROVIDER=tencent)."""
+
+    tencent_sms_endpoint: str = Field(
+        default="https://sms.tencentcloudapi.com/",
+        description="Tencent Cloud SMS API endpoint (API 3.0, POST)",
+    )
+    tencent_secret_id: str = Field(default="", description="Tencent Cloud SecretId")
+    tencent_secret_key: SecretStr = Field(default=SecretStr(""), description="Tencent Cloud SecretKey")
+    tencent_sms_sdk_app_id: str = Field(default="", description="the SMS application's SdkAppId")
+    tencent_sms_sign_name: str = Field(default="", description="approved SMS signature (签名) name")
+    tencent_sms_region: str = Field(default="ap-guangzhou", description="X-TC-Region of the requests")
+    tencent_sms_templates: dict[str, TencentTemplate] = Field(
+        default_factory=dict,
+        description='approved template per message template, e.g. {"ticket_acknowledged": {"id": "1234", '
+        '"params": ["ticket_id"]}} (JSON object; params fill {1}, {2}, ...); a message without one is '
+        "not sent by SMS",
+    )
+
+    def tencent_missing(self) -> list[str]:
+        """Return the settings SMS through Tencent needs that are not set."""
+        return [
+            name
+            for name, value in (
+                ("TENCENT_SECRET_ID", self.tencent_secret_id),
+                ("TENCENT_SECRET_KEY", self.tencent_secret_key.get_secret_value()),
+                ("TENCENT_SMS_SDK_APP_ID", self.tencent_sms_sdk_app_id),
+                ("TENCENT_SMS_SIGN_NAME", self.tencent_sms_sign_name),
+            )
+            if not value
+        ]
+
+    def tencent(self, timeout_s: float = 10.0) -> TencentSms:
+        return TencentSms(
+            endpoint=self.tencent_sms_endpoint,
+            secret_id=self.tencent_secret_id,
+            secret_key=self.tencent_secret_key.get_secret_value(),
+            sdk_app_id=self.tencent_sms_sdk_app_id,
+            sign_name=self.tencent_sms_sign_name,
+            templates={k: SmsTemplate(t.id, tuple(t.params)) for k, t in self.tencent_sms_templates.items()},
+            region=self.tencent_sms_region,
+            timeout_s=timeout_s,
+        )
+
+
+class Settings(TencentSmsSettings):
     service_name: str = "notify"
     http_port: int = Field(default=8006, ge=1, le=65535)
 
@@ -50,8 +105,8 @@ class Settings(ServiceSettings):
     smtp_starttls: bool = Field(default=False, description="upgrade the connection with STARTTLS")
     smtp_timeout_s: float = Field(default=10.0, gt=0, le=60, description="give up on the SMTP server after")
 
-    sms_provider: Literal["none", "aliyun"] = Field(
-        default="none", description="SMS provider; none turns SMS off"
+    sms_provider: Literal["none", "aliyun", "tencent"] = Field(
+        default="none", description="SMS provider (aliyun or tencent); none turns SMS off"
     )
     aliyun_sms_endpoint: str = Field(
         default="https://dysmsapi.aliyuncs.com/", description="Aliyun SMS API endpoint (RPC style, GET)"
@@ -63,6 +118,17 @@ class Settings(ServiceSettings):
         default_factory=dict,
         description='approved SMS template code per message template, e.g. {"ticket_acknowledged": '
         '"SMS_123"} (JSON object); a message without one is not sent by SMS',
+    )
+    alertmanager_webhook_token: SecretStr = Field(
+        default=SecretStr(""),
+        description="bearer token Alertmanager sends to POST /v1/alerts/alertmanager (its "
+        "http_config.authorization); empty: development uses dev-alertmanager-token, other environments "
+        "refuse every call",
+    )
+    oncall_default_rotation: str = Field(
+        default="platform",
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="the on-call rotation of alerts without a `rotation` label",
     )
     robot_timeout_s: float = Field(default=10.0, gt=0, le=60, description="give up on a group robot after")
 
@@ -160,7 +226,16 @@ class Settings(ServiceSettings):
             ]
             if missing:
                 raise ValueError(f"SMS_PROVIDER=aliyun needs {', '.join(missing)}")
+        if self.sms_provider == "tencent" and self.tencent_missing():
+            raise ValueError(f"SMS_PROVIDER=tencent needs {', '.join(self.tencent_missing())}")
         return self
+
+    def alertmanager_token(self) -> str | None:
+        """The bearer token Alertmanager must send; None: the webhook refuses every call."""
+        token = self.alertmanager_webhook_token.get_secret_value()
+        if token:
+            return token
+        return DEV_ALERTMANAGER_TOKEN if self.environment == "development" else None
 
     def policy(self) -> NotifyPolicy:
         """Return the delivery policy these settings describe."""
@@ -206,6 +281,8 @@ class Settings(ServiceSettings):
                     timeout_s=self.robot_timeout_s,
                 )
             )
+        if self.sms_provider == "tencent":
+            adapters[ChannelName.SMS] = TencentSmsChannel(self.tencent(self.robot_timeout_s))
         return adapters
 
 
@@ -236,15 +313,17 @@ def build(settings: Settings) -> FastAPI:
     personal_data = PersonalData(
         recipients=recipients, ledger=ErasureLedger(runtime, service="notify"), preferences=preferences
     )
-    consumers.register(runtime, notifications, personal_data)
+    consumers.register(runtime, notifications, personal_data, FieldNotices(notifications))
     timers.register(runtime, notifications)
     app = create_app(
         runtime,
         title="aftersales notify",
         description="Messages to customers and staff: e-mail, SMS and group robots, with templates, "
         "preferences, do-not-disturb hours, retries and delivery status.",
-        routers=[api.recipients, api.templates, api.deliveries, api.inbound_mail],
+        routers=[api.recipients, api.templates, api.deliveries, api.inbound_mail, api.alerts],
     )
+    app.state.oncall = OnCall(notifications, settings.oncall_default_rotation)
+    app.state.alertmanager_token = settings.alertmanager_token()
     app.state.notifications = notifications
     app.state.inbox = inbox
     return app

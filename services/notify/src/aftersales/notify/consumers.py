@@ -1,12 +1,14 @@
 """Kafka handlers: the events that call for a message (tickets, assignments, feedback), the ticket
 and assignment facts notify keeps to know whose a ticket is and where it is worked, and personal-data
-requests (erasure, contact preferences)."""
+requests (erasure, contact preferences), fieldwork's appointments and a silent technician."""
 
 from __future__ import annotations
 
+from aftersales.notify.fieldnotices import FieldNotices
 from aftersales.notify.privacy import PersonalData
 from aftersales.notify.service import Notifications
 from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.desk import TechnicianSilent
 from aftersales.shared.contracts.events import (
     ComplaintClosed,
     ComplaintOpened,
@@ -20,15 +22,22 @@ from aftersales.shared.contracts.events import (
     WorkOrderEscalated,
     WorkOrderReassigned,
 )
+from aftersales.shared.contracts.fieldwork import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+)
 from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
-CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK, Topic.PRIVACY)
+CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK, Topic.PRIVACY, Topic.FIELDWORK)
 
 
-def register(runtime: ServiceRuntime, notifications: Notifications, personal_data: PersonalData) -> None:
+def register(
+    runtime: ServiceRuntime, notifications: Notifications, personal_data: PersonalData, field: FieldNotices
+) -> None:
     routes = EventRoutes(
         {
             ErasureRequested: personal_data.on_erasure_requested,
@@ -44,6 +53,10 @@ def register(runtime: ServiceRuntime, notifications: Notifications, personal_dat
             ComplaintOpened: notifications.on_complaint,
             ComplaintUpdated: notifications.on_complaint,
             ComplaintClosed: notifications.on_complaint,
+            AppointmentBooked: field.on_appointment,
+            AppointmentRescheduled: field.on_appointment,
+            AppointmentCancelled: field.on_appointment,
+            TechnicianSilent: field.on_technician_silent,
         }
     )
     subscribe(runtime.broker, runtime.settings, CONSUMES, routes)

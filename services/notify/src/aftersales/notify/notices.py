@@ -3,10 +3,13 @@ ticket's facts) to notices, each a template with its parameters for one recipien
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aftersales.notify.domain import Notice, RecipientKind, recipient_id
+from aftersales.shared.calendar import zone
+from aftersales.shared.contracts.desk import TechnicianSilent
 from aftersales.shared.contracts.events import (
     ComplaintClosed,
     ComplaintOpened,
@@ -20,6 +23,14 @@ from aftersales.shared.contracts.events import (
     WorkOrderEscalated,
     WorkOrderReassigned,
 )
+from aftersales.shared.contracts.fieldwork import (
+    AppointmentBooked,
+    AppointmentCancelled,
+    AppointmentRescheduled,
+)
+
+# A silent technician's held tickets named in the message (his capacity bounds them anyway).
+MAX_HELD_LISTED = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +173,56 @@ def escalation(escalated: WorkOrderEscalated) -> list[Notice]:
     )
     params = {"ticket_id": escalated.ticket_id, "grid_id": escalated.grid_id, "reason": escalated.reason}
     return [Notice("work_order_escalated", to, params)]
+
+
+def appointment(
+    event: AppointmentBooked | AppointmentRescheduled | AppointmentCancelled, ticket: TicketCopy | None
+) -> list[Notice]:
+    """The customer learns of the visit booked, moved or called off (the window in their time zone,
+    filled in when the message is sent: see `localized`)."""
+    to = _customer(ticket)
+    if to is None:
+        return []
+    params = {"ticket_id": event.ticket_id, "appointment_id": event.appointment_id}
+    if isinstance(event, AppointmentCancelled):
+        return [Notice("appointment_cancelled", to, {**params, "reason": event.reason})]
+    template = "appointment_confirmed" if isinstance(event, AppointmentBooked) else "appointment_rescheduled"
+    window = {"window_start": event.window_start.isoformat(), "window_end": event.window_end.isoformat()}
+    return [Notice(template, to, {**params, **window})]
+
+
+def technician_silent(silent: TechnicianSilent) -> list[Notice]:
+    """A silent technician: the named supervisor, else the grid's, with the work orders he holds."""
+    to = (
+        recipient_id(RecipientKind.STAFF, silent.supervisor_id)
+        if silent.supervisor_id
+        else recipient_id(RecipientKind.GRID, silent.grid_id)
+    )
+    held = silent.held_ticket_ids
+    listed = ", ".join(held[:MAX_HELD_LISTED]) + (" ..." if len(held) > MAX_HELD_LISTED else "")
+    params = {
+        "technician_id": silent.technician_id,
+        "grid_id": silent.grid_id,
+        "last_heartbeat_at": when(silent.last_heartbeat_at),
+        "held_count": str(len(held)),
+        "held_ticket_ids": listed or "-",
+    }
+    return [Notice("technician_silent", to, params)]
+
+
+def localized(params: Mapping[str, str], timezone: str) -> dict[str, str]:
+    """Return the parameters with a visit's window (`window_start`/`window_end`, ISO) shown in the
+    recipient's time zone, and `window` as one text: `2026-12-01 09:00-11:00 (Asia/Shanghai)`."""
+    out = dict(params)
+    try:
+        start = datetime.fromisoformat(params["window_start"])
+        end = datetime.fromisoformat(params["window_end"])
+    except (KeyError, ValueError):
+        return out
+    tz = zone(timezone)
+    start, end = start.astimezone(tz), end.astimezone(tz)
+    end_text = end.strftime("%H:%M") if end.date() == start.date() else end.strftime("%Y-%m-%d %H:%M")
+    out["window_start"] = start.strftime("%Y-%m-%d %H:%M")
+    out["window_end"] = end.strftime("%Y-%m-%d %H:%M")
+    out["window"] = f"{start.strftime('%Y-%m-%d %H:%M')}-{end_text} ({timezone})"
+    return out

@@ -239,8 +239,8 @@ class Notifications:
         if adapter is None:
             return Outcome.REFUSED, f"{delivery.channel.value}_not_configured"
         template = await self.templates.get(delivery.template, recipient.language)
-        rendered = template.render(delivery.params)
-        message = Outgoing(delivery.id, delivery.template, delivery.params, rendered, delivery.ticket_id)
+        local = notices.localized(delivery.params, recipient.timezone)  # a visit's window: their time
+        message = Outgoing(delivery.id, delivery.template, local, template.render(local), delivery.ticket_id)
         try:
             await adapter.send(recipient, message)
         except Transient as exc:

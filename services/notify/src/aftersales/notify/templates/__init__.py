@@ -25,6 +25,19 @@ PARAMS: Mapping[str, frozenset[str]] = {
     "sla_breached": frozenset({"ticket_id", "grid_id", "clock", "due_at"}),
     "work_order_escalated": frozenset({"ticket_id", "grid_id", "reason"}),
     "complaint_overdue": frozenset({"complaint_id", "ticket_id", "state", "deadline_at"}),
+    # `window` is the visit's window in the customer's time zone, filled in when the message is sent.
+    "appointment_confirmed": frozenset(
+        {"ticket_id", "appointment_id", "window", "window_start", "window_end"}
+    ),
+    "appointment_rescheduled": frozenset(
+        {"ticket_id", "appointment_id", "window", "window_start", "window_end"}
+    ),
+    "appointment_cancelled": frozenset({"ticket_id", "appointment_id", "reason"}),
+    "technician_silent": frozenset(
+        {"technician_id", "grid_id", "last_heartbeat_at", "held_count", "held_ticket_ids"}
+    ),
+    "alert_firing": frozenset({"alertname", "severity", "count", "rotation", "alerts", "external_url"}),
+    "alert_resolved": frozenset({"alertname", "severity", "count", "rotation", "alerts", "external_url"}),
 }
 
 
