@@ -89,6 +89,7 @@ def test_alert_rules_pass_promtool_and_link_their_runbook() -> None:
         "AftersalesConsumerLagGrowing",
         "AftersalesDeadLetterNotEmpty",
         "AftersalesOutboxBacklog",
+        "AftersalesTimersFailed",
         "AftersalesSlaBreachRateHigh",
     } <= set(alerts)
     assert sorted(a.lower() for a in alerts) == sorted(runbooks), "every alert needs exactly one runbook_url"
