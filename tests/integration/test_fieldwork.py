@@ -1,6 +1,7 @@
 """fieldwork as a real process on real Kafka + FerretDB, with intake and routing: tickets opened over
 HTTP are assigned by routing, fieldwork learns who holds them from routing's events; a visit is booked by
-the customer's channel, carried out, reported with parts from stock and signed; the signed report is
+the customer's channel inside the grid's business hours (fieldwork's copy of routing's calendar; a window
+outside them is refused), carried out, reported with parts from stock and signed; the signed report is
 locked (409) and its hash verifies; two technicians racing for the last unit of a part: exactly one gets
 it and the stock never goes negative. The events come out on `aftersales.fieldwork.v1` as CloudEvents."""
 
@@ -25,6 +26,7 @@ TOKENS = {
 }
 WEB, ADMIN, DESK = auth("dev-web-token"), auth("dev-admin-token"), auth("dev-supervisor-token")
 SIGNED = "aftersales.fieldwork.report-signed.v1"
+DAYTIME = {str(d): [{"start": "08:00", "end": "18:00"}] for d in range(7)}  # the grid's hours, UTC
 CONSUMED = "aftersales.fieldwork.stock-consumed.v1"
 
 
@@ -47,6 +49,26 @@ async def holder(client: httpx.AsyncClient, fieldwork: str, ticket_id: str) -> s
     return await wait_until(f"fieldwork to learn who holds {ticket_id}", known)
 
 
+def window_at(ticket_id: str, start: datetime) -> dict[str, str]:
+    end = start + timedelta(hours=2)
+    return {"ticket_id": ticket_id, "window_start": start.isoformat(), "window_end": end.isoformat()}
+
+
+async def outside_hours(client: httpx.AsyncClient, fieldwork: str, ticket_id: str, start: datetime) -> Any:
+    """Book a window outside the grid's hours until fieldwork refuses it (422); return the refusal. Until
+    routing's `grid-configured` has arrived it is accepted unchecked: that booking is called off again."""
+
+    async def refused() -> Any:
+        r = await client.post(f"{fieldwork}/v1/appointments", json=window_at(ticket_id, start), headers=WEB)
+        if r.status_code == 201 and r.json()["calendar_checked"] is False:
+            await step(client, f"{fieldwork}/v1/appointments/{r.json()['id']}/cancel", "dev-web-token")
+            return None
+        assert r.status_code == 422, r.text
+        return r.json()
+
+    return await wait_until("fieldwork to refuse a visit after business hours", refused)
+
+
 async def step(client: httpx.AsyncClient, url: str, who: str, body: Any = None, status: int = 200) -> Any:
     r = await client.post(url, json=body, headers=auth(who))
     assert r.status_code == status, r.text
@@ -60,7 +82,7 @@ async def test_visit_signed_report_lock_verification_and_the_last_part(platform:
         await put_all(
             client,
             routing,
-            [grid_body("xuhui", "310104")],
+            [{**grid_body("xuhui", "310104"), "calendar": {"timezone": "UTC", "weekly": DAYTIME}}],
             [tech_body("fw-t1", "xuhui", capacity=1), tech_body("fw-t2", "xuhui", capacity=1)],
         )
         tickets = []
@@ -72,13 +94,19 @@ async def test_visit_signed_report_lock_verification_and_the_last_part(platform:
         assert sorted(holders) == ["fw-t1", "fw-t2"]  # capacity 1 each: one ticket per technician
         first, tech = tickets[0], holders[0]
 
-        # The customer's channel books; the technician sets off, arrives and leaves.
-        start = datetime.now(UTC) + timedelta(hours=1)
-        window = {"window_start": start.isoformat(), "window_end": (start + timedelta(hours=2)).isoformat()}
+        # The customer's channel books: not after hours (once fieldwork has the grid's calendar), inside
+        # them; the technician sets off, arrives and leaves.
+        tomorrow = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        refused = await outside_hours(client, fw, first, tomorrow + timedelta(hours=19))
+        assert refused["field"] == "window_start" and "business hours of grid xuhui" in refused["message"]
         booked = await step(
-            client, f"{fw}/v1/appointments", "dev-web-token", {"ticket_id": first, **window}, 201
+            client,
+            f"{fw}/v1/appointments",
+            "dev-web-token",
+            window_at(first, tomorrow + timedelta(hours=9)),
+            201,
         )
-        assert booked["technician_id"] == tech
+        assert booked["technician_id"] == tech and booked["calendar_checked"] is True
         visit = f"{fw}/v1/appointments/{booked['id']}"
         other = holders[1]
         await step(client, f"{visit}/check-in", other, None, 404)  # not their work order
@@ -141,7 +169,12 @@ async def test_visit_signed_report_lock_verification_and_the_last_part(platform:
             platform.infra,
             platform.topic(Topic.FIELDWORK),
             expect=1,
-            where=lambda r: _type(r) == CONSUMED and data_of(r)["report_id"] == reports[tech],
+            # the fan's line: the pump's, when this technician won the race for it, is another event
+            where=lambda r: (
+                _type(r) == CONSUMED
+                and data_of(r)["report_id"] == reports[tech]
+                and data_of(r)["line_id"] == "L1"
+            ),
         )
         assert (data_of(used)["line_id"], data_of(used)["unit_cost_cents"]) == ("L1", 2500)
         everything = await read_topic(

@@ -185,6 +185,9 @@ async def test_routing_end_to_end_over_http_and_kafka(platform: Platform) -> Non
 
     assert routing.stop() == 0  # graceful: the outbox is flushed, so the topic is now complete
     events = await assignment_events(platform.infra, topic, expect=ALL)
+    set_up = sorted(kind for kind, _ in events if kind.endswith("-configured"))  # 2 grids, 3 technicians
+    assert set_up == ["grid-configured"] * 2 + ["technician-configured"] * 3, set_up
+    events = [(kind, d) for kind, d in events if not kind.endswith("-configured")]
     assert len(events) == 14, events
     a_kinds = [kind for kind, d in events if d.get("ticket_id") == "A"]
     assert a_kinds == ["assigned", "accepted", "started", "pending", "started", "resolved"]

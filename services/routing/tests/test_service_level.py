@@ -95,3 +95,21 @@ async def test_an_sla_timer_past_due_breaches_the_work_order_once(routing: Servi
 
     await routing.published_exactly(BREACHED, where=lambda e: e.data["clock"] == "resolution")
     assert (await work_order(routing, "A"))["resolution"]["breached"] is True
+
+
+async def test_grid_and_technician_changes_publish_their_configuration_without_names(
+    routing: ServiceUnderTest,
+) -> None:
+    [grid_v1] = await routing.published.wait_for("aftersales.assignment.grid-configured.v1")
+    assert grid_v1.subject == "xuhui" and grid_v1.data["version"] == 1
+    assert grid_v1.data["calendar"]["timezone"] == "UTC"
+    shift = {"0": [{"start": "09:00", "end": "12:00"}]}
+    tech = {"id": "t1", "name": "张师傅", "grid_id": "xuhui", "tier": 1, "capacity": 1, "shift": shift}
+    r = await routing.http.put("/v1/technicians/t1", json=tech, headers=routing.auth())
+    assert r.status_code == 200, r.text
+
+    changes = await routing.published.wait_for("aftersales.assignment.technician-configured.v1", count=2)
+    assert [e.data["version"] for e in changes] == [1, 2]
+    assert changes[1].data["shift"] == {"0": [{"start": "09:00", "end": "12:00"}]}
+    assert changes[1].data["on_duty"] is True and changes[1].data["grid_id"] == "xuhui"
+    assert all("name" not in e.data and "张师傅" not in str(e.data) for e in changes)

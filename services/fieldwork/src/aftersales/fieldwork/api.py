@@ -108,6 +108,10 @@ class AppointmentRead(BaseModel):
     work_s: int | None = None
     work_done: str | None = None
     no_show: str | None = None
+    calendar_checked: bool = Field(
+        description="the window was checked against the grid's business calendar (and the technician's "
+        "shift, if any); false: fieldwork had no copy of the calendar yet and accepted it unchecked"
+    )
 
 
 def _appointment(a: Appointment) -> AppointmentRead:
@@ -127,6 +131,7 @@ def _appointment(a: Appointment) -> AppointmentRead:
         work_s=a.work_s,
         work_done=a.work_done,
         no_show=a.no_show,
+        calendar_checked=a.calendar_checked,
     )
 
 
@@ -144,7 +149,13 @@ appointments = APIRouter(prefix="/v1/appointments", tags=["appointments"])
 
 
 @appointments.post(
-    "", status_code=201, summary="Book a visit of the work order's technician in a time window"
+    "",
+    status_code=201,
+    summary="Book a visit of the work order's technician in a time window",
+    description="The window must lie inside the grid's business calendar and, when the technician has a "
+    "weekly shift, inside it (422 naming `window_start` or `window_end` otherwise). Until fieldwork has "
+    "a copy of the grid's calendar (routing's `grid-configured`) the window is accepted unchecked and "
+    "`calendar_checked` is false.",
 )
 async def book(body: AppointmentCreate, caller: AnyCaller, visits: Visits) -> AppointmentRead:
     window = (body.window_start, body.window_end)
@@ -157,18 +168,15 @@ async def get_appointment(appointment_id: Key, caller: AnyCaller, visits: Visits
     return _appointment(found)
 
 
-@appointments.post("/{appointment_id}/reschedule", summary="Move a visit not started yet to another window")
+@appointments.post(
+    "/{appointment_id}/reschedule",
+    summary="Move a visit not started yet to another window (inside the grid's business hours and the "
+    "technician's shift)",
+)
 async def reschedule(appointment_id: Key, body: Window, caller: AnyCaller, visits: Visits) -> AppointmentRead:
     window = (body.window_start, body.window_end)
-    return _appointment(
-        await visits.change_appointment(
-            caller,
-            appointment_id,
-            lambda a, order: domain.reschedule(
-                a, order, window, _now(), "customer" if caller.is_channel_only else "desk"
-            ),
-        )
-    )
+    chosen_by: Literal["customer", "desk"] = "customer" if caller.is_channel_only else "desk"
+    return _appointment(await visits.reschedule(caller, appointment_id, window, chosen_by))
 
 
 @appointments.post("/{appointment_id}/cancel", summary="Call off a visit not started yet")

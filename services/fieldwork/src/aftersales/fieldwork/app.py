@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from aftersales.fieldwork import api, api_reports, consumers
+from aftersales.fieldwork.hours_store import HoursStore
 from aftersales.fieldwork.privacy import PersonalData
 from aftersales.fieldwork.service import Fieldwork, ReportBook, Stockroom
 from aftersales.fieldwork.store import (
@@ -42,7 +43,9 @@ def build(settings: Settings) -> FastAPI:
         ),
     )
     appointments, report_store = AppointmentStore(runtime), ReportStore(runtime)
-    fieldwork = Fieldwork(work_orders=WorkOrderStore(runtime), appointments=appointments)
+    fieldwork = Fieldwork(
+        work_orders=WorkOrderStore(runtime), appointments=appointments, hours=HoursStore(runtime)
+    )
     stockroom = Stockroom(StockStore(runtime))
     report_book = ReportBook(report_store, fieldwork, stockroom)
     personal_data = PersonalData(

@@ -1,6 +1,7 @@
 """Kafka handlers: intake's ticket events say whose customer a ticket is and when it closes; routing's
-assignment events say which technician holds it; intake's erasure requests remove the customer's
-personal data. They only translate events into fieldwork's use cases."""
+assignment events say which technician holds it, and its configuration events give grids' calendars and
+technicians' shifts (the booking hours); intake's erasure requests remove the customer's personal data.
+They only translate events into fieldwork's use cases."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from aftersales.fieldwork.domain import WorkOrderStatus
 from aftersales.fieldwork.privacy import PersonalData
 from aftersales.fieldwork.service import Fieldwork
 from aftersales.shared.contracts import Topic
+from aftersales.shared.contracts.desk import GridConfigured, TechnicianConfigured
 from aftersales.shared.contracts.events import (
     AssignmentEvent,
     TicketCancelled,
@@ -58,6 +60,12 @@ def routes(fieldwork: Fieldwork) -> dict[type, EventRoute]:
     async def resolved(wo: WorkOrderResolved, _: CloudEvent) -> None:
         await hand_to(wo.technician_id, wo, WorkOrderStatus.RESOLVED)
 
+    async def grid_configured(grid: GridConfigured, _: CloudEvent) -> None:
+        await fieldwork.grid_configured(grid)
+
+    async def technician_configured(tech: TechnicianConfigured, _: CloudEvent) -> None:
+        await fieldwork.technician_configured(tech)
+
     return {
         TicketCreated: created,
         TicketReopened: created,
@@ -67,6 +75,8 @@ def routes(fieldwork: Fieldwork) -> dict[type, EventRoute]:
         WorkOrderReassigned: reassigned,
         WorkOrderEscalated: escalated,
         WorkOrderResolved: resolved,
+        GridConfigured: grid_configured,
+        TechnicianConfigured: technician_configured,
     }
 
 

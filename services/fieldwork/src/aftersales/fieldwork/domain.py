@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
+from aftersales.fieldwork.hours import UNKNOWN, BookingHours
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.fieldwork import (
@@ -164,6 +165,7 @@ class Appointment:
     check_out_point: Point | None = None
     work_done: str | None = None
     no_show: str | None = None  # who was absent
+    calendar_checked: bool = False  # the window was checked against its grid's calendar (see hours.py)
     version: int = 0
 
     @property
@@ -198,10 +200,13 @@ def book(
     window: tuple[datetime, datetime],
     booked_by: Booker,
     now: datetime,
+    hours: BookingHours = UNKNOWN,
 ) -> Decision[Appointment]:
-    """Return a new appointment for the work order's technician in the window."""
+    """Return a new appointment for the work order's technician in the window, which must lie in the
+    grid's business hours and the technician's shift (`hours`; unchecked without a copy of the calendar)."""
     technician = assigned_technician(order)
     check_window(*window, now)
+    checked = hours.check(*window)
     booked = Appointment(
         id=appointment_id,
         ticket_id=order.ticket_id,
@@ -209,6 +214,7 @@ def book(
         window_start=to_ms(window[0]),
         window_end=to_ms(window[1]),
         booked_by=booked_by,
+        calendar_checked=checked,
     )
     event = AppointmentBooked(
         **_ids(booked, now),
@@ -242,8 +248,10 @@ def reschedule(
     window: tuple[datetime, datetime],
     now: datetime,
     chosen_by: Literal["customer", "desk"] | None = None,
+    hours: BookingHours = UNKNOWN,
 ) -> Decision[Appointment]:
-    """Return the appointment moved to a new window (to the work order's current technician)."""
+    """Return the appointment moved to a new window (to the work order's current technician), inside the
+    grid's business hours and the technician's shift (`hours`); the same window again changes nothing."""
     _require(appointment, NOT_STARTED, "reschedule")
     technician = assigned_technician(order)
     check_window(*window, now)
@@ -262,6 +270,7 @@ def reschedule(
         status=AppointmentStatus.BOOKED,
         departed_at=None,
         reschedules=appointment.reschedules + 1,
+        calendar_checked=hours.check(*window),
     )
     event = AppointmentRescheduled(
         **_ids(moved, now),

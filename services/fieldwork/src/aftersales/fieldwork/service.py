@@ -12,18 +12,21 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from aftersales.fieldwork import domain, reports
 from aftersales.fieldwork import stock as stock_rules
 from aftersales.fieldwork.domain import Appointment, Booker, WorkOrder, WorkOrderStatus
+from aftersales.fieldwork.hours import BookingHours
+from aftersales.fieldwork.hours_store import HoursStore
 from aftersales.fieldwork.metrics import APPOINTMENTS, PARTS_REFUSED, REPORTS_SIGNED
 from aftersales.fieldwork.reports import PartLine, ServiceReport, Signature
 from aftersales.fieldwork.stock import StockLevel, Use
 from aftersales.fieldwork.store import AppointmentStore, ReportStore, StockStore, WorkOrderStore
 from aftersales.shared.aggregate import Decision, decide_until_written
 from aftersales.shared.auth import Principal
+from aftersales.shared.contracts.desk import GridConfigured, TechnicianConfigured
 from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater
 
 log = logging.getLogger("aftersales.fieldwork")
@@ -66,9 +69,11 @@ class Fieldwork:
         *,
         work_orders: WorkOrderStore,
         appointments: AppointmentStore,
+        hours: HoursStore,
     ) -> None:
         self.work_orders = work_orders
         self.appointments = appointments
+        self.hours = hours
 
     # ------------------------------------------------------------------ events (consumers.py)
 
@@ -93,6 +98,14 @@ class Fieldwork:
             if after is None or await self.work_orders.write_assignment(before, after):
                 return
         raise RetryLater(f"work order {ticket_id} changed on each of {ATTEMPTS} attempts")
+
+    async def grid_configured(self, grid: GridConfigured) -> None:
+        """Keep routing's newest calendar of a grid (older or repeated versions change nothing)."""
+        await self.hours.keep_grid(grid)
+
+    async def technician_configured(self, tech: TechnicianConfigured) -> None:
+        """Keep routing's newest grid, shift and duty of a technician."""
+        await self.hours.keep_technician(tech)
 
     async def close_ticket(self, ticket_id: str, at: datetime) -> None:
         """The ticket is closed or cancelled: no new visits, and the booked ones are called off."""
@@ -148,10 +161,39 @@ class Fieldwork:
     async def book(self, caller: Principal, ticket_id: str, window: tuple[datetime, datetime]) -> Appointment:
         """Book a visit of the work order's technician in the window; return it."""
         order = await self.work_order(caller, ticket_id)
-        decision = domain.book(new_id("A"), order, window, booker_of(caller), datetime.now(UTC))
+        hours = await self.booking_hours(order)
+        decision = domain.book(new_id("A"), order, window, booker_of(caller), datetime.now(UTC), hours)
         await self.appointments.create(decision)
         APPOINTMENTS.labels("booked").inc()
         return decision.state
+
+    async def booking_hours(self, order: WorkOrder) -> BookingHours:
+        """Return what a visit of the work order must fit: its grid's calendar and its technician's shift
+        (in his grid's zone), as far as fieldwork has copies of them."""
+        grid = await self.hours.grid(order.grid_id) if order.grid_id else None
+        if grid is None or order.technician_id is None:
+            return BookingHours(grid)
+        shift = await self.hours.technician(order.technician_id)
+        if shift is None or shift.grid_id == grid.grid_id:
+            return BookingHours(grid, shift, grid.calendar.timezone)
+        home = await self.hours.grid(shift.grid_id)  # lent by a neighbouring grid: his shift is in its zone
+        return BookingHours(grid, shift, home.calendar.timezone if home else None)
+
+    async def reschedule(
+        self,
+        caller: Principal,
+        appointment_id: str,
+        window: tuple[datetime, datetime],
+        chosen_by: Literal["customer", "desk"],
+    ) -> Appointment:
+        """Move a visit not started yet to another window inside the booking hours; return it."""
+        _, order = await self.appointment(caller, appointment_id)
+        hours = await self.booking_hours(order)
+        return await self.change_appointment(
+            caller,
+            appointment_id,
+            lambda a, current: domain.reschedule(a, current, window, datetime.now(UTC), chosen_by, hours),
+        )
 
     async def change_appointment(
         self,

@@ -172,6 +172,7 @@ def appointment_from(doc: Mapping[str, Any]) -> Appointment:
         check_out_point=_point(doc.get("check_out_point")),
         work_done=doc.get("work_done"),
         no_show=doc.get("no_show"),
+        calendar_checked=doc.get("calendar_checked", False),
         version=doc.get("version", 0),
     )
 
@@ -192,6 +193,7 @@ def _appointment_fields(a: Appointment) -> dict[str, Any]:
         "check_out_point": _point_doc(a.check_out_point),
         "work_done": a.work_done,
         "no_show": a.no_show,
+        "calendar_checked": a.calendar_checked,
     }
 
 

@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from aftersales.routing.assignment import Candidate, Via, WorkNeed
-from aftersales.routing.domain import Action, WorkOrder
+from aftersales.routing.domain import Action, ServiceGrid, Technician, WorkOrder
 from aftersales.shared.contracts.desk import (
+    GridConfigured,
     HandCheck,
+    TechnicianConfigured,
     TechnicianSilent,
     TechnicianStatus,
     TechnicianStatusChanged,
@@ -180,6 +182,26 @@ def technician_status_changed(
         technician_id=tech_id, grid_id=grid_id, occurred_at=now, status=status, previous_status=previous
     )
     return event(data, tech_id)
+
+
+def grid_configured(grid: ServiceGrid, version: int, now: datetime) -> CloudEvent:
+    """Return the copy of a grid's calendar other services keep (fieldwork's booking hours)."""
+    return event(
+        GridConfigured(grid_id=grid.id, calendar=grid.calendar, version=version, occurred_at=now), grid.id
+    )
+
+
+def technician_configured(tech: Technician, version: int, now: datetime) -> CloudEvent:
+    """Return the copy of a technician's grid, shift and duty other services keep (no name)."""
+    data = TechnicianConfigured(
+        technician_id=tech.id,
+        grid_id=tech.grid_id,
+        occurred_at=now,
+        shift=tech.shift,
+        on_duty=tech.on_duty,
+        version=version,
+    )
+    return event(data, tech.id)
 
 
 def technician_silent(

@@ -9,7 +9,7 @@ idempotent.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from aftersales.routing import messages
 from aftersales.routing.assignment import Presence, TechnicianLoad
 from aftersales.routing.domain import OPEN_STATUSES, ServiceGrid, Status, Technician, WorkOrder
 from aftersales.routing.field_holds import holds_of
@@ -26,6 +27,7 @@ from aftersales.routing.technicians_store import TECHNICIANS, Hint, TechnicianPr
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.desk import TechnicianStatus
 from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.errors import RetryLater
 from aftersales.shared.idempotency import apply_once
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
@@ -45,6 +47,11 @@ INDEXES = [
 PENDING_WRITE_S = 60.0  # a queue entry whose work order is not written yet, younger than this, is kept
 GRID_CACHE_S = 1.0
 POLICY_CACHE_S = 1.0
+CONFIG_ATTEMPTS = 5  # concurrent changes of one grid or technician before the caller is told to retry
+
+Configured = Callable[[int, datetime], CloudEvent]
+"""The `grid-configured`/`technician-configured` event of a configuration's version, written at `now`:
+built here, as only the write knows the version."""
 
 
 def slot_key(ticket_id: str, round_: int) -> str:
@@ -103,19 +110,50 @@ class DirectoryStore(TechnicianPresence):
     # ------------------------------------------------------------------ grids
 
     async def put_grid(self, grid: ServiceGrid) -> tuple[dict[str, Any], bool]:
-        """Create or replace a grid's definition (its surge state is kept); return it and whether new."""
-        now = datetime.now(UTC)
-        before = await self.grids.find_one_and_update(
-            {"_id": grid.id},
-            {
-                "$set": {"spec": grid.model_dump(mode="json"), "updated_at": now},
-                "$setOnInsert": {"surge_on": False, "surge_trigger": None, "created_at": now},
-            },
-            upsert=True,
-            return_document=ReturnDocument.BEFORE,
+        """Create or replace a grid's definition (its surge state is kept) with its `grid-configured`
+        event; return it and whether new."""
+        created = await self._put_config(
+            GRIDS,
+            grid.id,
+            {"spec": grid.model_dump(mode="json")},
+            lambda now: {"surge_on": False, "surge_trigger": None, "created_at": now},
+            lambda version, now: messages.grid_configured(grid, version, now),
         )
         self._grid_cache = None
-        return await self._grid(grid.id), before is None
+        return await self._grid(grid.id), created
+
+    async def _put_config(
+        self,
+        collection: str,
+        doc_id: str,
+        fields: Mapping[str, Any],
+        on_insert: Callable[[datetime], Mapping[str, Any]],
+        configured: Configured,
+    ) -> bool:
+        """Write a grid's or technician's configuration and its event (the next `config_version`) in one
+        update; return True when the document is new. A concurrent change makes it read and write again,
+        so the versions other services order the copies by are distinct and in write order."""
+        documents = self.db[collection]
+        for _ in range(CONFIG_ATTEMPTS):
+            before = await documents.find_one({"_id": doc_id}, {"config_version": 1})
+            now = datetime.now(UTC)
+            version = int((before or {}).get("config_version") or 0) + 1
+            values = {**fields, "updated_at": now, "config_version": version}
+            events = [configured(version, now)]
+            if before is None:
+                try:
+                    doc = {"_id": doc_id, **values, **on_insert(now)}
+                    await documents.insert_one(new_with_events(doc, Topic.ASSIGNMENTS, events))
+                except DuplicateKeyError:
+                    continue
+            else:
+                guard = {"_id": doc_id, "config_version": version - 1 if version > 1 else {"$in": [0, None]}}
+                update = with_events({"$set": values}, Topic.ASSIGNMENTS, events)
+                if (await documents.update_one(guard, update)).modified_count != 1:
+                    continue
+            self.hint(collection, doc_id)
+            return before is None
+        raise RetryLater(f"{collection} {doc_id} changed on each of {CONFIG_ATTEMPTS} attempts; try again")
 
     async def _grid(self, grid_id: str) -> dict[str, Any]:
         doc = await self.grids.find_one({"_id": grid_id})
@@ -152,18 +190,18 @@ class DirectoryStore(TechnicianPresence):
     # ------------------------------------------------------------------ technicians
 
     async def put_technician(self, tech: Technician) -> tuple[dict[str, Any], bool]:
-        before = await self.technicians.find_one_and_update(
-            {"_id": tech.id},
-            {
-                "$set": {**tech.model_dump(mode="json", exclude={"id"}), "updated_at": datetime.now(UTC)},
-                "$setOnInsert": {"active_work_orders": 0, "active_ids": [], "last_assigned_at": None},
-            },
-            upsert=True,
-            return_document=ReturnDocument.BEFORE,
+        """Create or replace a technician (his load is kept) with his `technician-configured` event (no
+        name); return him and whether new."""
+        created = await self._put_config(
+            TECHNICIANS,
+            tech.id,
+            tech.model_dump(mode="json", exclude={"id"}),
+            lambda _: {"active_work_orders": 0, "active_ids": [], "last_assigned_at": None},
+            lambda version, now: messages.technician_configured(tech, version, now),
         )
         doc = await self.technicians.find_one({"_id": tech.id}, {"outbox": 0})
         assert doc is not None
-        return doc, before is None
+        return doc, created
 
     async def technician_doc(self, tech_id: str) -> dict[str, Any] | None:
         return await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})

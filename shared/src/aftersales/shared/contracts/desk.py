@@ -1,6 +1,7 @@
 """Events of the service desk on `aftersales.assignments.v1` (routing): a supervisor dispatching a work
-order by hand (派单/改派/转派), technicians' availability (their own status, a silent mobile client), and
-the grab-order pool (抢单: offered, claimed, declined, returned)."""
+order by hand (派单/改派/转派), technicians' availability (their own status, a silent mobile client), the
+grab-order pool (抢单: offered, claimed, declined, returned), and the configuration other services copy
+(a grid's business calendar, a technician's shift)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, Field
 
+from aftersales.shared.calendar import BusinessCalendar, WorkingWindow
 from aftersales.shared.contracts.common import Category, EventData, FreeText, Priority
 from aftersales.shared.contracts.events import AssignmentEvent
 from aftersales.shared.contracts.registry import event
@@ -115,3 +117,29 @@ class WorkOrderReturned(AssignmentEvent):
 
     technician_id: str
     reason: FreeText
+
+
+# ------------------------------------------------------------------------------- configuration copies
+
+
+@event("aftersales.assignment.grid-configured.v1", Topic.ASSIGNMENTS)
+class GridConfigured(EventData):
+    """A grid was created or changed: its business calendar, for services that keep a copy (fieldwork
+    books visits only inside it). The highest `version` of a grid is its current configuration."""
+
+    grid_id: str
+    calendar: BusinessCalendar
+    version: int = Field(ge=1, description="+1 on each change of the grid; the highest wins")
+    occurred_at: AwareDatetime
+
+
+@event("aftersales.assignment.technician-configured.v1", Topic.ASSIGNMENTS)
+class TechnicianConfigured(TechnicianEvent):
+    """A technician was created or changed: his grid, weekly shift and whether he is on duty (no name:
+    staff data stays in routing). The highest `version` of a technician is his current configuration."""
+
+    shift: dict[int, list[WorkingWindow]] | None = Field(
+        default=None, description="weekday (0 = Monday) -> windows in the grid's time zone; none = any time"
+    )
+    on_duty: bool
+    version: int = Field(ge=1, description="+1 on each change of the technician; the highest wins")
