@@ -3,7 +3,8 @@ the KPIs they give by grid, computed here from the plan (not through the metrics
 
 T1 (grid G-A, tech-a1, resolved at minute 70): one visit with a part → a first-time fix.
 T3 (grid G-B, tech-b1, resolved at 50, reopened at 200, resolved again at 260): a visit before the first
-resolution, a customer no-show after the reopening and a second visit → a repeat visit, no parts."""
+resolution, a customer no-show after the reopening and a second visit → a repeat visit, no parts.
+Beside them, one low-stock alert of grid G-A's warehouse (`stock_low_events`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aftersales.shared.contracts.fieldwork import (
     AppointmentNoShow,
     ServiceReportSigned,
     StockConsumed,
+    StockLow,
     VisitCheckedIn,
     VisitCheckedOut,
     VisitDeparted,
@@ -116,6 +118,28 @@ def field_events(suffix: str = "") -> list[tuple[Topic, CloudEvent]]:
         )
         out += [(Topic.FIELDWORK, new_event(d, source=SOURCE, subject=tid)) for d in data]
     return out
+
+
+LOW_STOCK_GRID = "G-A"
+
+
+def stock_low_events() -> list[tuple[Topic, CloudEvent]]:
+    """One low-stock alert of LOW_STOCK_GRID's warehouse, in the scenario's day."""
+    location = f"warehouse:{LOW_STOCK_GRID}"
+    data = StockLow(location_id=location, part_id="P-filter", occurred_at=m(40), threshold=2)
+    return [(Topic.FIELDWORK, new_event(data, source=SOURCE, subject=location))]
+
+
+def expected_stock_figures() -> dict[str, tuple[int, float | None, int]]:
+    """Each plan's grid: (parts consumed, their cost in yuan or None, low-stock alerts)."""
+    return {
+        p.grid: (
+            sum(q for _, q, _ in p.parts),
+            sum(q * c for _, q, c in p.parts) / 100 if p.parts else None,
+            int(p.grid == LOW_STOCK_GRID),
+        )
+        for p in FIELD_PLANS
+    }
 
 
 def expected_field_kpis() -> dict[str, dict[str, float | None]]:

@@ -4,7 +4,8 @@ A ticket routed to a technician (routing's events, produced to Kafka) is visited
 API (booked, departed, checked in, a part from the van, checked out, report signed) and then resolved:
 metrics counts it as a first-time fix, for its grid and its technician. Beside it, the metrics scenario's
 tickets T1 and T3 get fieldwork's events directly (one visit with parts; two visits and a no-show), and
-GET /v1/kpis and /metrics give exactly the figures computed from that plan."""
+GET /v1/kpis and /metrics give exactly the figures computed from that plan, with the parts consumed and a
+low-stock alert per grid."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from field_events import FIELD_PLANS, expected_field_kpis, field_events
+from field_events import (
+    FIELD_PLANS,
+    expected_field_kpis,
+    expected_stock_figures,
+    field_events,
+    stock_low_events,
+)
 from harness import Infra, Platform, auth, unique, wait_until
 from test_metrics import PLANS, SOURCES, events_of, produce_all
 
@@ -133,7 +140,9 @@ async def test_field_kpis_by_grid_and_technician_from_fieldwork_and_its_events(
         if p.tid in {f.tid for f in FIELD_PLANS}
         for t, d in events_of(p)
     ]
-    await produce_all(infra, platform, [*scenario, *field_events(), *routed(ticket_id, grid)])
+    await produce_all(
+        infra, platform, [*scenario, *field_events(), *stock_low_events(), *routed(ticket_id, grid)]
+    )
     async with httpx.AsyncClient(timeout=20) as client:
         done = await visit_through_fieldwork(client, fw, ticket_id)
         await produce_all(infra, platform, [resolved(ticket_id, grid)])
@@ -149,6 +158,10 @@ async def test_field_kpis_by_grid_and_technician_from_fieldwork_and_its_events(
         assert row["kpis"]["appointment_kept_rate"] == 1.0
         assert row["kpis"]["avg_work_s"] == done["work_s"]
         assert (row["counts"]["field_visits"], row["counts"]["parts_used"]) == (1, 1)
+        assert (row["parts_consumed"], row["parts_consumed_cost"]) == (
+            1,
+            25.0,
+        )  # the van's, on its ticket's grid
         tech = (await rows(client, metrics, group_by="technician"))[TECHNICIAN]
         assert (tech["counts"]["field_resolved"], tech["counts"]["first_time_fixed"]) == (1, 1)
 
@@ -157,6 +170,10 @@ async def test_field_kpis_by_grid_and_technician_from_fieldwork_and_its_events(
         for grid_id, want in expected_field_kpis().items():
             got = {name: by_grid[grid_id]["kpis"][name] for name in want}
             assert got == want, grid_id
+        for grid_id, (parts, cost, alerts) in expected_stock_figures().items():
+            got_stock = by_grid[grid_id]
+            assert (got_stock["parts_consumed"], got_stock["parts_consumed_cost"]) == (parts, cost), grid_id
+            assert got_stock["stock_low_alerts"] == alerts, grid_id
         by_tech = await rows(client, metrics, group_by="technician", **WEEK)
         assert by_tech["tech-a1"]["kpis"]["first_time_fix_rate"] == 1.0
         assert by_tech["tech-b1"]["counts"]["appointments_no_show_customer"] == 1
@@ -173,5 +190,7 @@ async def test_field_kpis_by_grid_and_technician_from_fieldwork_and_its_events(
         text = await wait_until("the field series in a KPI snapshot", exported, timeout_s=15)
         assert 'aftersales_kpi_field_resolutions_total{fix="repeat",grid="G-B"} 1.0' in text
         assert 'aftersales_kpi_field_parts_cost_total{grid="G-A"} 30.0' in text
+        assert 'aftersales_kpi_parts_consumed_total{grid="G-A"} 2.0' in text
+        assert 'aftersales_kpi_stock_low_total{grid="G-A"} 1.0' in text
         field_lines = [line for line in text.splitlines() if line.startswith("aftersales_kpi_field_")]
         assert field_lines and not any(TECHNICIAN in line or "tech-a1" in line for line in field_lines)

@@ -19,8 +19,8 @@ from prometheus_client.core import Metric
 from pydantic import BaseModel
 
 from aftersales.metrics.app import Settings, build
-from aftersales.metrics.domain import add_counters, kpis
-from aftersales.metrics.facts import Facts
+from aftersales.metrics.domain import add_counters, kpis, stock_figures
+from aftersales.metrics.facts import Facts, subject_of
 from aftersales.metrics.fold import fold
 from aftersales.metrics.metrics import KpiCollector, Snapshot
 from aftersales.metrics.rollups import ALLTIME, Contribution, contribution, delta
@@ -38,6 +38,7 @@ from aftersales.shared.contracts.fieldwork import (
     AppointmentNoShow,
     ServiceReportSigned,
     StockConsumed,
+    StockLow,
     StockReceived,
     VisitCheckedIn,
     VisitCheckedOut,
@@ -368,4 +369,94 @@ async def test_fieldwork_events_reach_the_kpi_api_by_grid_and_technician(metrics
     assert rows["tech-1"]["kpis"]["first_time_fix_rate"] == 1.0
     assert rows["tech-2"]["kpis"]["appointment_kept_rate"] == 0.5
     assert rows["tech-3"]["kpis"]["avg_travel_s"] == 1200
+    assert metrics.dead_letters == []
+
+
+# ------------------------------------------------------------ parts consumed and low-stock alerts per grid
+
+
+def low_stock(location: str, minutes: float = 45) -> StockLow:
+    return StockLow(location_id=location, part_id="P-filter", occurred_at=at(minutes), threshold=2)
+
+
+def alert_contribution(location: str, event_id: str = "E1") -> Contribution:
+    data = low_stock(location)
+    return contribution(facts_of([data, data], subject_of(data, event_id)), UTC_ZONE)
+
+
+def test_parts_consumed_count_by_the_grid_of_their_stock_with_their_cost() -> None:
+    from_warehouse = part("T1", "L3", 4, None).model_copy(update={"location_id": "warehouse:G7"})
+    events = [*ONE_VISIT, from_warehouse, returned("T1", "L1", 1)]
+    by_grid = totals({"T1": events}, "grid")
+    # the van's parts take the ticket's grid (G1): 2 - 1 given back + 1; the warehouse's its own grid
+    assert stock_figures(by_grid["G1"]) == {
+        "parts_consumed": 2,
+        "parts_consumed_cost": (1 * 1500 + 500) / 100,
+        "stock_low_alerts": 0,
+    }
+    assert stock_figures(by_grid["G7"]) == {
+        "parts_consumed": 4,
+        "parts_consumed_cost": None,
+        "stock_low_alerts": 0,
+    }
+    # every grouping of the ticket sees them; the van's technician for the van's parts
+    assert totals({"T1": events}, "category")["hardware_fault"]["parts_consumed"] == 6
+    assert totals({"T1": events}, "technician")["tech-1"]["parts_consumed_costed"] == 2
+    # a van's parts on a ticket whose grid is not known yet: unknown, corrected once routing's event comes
+    early = totals({"T9": [part("T9", "L1", 1, 100)]}, "grid")
+    assert early == {
+        "unknown": {"parts_consumed": 1, "parts_consumed_costed": 1, "parts_consumed_cost_cents": 100}
+    }
+    assert set(totals({"T9": [part("T9", "L1", 1, 100), assigned("T9", grid="G2")]}, "grid")) == {"G2"}
+
+
+def test_a_low_stock_alert_counts_once_for_its_grid_and_a_vans_for_unknown() -> None:
+    data = low_stock("warehouse:G7")
+    assert subject_of(data, "E1") == "stock-low:E1" and subject_of(data) == ""
+    warehouse = alert_contribution("warehouse:G7")
+    assert warehouse["d:2026-11-24"] == {"all|all|stock_low_alerts": 1, "grid|G7|stock_low_alerts": 1}
+    assert warehouse[ALLTIME] == {"stock_low|G7": 1}
+    van = alert_contribution("van:tech-1")
+    assert van["d:2026-11-24"] == {
+        "all|all|stock_low_alerts": 1,
+        "grid|unknown|stock_low_alerts": 1,
+        "technician|tech-1|stock_low_alerts": 1,
+    }
+    assert not facts_of([data], "stock-low:E1").is_ticket
+    assert stock_figures({})["parts_consumed_cost"] is None
+
+
+def test_prometheus_counts_parts_consumed_and_low_stock_by_grid() -> None:
+    merged: Contribution = {ALLTIME: {}}
+    for c in (contribution(facts_of(ONE_VISIT), UTC_ZONE), alert_contribution("warehouse:G7")):
+        add_counters(merged[ALLTIME], c.get(ALLTIME, {}))
+    families = exported(merged)
+    consumed = {tuple(s.labels.items()): s.value for s in families["aftersales_kpi_parts_consumed"].samples}
+    low = {tuple(s.labels.items()): s.value for s in families["aftersales_kpi_stock_low"].samples}
+    assert consumed[(("grid", "G1"),)] == 3
+    assert low == {(("grid", "G7"),): 1}
+
+
+async def test_low_stock_alerts_and_parts_reach_the_kpi_api_by_grid(metrics: ServiceUnderTest) -> None:
+    sources = {Topic.TICKETS: "/aftersales/intake", Topic.ASSIGNMENTS: "/aftersales/routing"}
+    alert = contract_event(low_stock("warehouse:G7"), source="/aftersales/fieldwork")
+    for data in ONE_VISIT:
+        await metrics.deliver(
+            contract_event(data, source=sources.get(event_type_of(data).topic, "/aftersales/fieldwork"))
+        )
+    await metrics.deliver(alert)
+    await metrics.deliver(alert)  # a redelivery counts once
+    await metrics.deliver(contract_event(low_stock("van:tech-1"), source="/aftersales/fieldwork"))
+    headers = metrics.auth("dev-supervisor-token")
+    r = await metrics.http.get("/v1/kpis", params={"group_by": "grid", **DAY}, headers=headers)
+    assert r.status_code == 200, r.text
+    rows = {row["value"]: row for row in r.json()["rows"]}
+    figures = {
+        g: (row["parts_consumed"], row["parts_consumed_cost"], row["stock_low_alerts"])
+        for g, row in rows.items()
+    }
+    assert figures == {"G1": (3, 35.0, 0), "G7": (0, None, 1), "unknown": (0, None, 1)}
+    r = await metrics.http.get("/v1/kpis", params={"group_by": "all", **DAY}, headers=headers)
+    [everything] = r.json()["rows"]
+    assert (everything["parts_consumed"], everything["stock_low_alerts"]) == (3, 2)
     assert metrics.dead_letters == []

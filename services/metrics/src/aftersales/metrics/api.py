@@ -12,7 +12,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, Field
 
 from aftersales.metrics import inspection
-from aftersales.metrics.domain import GroupFigures, Period, TechnicianStanding, csat_distribution, kpis
+from aftersales.metrics.domain import (
+    GroupFigures,
+    Period,
+    TechnicianStanding,
+    csat_distribution,
+    kpis,
+    stock_figures,
+)
 from aftersales.metrics.service import Reporting
 from aftersales.shared.errors import Forbidden, InvalidRequest
 from aftersales.shared.roles import Staff, Supervisor, service_of
@@ -54,6 +61,15 @@ class KpiRowRead(BaseModel):
     kpis: dict[str, float | None] = Field(description="None where the denominator is zero")
     csat_distribution: dict[str, int]
     backlog: int | None = Field(default=None, description="open tickets now (only without ?period)")
+    parts_consumed: int = Field(
+        default=0, description="spare parts taken from stock for service reports (less those given back)"
+    )
+    parts_consumed_cost: float | None = Field(
+        default=None,
+        description="the cost of the consumed parts that carry a unit cost, in currency units (yuan); "
+        "None when none of them does",
+    )
+    stock_low_alerts: int = Field(default=0, description="low-stock alerts (stock-low) of stock locations")
 
 
 class KpiTableRead(BaseModel):
@@ -107,6 +123,7 @@ def _row(g: GroupFigures) -> KpiRowRead:
         kpis=g.kpis(),
         csat_distribution=csat_distribution(g.counters),
         backlog=g.current.get("open", 0) if g.period == "total" else None,
+        **stock_figures(g.counters),
     )
 
 

@@ -235,6 +235,18 @@ def field_kpis(g: Callable[[str], int]) -> dict[str, float | None]:
     }
 
 
+def stock_figures(c: Mapping[str, int]) -> dict[str, Any]:
+    """Return the parts consumed, their cost in currency units (yuan; None when no consumed part had a
+    unit cost) and the low-stock alerts of one group's counters."""
+    costed = int(c.get("parts_consumed_costed", 0))
+    cost = round(int(c.get("parts_consumed_cost_cents", 0)) / 100, 2) if costed else None
+    return {
+        "parts_consumed": int(c.get("parts_consumed", 0)),
+        "parts_consumed_cost": cost,
+        "stock_low_alerts": int(c.get("stock_low_alerts", 0)),
+    }
+
+
 def csat_distribution(c: Mapping[str, int]) -> dict[str, int]:
     return {str(score): int(c.get(f"csat_{score}", 0)) for score in range(1, 6)}
 

@@ -10,8 +10,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from aftersales.shared.contracts.events import ComplaintEvent
+from aftersales.shared.contracts.fieldwork import StockLow
 
 COMPLAINT_SUBJECT_PREFIX = "complaint:"
+STOCK_LOW_SUBJECT_PREFIX = "stock-low:"
+WAREHOUSE_PREFIX = "warehouse:"
+VAN_PREFIX = "van:"
 
 
 class _Model(BaseModel):
@@ -80,11 +84,21 @@ class PartUse(_Model):
     quantity: int = 0
     unit_cost_cents: int | None = None
     returned: int = 0
+    location_id: str | None = None  # the stock they left: `van:<technician>` or `warehouse:<grid>`
+    consumed_at: datetime | None = None  # None on facts folded before consumption days were kept
 
     @property
     def used(self) -> int:
         """The parts the line kept: taken and not given back."""
         return max(self.quantity - self.returned, 0)
+
+
+class StockAlert(_Model):
+    """A low-stock alert (`stock-low`): its own facts document, keyed by the event's id."""
+
+    location_id: str
+    part_id: str
+    at: datetime
 
 
 class Facts(_Model):
@@ -123,10 +137,11 @@ class Facts(_Model):
     visits: list[Visit] = []
     field_visits: list[FieldVisit] = []
     parts: list[PartUse] = []
+    stock_low: StockAlert | None = None
 
     @property
     def is_ticket(self) -> bool:
-        return not self.subject.startswith(COMPLAINT_SUBJECT_PREFIX)
+        return not self.subject.startswith((COMPLAINT_SUBJECT_PREFIX, STOCK_LOW_SUBJECT_PREFIX))
 
     @property
     def resolved_now(self) -> bool:
@@ -172,11 +187,29 @@ def paused_seconds(f: Facts, until: datetime) -> float:
     return max(total, 0.0)
 
 
-def subject_of(data: BaseModel) -> str:
-    """Return the facts document of an event: its ticket, else its complaint, else "" (none)."""
+def subject_of(data: BaseModel, event_id: str = "") -> str:
+    """Return the facts document of an event: its ticket, else its complaint, else its own for a low-stock
+    alert (by event id: redelivered, it is the same alert), else "" (none)."""
     ticket_id = getattr(data, "ticket_id", None)
     if ticket_id:
         return str(ticket_id)
     if isinstance(data, ComplaintEvent):
         return f"{COMPLAINT_SUBJECT_PREFIX}{data.complaint_id}"
-    return ""  # grid-level events (surge on/off) describe no ticket
+    if isinstance(data, StockLow) and event_id:
+        return f"{STOCK_LOW_SUBJECT_PREFIX}{event_id}"
+    return ""  # grid-level events (surge on/off, deliveries) describe no ticket
+
+
+def location_grid(location_id: str | None, ticket_grid: str | None) -> str:
+    """Return the grid of a stock location: a warehouse names its grid; a van (a technician's stock) takes
+    the grid of the ticket its parts went to, else `unknown` (metrics keeps no technician's grid)."""
+    if location_id is not None and location_id.startswith(WAREHOUSE_PREFIX):
+        return location_id.removeprefix(WAREHOUSE_PREFIX) or "unknown"
+    return ticket_grid or "unknown"
+
+
+def location_technician(location_id: str | None) -> str | None:
+    """Return the technician whose van a stock location is, if it is one."""
+    if location_id is not None and location_id.startswith(VAN_PREFIX):
+        return location_id.removeprefix(VAN_PREFIX) or None
+    return None

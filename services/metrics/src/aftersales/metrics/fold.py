@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from aftersales.metrics.facts import Complaint, Facts, FieldVisit, PartUse, Survey, Visit
+from aftersales.metrics.facts import Complaint, Facts, FieldVisit, PartUse, StockAlert, Survey, Visit
 from aftersales.shared.contracts.events import (
     ComplaintClosed,
     ComplaintEvent,
@@ -46,6 +46,7 @@ from aftersales.shared.contracts.fieldwork import (
     AppointmentEvent,
     AppointmentNoShow,
     StockConsumed,
+    StockLow,
     StockReceived,
     VisitCheckedIn,
     VisitCheckedOut,
@@ -196,8 +197,20 @@ def _parts_used(f: Facts, data: StockConsumed) -> dict[str, Any]:
     key = f"{data.report_id}:{data.line_id}"
     if any(p.line_key == key and p.quantity for p in f.parts):
         return {}
-    change = {"quantity": data.quantity, "unit_cost_cents": data.unit_cost_cents}
+    change = {
+        "quantity": data.quantity,
+        "unit_cost_cents": data.unit_cost_cents,
+        "location_id": data.location_id,
+        "consumed_at": data.occurred_at,
+    }
     return _part_line(f, key, data.part_id, change)
+
+
+def _stock_low(f: Facts, data: StockLow) -> dict[str, Any]:
+    """A low-stock alert is its own subject (one per event): it is recorded once."""
+    if f.stock_low is not None:
+        return {}
+    return {"stock_low": StockAlert(location_id=data.location_id, part_id=data.part_id, at=data.occurred_at)}
 
 
 def _parts_returned(f: Facts, data: StockReceived) -> dict[str, Any]:
@@ -326,6 +339,7 @@ _FOLDS: dict[type[BaseModel], Callable[[Facts, Any], dict[str, Any]]] = {
     AppointmentEvent: _merge_field_visit,
     StockConsumed: _parts_used,
     StockReceived: _parts_returned,
+    StockLow: _stock_low,
 }
 
 

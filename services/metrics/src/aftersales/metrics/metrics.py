@@ -89,6 +89,18 @@ _COUNTERS = (
         ["grid"],
         "field_parts_costed",
     ),
+    (
+        "aftersales_kpi_parts_consumed",
+        "Spare parts taken from stock for service reports (less those given back), by the stock's grid",
+        ["grid"],
+        "parts_consumed",
+    ),
+    (
+        "aftersales_kpi_stock_low",
+        "Low-stock alerts of the stock locations, by grid (a van's: unknown)",
+        ["grid"],
+        "stock_low",
+    ),
 )
 # name, help, label, the `alltime` rollup series it reads
 _HISTOGRAMS = (

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from aftersales.metrics.facts import Facts, paused_seconds
+from aftersales.metrics.facts import Facts, location_grid, location_technician, paused_seconds
 
 DIMENSIONS = ("all", "grid", "team", "technician", "channel", "category", "priority", "product")
 # Upper bounds of the duration histograms Prometheus sees, in seconds.
@@ -130,6 +130,7 @@ def contribution(f: Facts, zone: ZoneInfo) -> Contribution:
         if v.scheduled_at is not None and not v.done:
             b.add(CURRENT, dims, {"pending_followups": 1})
     _field_visits(b, f)
+    _stock(b, f)
     if f.is_ticket and f.first_resolved_at is not None:
         _field_resolution(b, f, f.first_resolved_at)
     return b.result()
@@ -155,6 +156,34 @@ def _field_visits(b: _Builder, f: Facts) -> None:
             b.at(v.checked_out_at, vdims, {"field_visits": 1, "work_ms": (v.work_s or 0) * 1000})
             b.series("field_visits", [grid])
             b.histogram("field_work", grid, (v.work_s or 0) * 1000)
+
+
+def _stock(b: _Builder, f: Facts) -> None:
+    """Parts consumed (on the day they left the stock, less those given back) and low-stock alerts, by
+    the grid of the stock location: a warehouse's own grid; a van's parts take their ticket's grid, a van's
+    alert `unknown` (metrics keeps no technician's grid). Consumption counts in every dimension of its
+    ticket (technician: the van's, else the ticket's); an alert only for `all`, its grid and a van's
+    technician."""
+    for p in f.parts:
+        if not p.used or p.consumed_at is None:
+            continue
+        grid = location_grid(p.location_id, f.grid)
+        pdims = dict(dimension_values(f, location_technician(p.location_id)), grid=grid)
+        counters = {"parts_consumed": p.used}
+        if p.unit_cost_cents is not None:
+            cost = p.used * p.unit_cost_cents
+            counters.update(parts_consumed_costed=p.used, parts_consumed_cost_cents=cost)
+        b.at(p.consumed_at, pdims, counters)
+        b.series("parts_consumed", [grid], p.used)
+    if f.stock_low is not None:
+        a = f.stock_low
+        grid = location_grid(a.location_id, None)
+        adims = {"all": "all", "grid": grid}
+        technician = location_technician(a.location_id)
+        if technician is not None:
+            adims["technician"] = technician
+        b.at(a.at, adims, {"stock_low_alerts": 1})
+        b.series("stock_low", [grid])
 
 
 def _field_resolution(b: _Builder, f: Facts, resolved_at: datetime) -> None:

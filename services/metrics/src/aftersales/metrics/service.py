@@ -56,8 +56,8 @@ class Recording:
         for event in events:
             data = event.model()  # PoisonEvent: the batch goes one by one, this event to the DLQ
             data = bounded_product(data, self.products)  # a channel's model names must not grow the rollups
-            subject = subject_of(data)
-            if subject:  # surge switches and other grid-level events carry no ticket facts
+            subject = subject_of(data, event.id)
+            if subject:  # surge switches, deliveries: no ticket facts
                 items.append((subject, event.id, data))
         if items:
             await self.record_batch(items)
