@@ -11,10 +11,12 @@ import pytest
 
 from aftersales.followup.app import Settings, build
 from aftersales.shared.contracts.common import Channel, CustomerTier, Priority
+from aftersales.shared.contracts.events import TicketClosed
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.testing import (
     FAST,
     ServiceUnderTest,
+    contract_event,
     in_process,
     ticket_created,
     work_order_resolved,
@@ -91,3 +93,16 @@ async def test_a_resolution_delivered_twice_at_once_schedules_each_visit_once(
 
     await followup.published_exactly(SCHEDULED, 3)
     assert len(await visits(followup, ticket_id="T1")) == 3
+
+
+async def test_a_ticket_closed_after_its_callback_keeps_its_on_site_check(followup: ServiceUnderTest) -> None:
+    """Issue 16: the on-site quality check (上门检查) is independent of the phone callback."""
+    await followup.deliver(created("T1"))
+    await followup.deliver(work_order_resolved("T1"))
+    await followup.published.wait_for(SCHEDULED, count=3)
+    closed = TicketClosed(ticket_id="T1", reason="confirmed_resolved", closed_at=datetime.now(UTC))
+    await followup.deliver(contract_event(closed, source="/aftersales/intake"))
+
+    status = {v["kind"]: v["status"] for v in await visits(followup, ticket_id="T1")}
+    assert status["callback"] == "cancelled"
+    assert status["on_site"] != "cancelled" and status["care"] != "cancelled", status

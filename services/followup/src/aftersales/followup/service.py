@@ -71,7 +71,11 @@ class FollowUps:
 
     async def on_ticket_closed(self, ticket: TicketClosed, event: CloudEvent) -> None:
         await self.tickets.mark(event.id, ticket.ticket_id, "closed")
-        await self.cancel_ticket_visits(ticket.ticket_id, f"ticket_closed:{ticket.reason}")
+        # The on-site quality check (上门检查) is its own inspection, not a step before closing: a ticket
+        # closed after its callback keeps it (only a reopen or a cancellation withdraws it).
+        await self.cancel_ticket_visits(
+            ticket.ticket_id, f"ticket_closed:{ticket.reason}", keep=(VisitKind.CARE, VisitKind.ON_SITE)
+        )
 
     async def on_ticket_cancelled(self, ticket: TicketCancelled, event: CloudEvent) -> None:
         await self.tickets.mark(event.id, ticket.ticket_id, "cancelled")
@@ -116,11 +120,13 @@ class FollowUps:
             )
         return created
 
-    async def cancel_ticket_visits(self, ticket_id: str, reason: str) -> int:
-        """Cancel the ticket's open callbacks and on-site checks (care visits belong to the customer)."""
+    async def cancel_ticket_visits(
+        self, ticket_id: str, reason: str, *, keep: tuple[VisitKind, ...] = (VisitKind.CARE,)
+    ) -> int:
+        """Cancel the ticket's open visits except the kinds in `keep` (care visits belong to the customer)."""
         cancelled = 0
         for visit in await self.store.open_visits(ticket_id, await self.tickets.rounds(ticket_id)):
-            if visit.kind != VisitKind.CARE and await self.store.cancel(visit, reason):
+            if visit.kind not in keep and await self.store.cancel(visit, reason):
                 VISITS_CANCELLED.labels(visit.kind.value).inc()
                 cancelled += 1
         if cancelled:
