@@ -49,6 +49,13 @@ NOT_WRITTEN_RETRIES = 4
 FACT_FIELDS = set(TicketFacts.model_fields)
 
 
+Kinds = tuple[VisitKind, ...]
+KEPT_ALWAYS: Kinds = (VisitKind.CARE,)  # care visits belong to the customer, not to one ticket
+# The on-site quality check (上门检查) is its own inspection, not a step before closing: a ticket closed
+# after its callback keeps it (only a reopen or a cancellation withdraws it).
+KEPT_ON_CLOSE: Kinds = (VisitKind.CARE, VisitKind.ON_SITE)
+
+
 class FollowUps:
     """The follow-up desk's use cases: schedule visits on resolutions, cancel them with their ticket, take
     the agents' outcomes and moves, and act on the visits' timers."""
@@ -71,11 +78,7 @@ class FollowUps:
 
     async def on_ticket_closed(self, ticket: TicketClosed, event: CloudEvent) -> None:
         await self.tickets.mark(event.id, ticket.ticket_id, "closed")
-        # The on-site quality check (上门检查) is its own inspection, not a step before closing: a ticket
-        # closed after its callback keeps it (only a reopen or a cancellation withdraws it).
-        await self.cancel_ticket_visits(
-            ticket.ticket_id, f"ticket_closed:{ticket.reason}", keep=(VisitKind.CARE, VisitKind.ON_SITE)
-        )
+        await self.cancel_ticket_visits(ticket.ticket_id, f"ticket_closed:{ticket.reason}", KEPT_ON_CLOSE)
 
     async def on_ticket_cancelled(self, ticket: TicketCancelled, event: CloudEvent) -> None:
         await self.tickets.mark(event.id, ticket.ticket_id, "cancelled")
@@ -120,9 +123,7 @@ class FollowUps:
             )
         return created
 
-    async def cancel_ticket_visits(
-        self, ticket_id: str, reason: str, *, keep: tuple[VisitKind, ...] = (VisitKind.CARE,)
-    ) -> int:
+    async def cancel_ticket_visits(self, ticket_id: str, reason: str, keep: Kinds = KEPT_ALWAYS) -> int:
         """Cancel the ticket's open visits except the kinds in `keep` (care visits belong to the customer)."""
         cancelled = 0
         for visit in await self.store.open_visits(ticket_id, await self.tickets.rounds(ticket_id)):
