@@ -1,13 +1,15 @@
 """fieldwork as a real process on real Kafka + FerretDB, with intake and routing: tickets opened over
 HTTP are assigned by routing, fieldwork learns who holds them from routing's events; a visit is booked by
 the customer's channel inside the grid's business hours (fieldwork's copy of routing's calendar; a window
-outside them is refused), carried out, reported with parts from stock and signed; the signed report is
-locked (409) and its hash verifies; two technicians racing for the last unit of a part: exactly one gets
-it and the stock never goes negative. The events come out on `aftersales.fieldwork.v1` as CloudEvents."""
+outside them is refused), carried out, reported with parts from stock and a photo and signed; the signed
+report is locked (409) and its hash (covering the photo's) verifies; two technicians racing for the last
+unit of a part: exactly one gets it and the stock never goes negative. The events come out on
+`aftersales.fieldwork.v1` as CloudEvents."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,6 +147,18 @@ async def test_visit_signed_report_lock_verification_and_the_last_part(platform:
         assert sorted(r.status_code for r in answers) == [200, 409], [r.text for r in answers]
         r = await client.get(f"{fw}/v1/stock/warehouse:xuhui/PUMP-1", headers=DESK)
         assert r.json()["on_hand"] == 0
+
+        # A photo uploaded as raw bytes is on the report by its SHA-256 (stored in FerretDB's chunks).
+        png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+        r = await client.post(
+            f"{report}/photos", content=png, headers={**auth(tech), "Content-Type": "image/png"}
+        )
+        assert r.status_code == 201, r.text
+        photo = r.json()
+        assert photo["sha256"] == hashlib.sha256(png).hexdigest()
+        assert (await client.get(report, headers=WEB)).json()["photo_files"] == [photo]
+        r = await client.get(f"{report}/photos/{photo['photo_id']}", headers=WEB)
+        assert r.status_code == 200 and r.content == png
 
         # The customer signs: the report is locked; a change is refused; the hash verifies.
         strokes = [[[10, 20], [30, 45.5], [60, 40]], [[70, 20], [90, 60]]]

@@ -9,13 +9,13 @@ import binascii
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
 from aftersales.fieldwork import reports
 from aftersales.fieldwork.api import Key, PartId, Text
-from aftersales.fieldwork.reports import PartLine, ReportStatus, ServiceReport, Signature
+from aftersales.fieldwork.reports import PartLine, PhotoFile, ReportStatus, ServiceReport, Signature
 from aftersales.fieldwork.service import ReportBook, Stockroom, new_id
 from aftersales.fieldwork.stock import MAX_UNIT_COST_CENTS, StockLevel
 from aftersales.fieldwork.stock import Receipt as StockReceipt
@@ -24,6 +24,7 @@ from aftersales.shared.errors import InvalidRequest
 from aftersales.shared.roles import AnyCaller, Staff, Supervisor, service_of
 
 Coordinate = Annotated[float, Field(ge=-100_000, le=100_000)]  # a pen position (finite: no NaN)
+PhotoKey = Annotated[str, Path(min_length=1, max_length=80, pattern=r"^P-[0-9a-f]{64}$")]
 LineKey = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Reports = Annotated[ReportBook, service_of("reports", ReportBook)]
 Stock = Annotated[Stockroom, service_of("stockroom", Stockroom)]
@@ -103,6 +104,17 @@ class PartLineRead(BaseModel):
     quantity: int
 
 
+class PhotoRead(BaseModel):
+    photo_id: str
+    sha256: str = Field(description="SHA-256 of the photo's bytes; the signature covers it")
+    content_type: str
+    size: int
+
+
+def _photo(p: PhotoFile) -> PhotoRead:
+    return PhotoRead(photo_id=p.photo_id, sha256=p.sha256, content_type=p.content_type, size=p.size)
+
+
 class ReportRead(BaseModel):
     id: str
     ticket_id: str
@@ -111,6 +123,7 @@ class ReportRead(BaseModel):
     work_performed: str
     resolution_code: str | None
     photos: list[str]
+    photo_files: list[PhotoRead] = Field(default_factory=list, description="photos uploaded, by SHA-256")
     parts: list[PartLineRead]
     signer_name: str | None = None
     signature_kind: str | None = None
@@ -130,6 +143,7 @@ def _report(r: ServiceReport) -> ReportRead:
         work_performed=r.work_performed,
         resolution_code=r.resolution_code,
         photos=list(r.photos),
+        photo_files=[_photo(p) for p in r.photo_files],
         parts=[PartLineRead(**p.as_dict()) for p in r.parts],
         signer_name=None if s is None else s.signer_name,
         signature_kind=None if s is None else s.kind.value,
@@ -204,10 +218,58 @@ async def sign_report(report_id: Key, body: SignatureWrite, caller: Staff, book:
     return _report(await book.sign_report(caller, report_id, body.signature()))
 
 
+_PHOTO_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the image's bytes",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in reports.PHOTO_TYPES},
+    }
+}
+
+
+@reports_router.post(
+    "/{report_id}/photos",
+    status_code=201,
+    summary="Upload a photo to a draft (JPEG, PNG or WebP): the signature covers its SHA-256",
+    openapi_extra=_PHOTO_BODY,
+    responses={200: {"description": "these bytes are on the report already", "model": PhotoRead}},
+)
+async def upload_photo(
+    report_id: Key, request: Request, response: Response, caller: Staff, book: Reports
+) -> PhotoRead:
+    declared = request.headers.get("content-length", "")
+    photo, created = await book.upload_photo(
+        caller,
+        report_id,
+        request.headers.get("content-type", ""),
+        request.stream(),
+        int(declared) if declared.isdigit() else None,
+    )
+    if not created:
+        response.status_code = 200
+    return _photo(photo)
+
+
+@reports_router.get(
+    "/{report_id}/photos/{photo_id}",
+    response_class=StreamingResponse,
+    summary="A photo of a report, as uploaded",
+    responses={200: {"content": {t: {} for t in reports.PHOTO_TYPES}}},
+)
+async def get_photo(
+    report_id: Key, photo_id: PhotoKey, caller: AnyCaller, book: Reports
+) -> StreamingResponse:
+    photo, chunks = await book.photo(caller, report_id, photo_id)
+    return StreamingResponse(
+        chunks,
+        media_type=photo.content_type,
+        headers={"Content-Length": str(photo.size), "ETag": f'"{photo.sha256}"'},
+    )
+
+
 @reports_router.get("/{report_id}/verification", summary="Recompute the report's hash and compare it")
 async def verify_report(report_id: Key, caller: AnyCaller, book: Reports) -> VerificationRead:
-    found, _ = await book.report(caller, report_id)
-    check = reports.verify(found)
+    check = await book.verification(caller, report_id)
     return VerificationRead(
         report_id=check.report_id,
         status=check.status,

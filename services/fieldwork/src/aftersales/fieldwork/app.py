@@ -5,8 +5,12 @@
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
 from pydantic import Field
+from starlette.middleware import Middleware
+from starlette.types import Receive, Scope, Send
 
 from aftersales.fieldwork import api, api_reports, consumers
 from aftersales.fieldwork.hours_store import HoursStore
@@ -16,12 +20,13 @@ from aftersales.fieldwork.store import (
     INDEXES,
     OUTBOX_COLLECTIONS,
     AppointmentStore,
+    PhotoStore,
     ReportStore,
     StockStore,
     WorkOrderStore,
 )
 from aftersales.shared.contracts import Topic
-from aftersales.shared.http import create_app
+from aftersales.shared.http import BodySizeLimit, create_app
 from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
@@ -30,6 +35,31 @@ from aftersales.shared.settings import ServiceSettings
 class Settings(ServiceSettings):
     service_name: str = "fieldwork"
     http_port: int = Field(default=8007, ge=1, le=65535)
+    report_photo_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024, description="largest photo uploaded"
+    )
+
+
+PHOTO_UPLOAD = re.compile(r"^/v1/reports/[^/]+/photos/?$")
+
+
+class PhotoAwareBodyLimit(BodySizeLimit):
+    """The shared body limit, except for photo uploads: their route reads the body itself, bounded by
+    `report_photo_max_bytes`."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and PHOTO_UPLOAD.match(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def _photo_aware(app: FastAPI) -> None:
+    """Swap the shared body limit for the photo-aware one (the middleware stack is built at start)."""
+    app.user_middleware[:] = [
+        Middleware(PhotoAwareBodyLimit) if getattr(m, "cls", None) is BodySizeLimit else m
+        for m in app.user_middleware
+    ]
 
 
 def build(settings: Settings) -> FastAPI:
@@ -47,7 +77,9 @@ def build(settings: Settings) -> FastAPI:
         work_orders=WorkOrderStore(runtime), appointments=appointments, hours=HoursStore(runtime)
     )
     stockroom = Stockroom(StockStore(runtime))
-    report_book = ReportBook(report_store, fieldwork, stockroom)
+    report_book = ReportBook(
+        report_store, fieldwork, stockroom, PhotoStore(runtime), settings.report_photo_max_bytes
+    )
     personal_data = PersonalData(
         appointments=appointments, reports=report_store, ledger=ErasureLedger(runtime, service="fieldwork")
     )
@@ -65,6 +97,7 @@ def build(settings: Settings) -> FastAPI:
             api_reports.stock_router,
         ],
     )
+    _photo_aware(app)
     app.state.fieldwork = fieldwork
     app.state.reports = report_book
     app.state.stockroom = stockroom

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -20,7 +21,7 @@ from typing import Any
 from aftersales.fieldwork.domain import to_ms
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.contracts.fieldwork import ServiceReportSigned
-from aftersales.shared.errors import Conflict, InvalidRequest, NotFound
+from aftersales.shared.errors import Conflict, DomainError, InvalidRequest, NotFound
 
 MAX_PARTS = 50
 MAX_REMOVED = 50  # part lines taken off one draft (their ids are kept so that they are not reused)
@@ -29,6 +30,17 @@ MAX_PNG_BYTES = 128 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_STROKES = 100
 MAX_POINTS = 5000
+PHOTO_TYPES = ("image/jpeg", "image/png", "image/webp")  # what an uploaded photo may be
+
+
+class UnsupportedPhotoType(DomainError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class PhotoTooLarge(DomainError):
+    status = 413
+    code = "payload_too_large"
 
 
 class ReportStatus(StrEnum):
@@ -72,6 +84,42 @@ class Signature:
 
 
 @dataclass(frozen=True, slots=True)
+class PhotoFile:
+    """A photo uploaded to a report: its bytes are stored apart, in chunks; the report keeps their
+    SHA-256, which the signature covers (a photo replaced later no longer matches)."""
+
+    photo_id: str
+    sha256: str
+    content_type: str
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The photo as stored and as hashed."""
+        return {
+            "photo_id": self.photo_id,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            "size": self.size,
+        }
+
+
+def photo_id_of(sha256: str) -> str:
+    """Return the id of a photo with these bytes (content-addressed: the same bytes, the same id)."""
+    return f"P-{sha256}"
+
+
+def photo_type(content_type: str) -> str:
+    """Return the media type of an upload (parameters dropped); 415 unless JPEG, PNG or WebP."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media not in PHOTO_TYPES:
+        raise UnsupportedPhotoType(
+            f"content_type: a photo is one of {', '.join(PHOTO_TYPES)}, not {media or 'missing'}",
+            field="content_type",
+        )
+    return media
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceReport:
     id: str
     ticket_id: str
@@ -79,7 +127,7 @@ class ServiceReport:
     appointment_id: str | None = None
     work_performed: str = ""
     resolution_code: str | None = None
-    photos: tuple[str, ...] = ()
+    photos: tuple[str, ...] = ()  # references (URLs or keys), kept for compatibility
     parts: tuple[PartLine, ...] = ()
     status: ReportStatus = ReportStatus.DRAFT
     signature: Signature | None = None
@@ -87,7 +135,11 @@ class ServiceReport:
     content_sha256: str | None = None
     supersedes: str | None = None
     removed_lines: tuple[str, ...] = ()  # ids of part lines taken off the draft: not content, never reused
+    photo_files: tuple[PhotoFile, ...] = ()  # photos uploaded, by their SHA-256
     version: int = 0
+
+    def photo(self, photo_id: str) -> PhotoFile | None:
+        return next((p for p in self.photo_files if p.photo_id == photo_id), None)
 
     def line(self, line_id: str) -> PartLine | None:
         return next((p for p in self.parts if p.line_id == line_id), None)
@@ -135,7 +187,7 @@ def _iso(at: datetime | None) -> str | None:
 def canonical_content(report: ServiceReport) -> dict[str, Any]:
     """Return what a signature covers: every field of the report, the signature by its hash."""
     signature = report.signature
-    return {
+    content: dict[str, Any] = {
         "report_id": report.id,
         "ticket_id": report.ticket_id,
         "technician_id": report.technician_id,
@@ -150,6 +202,9 @@ def canonical_content(report: ServiceReport) -> dict[str, Any]:
         "signed_at": _iso(report.signed_at),
         "supersedes_report_id": report.supersedes,
     }
+    if report.photo_files:  # absent when none were uploaded: reports signed before uploads still verify
+        content["photo_files"] = [p.as_dict() for p in report.photo_files]
+    return content
 
 
 def content_hash(report: ServiceReport) -> str:
@@ -164,6 +219,11 @@ def _editable(report: ServiceReport) -> None:
             f"supersedes_report_id={report.id}",
             field="status",
         )
+
+
+def check_draft(report: ServiceReport) -> None:
+    """409 when the report is signed (locked)."""
+    _editable(report)
 
 
 def correcting(report_id: str, old: ServiceReport, technician_id: str) -> ServiceReport:
@@ -181,6 +241,7 @@ def correcting(report_id: str, old: ServiceReport, technician_id: str) -> Servic
         work_performed=old.work_performed,
         resolution_code=old.resolution_code,
         photos=old.photos,
+        photo_files=old.photo_files,
         supersedes=old.id,
     )
 
@@ -196,6 +257,17 @@ def edit(report: ServiceReport, **changes: Any) -> ServiceReport:
     if "photos" in changes and len(changes["photos"]) > MAX_PHOTOS:
         raise InvalidRequest(f"photos: at most {MAX_PHOTOS}", field="photos")
     return replace(report, **changes)
+
+
+def add_photo(report: ServiceReport, photo: PhotoFile) -> ServiceReport:
+    """Return the draft with one more uploaded photo; unchanged when it has these bytes already (a retry);
+    409 once signed, 422 when it has MAX_PHOTOS photos."""
+    _editable(report)
+    if report.photo(photo.photo_id) is not None:
+        return report
+    if len(report.photo_files) >= MAX_PHOTOS:
+        raise InvalidRequest(f"photos: at most {MAX_PHOTOS} photos on a report", field="photos")
+    return replace(report, photo_files=(*report.photo_files, photo))
 
 
 def check_part_line(report: ServiceReport, line: PartLine) -> bool:
@@ -273,9 +345,15 @@ class Verification:
     signed_at: datetime | None
 
 
-def verify(report: ServiceReport) -> Verification:
-    """Recompute the hash of the report as stored and compare it with the hash stored at signing."""
-    computed = content_hash(report)
+def verify(report: ServiceReport, photo_sha256: Mapping[str, str | None] | None = None) -> Verification:
+    """Recompute the hash of the report as stored and compare it with the hash stored at signing;
+    `photo_sha256` holds the SHA-256 of each uploaded photo recomputed from its stored bytes (None when
+    they are missing), so a photo changed behind the report no longer matches."""
+    hashed = report
+    if photo_sha256 is not None:
+        files = tuple(replace(p, sha256=photo_sha256.get(p.photo_id) or "") for p in report.photo_files)
+        hashed = replace(report, photo_files=files)
+    computed = content_hash(hashed)
     return Verification(
         report_id=report.id,
         status=report.status,

@@ -8,9 +8,10 @@ writes from store.py. Every object is authorized against the work order it belon
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -21,13 +22,13 @@ from aftersales.fieldwork.domain import Appointment, Booker, WorkOrder, WorkOrde
 from aftersales.fieldwork.hours import BookingHours
 from aftersales.fieldwork.hours_store import HoursStore
 from aftersales.fieldwork.metrics import APPOINTMENTS, PARTS_REFUSED, REPORTS_SIGNED
-from aftersales.fieldwork.reports import PartLine, ServiceReport, Signature
+from aftersales.fieldwork.reports import PartLine, PhotoFile, PhotoTooLarge, ServiceReport, Signature
 from aftersales.fieldwork.stock import StockLevel, Use
-from aftersales.fieldwork.store import AppointmentStore, ReportStore, StockStore, WorkOrderStore
+from aftersales.fieldwork.store import AppointmentStore, PhotoStore, ReportStore, StockStore, WorkOrderStore
 from aftersales.shared.aggregate import Decision, decide_until_written
 from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.desk import GridConfigured, TechnicianConfigured
-from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater
+from aftersales.shared.errors import DomainError, Forbidden, InvalidRequest, NotFound, RetryLater
 
 log = logging.getLogger("aftersales.fieldwork")
 
@@ -53,6 +54,16 @@ async def until_written(
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+async def read_bounded(body: AsyncIterable[bytes], limit: int) -> bytes:
+    """Read a request body, refusing it (413) as soon as it grows past `limit` bytes."""
+    data = bytearray()
+    async for piece in body:
+        if len(data) + len(piece) > limit:
+            raise PhotoTooLarge(f"photo: larger than {limit} bytes", field="photo")
+        data += piece
+    return bytes(data)
 
 
 def booker_of(caller: Principal) -> Booker:
@@ -233,10 +244,19 @@ class Fieldwork:
 class ReportBook:
     """Service reports: drafts, parts used from stock, the customer's signature that locks them."""
 
-    def __init__(self, reports: ReportStore, fieldwork: Fieldwork, stockroom: Stockroom) -> None:
+    def __init__(
+        self,
+        reports: ReportStore,
+        fieldwork: Fieldwork,
+        stockroom: Stockroom,
+        photos: PhotoStore,
+        photo_max_bytes: int = 5 * 1024 * 1024,
+    ) -> None:
         self.reports = reports
         self.fieldwork = fieldwork
         self.stockroom = stockroom
+        self.photos = photos
+        self.photo_max_bytes = photo_max_bytes
 
     async def _report(self, report_id: str) -> ServiceReport:
         found = await self.reports.load(report_id)
@@ -356,6 +376,58 @@ class ReportBook:
         )
         REPORTS_SIGNED.inc()
         return decision.state
+
+    async def upload_photo(
+        self,
+        caller: Principal,
+        report_id: str,
+        content_type: str,
+        body: AsyncIterable[bytes],
+        declared_size: int | None = None,
+    ) -> tuple[PhotoFile, bool]:
+        """Store a photo of a draft (the report's technician, or a supervisor) and put it on the report by
+        its SHA-256; return it and whether it is new (the same bytes again return the entry held)."""
+        report, _ = await self._writable_report(caller, report_id)
+        if caller.is_technician_only and report.technician_id != caller.subject:
+            raise Forbidden(f"only the report's technician adds photos to report {report_id}")
+        reports.check_draft(report)
+        media = reports.photo_type(content_type)
+        if declared_size is not None and declared_size > self.photo_max_bytes:
+            raise PhotoTooLarge(f"photo: larger than {self.photo_max_bytes} bytes", field="photo")
+        data = await read_bounded(body, self.photo_max_bytes)
+        if not data:
+            raise InvalidRequest("photo: the body is empty", field="photo")
+        sha = hashlib.sha256(data).hexdigest()
+        photo = PhotoFile(reports.photo_id_of(sha), sha, media, len(data))
+        current = await self._report(report_id)
+        held = current.photo(photo.photo_id)
+        if held is not None:
+            return held, False
+        reports.add_photo(current, photo)  # refused before any bytes are stored: signed, or full
+        await self.photos.save(photo.photo_id, data)
+        decision = await until_written(
+            lambda: self._report(report_id),
+            lambda r: Decision(reports.add_photo(r, photo)),
+            self.reports.write,
+            f"report {report_id}",
+        )
+        return decision.state.photo(photo.photo_id) or photo, True
+
+    async def photo(
+        self, caller: Principal, report_id: str, photo_id: str
+    ) -> tuple[PhotoFile, AsyncIterator[bytes]]:
+        """Return a report's photo and its bytes, to whoever may see the report."""
+        report, _ = await self.report(caller, report_id)
+        found = report.photo(photo_id)
+        if found is None:
+            raise NotFound(f"report {report_id} has no photo {photo_id}", field="photo_id")
+        return found, self.photos.chunks(found)
+
+    async def verification(self, caller: Principal, report_id: str) -> reports.Verification:
+        """Recompute the report's hash, its photos' hashes from their stored bytes, and compare."""
+        report, _ = await self.report(caller, report_id)
+        hashes = {p.photo_id: await self.photos.sha256(p) for p in report.photo_files}
+        return reports.verify(report, hashes)
 
     async def reports_of(self, caller: Principal, ticket_id: str, limit: int) -> list[ServiceReport]:
         await self.fieldwork.work_order(caller, ticket_id)

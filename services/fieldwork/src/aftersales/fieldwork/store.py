@@ -10,7 +10,8 @@ day, a ticket's reports and open appointments) have their indexes for MongoDB.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,14 @@ from aftersales.fieldwork.domain import (
     WorkOrder,
     WorkOrderStatus,
 )
-from aftersales.fieldwork.reports import PartLine, ReportStatus, ServiceReport, Signature, SignatureKind
+from aftersales.fieldwork.reports import (
+    PartLine,
+    PhotoFile,
+    ReportStatus,
+    ServiceReport,
+    Signature,
+    SignatureKind,
+)
 from aftersales.fieldwork.stock import Band, StockLevel, stock_id
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.contracts import Topic
@@ -36,6 +44,8 @@ from aftersales.shared.runtime import ServiceRuntime
 
 SOURCE = "/aftersales/fieldwork"
 WORK_ORDERS, APPOINTMENTS, REPORTS, STOCK = "work_orders", "appointments", "reports", "stock"
+REPORT_PHOTOS = "report_photos"  # a photo's bytes in chunks, _id "<photo_id>:<n>"
+PHOTO_CHUNK_BYTES = 255 * 1024
 OUTBOX_COLLECTIONS = [WORK_ORDERS, APPOINTMENTS, REPORTS, STOCK]
 HIDDEN = {"outbox": 0}
 ERASE_LIMIT = 1000  # a ticket has a handful of appointments and reports
@@ -269,6 +279,7 @@ def report_from(doc: Mapping[str, Any]) -> ServiceReport:
         content_sha256=doc.get("content_sha256"),
         supersedes=doc.get("supersedes_report_id"),
         removed_lines=tuple(doc.get("removed_lines", [])),
+        photo_files=tuple(PhotoFile(**p) for p in doc.get("photo_files", [])),
         version=doc.get("version", 0),
     )
 
@@ -284,6 +295,7 @@ def _report_fields(r: ServiceReport) -> dict[str, Any]:
         "photos": list(r.photos),
         "parts": [p.as_dict() for p in r.parts],
         "removed_lines": list(r.removed_lines),
+        "photo_files": [p.as_dict() for p in r.photo_files],
         "status": r.status.value,
         "signature": None
         if signature is None
@@ -339,6 +351,39 @@ class ReportStore(_Outboxed):
     async def of_ticket(self, ticket_id: str, limit: int) -> list[ServiceReport]:
         cursor = self.collection.find({"ticket_id": ticket_id}, HIDDEN, sort=[("created_at", 1)], limit=limit)
         return [report_from(doc) async for doc in cursor]
+
+
+class PhotoStore:
+    """The bytes of uploaded photos, in chunks of at most 255 KB keyed by `_id` ("<photo_id>:<n>").
+    A photo's id is its content's hash, so writing its chunks again (a retry) writes the same bytes."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.collection = runtime.db[REPORT_PHOTOS]
+
+    async def save(self, photo_id: str, data: bytes) -> None:
+        for n, start in enumerate(range(0, len(data), PHOTO_CHUNK_BYTES)):
+            chunk = data[start : start + PHOTO_CHUNK_BYTES]
+            await self.collection.update_one(
+                {"_id": f"{photo_id}:{n}"},
+                {"$set": {"photo_id": photo_id, "n": n, "data": chunk}},
+                upsert=True,
+            )
+
+    async def chunks(self, photo: PhotoFile) -> AsyncIterator[bytes]:
+        """Yield the photo's stored bytes, chunk by chunk (stops at a missing chunk)."""
+        for n in range(-(-photo.size // PHOTO_CHUNK_BYTES)):
+            doc = await self.collection.find_one({"_id": f"{photo.photo_id}:{n}"})
+            if doc is None:
+                return
+            yield bytes(doc["data"])
+
+    async def sha256(self, photo: PhotoFile) -> str | None:
+        """Return the SHA-256 of the photo's stored bytes; None when they are not all there."""
+        digest, size = hashlib.sha256(), 0
+        async for chunk in self.chunks(photo):
+            digest.update(chunk)
+            size += len(chunk)
+        return digest.hexdigest() if size == photo.size else None
 
 
 # ---------------------------------------------------------------- stock
