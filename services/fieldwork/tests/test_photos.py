@@ -86,6 +86,7 @@ async def test_limits_type_size_count_and_who(svc: ServiceUnderTest) -> None:
     assert r.status_code == 413 and r.json()["field"] == "photo"
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the running count refuses it
+        yield PNG
         for _ in range(4):
             yield b"\x00" * (200 * 1024)
 
@@ -93,15 +94,17 @@ async def test_limits_type_size_count_and_who(svc: ServiceUnderTest) -> None:
     assert r.status_code == 413 and r.json()["field"] == "photo"
     r = await svc.http.post(url, content=b"", headers=as_("t1"))
     assert r.status_code == 422 and r.json()["field"] == "photo"
+    r = await svc.http.post(url, content=image(1, 70), headers=as_("t1", "image/png"))  # JPEG bytes
+    assert r.status_code == 415 and r.json()["field"] == "photo"
     assert (await svc.http.post(url, content=PNG, headers=as_("web", "image/png"))).status_code == 403
     assert (await svc.http.post(url, content=PNG, headers=as_("t2", "image/png"))).status_code in (403, 404)
 
     for n in range(MAX_PHOTOS):
-        r = await svc.http.post(url, content=image(n, 70), headers=as_("t1", "image/webp"))
+        r = await svc.http.post(url, content=image(n, 70), headers=as_("t1", "image/jpeg"))
         assert r.status_code == 201, r.text
     r = await svc.http.post(url, content=image(99, 70), headers=as_("t1"))
     assert r.status_code == 422 and r.json()["field"] == "photos"
-    r = await svc.http.post(url, content=image(0, 70), headers=as_("t1", "image/webp"))
+    r = await svc.http.post(url, content=image(0, 70), headers=as_("t1", "image/jpeg"))
     assert r.status_code == 200  # a retry of a photo held is still answered
 
 

@@ -1,12 +1,16 @@
 """HTTP app factory: every service gets /healthz, /readyz, /metrics, /asyncapi.json, OpenAPI at /docs
 (each exposed as settings say), bearer-token auth with scopes and per-token rate limits (`auth`),
-field-naming 4xx errors, a body size limit, and RED metrics per route."""
+field-naming 4xx errors, a body size limit (larger for the upload routes that declare their own), and
+RED metrics per route."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -17,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
 
@@ -35,7 +40,16 @@ from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLate
 from aftersales.shared.runtime import ServiceRuntime
 from aftersales.shared.settings import Scope
 
-__all__ = ["MAX_BODY_BYTES", "BodySizeLimit", "Principal", "anonymous", "create_app", "require"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BodySizeLimit",
+    "Principal",
+    "RouteBodyLimit",
+    "allow_larger_body",
+    "anonymous",
+    "create_app",
+    "require",
+]
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -71,20 +85,52 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class RouteBodyLimit:
+    """A route that takes larger bodies than `MAX_BODY_BYTES` (an upload it streams itself): its method,
+    its path template, its own limit and the field a 413 names."""
+
+    method: str
+    path: str
+    limit: int
+    field: str = "body"
+    pattern: re.Pattern[str] = dataclass_field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", compile_path(self.path)[0])
+
+    def matches(self, scope: AsgiScope) -> bool:
+        return bool(scope["method"] == self.method and self.pattern.match(scope["path"]))
+
+
+def allow_larger_body(app: FastAPI, *limits: RouteBodyLimit) -> None:
+    """Let these routes take bodies up to their own limit (every other route keeps `MAX_BODY_BYTES`)."""
+    app.state.body_limits = (*getattr(app.state, "body_limits", ()), *limits)
+
+
 class BodySizeLimit:
-    """Refuse request bodies over `limit` bytes with 413, before the app reads them."""
+    """Refuse request bodies over the limit with 413, before the app reads them: `limit` bytes, or the
+    route's own limit where it declared one (`allow_larger_body`), counted as the body streams in."""
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
         self.limit = limit
 
+    def _limit_of(self, scope: AsgiScope) -> tuple[int, str | None]:
+        app = scope.get("app")
+        for route in getattr(getattr(app, "state", None), "body_limits", ()):
+            if route.matches(scope):
+                return route.limit, route.field
+        return self.limit, None
+
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, field = self._limit_of(scope)
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit, field)(scope, receive, send)
             return
         seen = 0
 
@@ -93,25 +139,25 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise _BodyTooLarge
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await _too_large(self.limit)(scope, receive, send)
+            await _too_large(limit, field)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse(
-        {"error": "payload_too_large", "message": f"request body is larger than {limit // 1024} KB"},
-        status_code=413,
-    )
+def _too_large(limit: int, field: str | None) -> JSONResponse:
+    body = {"error": "payload_too_large", "message": f"request body is larger than {limit // 1024} KB"}
+    if field is not None:
+        body.update(message=f"{field}: larger than {limit} bytes", field=field)
+    return JSONResponse(body, status_code=413)
 
 
 def create_app(

@@ -14,7 +14,9 @@ from pydantic import Field, SecretStr, model_validator
 
 from aftersales.feedback import api, consumers, timers
 from aftersales.feedback.domain import ComplaintPolicy
+from aftersales.feedback.export import FeedbackExport
 from aftersales.feedback.privacy import PersonalData
+from aftersales.feedback.retention import FeedbackRetention
 from aftersales.feedback.service import Complaints, SurveyPolicy, Surveys
 from aftersales.feedback.store import (
     COMPLAINTS,
@@ -26,6 +28,7 @@ from aftersales.feedback.store import (
 )
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import ComplaintState
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
 from aftersales.shared.http import create_app
 from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -66,6 +69,18 @@ class Settings(ServiceSettings):
     common_cause_window_days: float = Field(default=30, gt=0)
     complaint_max_steps: int = Field(
         default=50, ge=1, le=500, description="workflow steps one complaint may take (bounds its history)"
+    )
+    retention_survey_comments_days: float = Field(
+        default=1095,
+        ge=0,
+        description="a customer's comment on a survey answer is removed this many days after it was "
+        "written (0: kept without limit)",
+    )
+    retention_complaint_texts_days: float = Field(
+        default=1095,
+        ge=0,
+        description="a complaint's summary and step notes are removed this many days after the complaint "
+        "last changed (0: kept without limit)",
     )
 
     @model_validator(mode="after")
@@ -108,7 +123,7 @@ def build(settings: Settings) -> FastAPI:
         RuntimeSpec(
             consumes=consumers.CONSUMES,
             produces=[Topic.FEEDBACK, Topic.PRIVACY],
-            outbox_collections=[SURVEYS, COMPLAINTS, ERASURES],
+            outbox_collections=[SURVEYS, COMPLAINTS, ERASURES, EXPORT_ANSWERS],
             indexes=INDEXES,
         ),
     )
@@ -131,7 +146,15 @@ def build(settings: Settings) -> FastAPI:
     runtime.spec.extra_tasks.append(complaints.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(complaints.open_index_healer(600.0))
     consumers.register(runtime, surveys, complaints, personal_data)
+    export = FeedbackExport(
+        surveys=survey_store,
+        complaints=complaint_store,
+        personal_data=personal_data,
+        ledger=ExportLedger(runtime, service="feedback"),
+    )
+    subscribe_exports(runtime, export.on_export_requested)
     timers.register(runtime, complaints)
+    retention = FeedbackRetention(runtime, survey_store, complaint_store, settings)
     app = create_app(
         runtime,
         title="aftersales feedback",
@@ -140,4 +163,5 @@ def build(settings: Settings) -> FastAPI:
     )
     app.state.surveys = surveys
     app.state.complaints = complaints
+    app.state.retention = retention
     return app

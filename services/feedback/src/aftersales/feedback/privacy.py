@@ -4,7 +4,8 @@ summary and the notes on its steps (redacted of phone numbers and e-mail address
 text can still name a person or an address). An erasure removes that text from the documents of the
 customer's tickets, found by `_id`: surveys `SV-<ticket>-r<round>`, the derived complaints
 (`CP-<ticket>-channel`, `CP-SV-<ticket>-r<round>`) and the complaint ids indexed on the ticket's facts
-document. Scores, states and deadlines stay (KPIs keep their counts).
+document. Scores, states and deadlines stay (KPIs keep their counts). Retention (`retention.py`)
+removes the same text record by record with the same store functions (`erase_comment`, `erase_text`).
 """
 
 from __future__ import annotations

@@ -125,12 +125,21 @@ class SurveyStore:
             self.runtime.relay.notify(SURVEYS, survey_id)
         return result.modified_count == 1
 
-    async def erase_comment(self, survey_id: str) -> bool:
-        """Remove the customer's comment from a survey's answer; True when it had one (the scores stay)."""
-        result = await self.surveys.update_one(
-            {"_id": survey_id, "comment": {"$ne": None}}, {"$set": {"comment": None}}
-        )
+    async def erase_comment(self, survey_id: str, *, active_until: datetime | None = None) -> bool:
+        """Remove the customer's comment from a survey's answer; True when it had one (the scores stay).
+        With `active_until` (retention), only from an answer submitted by then (one guarded write)."""
+        guard: dict[str, Any] = {"_id": survey_id, "comment": {"$ne": None}}
+        if active_until is not None:
+            guard["submitted_at"] = {"$lte": active_until}
+        result = await self.surveys.update_one(guard, {"$set": {"comment": None}})
         return result.modified_count == 1
+
+    async def comment_activity(self, survey_id: str) -> datetime | None:
+        """Return when the survey's comment was written; None when it has none (left)."""
+        doc = await self.surveys.find_one({"_id": survey_id}, {"comment": 1, "submitted_at": 1})
+        if doc is None or doc.get("comment") is None:
+            return None
+        return doc.get("submitted_at") or datetime.min.replace(tzinfo=UTC)
 
     async def exists(self, survey_id: str) -> bool:
         return await self.surveys.find_one({"_id": survey_id}, {"_id": 1}) is not None
@@ -214,21 +223,37 @@ class ComplaintStore:
         self.runtime.relay.notify(COMPLAINTS, c.id)
         return True
 
-    async def erase_text(self, complaint_id: str) -> bool:
+    async def erase_text(self, complaint_id: str, *, active_until: datetime | None = None) -> bool:
         """Remove the summary and the notes of a complaint (what the customer said, what staff noted);
-        True when it had any. Guarded by `updated_at`, so a concurrent change is not overwritten."""
+        True when it had any. Guarded by `updated_at`, so a concurrent change is not overwritten; with
+        `active_until` (retention), only a complaint unchanged since then."""
         for _ in range(ERASE_TRIES):
-            doc = await self.complaints.find_one(
-                {"_id": complaint_id}, {"summary": 1, "history": 1, "updated_at": 1}
-            )
-            history = (doc or {}).get("history", [])
-            if doc is None or not (doc.get("summary") or any(entry.get("note") for entry in history)):
+            doc = await self._text_of(complaint_id)
+            if doc is None:
                 return False
+            if active_until is not None and _changed_at(doc) > active_until:
+                return False
+            history = doc.get("history", [])
             update = {"$set": {"summary": None, "history": [{**entry, "note": None} for entry in history]}}
             guard = {"_id": complaint_id, "updated_at": doc.get("updated_at")}
             if (await self.complaints.update_one(guard, update)).modified_count == 1:
                 return True
         raise RetryLater(f"complaint {complaint_id} kept changing while its text was erased")
+
+    async def text_activity(self, complaint_id: str) -> datetime | None:
+        """Return when the complaint last changed; None when it holds no summary or notes (left)."""
+        doc = await self._text_of(complaint_id)
+        return None if doc is None else _changed_at(doc)
+
+    async def _text_of(self, complaint_id: str) -> dict[str, Any] | None:
+        """The complaint's summary, history and last change; None when it holds no text."""
+        doc = await self.complaints.find_one(
+            {"_id": complaint_id}, {"summary": 1, "history": 1, "updated_at": 1}
+        )
+        history = (doc or {}).get("history", [])
+        if doc is None or not (doc.get("summary") or any(entry.get("note") for entry in history)):
+            return None
+        return dict(doc)
 
     async def find_complaint(self, complaint_id: str) -> Complaint | None:
         doc = await self.complaints.find_one({"_id": complaint_id}, HIDDEN)
@@ -351,6 +376,10 @@ class ComplaintStore:
             await self.runtime.timers.cancel(f"{before.id}:step:{before.seq}")
         if after.state == ComplaintState.CLOSED or after.cycle != before.cycle:
             await self.runtime.timers.cancel(f"{before.id}:close:{before.cycle}")
+
+
+def _changed_at(doc: Mapping[str, Any]) -> datetime:
+    return doc.get("updated_at") or datetime.min.replace(tzinfo=UTC)
 
 
 def _equal(equal_to: Mapping[str, Any]) -> dict[str, Any]:

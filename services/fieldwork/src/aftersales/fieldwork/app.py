@@ -5,16 +5,14 @@
 
 from __future__ import annotations
 
-import re
-
 from fastapi import FastAPI
 from pydantic import Field
-from starlette.middleware import Middleware
-from starlette.types import Receive, Scope, Send
 
 from aftersales.fieldwork import api, api_reports, consumers
+from aftersales.fieldwork.export import FieldworkExport
 from aftersales.fieldwork.hours_store import HoursStore
 from aftersales.fieldwork.privacy import PersonalData
+from aftersales.fieldwork.retention import FieldworkRetention
 from aftersales.fieldwork.service import Fieldwork, ReportBook, Stockroom
 from aftersales.fieldwork.store import (
     INDEXES,
@@ -26,7 +24,8 @@ from aftersales.fieldwork.store import (
     WorkOrderStore,
 )
 from aftersales.shared.contracts import Topic
-from aftersales.shared.http import BodySizeLimit, create_app
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
+from aftersales.shared.http import RouteBodyLimit, allow_larger_body, create_app
 from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
@@ -38,28 +37,24 @@ class Settings(ServiceSettings):
     report_photo_max_bytes: int = Field(
         default=5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024, description="largest photo uploaded"
     )
-
-
-PHOTO_UPLOAD = re.compile(r"^/v1/reports/[^/]+/photos/?$")
-
-
-class PhotoAwareBodyLimit(BodySizeLimit):
-    """The shared body limit, except for photo uploads: their route reads the body itself, bounded by
-    `report_photo_max_bytes`."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and PHOTO_UPLOAD.match(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
-def _photo_aware(app: FastAPI) -> None:
-    """Swap the shared body limit for the photo-aware one (the middleware stack is built at start)."""
-    app.user_middleware[:] = [
-        Middleware(PhotoAwareBodyLimit) if getattr(m, "cls", None) is BodySizeLimit else m
-        for m in app.user_middleware
-    ]
+    retention_appointment_points_days: float = Field(
+        default=1095,
+        ge=0,
+        description="where the customer was met (check-in/out points) and the work notes are removed "
+        "this many days after the appointment last changed (0: kept without limit)",
+    )
+    retention_report_signature_days: float = Field(
+        default=1095,
+        ge=0,
+        description="the customer's signature and the signer's name are removed from a service report "
+        "this many days after it last changed (0: kept without limit)",
+    )
+    retention_report_photos_days: float = Field(
+        default=1095,
+        ge=0,
+        description="the photos uploaded to a service report are deleted this many days after it last "
+        "changed (0: kept without limit)",
+    )
 
 
 def build(settings: Settings) -> FastAPI:
@@ -68,7 +63,7 @@ def build(settings: Settings) -> FastAPI:
         RuntimeSpec(
             consumes=consumers.CONSUMES,
             produces=[Topic.FIELDWORK, Topic.PRIVACY],
-            outbox_collections=[*OUTBOX_COLLECTIONS, ERASURES],
+            outbox_collections=[*OUTBOX_COLLECTIONS, ERASURES, EXPORT_ANSWERS],
             indexes=INDEXES,
         ),
     )
@@ -77,13 +72,27 @@ def build(settings: Settings) -> FastAPI:
         work_orders=WorkOrderStore(runtime), appointments=appointments, hours=HoursStore(runtime)
     )
     stockroom = Stockroom(StockStore(runtime))
-    report_book = ReportBook(
-        report_store, fieldwork, stockroom, PhotoStore(runtime), settings.report_photo_max_bytes
-    )
+    photos = PhotoStore(runtime)
+    report_book = ReportBook(report_store, fieldwork, stockroom, photos, settings.report_photo_max_bytes)
     personal_data = PersonalData(
-        appointments=appointments, reports=report_store, ledger=ErasureLedger(runtime, service="fieldwork")
+        appointments=appointments,
+        reports=report_store,
+        photos=photos,
+        ledger=ErasureLedger(runtime, service="fieldwork"),
     )
+    retention = FieldworkRetention(
+        runtime,
+        appointments=appointments,
+        reports=report_store,
+        personal_data=personal_data,
+        settings=settings,
+    )
+    appointments.noted = report_store.noted = retention.noted
     consumers.register(runtime, fieldwork, personal_data)
+    export = FieldworkExport(
+        appointments=appointments, reports=report_store, ledger=ExportLedger(runtime, service="fieldwork")
+    )
+    subscribe_exports(runtime, export.on_export_requested)
     app = create_app(
         runtime,
         title="aftersales fieldwork",
@@ -97,8 +106,11 @@ def build(settings: Settings) -> FastAPI:
             api_reports.stock_router,
         ],
     )
-    _photo_aware(app)
+    # A photo upload streams into the store, bounded there by the same limit (413 naming `photo`).
+    upload = "/v1/reports/{report_id}/photos"
+    allow_larger_body(app, RouteBodyLimit("POST", upload, settings.report_photo_max_bytes, "photo"))
     app.state.fieldwork = fieldwork
     app.state.reports = report_book
     app.state.stockroom = stockroom
+    app.state.retention = retention
     return app

@@ -43,6 +43,13 @@ class PhotoTooLarge(DomainError):
     code = "payload_too_large"
 
 
+class PhotoErased(DomainError):
+    """The photo's bytes were deleted (the customer's erasure, or its retention period ended)."""
+
+    status = 410
+    code = "gone"
+
+
 class ReportStatus(StrEnum):
     DRAFT = "draft"
     SIGNED = "signed"  # locked
@@ -136,6 +143,7 @@ class ServiceReport:
     supersedes: str | None = None
     removed_lines: tuple[str, ...] = ()  # ids of part lines taken off the draft: not content, never reused
     photo_files: tuple[PhotoFile, ...] = ()  # photos uploaded, by their SHA-256
+    photos_erased_at: datetime | None = None  # their bytes were deleted (erasure or retention)
     version: int = 0
 
     def photo(self, photo_id: str) -> PhotoFile | None:
@@ -241,7 +249,7 @@ def correcting(report_id: str, old: ServiceReport, technician_id: str) -> Servic
         work_performed=old.work_performed,
         resolution_code=old.resolution_code,
         photos=old.photos,
-        photo_files=old.photo_files,
+        photo_files=() if old.photos_erased_at else old.photo_files,  # erased photos are not copied
         supersedes=old.id,
     )
 

@@ -8,7 +8,6 @@ writes from store.py. Every object is authorized against the work order it belon
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -28,7 +27,7 @@ from aftersales.fieldwork.store import AppointmentStore, PhotoStore, ReportStore
 from aftersales.shared.aggregate import Decision, decide_until_written
 from aftersales.shared.auth import Principal
 from aftersales.shared.contracts.desk import GridConfigured, TechnicianConfigured
-from aftersales.shared.errors import DomainError, Forbidden, InvalidRequest, NotFound, RetryLater
+from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater
 
 log = logging.getLogger("aftersales.fieldwork")
 
@@ -54,16 +53,6 @@ async def until_written(
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
-
-
-async def read_bounded(body: AsyncIterable[bytes], limit: int) -> bytes:
-    """Read a request body, refusing it (413) as soon as it grows past `limit` bytes."""
-    data = bytearray()
-    async for piece in body:
-        if len(data) + len(piece) > limit:
-            raise PhotoTooLarge(f"photo: larger than {limit} bytes", field="photo")
-        data += piece
-    return bytes(data)
 
 
 def booker_of(caller: Principal) -> Booker:
@@ -394,17 +383,20 @@ class ReportBook:
         media = reports.photo_type(content_type)
         if declared_size is not None and declared_size > self.photo_max_bytes:
             raise PhotoTooLarge(f"photo: larger than {self.photo_max_bytes} bytes", field="photo")
-        data = await read_bounded(body, self.photo_max_bytes)
-        if not data:
-            raise InvalidRequest("photo: the body is empty", field="photo")
-        sha = hashlib.sha256(data).hexdigest()
-        photo = PhotoFile(reports.photo_id_of(sha), sha, media, len(data))
-        current = await self._report(report_id)
-        held = current.photo(photo.photo_id)
+        upload = await self.photos.receive(new_id("U"), body, media, self.photo_max_bytes)
+        photo = PhotoFile(reports.photo_id_of(upload.sha256), upload.sha256, media, upload.size)
+        try:
+            current = await self._report(report_id)
+            held = current.photo(photo.photo_id)
+            if held is None:
+                reports.add_photo(current, photo)  # refused before the bytes are kept: signed, or full
+        except BaseException:
+            await self.photos.discard(upload)
+            raise
         if held is not None:
+            await self.photos.discard(upload)
             return held, False
-        reports.add_photo(current, photo)  # refused before any bytes are stored: signed, or full
-        await self.photos.save(photo.photo_id, data)
+        await self.photos.keep(upload, photo.photo_id)
         decision = await until_written(
             lambda: self._report(report_id),
             lambda r: Decision(reports.add_photo(r, photo)),
@@ -421,6 +413,8 @@ class ReportBook:
         found = report.photo(photo_id)
         if found is None:
             raise NotFound(f"report {report_id} has no photo {photo_id}", field="photo_id")
+        if report.photos_erased_at is not None:
+            raise reports.PhotoErased(f"the photos of report {report_id} were erased", field="photo_id")
         return found, self.photos.chunks(found)
 
     async def verification(self, caller: Principal, report_id: str) -> reports.Verification:

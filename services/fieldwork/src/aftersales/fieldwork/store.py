@@ -10,8 +10,8 @@ day, a ticket's reports and open appointments) have their indexes for MongoDB.
 from __future__ import annotations
 
 import base64
-import hashlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,8 +36,10 @@ from aftersales.fieldwork.reports import (
 )
 from aftersales.fieldwork.stock import Band, StockLevel, stock_id
 from aftersales.shared.aggregate import Decision
+from aftersales.shared.blobs import CHUNK_BYTES, Blob, BlobStore
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.errors import RetryLater
 from aftersales.shared.mongo import IndexSpec
 from aftersales.shared.outbox import new_with_events, with_events
 from aftersales.shared.runtime import ServiceRuntime
@@ -45,10 +47,21 @@ from aftersales.shared.runtime import ServiceRuntime
 SOURCE = "/aftersales/fieldwork"
 WORK_ORDERS, APPOINTMENTS, REPORTS, STOCK = "work_orders", "appointments", "reports", "stock"
 REPORT_PHOTOS = "report_photos"  # a photo's bytes in chunks, _id "<photo_id>:<n>"
-PHOTO_CHUNK_BYTES = 255 * 1024
+PHOTO_CHUNK_BYTES = CHUNK_BYTES
 OUTBOX_COLLECTIONS = [WORK_ORDERS, APPOINTMENTS, REPORTS, STOCK]
 HIDDEN = {"outbox": 0}
 ERASE_LIMIT = 1000  # a ticket has a handful of appointments and reports
+ERASE_TRIES = 5  # a record still changing after these many guarded tries: retry later (503)
+# Retention kinds (retention.py) and the hook that arms one: `noted(kind, record_id, at)` after a write
+# that stores such personal data on a record (None: not wired).
+APPOINTMENT_POINTS = "appointment_points"  # `_id` = appointment id
+REPORT_SIGNATURE, REPORT_PHOTOS = "report_signature", "report_photos"  # `_id` = report id
+Noted = Callable[[str, str, datetime], Awaitable[None]]
+PERSONAL_POINTS = ("check_in_point", "check_out_point", "work_done")
+_CHANGED = {"version": 1, "created_at": 1, "updated_at": 1}
+_PERSONAL_PROJECTION = {**dict.fromkeys(PERSONAL_POINTS, 1), **_CHANGED}
+_SIGNATURE_PROJECTION = {"signature": 1, **_CHANGED}
+_PHOTOS_PROJECTION = {"photo_files": 1, "photos_erased_at": 1, "status": 1, **_CHANGED}
 
 INDEXES = [
     IndexSpec(APPOINTMENTS, [("technician_id", 1), ("window_start", 1)]),
@@ -61,6 +74,35 @@ def _events(decision: Decision[Any], subject: str) -> list[CloudEvent]:
     return [new_event(m, source=SOURCE, subject=subject) for m in decision.events]
 
 
+def last_change(doc: Mapping[str, Any]) -> datetime:
+    """Return when a document was last written (its `updated_at`, else its `created_at`); erasures do not
+    count (they move the version only)."""
+    return doc.get("updated_at") or doc.get("created_at") or datetime.min.replace(tzinfo=UTC)
+
+
+def _points_of(a: Appointment) -> tuple[Any, ...]:
+    return (a.check_in_point, a.check_out_point, a.work_done)
+
+
+def _has_points(doc: Mapping[str, Any]) -> bool:
+    return any(doc.get(name) is not None for name in PERSONAL_POINTS)
+
+
+def _has_signature(doc: Mapping[str, Any]) -> bool:
+    return bool((doc.get("signature") or {}).get("data"))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPhotos:
+    """A report's uploaded photos still held, as read (for an erasure guarded by the version)."""
+
+    report_id: str
+    files: tuple[PhotoFile, ...]
+    signed: bool
+    version: int | None
+    last_change: datetime
+
+
 class _Outboxed:
     """A collection whose documents carry their outbox: writes tell the relay which document to read."""
 
@@ -69,6 +111,13 @@ class _Outboxed:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
         self.collection = runtime.db[self.collection_name]
+        self.noted: Noted | None = None  # arms retention (see APPOINTMENT_POINTS, REPORT_*)
+
+    async def _note(self, kind: str, record_id: str, stored: bool) -> None:
+        """Arm the record's retention when a write `stored` personal data of `kind` on it (one `arm`:
+        these writes are a technician's or a customer's requests, not hot paths)."""
+        if stored and self.noted is not None:
+            await self.noted(kind, record_id, datetime.now(UTC))
 
     async def _update(
         self, guard: Mapping[str, Any], update: Mapping[str, Any], events: Sequence[CloudEvent]
@@ -226,7 +275,11 @@ class AppointmentStore(_Outboxed):
             "$inc": {"version": 1},
         }
         guard = {"_id": before.id, "version": before.version}
-        return await self._update(guard, update, _events(decision, before.ticket_id))
+        if not await self._update(guard, update, _events(decision, before.ticket_id)):
+            return False
+        points = _points_of(after)
+        await self._note(APPOINTMENT_POINTS, after.id, any(points) and points != _points_of(before))
+        return True
 
     async def day(self, technician_id: str, start: datetime, end: datetime, limit: int) -> list[Appointment]:
         """Return a technician's appointments whose window starts in [start, end), by start."""
@@ -235,18 +288,37 @@ class AppointmentStore(_Outboxed):
         return [appointment_from(doc) async for doc in cursor]
 
     async def erase_personal(self, ticket_id: str) -> int:
+        """Remove where the customer was met and the work notes from a ticket's appointments (found
+        through the `ticket_id` index); return how many had any."""
+        query = {"ticket_id": ticket_id, "$or": [{name: {"$ne": None}} for name in PERSONAL_POINTS]}
+        ids = [doc["_id"] async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT)]
+        return sum([await self.erase_appointment(appointment_id) for appointment_id in ids])
+
+    async def erase_appointment(self, appointment_id: str, *, active_until: datetime | None = None) -> bool:
         """Remove where the customer was met (check-in and check-out points) and the notes on the work
-        from a ticket's appointments; return how many had any. The version moves, so a writer holding
-        an older read re-reads."""
-        fields = {"check_in_point": None, "check_out_point": None, "work_done": None}
-        query = {"ticket_id": ticket_id, "$or": [{name: {"$ne": None}} for name in fields]}
-        erased = 0
-        async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT):
-            result = await self.collection.update_one(
-                {"_id": doc["_id"]}, {"$set": fields, "$inc": {"version": 1}}
-            )
-            erased += result.modified_count
-        return erased
+        from one appointment; True when it had any. Guarded by the version (a writer holding an older
+        read re-reads); with `active_until` (retention), only an appointment unchanged since then."""
+        for _ in range(ERASE_TRIES):
+            doc = await self.collection.find_one({"_id": appointment_id}, _PERSONAL_PROJECTION)
+            if doc is None or not _has_points(doc):
+                return False
+            if active_until is not None and last_change(doc) > active_until:
+                return False
+            update = {"$set": dict.fromkeys(PERSONAL_POINTS), "$inc": {"version": 1}}
+            guard = {"_id": appointment_id, "version": doc.get("version")}
+            if (await self.collection.update_one(guard, update)).modified_count == 1:
+                return True
+        raise RetryLater(f"appointment {appointment_id} kept changing while its personal data was erased")
+
+    async def points_activity(self, appointment_id: str) -> datetime | None:
+        """Return when the appointment last changed; None when it holds no points or notes (left)."""
+        doc = await self.collection.find_one({"_id": appointment_id}, _PERSONAL_PROJECTION)
+        return None if doc is None or not _has_points(doc) else last_change(doc)
+
+    async def of_ticket(self, ticket_id: str, limit: int) -> list[Appointment]:
+        """Return a ticket's appointments, by window (through the `ticket_id` index; a handful)."""
+        cursor = self.collection.find({"ticket_id": ticket_id}, HIDDEN, limit=limit)
+        return sorted([appointment_from(doc) async for doc in cursor], key=lambda a: a.window_start)
 
     async def open_of_ticket(self, ticket_id: str) -> list[str]:
         """Return the ids of a ticket's appointments not started yet (a ticket has a handful)."""
@@ -280,6 +352,7 @@ def report_from(doc: Mapping[str, Any]) -> ServiceReport:
         supersedes=doc.get("supersedes_report_id"),
         removed_lines=tuple(doc.get("removed_lines", [])),
         photo_files=tuple(PhotoFile(**p) for p in doc.get("photo_files", [])),
+        photos_erased_at=doc.get("photos_erased_at"),
         version=doc.get("version", 0),
     )
 
@@ -320,6 +393,7 @@ class ReportStore(_Outboxed):
     async def create(self, report: ServiceReport) -> None:
         now = datetime.now(UTC)
         await self._insert({"_id": report.id, **_report_fields(report), "version": 1, "created_at": now}, ())
+        await self._note(REPORT_PHOTOS, report.id, bool(report.photo_files))  # a correction copies them
 
     async def write(self, before: ServiceReport, decision: Decision[ServiceReport]) -> bool:
         """Write the report if it is still the draft `before` read (a signed report is never written)."""
@@ -328,15 +402,32 @@ class ReportStore(_Outboxed):
             "$inc": {"version": 1},
         }
         guard = {"_id": before.id, "version": before.version, "status": ReportStatus.DRAFT.value}
-        return await self._update(guard, update, _events(decision, before.ticket_id))
+        if not await self._update(guard, update, _events(decision, before.ticket_id)):
+            return False
+        after = decision.state
+        await self._note(REPORT_SIGNATURE, after.id, after.signature is not None and before.signature is None)
+        # The first photo arms the report; later changes move its activity on (the firing re-arms it).
+        await self._note(REPORT_PHOTOS, after.id, bool(after.photo_files) and not before.photo_files)
+        return True
 
     async def erase_signatures(self, ticket_id: str) -> int:
-        """Remove the customer's signature (image or strokes, and the signer's name) from a ticket's
-        reports; return how many had one. The signature's SHA-256 and the report's content hash stay, as
-        the record that a signed report existed; `signature_erased_at` says why it can no longer be shown."""
+        """Remove the customer's signature from a ticket's reports (found through the `ticket_id` index);
+        return how many had one."""
         query = {"ticket_id": ticket_id, "signature.data": {"$ne": ""}, "signature": {"$ne": None}}
-        erased = 0
-        async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT):
+        ids = [doc["_id"] async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT)]
+        return sum([await self.erase_signature(report_id) for report_id in ids])
+
+    async def erase_signature(self, report_id: str, *, active_until: datetime | None = None) -> bool:
+        """Remove the customer's signature (image or strokes, and the signer's name) from one report; True
+        when it had one. The signature's SHA-256 and the report's content hash stay, as the record that a
+        signed report existed; `signature_erased_at` says why it can no longer be shown. Guarded by the
+        version; with `active_until` (retention), only a report unchanged since then."""
+        for _ in range(ERASE_TRIES):
+            doc = await self.collection.find_one({"_id": report_id}, _SIGNATURE_PROJECTION)
+            if doc is None or not _has_signature(doc):
+                return False
+            if active_until is not None and last_change(doc) > active_until:
+                return False
             update = {
                 "$set": {
                     "signature.data": "",
@@ -345,8 +436,45 @@ class ReportStore(_Outboxed):
                 },
                 "$inc": {"version": 1},
             }
-            erased += (await self.collection.update_one({"_id": doc["_id"]}, update)).modified_count
-        return erased
+            guard = {"_id": report_id, "version": doc.get("version")}
+            if (await self.collection.update_one(guard, update)).modified_count == 1:
+                return True
+        raise RetryLater(f"report {report_id} kept changing while its signature was erased")
+
+    async def signature_activity(self, report_id: str) -> datetime | None:
+        """Return when the report last changed (signed, for a signed one); None without a signature."""
+        doc = await self.collection.find_one({"_id": report_id}, _SIGNATURE_PROJECTION)
+        return None if doc is None or not _has_signature(doc) else last_change(doc)
+
+    async def with_photos(self, ticket_id: str) -> list[str]:
+        """Return the ids of a ticket's reports holding uploaded photos (the `ticket_id` index)."""
+        query = {"ticket_id": ticket_id, "photo_files": {"$ne": []}}
+        return [doc["_id"] async for doc in self.collection.find(query, {"_id": 1}, limit=ERASE_LIMIT)]
+
+    async def photos_held(self, report_id: str) -> HeldPhotos | None:
+        """Return the report's uploaded photos still held (None when it has none, or they were erased)."""
+        doc = await self.collection.find_one({"_id": report_id}, _PHOTOS_PROJECTION)
+        if doc is None or not doc.get("photo_files") or doc.get("photos_erased_at"):
+            return None
+        files = tuple(PhotoFile(**p) for p in doc["photo_files"])
+        signed = doc.get("status") == ReportStatus.SIGNED.value
+        return HeldPhotos(report_id, files, signed, doc.get("version"), last_change(doc))
+
+    async def photos_activity(self, report_id: str) -> datetime | None:
+        """Return when the report last changed; None when it holds no uploaded photos (left)."""
+        held = await self.photos_held(report_id)
+        return None if held is None else held.last_change
+
+    async def photos_erased(self, held: HeldPhotos) -> bool:
+        """Record that the report's photos were deleted, if it is still the version `held` was read at: a
+        signed report keeps their SHA-256 (what its signature covers) and gets `photos_erased_at`; a
+        draft drops them, as if never uploaded. False when the report changed meanwhile."""
+        fields: dict[str, Any] = (
+            {"photos_erased_at": datetime.now(UTC)} if held.signed else {"photo_files": []}
+        )
+        guard = {"_id": held.report_id, "version": held.version}
+        result = await self.collection.update_one(guard, {"$set": fields, "$inc": {"version": 1}})
+        return result.modified_count == 1
 
     async def of_ticket(self, ticket_id: str, limit: int) -> list[ServiceReport]:
         cursor = self.collection.find({"ticket_id": ticket_id}, HIDDEN, sort=[("created_at", 1)], limit=limit)
@@ -354,36 +482,49 @@ class ReportStore(_Outboxed):
 
 
 class PhotoStore:
-    """The bytes of uploaded photos, in chunks of at most 255 KB keyed by `_id` ("<photo_id>:<n>").
-    A photo's id is its content's hash, so writing its chunks again (a retry) writes the same bytes."""
+    """The bytes of uploaded photos in the shared streamed blob store (`aftersales.shared.blobs`): chunks
+    of at most 255 KB keyed by `_id` ("<photo_id>:<n>"). An upload streams in under an upload id and,
+    once its hash is known, moves to its photo id (the content's hash), so writing the same bytes again
+    (a retry) ends in the same chunks."""
 
     def __init__(self, runtime: ServiceRuntime) -> None:
-        self.collection = runtime.db[REPORT_PHOTOS]
+        self.blobs = BlobStore(lambda: runtime.db, REPORT_PHOTOS)
 
-    async def save(self, photo_id: str, data: bytes) -> None:
-        for n, start in enumerate(range(0, len(data), PHOTO_CHUNK_BYTES)):
-            chunk = data[start : start + PHOTO_CHUNK_BYTES]
-            await self.collection.update_one(
-                {"_id": f"{photo_id}:{n}"},
-                {"$set": {"photo_id": photo_id, "n": n, "data": chunk}},
-                upsert=True,
-            )
+    @property
+    def collection(self) -> Any:
+        return self.blobs.collection
 
-    async def chunks(self, photo: PhotoFile) -> AsyncIterator[bytes]:
+    async def receive(
+        self, upload_id: str, body: AsyncIterable[bytes], content_type: str, limit: int
+    ) -> Blob:
+        """Stream an upload into chunks under `upload_id`, hashing and counting it (413 past `limit`)."""
+        return await self.blobs.write(
+            upload_id, body, content_type=content_type, max_bytes=limit, field="photo"
+        )
+
+    async def keep(self, upload: Blob, photo_id: str) -> None:
+        """Move a received upload to its photo id."""
+        await self.blobs.move(upload, photo_id)
+
+    async def discard(self, upload: Blob) -> None:
+        """Delete a received upload that is not kept (the report has these bytes, or refused them)."""
+        await self.blobs.delete(upload)
+
+    def chunks(self, photo: PhotoFile) -> AsyncIterator[bytes]:
         """Yield the photo's stored bytes, chunk by chunk (stops at a missing chunk)."""
-        for n in range(-(-photo.size // PHOTO_CHUNK_BYTES)):
-            doc = await self.collection.find_one({"_id": f"{photo.photo_id}:{n}"})
-            if doc is None:
-                return
-            yield bytes(doc["data"])
+        return self.blobs.chunks(_blob(photo))
 
     async def sha256(self, photo: PhotoFile) -> str | None:
         """Return the SHA-256 of the photo's stored bytes; None when they are not all there."""
-        digest, size = hashlib.sha256(), 0
-        async for chunk in self.chunks(photo):
-            digest.update(chunk)
-            size += len(chunk)
-        return digest.hexdigest() if size == photo.size else None
+        return await self.blobs.sha256(_blob(photo))
+
+    async def delete(self, photo: PhotoFile) -> int:
+        """Delete the photo's bytes (its chunks, by `_id`); return how many chunks were there."""
+        return await self.blobs.delete(_blob(photo))
+
+
+def _blob(photo: PhotoFile) -> Blob:
+    return Blob(photo.photo_id, photo.content_type, photo.size, photo.sha256)
 
 
 # ---------------------------------------------------------------- stock

@@ -14,12 +14,15 @@ from pydantic import Field, model_validator
 
 from aftersales.followup import api, consumers, timers
 from aftersales.followup.domain import FollowUpPolicy
+from aftersales.followup.export import FollowUpExport
 from aftersales.followup.privacy import PersonalData
+from aftersales.followup.retention import FollowupRetention
 from aftersales.followup.service import FollowUps
 from aftersales.followup.store import INDEXES, VISITS, TicketFactsStore, VisitNotes, VisitStore
 from aftersales.shared.calendar import BusinessHours, DoNotDisturb
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Priority
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
 from aftersales.shared.http import create_app
 from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -52,6 +55,12 @@ class Settings(ServiceSettings):
     )
     business_days: frozenset[int] = Field(
         default=frozenset({0, 1, 2, 3, 4}), description="working weekdays, 0=Monday (JSON list)"
+    )
+    retention_visit_notes_days: float = Field(
+        default=1095,
+        ge=0,
+        description="agents' notes on a visit are removed this many days after the visit last changed "
+        "(0: kept without limit)",
     )
 
     @model_validator(mode="after")
@@ -88,7 +97,7 @@ def build(settings: Settings) -> FastAPI:
         RuntimeSpec(
             consumes=consumers.CONSUMES,
             produces=[Topic.FOLLOWUPS, Topic.PRIVACY],
-            outbox_collections=[VISITS, ERASURES],
+            outbox_collections=[VISITS, ERASURES, EXPORT_ANSWERS],
             indexes=INDEXES,
         ),
     )
@@ -96,8 +105,11 @@ def build(settings: Settings) -> FastAPI:
     preferences = ContactPreferenceStore(runtime)
     followups = FollowUps(visits, tickets, policy)
     followups.preferences = preferences
+    notes = VisitNotes(runtime)
+    retention = FollowupRetention(runtime, notes, notes_days=settings.retention_visit_notes_days)
+    visits.noted = retention.noted
     personal_data = PersonalData(
-        visits=VisitNotes(runtime),
+        visits=notes,
         tickets=tickets,
         ledger=ErasureLedger(runtime, service="followup"),
         preferences=preferences,
@@ -105,6 +117,13 @@ def build(settings: Settings) -> FastAPI:
     runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(followups.open_index_healer(600.0))
     consumers.register(runtime, followups, personal_data)
+    export = FollowUpExport(
+        visits=visits,
+        notes=personal_data.visits,
+        tickets=tickets,
+        ledger=ExportLedger(runtime, service="followup"),
+    )
+    subscribe_exports(runtime, export.on_export_requested)
     timers.register(runtime, followups)
     app = create_app(
         runtime,

@@ -6,7 +6,7 @@ before the change they belong to, and their handlers check the visit's `seq`, so
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -178,6 +178,7 @@ class VisitStore:
         self.visits = runtime.db[VISITS]
         self.customers = runtime.db[CUSTOMERS]
         self.open = OpenIndex(runtime.db, VISITS)
+        self.noted: Callable[[str, datetime], Awaitable[None]] | None = None  # a note written: retention
 
     # ------------------------------------------------------------------ creating visits
 
@@ -275,6 +276,8 @@ class VisitStore:
         if after.seq != before.seq and after.is_open:
             await self._schedule_timers(after)
         now = datetime.now(UTC)
+        if entry.note and self.noted is not None:
+            await self.noted(before.id, now)
         update = with_events(
             {"$set": {**_fields(after), "updated_at": now}, **entry.push(now)},
             Topic.FOLLOWUPS,
@@ -385,12 +388,22 @@ class VisitNotes:
                 ids += [visit_id_for(ticket_id, round_, k, None, 0) for k in VisitKind if k != VisitKind.CARE]
         return ids
 
-    async def erase_notes(self, visit_id: str) -> bool:
+    async def notes_activity(self, visit_id: str) -> datetime | None:
+        """Return when the visit last changed; None when it has no notes (left)."""
+        doc = await self.visits.find_one({"_id": visit_id}, {"history": 1, "updated_at": 1})
+        if doc is None or not any(entry.get("note") for entry in doc.get("history", [])):
+            return None
+        return doc.get("updated_at") or datetime.min.replace(tzinfo=UTC)
+
+    async def erase_notes(self, visit_id: str, *, active_until: datetime | None = None) -> bool:
         """Remove the notes from a visit's history (an agent's note may name the customer); True when it
-        had any. Guarded by `updated_at`, so a concurrent change is not overwritten."""
+        had any. Guarded by `updated_at`, so a concurrent change is not overwritten; with `active_until`
+        (retention), only a visit unchanged since then."""
         for _ in range(ERASE_TRIES):
             doc = await self.visits.find_one({"_id": visit_id}, {"history": 1, "updated_at": 1})
             if doc is None or not any(entry.get("note") for entry in doc.get("history", [])):
+                return False
+            if active_until is not None and (doc.get("updated_at") or active_until) > active_until:
                 return False
             history = [{**entry, "note": None} for entry in doc["history"]]
             guard = {"_id": visit_id, "updated_at": doc.get("updated_at")}

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,9 +45,14 @@ class RecordChange:
     link_channel: str | None = None
 
 
+# Called before a record is created by hand (customer id, ticket id, when): retention.
+Noted = Callable[[str, str | None, datetime], Awaitable[None]]
+
+
 class CustomerRecords:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self._runtime = runtime
+        self.noted: Noted | None = None
 
     @property
     def _db(self) -> Database:
@@ -56,8 +61,12 @@ class CustomerRecords:
     async def get(self, customer_id: str) -> dict[str, Any] | None:
         return await self._db[CUSTOMERS].find_one({"_id": customer_id})
 
-    async def create(self, record: Mapping[str, Any]) -> bool:
-        """Insert a new record (see `customers.new_record`); False when the customer exists."""
+    async def create(self, record: Mapping[str, Any], *, by_ticket: bool = False) -> bool:
+        """Insert a new record (see `customers.new_record`); False when the customer exists. A record
+        created by a ticket is armed for retention from the ticket stream (`IntakeRetention`), one made
+        by hand here."""
+        if self.noted is not None and not by_ticket:
+            await self.noted(record["_id"], None, record["updated_at"])
         try:
             await self._db[CUSTOMERS].insert_one(dict(record))
         except DuplicateKeyError:
@@ -70,7 +79,7 @@ class CustomerRecords:
         stated). Its products are documents of their own, its tickets the tickets with its id."""
         await self.put_product(note.customer_id, note.product, at=note.at)
         record = await self.get(note.customer_id)
-        if record is None and await self.create(new_record(note)):
+        if record is None and await self.create(new_record(note), by_ticket=True):
             return
         await self.fill(note, record)
 

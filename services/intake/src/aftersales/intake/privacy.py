@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import AwareDatetime, BaseModel, Field
 
+from aftersales.intake.attachment_service import TicketFiles
 from aftersales.intake.privacy_store import ACCESS_PAGE_ENTRIES, PrivacyStore
 from aftersales.shared.auth import Principal
 from aftersales.shared.contracts import Topic
@@ -42,10 +43,18 @@ Purpose = Literal["care_calls", "marketing"]
 class Privacy:
     """Erasure requests, contact preferences and the access log of customers' contact data."""
 
-    def __init__(self, store: PrivacyStore, ledger: ErasureLedger, *, expected: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        store: PrivacyStore,
+        ledger: ErasureLedger,
+        *,
+        expected: tuple[str, ...],
+        attachments: TicketFiles | None = None,
+    ) -> None:
         self.store = store
         self.ledger = ledger
         self.expected = expected
+        self.attachments = attachments
 
     async def request_erasure(self, customer_id: str, *, by: str) -> dict[str, Any]:
         """Record an erasure request and its events; return the request."""
@@ -97,7 +106,12 @@ class Privacy:
             if request.chunk == 0:
                 customers = await self.store.erase_customer(request.customer_id, datetime.now(UTC))
             tickets = sum([await self.store.erase_ticket_text(t) for t in request.ticket_ids])
-            return {"customers": customers, "tickets": tickets}
+            counts = {"customers": customers, "tickets": tickets}
+            if self.attachments is not None:  # photos and invoices are personal data too
+                erased = sum([await self.attachments.erase(t) for t in request.ticket_ids])
+                if erased:
+                    counts["attachments"] = erased
+            return counts
 
         await self.ledger.apply(request, erase)
 

@@ -10,7 +10,7 @@ never a hot or periodic path), so that the other services find their documents b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -63,24 +63,48 @@ class PrivacyStore:
 
     # ------------------------------------------------------------ intake's own personal data
 
-    async def erase_customer(self, customer_id: str, now: datetime) -> int:
+    async def erase_customer(
+        self, customer_id: str, now: datetime, *, active_until: datetime | None = None
+    ) -> int:
         """Remove the contact data from the customer's record; 1 when there was a record to change. The
         version moves, so an edit holding an older read re-reads (the record's change log names fields,
-        never their values)."""
+        never their values). With `active_until` (retention), only a record unchanged since then."""
         update = {"$set": {"erased_at": now, **dict.fromkeys(PROFILE_FIELDS)}, "$inc": {"version": 1}}
-        result = await self.db[CUSTOMERS].update_one({"_id": customer_id}, update)
+        guard: dict[str, Any] = {"_id": customer_id}
+        if active_until is not None:
+            guard["updated_at"] = {"$lte": active_until}
+        result = await self.db[CUSTOMERS].update_one(guard, update)
         return result.modified_count
 
-    async def erase_ticket_text(self, ticket_id: str) -> int:
+    async def customer_activity(self, customer_id: str) -> datetime | None:
+        """Return when the customer's record last changed (a ticket, an edit); None when it holds no
+        contact data (no record, or erased)."""
+        doc = await self.db[CUSTOMERS].find_one(
+            {"_id": customer_id}, {"updated_at": 1, **dict.fromkeys(PROFILE_FIELDS, 1)}
+        )
+        if doc is None or not any(doc.get(f) for f in PROFILE_FIELDS):
+            return None
+        return doc.get("updated_at") or datetime.min.replace(tzinfo=UTC)
+
+    async def ticket_activity(self, ticket_id: str) -> datetime | None:
+        """Return when the ticket last changed; None when there is none or its text is erased."""
+        doc = await self.db[TICKETS].find_one({"_id": ticket_id}, {"updated_at": 1, "description": 1})
+        if doc is None or doc.get("description") == ERASED_TEXT:
+            return None
+        return doc.get("updated_at") or datetime.min.replace(tzinfo=UTC)
+
+    async def erase_ticket_text(self, ticket_id: str, *, active_until: datetime | None = None) -> int:
         """Replace what the customer wrote on a ticket (title redacted, description erased); the version
-        moves, so a writer holding an older read re-reads. 1 when the ticket was changed."""
+        moves, so a writer holding an older read re-reads. 1 when the ticket was changed. With
+        `active_until` (retention), only a ticket unchanged since then."""
         doc = await self.db[TICKETS].find_one({"_id": ticket_id}, {"title": 1, "description": 1})
         if doc is None or doc.get("description") == ERASED_TEXT:
             return 0
         fields = {"title": redact_pii(str(doc.get("title") or "")), "description": ERASED_TEXT}
-        result = await self.db[TICKETS].update_one(
-            {"_id": ticket_id}, {"$set": fields, "$inc": {"version": 1}}
-        )
+        guard: dict[str, Any] = {"_id": ticket_id}
+        if active_until is not None:
+            guard["updated_at"] = {"$lte": active_until}
+        result = await self.db[TICKETS].update_one(guard, {"$set": fields, "$inc": {"version": 1}})
         return result.modified_count
 
     # ------------------------------------------------------------ contact preferences

@@ -20,9 +20,11 @@ from aftersales.notify.channels.robots import dingtalk, feishu, wecom
 from aftersales.notify.channels.sms import AliyunSms, SmsChannel
 from aftersales.notify.channels.tencent import SmsTemplate, TencentSms, TencentSmsChannel
 from aftersales.notify.domain import ChannelName, RetryPolicy
+from aftersales.notify.export import NotifyExport
 from aftersales.notify.fieldnotices import FieldNotices
 from aftersales.notify.gateway import GatewayConfig, InboundGateway
 from aftersales.notify.privacy import PersonalData
+from aftersales.notify.retention import NotifyRetention
 from aftersales.notify.service import Catalogue, Inbox, InboxPolicy, Notifications, NotifyPolicy
 from aftersales.notify.store import (
     DELIVERIES,
@@ -35,6 +37,7 @@ from aftersales.notify.store import (
     TicketStore,
 )
 from aftersales.shared.contracts import Topic
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
 from aftersales.shared.http import create_app
 from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -131,6 +134,12 @@ class Settings(TencentSmsSettings):
         description="the on-call rotation of alerts without a `rotation` label",
     )
     robot_timeout_s: float = Field(default=10.0, gt=0, le=60, description="give up on a group robot after")
+    retention_recipient_contact_days: float = Field(
+        default=1095,
+        ge=0,
+        description="a customer's contact points are forgotten this many days after they were last "
+        "registered (0: kept without limit)",
+    )
 
     delivery_max_attempts: int = Field(default=5, ge=1, le=20, description="send attempts before failed")
     delivery_backoff_s: float = Field(
@@ -292,7 +301,7 @@ def build(settings: Settings) -> FastAPI:
         RuntimeSpec(
             consumes=consumers.CONSUMES,
             produces=[Topic.NOTIFICATIONS, Topic.REQUESTS, Topic.PRIVACY],
-            outbox_collections=[DELIVERIES, INBOUND_MAIL, ERASURES],
+            outbox_collections=[DELIVERIES, INBOUND_MAIL, ERASURES, EXPORT_ANSWERS],
             indexes=INDEXES,
         ),
     )
@@ -313,8 +322,14 @@ def build(settings: Settings) -> FastAPI:
     personal_data = PersonalData(
         recipients=recipients, ledger=ErasureLedger(runtime, service="notify"), preferences=preferences
     )
+    retention = NotifyRetention(
+        runtime, personal_data, contact_days=settings.retention_recipient_contact_days
+    )
+    recipients.noted = retention.noted
     consumers.register(runtime, notifications, personal_data, FieldNotices(notifications))
     timers.register(runtime, notifications)
+    export = NotifyExport(recipients=recipients, ledger=ExportLedger(runtime, service="notify"))
+    subscribe_exports(runtime, export.on_export_requested)
     app = create_app(
         runtime,
         title="aftersales notify",
@@ -326,4 +341,5 @@ def build(settings: Settings) -> FastAPI:
     app.state.alertmanager_token = settings.alertmanager_token()
     app.state.notifications = notifications
     app.state.inbox = inbox
+    app.state.retention = retention
     return app

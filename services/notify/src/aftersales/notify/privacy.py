@@ -1,12 +1,15 @@
 """Personal-data rights in notify (PIPL): a customer's erasure removes the contact points notify keeps for
 it (its recipient document, found by `_id` = `customer:<id>`), and a do-not-contact customer gets no
-messages (staff, grid and on-call messages are unaffected).
+messages (staff, grid and on-call messages are unaffected). Retention (`retention.py`) forgets contact
+points not registered again for their period with the same function (`erase_contact`).
 
 Deliveries and their timers name the recipient by id and carry ids and links only, so they stay (the
 delivery record is the history of what was sent; without the recipient nothing more can be sent).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from aftersales.notify.domain import RecipientKind, recipient_id
 from aftersales.notify.store import RecipientStore
@@ -29,13 +32,25 @@ class PersonalData:
         async def erase() -> dict[str, int]:
             if request.chunk != 0:  # notify keeps nothing by ticket: the first chunk does it all
                 return {}
-            removed = await self.recipients.delete(recipient_id(RecipientKind.CUSTOMER, request.customer_id))
-            return {"recipients": int(removed)}
+            return {"recipients": int(await self.erase_contact(request.customer_id))}
 
         await self.ledger.apply(request, erase)
 
+    async def erase_contact(self, customer_id: str, *, active_until: datetime | None = None) -> bool:
+        """Forget the customer's contact points (its recipient document); True when there were any. With
+        `active_until` (retention), only contact points not registered again since then."""
+        return await self.recipients.delete(customer_recipient(customer_id), active_until=active_until)
+
+    async def contact_activity(self, customer_id: str) -> datetime | None:
+        """Return when the customer's contact points were last registered; None when there are none."""
+        return await self.recipients.stored_at(customer_recipient(customer_id))
+
     async def on_preferences_changed(self, changed: ContactPreferencesChanged, _: CloudEvent) -> None:
         await self.preferences.remember(changed)
+
+
+def customer_recipient(customer_id: str) -> str:
+    return recipient_id(RecipientKind.CUSTOMER, customer_id)
 
 
 async def may_message(preferences: ContactPreferenceStore | None, recipient: str) -> bool:

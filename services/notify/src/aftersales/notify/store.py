@@ -8,7 +8,7 @@ the delivery's status and attempt number, so a stale timer is a no-op.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -94,6 +94,8 @@ def recipient_document(recipient: Recipient) -> dict[str, Any]:
 class RecipientStore:
     def __init__(self, db: Database) -> None:
         self.recipients = db[RECIPIENTS]
+        # `noted(customer_id, at)`: a customer's contact points were stored (retention arms them).
+        self.noted: Callable[[str, datetime], Awaitable[None]] | None = None
 
     async def find(self, recipient_id: str) -> Recipient | None:
         doc = await self.recipients.find_one({"_id": recipient_id})
@@ -110,10 +112,22 @@ class RecipientStore:
             },
             upsert=True,
         )
+        if recipient.kind == RecipientKind.CUSTOMER and self.noted is not None:
+            await self.noted(recipient.id.removeprefix(f"{RecipientKind.CUSTOMER.value}:"), now)
         return result.upserted_id is not None
 
-    async def delete(self, recipient_id: str) -> bool:
-        return (await self.recipients.delete_one({"_id": recipient_id})).deleted_count == 1
+    async def delete(self, recipient_id: str, *, active_until: datetime | None = None) -> bool:
+        """Forget the recipient's contact points; True when it had any. With `active_until` (retention),
+        only a recipient not stored again since then (one guarded delete)."""
+        guard: dict[str, Any] = {"_id": recipient_id}
+        if active_until is not None:
+            guard["updated_at"] = {"$lte": active_until}
+        return (await self.recipients.delete_one(guard)).deleted_count == 1
+
+    async def stored_at(self, recipient_id: str) -> datetime | None:
+        """Return when the recipient's contact points were last stored; None when there are none."""
+        doc = await self.recipients.find_one({"_id": recipient_id}, {"updated_at": 1})
+        return None if doc is None else doc.get("updated_at") or datetime.min.replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- ticket facts

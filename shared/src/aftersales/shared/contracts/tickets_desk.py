@@ -1,5 +1,5 @@
 """The service desk's own changes to tickets on `aftersales.tickets.v1` (intake): a staff message to the
-customer and a duplicate merged into its original.
+customer, a duplicate merged into its original and a file attached.
 
 Ids and times only. A message's text stays in intake's database (it is written by staff but may quote the
 customer's contact data): a consumer that wants to send it reads it from intake's API by its id.
@@ -37,3 +37,22 @@ class TicketDuplicateMerged(EventData):
     original_ticket_id: str
     merged_by: str
     merged_at: AwareDatetime
+
+
+@event("aftersales.ticket.attachment-added.v1", Topic.TICKETS)
+class TicketAttachmentAdded(EventData):
+    """A photo, invoice (warranty proof) or document was attached to the ticket. Its bytes and its file
+    name stay in intake (the name may carry personal data): a consumer reads them from
+    `GET /v1/tickets/{id}/attachments/{attachment_id}` with a token that may see them."""
+
+    ticket_id: str
+    attachment_id: str
+    kind: Literal["photo", "invoice", "document"] = Field(description="an invoice is warranty proof")
+    content_type: Literal["image/jpeg", "image/png", "image/webp", "application/pdf"]
+    size_bytes: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the bytes, hex")
+    visibility: Literal["customer", "internal"] = Field(
+        description="`internal`: staff only; `customer`: staff and the ticket's channel"
+    )
+    added_by: str = Field(description="the token subject that uploaded it")
+    added_at: AwareDatetime
