@@ -1,7 +1,7 @@
 """`make bench`: load the platform the way a user does, against real processes, real Kafka and the local
 database; print one results table and write it, with machine facts, to docs/benchmarks.md.
 
-    python -m benchmarks [stage ...]      stages: floor intake kpi e2e idle iot growth (default: all)
+    python -m benchmarks [stage ...]      stages: floor intake kpi e2e idle iot growth search (default: all)
     python -m benchmarks envelope|outbox|consumer|routing     micro benchmarks of one piece each
 
 Listed load stages run on a fresh platform; with `growth` they run again on a platform seeded with
@@ -28,6 +28,7 @@ from benchmarks.floor import floor
 from benchmarks.pipeline import start_platform
 from benchmarks.probes import LagProbe, RssSampler, service_pids
 from benchmarks.report import machine_facts, render, save_json, table, write_docs
+from benchmarks.search_bench import search_stage
 from benchmarks.seed import make_templates, seed_history
 from benchmarks.stages_load import Run, e2e, intake, kpi
 from benchmarks.stages_misc import idle, iot
@@ -40,7 +41,7 @@ LOAD: dict[str, Callable[[Run], Awaitable[dict[str, Any]]]] = {
     "idle": idle,
     "iot": iot,
 }
-STAGES = ("floor", *LOAD, "growth")
+STAGES = ("floor", *LOAD, "growth", "search")
 MICRO: dict[str, Callable[[], Awaitable[None]]] = {
     "envelope": shared_benches.envelope,
     "outbox": shared_benches.outbox_relay,
@@ -157,6 +158,13 @@ async def bench(cfg: Config, stages: list[str], argv: list[str]) -> int:
                 say(f"{name} run FAILED: {exc!r:.300}")
                 traceback.print_exc()
                 results.setdefault("errors", {})[name] = repr(exc)[:500]
+        if "search" in stages:
+            try:
+                ctx.base["search"] = await search_stage(infra, processes, platforms, cfg)
+            except Exception as exc:
+                say(f"search stage FAILED: {exc!r:.300}")
+                traceback.print_exc()
+                ctx.base.setdefault("errors", {})["search"] = repr(exc)[:500]
     finally:
         await stop_all(processes)
         await cleanup(infra, platforms, keep=cfg.keep_data)
@@ -228,7 +236,7 @@ async def main(argv: list[str]) -> int:
             return 0
     stages = [a for a in argv if a in STAGES] or list(STAGES)
     if stages == ["growth"]:
-        stages = list(STAGES)
+        stages = [s for s in STAGES if s != "search"]
     return await bench(Config.from_env(), stages, [a for a in argv if a in STAGES])
 
 

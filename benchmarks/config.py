@@ -29,6 +29,8 @@ KNOBS: dict[str, tuple[str, str, str]] = {
     "GROWTH_TEMPLATES": ("20", "3", "closed tickets run through the platform and cloned as history"),
     "GROWTH_DAYS": ("90", "90", "the seeded history is spread over this many past days"),
     "SEED_CHUNK": ("2000", "1000", "documents per insert_many while seeding"),
+    "SEARCH_TICKETS": ("100000", "2000", "tickets (with their search index) seeded for the search stage"),
+    "SEARCH_QUERIES": ("30", "5", "searches timed per query shape"),
     "WRITE_DOCS": ("1", "0", "write docs/benchmarks.md (0: print only)"),
     "KEEP_DATA": ("0", "0", "keep the benchmark's databases afterwards (1) instead of dropping them"),
 }
@@ -68,6 +70,8 @@ class Config:
     growth_templates: int
     growth_days: float
     seed_chunk: int
+    search_tickets: int
+    search_queries: int
     write_docs: bool
     keep_data: bool
 
@@ -99,6 +103,8 @@ class Config:
             growth_templates=int(r["GROWTH_TEMPLATES"]),
             growth_days=float(r["GROWTH_DAYS"]),
             seed_chunk=int(r["SEED_CHUNK"]),
+            search_tickets=int(r["SEARCH_TICKETS"]),
+            search_queries=int(r["SEARCH_QUERIES"]),
             write_docs=r["WRITE_DOCS"] not in ("", "0", "false"),
             keep_data=r["KEEP_DATA"] not in ("", "0", "false"),
         )

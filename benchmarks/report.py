@@ -89,7 +89,22 @@ def _rows(base: R) -> list[Row]:
         rows.append(Row(f"RSS {s}: idle / peak under load", "≤ 200 MB", _rss(s), False))
     for s in SERVICES:
         rows.append(Row(f"DB commands per ticket, {s} (not by _id)", "flat", _db(s), False))
+    stored = _get(base, "search", "tickets")
+    for shape in _get(base, "search", "shapes") or {}:
+        rows.append(
+            Row(f"search, {stored:,} stored, {shape}: p50 / p99", "p99 ≤ 200 ms", _search(shape), False)
+        )
     return rows
+
+
+def _search(shape: str) -> Getter:
+    def get(r: R) -> tuple[str, float | None, bool | None]:
+        s = _get(r, "search", "shapes", shape)
+        if not s:
+            return ("-", None, None)
+        return (f"{ms(s['p50'])} / {ms(s['p99'])} ({s['hits_mean']:.1f} hits)", s["p99"], s["p99"] <= 0.2)
+
+    return get
 
 
 def _floor(r: R) -> tuple[str, float | None, bool | None]:

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Sequence
 
 from aftersales.intake import metrics
+from aftersales.intake.search_service import TicketSearch
 from aftersales.intake.service import Intake, TicketProgress
 from aftersales.shared.contracts import REGISTRY, Topic
 from aftersales.shared.contracts.common import Channel
@@ -20,12 +21,13 @@ from aftersales.shared.runtime import ServiceRuntime
 REQUEST_TYPE = "aftersales.request.submitted.v1"
 REPLY_TYPE = "aftersales.request.customer-replied.v1"  # a customer's reply on a ticket's thread (mail)
 READ_MODEL_TOPICS = (Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
-CONSUMES = (Topic.REQUESTS, *READ_MODEL_TOPICS)
+CONSUMES = (Topic.REQUESTS, *READ_MODEL_TOPICS, Topic.TICKETS)
 
 
-def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress) -> None:
-    """Subscribe intake's handlers: requests (one by one, or a whole batch at once), and every event
-    type of the read-model streams to the ticket timeline."""
+def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress, search: TicketSearch) -> None:
+    """Subscribe intake's handlers: requests (one by one, or a whole batch at once), every event
+    type of the read-model streams to the ticket timeline, and intake's own ticket stream to the search
+    index (a group of its own, so indexing never holds tickets or timelines back)."""
     settings = runtime.settings
     requests = Requests(intake, progress, concurrency=settings.consumer_concurrency)
     subscribe(
@@ -50,6 +52,14 @@ def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress) 
         list(READ_MODEL_TOPICS),
         timeline,
         group_id=f"aftersales-{settings.service_name}-readmodel",
+    )
+    subscribe(
+        runtime.broker,
+        settings,
+        [Topic.TICKETS, Topic.ASSIGNMENTS],
+        search.on_ticket_event,
+        group_id=f"aftersales-{settings.service_name}-search",
+        batch_handler=search.on_ticket_events,
     )
 
 

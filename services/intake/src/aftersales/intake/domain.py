@@ -98,6 +98,7 @@ class Ticket:
     # the lifecycle other services' events drive
     technician_id: str | None = None
     last_technician_id: str | None = None
+    grid_id: str | None = None  # the service grid (网格) of its work order, from routing's events
     reopen_count: int = 0
     assignment_mark: tuple[int, datetime] | None = None  # (round, time) of the last assignment applied
     pending_followup: Mapping[str, Any] | None = None  # a follow-up outcome waiting for its resolution

@@ -51,6 +51,7 @@ class TicketSummary(BaseModel):
     region_code: str
     device_type: str
     technician_id: str | None = None
+    grid_id: str | None = Field(default=None, description="the service grid (网格) of its work order")
     alert_count: int | None = None
     created_at: datetime
     updated_at: datetime

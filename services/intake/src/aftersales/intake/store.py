@@ -328,6 +328,7 @@ _AS_STORED = tuple(
 )
 # Lifecycle fields a new ticket's document leaves out until a change sets them.
 _SET_LATER = {
+    "grid_id",
     "request_offsets",
     "assignment_mark",
     "pending_followup",

@@ -203,6 +203,9 @@ def _assigned(ticket: Ticket, event: Downstream, now: datetime) -> Ticket:
     round_ = event.data.get("round")
     if isinstance(round_, int):
         changes["assignment_mark"] = (round_, event.at)
+    grid = event.data.get("grid_id")
+    if isinstance(grid, str) and grid:
+        changes["grid_id"] = grid
     if move.technician_id:
         changes.update(technician_id=move.technician_id, last_technician_id=move.technician_id)
     if move.unassigned:

@@ -96,7 +96,7 @@ CHANNEL_TIMELINE_TYPES = frozenset(
     }
 )
 # Ticket fields a channel is not shown (internal: who works on it, how it was classified).
-CHANNEL_HIDDEN_FIELDS = ("technician_id", "last_technician_id", "matched_rules")
+CHANNEL_HIDDEN_FIELDS = ("technician_id", "last_technician_id", "grid_id", "matched_rules")
 
 
 def channel_view(ticket: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,254 @@
+"""Ticket search (检索): the terms (CJK bigrams, words, keyed storage), and the search route in-process:
+phone typed as at a desk, e-mail, name, serial, ticket id, Chinese free text, region levels, filters on
+the ticket as it is now, per-caller visibility, cursor paging, and 422 for an unknown parameter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aftersales.intake.app import Settings, build
+from aftersales.intake.search import SearchQuery, matches, seal, ticket_terms, tokens
+from aftersales.intake.search_store import SEARCH
+from aftersales.shared.testing import (
+    FAST,
+    ServiceUnderTest,
+    in_process,
+    work_order_assigned,
+    work_order_resolved,
+)
+
+SUP, WEB, PHONE, TECH = "dev-supervisor-token", "dev-web-token", "dev-phone-token", "dev-technician-token"
+KEY = b"k" * 32
+
+
+# ------------------------------------------------------------------ terms (pure)
+
+
+def test_cjk_text_is_cut_into_bigrams_and_latin_into_words() -> None:
+    assert tokens("空调漏水 E4 code") == ["空调", "调漏", "漏水", "e4", "code"]
+    assert tokens("Ｅ４ 热") == ["e4", "热"]  # full-width folded, a lone CJK character kept
+
+
+def test_text_and_names_are_stored_keyed_never_readable() -> None:
+    ticket = {"title": "空调漏水", "description": "", "customer_id": "C-1", "region_code": "310000/310104"}
+    sealed = seal(ticket_terms(ticket, "张三"), KEY)
+    assert not any("空调" in t or "张三" in t or "漏水" in t for t in sealed)
+    assert "c:C-1" in sealed and "r:310104" in sealed and "r:310000" in sealed
+    assert seal(SearchQuery(text="漏水").terms(), KEY)[0] in sealed
+
+
+def test_a_candidate_matches_only_as_it_is_now() -> None:
+    doc = {"title": "热水器不加热", "description": "", "status": "new", "priority": "P2", "customer_id": "C"}
+    assert matches(SearchQuery(text="热水器"), doc)
+    assert not matches(SearchQuery(text="水器热"), doc)  # the same bigrams in another order are not it
+    assert not matches(SearchQuery(text="热水器", status=frozenset({"closed"})), doc)
+    assert matches(SearchQuery(text="热水器", priority=frozenset({"P2", "P1"})), doc)
+    assert not matches(SearchQuery(name="李"), doc, "张三")
+
+
+CJK = st.text(alphabet=st.characters(min_codepoint=0x4E00, max_codepoint=0x4E40), min_size=2, max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=CJK, data=st.data())
+def test_every_substring_of_a_ticket_finds_it(text: str, data: st.DataObject) -> None:
+    start = data.draw(st.integers(0, len(text) - 2))
+    end = data.draw(st.integers(start + 2, len(text)))
+    doc = {"title": text, "description": ""}
+    query = SearchQuery(text=text[start:end])
+    assert set(seal(query.terms(), KEY)) <= set(seal(ticket_terms(doc, None), KEY))
+    assert matches(query, doc)
+
+
+# ------------------------------------------------------------------ the route, in-process
+
+
+@pytest.fixture
+async def intake() -> AsyncIterator[ServiceUnderTest]:
+    async with in_process(build, Settings(**FAST)) as svc:
+        yield svc
+
+
+async def submit(svc: ServiceUnderTest, token: str = WEB, **fields: Any) -> str:
+    body = {
+        "channel": "web" if token == WEB else "phone",
+        "customer": {
+            "name": fields.get("name", "王小明"),
+            "phone": fields.get("phone", "+8613800138000"),
+            "region_code": fields.get("region", "310000/310100/310104"),
+        },
+        "product": {"device_type": "air_conditioner", "serial": fields.get("serial", "AC-2024-0001")},
+        "title": fields.get("title", "空调不制冷"),
+        "description": fields.get("description", "室内机漏水，显示E4"),
+    }
+    r = await svc.http.post("/v1/tickets", json=body, headers=svc.auth(token))
+    assert r.status_code == 201, r.text
+    await svc.drain_outbox()  # the ticket's events reach the search indexer
+    return str(r.json()["id"])
+
+
+async def found(svc: ServiceUnderTest, token: str = SUP, **params: Any) -> list[str]:
+    page = await search(svc, token, **params)
+    return [item["id"] for item in page["items"]]
+
+
+async def search(svc: ServiceUnderTest, token: str = SUP, **params: Any) -> dict[str, Any]:
+    r = await svc.http.get("/v1/search/tickets", params=params, headers=svc.auth(token))
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_find_by_what_a_desk_knows(intake: ServiceUnderTest) -> None:
+    leak = await submit(intake)
+    heater = await submit(
+        intake,
+        token=PHONE,
+        title="热水器不加热",
+        description="Water heater shows code E1",
+        name="李雷",
+        phone="+8613900139000",
+        serial="WH-77",
+        region="440000/440300/440305",
+    )
+    assert await found(intake, q="漏水") == [leak]
+    assert await found(intake, q="e1 热水器") == [heater]
+    assert await found(intake, q="热水 漏水") == []
+    assert await found(intake, phone="139 0013 9000") == [heater]  # as typed at a desk, no +86
+    assert await found(intake, phone="+86 138-0013-8000") == [leak]
+    assert await found(intake, name="李雷") == [heater]
+    assert await found(intake, serial="ac 2024 0001") == [leak]  # case, spaces and dashes do not count
+    assert await found(intake, ticket_id=heater) == [heater]
+    assert await found(intake, ticket_id=heater, q="漏水") == []
+    assert await found(intake, region_code="440300") == [heater]  # a city finds its districts
+    assert set(await found(intake, priority=["P1", "P2", "P3", "P4"])) == {leak, heater}  # filters only
+    # Nothing readable in the index: its ids are keyed terms.
+    ids = [d["_id"] async for d in intake.runtime.db[SEARCH].find({}, {"_id": 1})]
+    assert ids and not any("漏水" in i or "李雷" in i or "138" in i for i in ids)
+
+
+async def test_filters_follow_the_ticket_as_it_is_now(intake: ServiceUnderTest) -> None:
+    tid = await submit(intake)
+    assert await found(intake, q="空调", status="new") == [tid]
+    await intake.deliver(work_order_assigned(tid, grid_id="grid-7", technician_id="tech-demo"))
+    assert await found(intake, q="空调", status="new") == []
+    assert await found(intake, q="空调", status="assigned", grid_id="grid-7") == [tid]
+    assert await found(intake, q="空调", grid_id="grid-8") == []
+    assert await found(intake, q="空调", technician_id="tech-demo") == [tid]
+    now = datetime.now(UTC)
+    assert await found(intake, q="空调", created_from=(now - timedelta(hours=1)).isoformat()) == [tid]
+    assert await found(intake, q="空调", created_from=(now + timedelta(hours=1)).isoformat()) == []
+
+
+async def test_each_caller_finds_only_what_it_may_see(intake: ServiceUnderTest) -> None:
+    mine = await submit(intake, token=WEB)
+    theirs = await submit(intake, token=PHONE)
+    assert await found(intake, token=WEB, q="空调") == [mine]
+    assert await found(intake, token=PHONE, phone="13800138000") == [theirs]
+    assert await found(intake, token=TECH, q="空调") == []
+    await intake.deliver(work_order_assigned(theirs, technician_id="tech-demo"))
+    assert await found(intake, token=TECH, q="空调") == [theirs]
+    page = await search(intake, token=WEB, q="空调")
+    assert "grid_id" not in page["items"][0] or page["items"][0]["grid_id"] is None
+
+
+async def test_pages_newest_first_with_a_cursor(intake: ServiceUnderTest) -> None:
+    ids = [await submit(intake, title=f"洗衣机故障 {i}") for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        page = await search(intake, q="洗衣机", limit=2, **({"cursor": cursor} if cursor else {}))
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+async def test_an_edit_reindexes_the_ticket(intake: ServiceUnderTest) -> None:
+    tid = await submit(intake, serial="OLD-1")
+    r = await intake.http.get(f"/v1/tickets/{tid}", headers=intake.auth(SUP))
+    version = r.headers.get("ETag")
+    r = await intake.http.patch(
+        f"/v1/tickets/{tid}",
+        json={"product": {"device_type": "air_conditioner", "serial": "NEW-2"}, "reason": "wrong label"},
+        headers={**intake.auth(SUP), **({"If-Match": version} if version else {})},
+    )
+    assert r.status_code == 200, r.text
+    await intake.drain_outbox()
+    assert await found(intake, serial="NEW-2") == [tid]
+    assert await found(intake, serial="OLD-1") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"q": "x", "sort": "asc"}, "sort"),
+        ({"phone": "12"}, "phone"),
+        ({"phone": "not a phone"}, "phone"),
+        ({"status": "sleeping"}, "status"),
+        ({"limit": 0}, "limit"),
+        ({"cursor": "abc"}, "cursor"),
+        ({"email": "nobody"}, "email"),
+    ],
+)
+async def test_bad_parameters_are_a_422_naming_them(
+    intake: ServiceUnderTest, params: dict[str, Any], field: str
+) -> None:
+    r = await intake.http.get("/v1/search/tickets", params=params, headers=intake.auth(SUP))
+    assert r.status_code == 422, r.text
+    assert field in r.text
+
+
+async def test_a_redelivered_ticket_event_changes_nothing(intake: ServiceUnderTest) -> None:
+    tid = await submit(intake)
+    created = intake.published.of_type("aftersales.ticket.created.v1")[0]
+    before = sorted([d["_id"] async for d in intake.runtime.db[SEARCH].find({})])
+    await intake.deliver(created, copies=2)
+    after = sorted([d["_id"] async for d in intake.runtime.db[SEARCH].find({})])
+    assert before == after
+    assert await found(intake, q="漏水") == [tid]
+
+
+async def test_open_and_done_tickets_are_apart_in_the_index(intake: ServiceUnderTest) -> None:
+    tid = await submit(intake)
+    await intake.deliver(work_order_assigned(tid))
+
+    async def state() -> list[str]:
+        doc = await intake.runtime.db[SEARCH].find_one({"_id": f"t:{tid}"})
+        assert doc is not None
+        return [t for t in doc["terms"] if t.startswith("o:")]
+
+    assert await state() == ["o:open"]
+    assert await found(intake, q="空调", status=["assigned", "new"]) == [tid]
+    await intake.deliver(work_order_resolved(tid))
+    assert await state() == ["o:done"]
+    assert await found(intake, q="空调", status="resolved") == [tid]
+    assert await found(intake, q="空调", status=["new", "assigned"]) == []
+    r = await intake.http.post(
+        f"/v1/tickets/{tid}/reopen", json={"reason": "still leaking"}, headers=intake.auth(SUP)
+    )
+    assert r.status_code == 200, r.text
+    await intake.drain_outbox()
+    assert await state() == ["o:open"]
+    assert await found(intake, q="空调", status="reopened") == [tid]
+
+
+async def test_a_resolution_read_before_the_timeline_applied_it_indexes_the_ticket_done(
+    intake: ServiceUnderTest,
+) -> None:
+    tid = await submit(intake)
+    await intake.deliver(work_order_assigned(tid))
+    search = intake.app.state.search
+    await search.refresh([tid], {tid: (1, datetime.now(UTC) + timedelta(seconds=5))})  # ahead of the ticket
+    doc = await intake.runtime.db[SEARCH].find_one({"_id": f"t:{tid}"})
+    assert doc is not None and "o:done" in doc["terms"]
+    await search.refresh([tid], {tid: (1, datetime.now(UTC) - timedelta(days=1))})  # older: the ticket counts
+    doc = await intake.runtime.db[SEARCH].find_one({"_id": f"t:{tid}"})
+    assert doc is not None and "o:open" in doc["terms"]
