@@ -32,6 +32,31 @@ def test_prometheus_configs_point_at_the_alertmanagers_they_run_with() -> None:
     assert am["static_configs"][0]["targets"] == ["alertmanager:9093"] and "alertmanager" in compose
 
 
+def test_compose_alertmanager_reaches_notify_inside_the_compose_network() -> None:
+    local = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    in_compose = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    assert "--config.file=/etc/alertmanager/alertmanager.compose.yml" in compose["alertmanager"]["command"]
+    urls = {r["name"]: [w["url"] for w in r["webhook_configs"]] for r in in_compose["receivers"]}
+    assert set(urls) == {"aftersales-critical", "aftersales-warning"}
+    assert all(u == ["http://notify:8006/v1/alerts/alertmanager"] for u in urls.values())
+    assert "notify" in compose and "8006" in str(compose["notify"].get("environment", "")) + str(
+        compose["notify"].get("ports", "")
+    )
+    for receiver in in_compose["receivers"]:  # nothing else differs from the local configuration
+        for hook in receiver["webhook_configs"]:
+            hook["url"] = "http://127.0.0.1:8006/v1/alerts/alertmanager"
+    assert in_compose == local
+    amtool = run("alertmanager.sh", "amtool", dict(os.environ)).stdout.strip()  # installed when missing
+    checked = subprocess.run(
+        [amtool, "check-config", str(ROOT / "deploy/alertmanager/alertmanager.compose.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def rules_firing_soon(tmp_path: Path) -> Path:
     """The project's rules firing after 5 s instead of minutes. Not at once: an alert that fires before
     Prometheus has discovered its Alertmanager is dropped, and only re-sent a minute later."""
