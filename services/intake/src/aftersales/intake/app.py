@@ -133,9 +133,9 @@ def build(settings: Settings) -> FastAPI:
     )
     progress = TicketProgress(tickets)
     search = TicketSearch(runtime.db, key=intake.customer_id_key)
-    consumers.register(runtime, intake, progress, search)
     privacy_store = PrivacyStore(runtime)
     retention = IntakeRetention(runtime, privacy_store, tickets.customers, settings)
+    consumers.register(runtime, intake, progress, search, retention)
     files = _ticket_files(runtime, tickets, settings)
     privacy = Privacy(
         privacy_store,

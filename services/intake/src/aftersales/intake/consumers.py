@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol
 
 from aftersales.intake import metrics
 from aftersales.intake.search_service import TicketSearch
@@ -24,10 +25,16 @@ READ_MODEL_TOPICS = (Topic.ASSIGNMENTS, Topic.FOLLOWUPS, Topic.FEEDBACK)
 CONSUMES = (Topic.REQUESTS, *READ_MODEL_TOPICS, Topic.TICKETS)
 
 
-def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress, search: TicketSearch) -> None:
+def register(
+    runtime: ServiceRuntime,
+    intake: Intake,
+    progress: TicketProgress,
+    search: TicketSearch,
+    retention: StreamFollower,
+) -> None:
     """Subscribe intake's handlers: requests (one by one, or a whole batch at once), every event
     type of the read-model streams to the ticket timeline, and intake's own ticket stream to the search
-    index (a group of its own, so indexing never holds tickets or timelines back)."""
+    index and the retention schedule (a group of their own, so neither holds tickets or timelines back)."""
     settings = runtime.settings
     requests = Requests(intake, progress, concurrency=settings.consumer_concurrency)
     subscribe(
@@ -53,14 +60,38 @@ def register(runtime: ServiceRuntime, intake: Intake, progress: TicketProgress, 
         timeline,
         group_id=f"aftersales-{settings.service_name}-readmodel",
     )
+    own = OwnStream(search, retention)
     subscribe(
         runtime.broker,
         settings,
         [Topic.TICKETS, Topic.ASSIGNMENTS],
-        search.on_ticket_event,
-        group_id=f"aftersales-{settings.service_name}-search",
-        batch_handler=search.on_ticket_events,
+        own.on_event,
+        group_id=f"aftersales-{settings.service_name}-ownstream",
+        batch_handler=own.on_events,
     )
+
+
+class StreamFollower(Protocol):
+    async def on_ticket_event(self, event: CloudEvent) -> None: ...
+
+    async def on_ticket_events(self, deliveries: Sequence[Delivery]) -> None: ...
+
+
+class OwnStream:
+    """Intake's own ticket stream (with routing's resolutions) read back in one consumer group, in
+    batches: the search index and the retention schedule follow it. Both are idempotent, so a batch
+    retried after one of them failed costs a repeat, never a double effect."""
+
+    def __init__(self, *followers: StreamFollower) -> None:
+        self.followers = followers
+
+    async def on_event(self, event: CloudEvent) -> None:
+        for follower in self.followers:
+            await follower.on_ticket_event(event)
+
+    async def on_events(self, deliveries: Sequence[Delivery]) -> None:
+        for follower in self.followers:
+            await follower.on_ticket_events(deliveries)
 
 
 class Requests:

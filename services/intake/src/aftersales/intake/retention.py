@@ -13,9 +13,8 @@ from typing import Protocol
 
 from aftersales.intake.customer_records import CustomerRecords
 from aftersales.intake.privacy_store import PrivacyStore
-from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent
-from aftersales.shared.kafka import Delivery, subscribe
+from aftersales.shared.kafka import Delivery
 from aftersales.shared.retention import Retention
 from aftersales.shared.runtime import ServiceRuntime
 
@@ -31,7 +30,7 @@ class RetentionSettings(Protocol):
 
 class IntakeRetention:
     """Intake's kinds of personal data with their periods. A ticket arms itself and its customer from
-    intake's own ticket stream, in batches (`on_ticket_events`, consumer group `-retention`), so the
+    intake's own ticket stream, in batches (`on_ticket_events`, consumer group `-ownstream`), so the
     request path pays nothing; customer records call `noted` when a record is created by hand."""
 
     def __init__(
@@ -56,14 +55,6 @@ class IntakeRetention:
             pseudonymise=self._erase_ticket,
         )
         records.noted = self.noted
-        subscribe(
-            runtime.broker,
-            runtime.settings,
-            [Topic.TICKETS],
-            self.on_ticket_event,
-            group_id=f"aftersales-{runtime.settings.service_name}-retention",
-            batch_handler=self.on_ticket_events,
-        )
 
     async def on_ticket_event(self, event: CloudEvent) -> None:
         await self.arm_tickets([event])
