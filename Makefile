@@ -22,8 +22,8 @@ status: ## what runs where
 	@bash deploy/local/infra.sh status || true
 	@bash deploy/local/up.sh --status
 
-test: sync lint typecheck check-docs ## everything CI runs: lint, type check, docs check, unit and integration tests
-	@bash deploy/local/with-infra.sh $(UV) run pytest -q $(PYTEST_ARGS)
+test: sync ## everything CI runs: lint, type check, docs check, unit, integration and security tests
+	@UV="$(UV)" PYTEST_ARGS="$(PYTEST_ARGS)" bash deploy/local/test-all.sh
 
 unit: sync ## unit tests only (no servers)
 	@$(UV) run pytest -q shared/tests services $(PYTEST_ARGS)

@@ -44,12 +44,15 @@ REGION = "310000/310100/310104"
 ALWAYS = {str(d): [{"start": "00:00", "end": "24:00"}] for d in range(7)}
 CACHE = Path(os.environ.get("AFTERSALES_CACHE_DIR", Path.home() / ".cache" / "aftersales"))
 # The consumer groups that read each topic (one poison message is parked once per group).
+# TICKETS: routing, followup, feedback, metrics, intake's own-stream group (search index, retention);
+# ASSIGNMENTS: followup, feedback, metrics, intake's timeline and own-stream group; FEEDBACK: metrics,
+# intake's timeline, feedback itself and its retention schedule; FOLLOWUPS: metrics, intake's timeline.
 READERS = {
     Topic.REQUESTS: 1,
-    Topic.TICKETS: 4,
-    Topic.ASSIGNMENTS: 4,
+    Topic.TICKETS: 5,
+    Topic.ASSIGNMENTS: 5,
     Topic.FOLLOWUPS: 2,
-    Topic.FEEDBACK: 3,
+    Topic.FEEDBACK: 4,
 }
 SERVICE_ENV = {
     "PUBLISH_REPORTS": "false",
@@ -87,6 +90,7 @@ class Run:
     refused: int = 0
     poison_ids: dict[str, list[str]] = field(default_factory=dict)
     chaos_log: list[str] = field(default_factory=list)
+    load_done: float | None = None  # time.monotonic() when the last ticket was accepted
 
 
 async def setup(run: Run) -> None:
@@ -196,6 +200,7 @@ async def load(run: Run) -> None:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
+    run.load_done = time.monotonic()
 
 
 async def storms(run: Run) -> None:

@@ -144,8 +144,11 @@ def slot_figures(work_orders: dict[str, dict[str, Any]], techs: list[dict[str, A
 async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
     f = Findings()
     platform, cfg = run.platform, run.cfg
-    # SLA timers of the last tickets fire one first-response target (plus a lease) after their creation.
-    await asyncio.sleep(cfg.first_response_minutes * 60 + 15)
+    # SLA timers of the last tickets fire one first-response target (plus a lease) after their creation:
+    # wait that long after the last ticket was accepted (the kills may have ended later than that).
+    settle = cfg.first_response_minutes * 60 + 15
+    since = run.load_done if run.load_done is not None else time.monotonic()
+    await asyncio.sleep(max(0.0, since + settle - time.monotonic()))
     f.figures["lag_left"] = await wait_drained(run, cfg.drain_timeout_s)
 
     tickets = distinct(

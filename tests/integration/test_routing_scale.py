@@ -1,4 +1,4 @@
-"""Three routing replicas in one consumer group take 1,000 tickets (ROUTING_SCALE_TICKETS) on real
+"""Three routing replicas in one consumer group take 800 tickets (ROUTING_SCALE_TICKETS) on real
 Kafka and the MongoDB-wire server: one assignment per ticket, nobody over capacity (replayed from the
 events), overflow and queueing where the scenario forces them, and the queue drains as work is
 resolved."""
@@ -19,7 +19,7 @@ from test_routing_support import assignment_events, grid_body, produce_events, p
 
 from aftersales.shared.contracts import Topic
 
-N_TICKETS = int(os.environ.get("ROUTING_SCALE_TICKETS", "1000"))
+N_TICKETS = int(os.environ.get("ROUTING_SCALE_TICKETS", "800"))
 SMALL, ISOLATED = 250 * N_TICKETS // 2000, 50 * N_TICKETS // 2000
 BIG = N_TICKETS - SMALL - ISOLATED
 SMALL_CAP = ISO_CAP = 5
@@ -27,7 +27,7 @@ BIG_TECHS, BIG_CAP = 4, (N_TICKETS // 4) + 10
 IN_FLIGHT_PER_REPLICA = 8
 
 
-# 1,000 tickets by default (~40 s on the embedded store, inside the suite's time budget);
+# 800 tickets by default (~30 s on the embedded store, inside the suite's time budget);
 # ROUTING_SCALE_TICKETS=2000 or more for a heavier run.
 @pytest.mark.timeout(600)
 async def test_three_replicas_assign_every_ticket_within_capacity(platform: Platform) -> None:
