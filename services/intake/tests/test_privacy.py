@@ -11,13 +11,16 @@ from datetime import UTC, datetime
 import pytest
 
 from aftersales.intake.app import Settings, build
+from aftersales.shared.contracts.common import Channel
 from aftersales.shared.contracts.privacy import ErasureConfirmed
+from aftersales.shared.contracts.requests import CustomerIn, ProductIn, TicketRequest
 from aftersales.shared.envelope import new_event
 from aftersales.shared.testing import FAST, ServiceUnderTest, in_process
 
 REQUESTED = "aftersales.privacy.erasure-requested.v1"
 CONFIRMED = "aftersales.privacy.erasure-confirmed.v1"
 PREFERENCES = "aftersales.privacy.contact-preferences-changed.v1"
+CREATED = "aftersales.ticket.created.v1"
 ADMIN, SUP, WEB = "dev-admin-token", "dev-supervisor-token", "dev-web-token"
 PHONE, EMAIL = "+8613912345678", "han.meimei@example.com"
 
@@ -111,3 +114,26 @@ async def test_reads_of_contact_data_are_in_the_access_log(intake: ServiceUnderT
     log = r.json()
     assert [e["by"] for e in log["entries"]] == ["admin", "supervisor-1"], log
     assert log["entries"][0]["route"] == "GET /v1/customers/{customer_id}"
+
+
+async def test_erasure_names_the_mails_the_customers_tickets_were_opened_from(
+    intake: ServiceUnderTest,
+) -> None:
+    mailed = TicketRequest(
+        channel=Channel.EMAIL,
+        customer=CustomerIn(name="Han Meimei", email=EMAIL, region_code="310000"),
+        product=ProductIn(device_type="unknown"),
+        title="Air conditioner broken",
+        description="It stopped cooling.",
+        external_ref="mail:0123abcd",
+        idempotency_key="0123abcd",
+    )
+    await intake.deliver(new_event(mailed, source="/aftersales/notify", subject="0123abcd"))
+    await intake.published.wait_for(CREATED)
+    web_ticket, customer_id = await open_ticket(intake)  # the same customer, by phone and e-mail
+    r = await intake.http.post(f"/v1/customers/{customer_id}/erasure", headers=intake.auth(ADMIN))
+    assert r.status_code == 202, r.text
+    [requested] = await intake.published.wait_for(REQUESTED)
+    assert len(requested.data["ticket_ids"]) == 2 and web_ticket in requested.data["ticket_ids"]
+    assert requested.data["mail_ids"] == ["0123abcd"]  # ids only: the web ticket names no mail
+    assert EMAIL not in str(requested.data)

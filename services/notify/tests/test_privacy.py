@@ -35,7 +35,10 @@ async def test_erasure_removes_contact_points_and_confirms_once(svc: ServiceUnde
     await svc.deliver(event, copies=2)
     await svc.deliver(event)
     [confirmed] = await svc.published_exactly(CONFIRMED)
-    assert confirmed.data["service"] == "notify" and confirmed.data["counts"] == {"recipients": 1}
+    assert confirmed.data["service"] == "notify" and confirmed.data["counts"] == {
+        "recipients": 1,
+        "inbound_mails": 0,
+    }
     r = await svc.http.get("/v1/recipients/customers/C-9", headers=svc.auth(WEB))
     assert r.status_code == 404
     assert await svc.app.state.notifications.recipients.find("customer:C-9") is None
@@ -44,7 +47,7 @@ async def test_erasure_removes_contact_points_and_confirms_once(svc: ServiceUnde
 async def test_erasure_of_an_unknown_customer_confirms_with_zero(svc: ServiceUnderTest) -> None:
     await svc.deliver(new_event(erasure("C-none", "ER-2"), source="/aftersales/intake", subject="C-none"))
     [confirmed] = await svc.published_exactly(CONFIRMED)
-    assert confirmed.data["counts"] == {"recipients": 0}
+    assert confirmed.data["counts"] == {"recipients": 0, "inbound_mails": 0}
 
 
 async def test_do_not_contact_customer_gets_no_message(svc: ServiceUnderTest) -> None:

@@ -3,8 +3,9 @@ requests and their report, consent and the do-not-contact flag, and the access l
 contact data. Its routes, its use cases and its subscription to `aftersales.privacy.v1`.
 
 An erasure request is one write: the request with its `erasure-requested` events (the customer's ticket
-ids in chunks of 200, ids only) in its outbox. Every service holding personal data (intake itself too)
-erases its copy and confirms with an `erasure-confirmed` event; the report lists who confirmed.
+ids in chunks of 200, with the ids of the inbound mails those tickets were opened from; ids only) in its
+outbox. Every service holding personal data (intake itself too) erases its copy and confirms with an
+`erasure-confirmed` event; the report lists who confirmed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from aftersales.shared.runtime import ServiceRuntime
 
 SOURCE = "/aftersales/intake"
 MAX_ERASED_TICKETS = 100_000  # a customer's tickets an erasure names (500 chunks at most)
+MAIL_REF = "mail:"  # the `external_ref` of a ticket opened from a mail (notify's inbound mail gateway)
 Purpose = Literal["care_calls", "marketing"]
 
 
@@ -60,10 +62,9 @@ class Privacy:
         """Record an erasure request and its events; return the request."""
         now = datetime.now(UTC)
         erasure_id = f"ER-{uuid.uuid4().hex[:16]}"
-        ticket_ids = await self.store.customer_ticket_ids(customer_id, MAX_ERASED_TICKETS)
+        tickets = await self.store.customer_tickets(customer_id, MAX_ERASED_TICKETS)
         chunks = [
-            ticket_ids[i : i + ERASURE_CHUNK_TICKETS]
-            for i in range(0, len(ticket_ids), ERASURE_CHUNK_TICKETS)
+            tickets[i : i + ERASURE_CHUNK_TICKETS] for i in range(0, len(tickets), ERASURE_CHUNK_TICKETS)
         ]
         chunks = chunks or [[]]
         events = [
@@ -71,7 +72,8 @@ class Privacy:
                 ErasureRequested(
                     erasure_id=erasure_id,
                     customer_id=customer_id,
-                    ticket_ids=chunk,
+                    ticket_ids=[ticket_id for ticket_id, _ in chunk],
+                    mail_ids=mail_ids_of(chunk),
                     chunk=n,
                     chunks=len(chunks),
                     requested_at=now,
@@ -86,7 +88,7 @@ class Privacy:
             "customer_id": customer_id,
             "requested_by": by,
             "requested_at": now,
-            "tickets": len(ticket_ids),
+            "tickets": len(tickets),
             "expected": list(self.expected),
             "confirmations": {},
         }
@@ -166,6 +168,11 @@ class Privacy:
         shown = pages - 1 if page is None else page
         entries = await self.store.access_page(customer_id, shown) if 0 <= shown < pages else []
         return {"customer_id": customer_id, "page": shown, "pages": pages, "entries": entries}
+
+
+def mail_ids_of(tickets: list[tuple[str, str | None]]) -> list[str]:
+    """Return the ids of the inbound mails the tickets were opened from (`external_ref` `mail:<id>`)."""
+    return [ref.removeprefix(MAIL_REF) for _, ref in tickets if ref and ref.startswith(MAIL_REF)]
 
 
 def register(runtime: ServiceRuntime, privacy: Privacy) -> None:

@@ -45,6 +45,14 @@ class PrivacyStore:
         cursor = self.db[TICKETS].find({"customer_id": customer_id}, {"_id": 1}, sort=[("created_at", -1)])
         return [doc["_id"] async for doc in cursor.limit(limit)]
 
+    async def customer_tickets(self, customer_id: str, limit: int) -> list[tuple[str, str | None]]:
+        """Return the ids and `external_ref`s of a customer's tickets, newest first (the same index read
+        as `customer_ticket_ids`): a mail's ticket names the mail (`mail:<id>`) there."""
+        cursor = self.db[TICKETS].find(
+            {"customer_id": customer_id}, {"_id": 1, "external_ref": 1}, sort=[("created_at", -1)]
+        )
+        return [(doc["_id"], doc.get("external_ref")) async for doc in cursor.limit(limit)]
+
     async def add_erasure(self, doc: Mapping[str, Any], events: Sequence[CloudEvent]) -> None:
         """Record an erasure request with its events in the outbox (one write)."""
         await self.db[ERASURE_REQUESTS].insert_one(new_with_events(doc, Topic.PRIVACY, events))

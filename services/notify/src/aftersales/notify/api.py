@@ -352,10 +352,12 @@ async def list_deliveries(
 
 class AttachmentRead(BaseModel):
     id: str
-    name: str
+    name: str | None = Field(default=None, description="the file name; none once the mail was erased")
     content_type: str
     size_bytes: int
-    sha256: str
+    sha256: str | None = Field(
+        default=None, description="the content's SHA-256; none once the mail was erased"
+    )
     refused: Literal["type", "too_many"] | None = Field(
         default=None, description="why it was not kept (its content is not stored)"
     )
@@ -367,6 +369,10 @@ class InboundMailRead(BaseModel):
     ticket_id: str | None = Field(default=None, description="the ticket a reply was for")
     received_at: datetime
     attachments: list[AttachmentRead]
+    erased_at: datetime | None = Field(
+        default=None,
+        description="when its personal content (attachments, names) was erased: an erasure or retention",
+    )
 
 
 inbound_mail = APIRouter(prefix="/v1/inbound-mail", tags=["inbound mail"])

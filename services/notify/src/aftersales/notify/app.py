@@ -96,7 +96,24 @@ class TencentSmsSettings(ServiceSettings):
         )
 
 
-class Settings(TencentSmsSettings):
+class RetentionSettings(ServiceSettings):
+    """How long notify keeps customers' personal data (PIPL retention)."""
+
+    retention_recipient_contact_days: float = Field(
+        default=1095,
+        ge=0,
+        description="a customer's contact points are forgotten this many days after they were last "
+        "registered (0: kept without limit)",
+    )
+    retention_inbound_mail_days: float = Field(
+        default=1095,
+        ge=0,
+        description="a received mail's attachments and pending command are erased this many days after "
+        "it was received (0: kept without limit)",
+    )
+
+
+class Settings(TencentSmsSettings, RetentionSettings):
     service_name: str = "notify"
     http_port: int = Field(default=8006, ge=1, le=65535)
 
@@ -134,12 +151,6 @@ class Settings(TencentSmsSettings):
         description="the on-call rotation of alerts without a `rotation` label",
     )
     robot_timeout_s: float = Field(default=10.0, gt=0, le=60, description="give up on a group robot after")
-    retention_recipient_contact_days: float = Field(
-        default=1095,
-        ge=0,
-        description="a customer's contact points are forgotten this many days after they were last "
-        "registered (0: kept without limit)",
-    )
 
     delivery_max_attempts: int = Field(default=5, ge=1, le=20, description="send attempts before failed")
     delivery_backoff_s: float = Field(
@@ -305,7 +316,8 @@ def build(settings: Settings) -> FastAPI:
             indexes=INDEXES,
         ),
     )
-    inbox = Inbox(store=InboundMailStore(runtime), policy=settings.inbox())
+    mails = InboundMailStore(runtime)
+    inbox = Inbox(store=mails, policy=settings.inbox())
     if settings.smtp_inbound_port:
         runtime.spec.extra_tasks.append(InboundGateway(inbox, settings.gateway()).serve)
     preferences = ContactPreferenceStore(runtime)
@@ -320,12 +332,19 @@ def build(settings: Settings) -> FastAPI:
         preferences=preferences,
     )
     personal_data = PersonalData(
-        recipients=recipients, ledger=ErasureLedger(runtime, service="notify"), preferences=preferences
+        recipients=recipients,
+        ledger=ErasureLedger(runtime, service="notify"),
+        preferences=preferences,
+        mails=mails,
     )
     retention = NotifyRetention(
-        runtime, personal_data, contact_days=settings.retention_recipient_contact_days
+        runtime,
+        personal_data,
+        contact_days=settings.retention_recipient_contact_days,
+        mail_days=settings.retention_inbound_mail_days,
     )
     recipients.noted = retention.noted
+    mails.noted = retention.mail_noted
     consumers.register(runtime, notifications, personal_data, FieldNotices(notifications))
     timers.register(runtime, notifications)
     export = NotifyExport(recipients=recipients, ledger=ExportLedger(runtime, service="notify"))

@@ -6,7 +6,12 @@ stay: they carry ids, template keys and links only (no address, no rendered text
 counting. Staff, grid and on-call recipients are configured by administrators and are not scheduled.
 Scheduling is the shared one (`aftersales.shared.retention`).
 
-Armed with one `arm` call when a channel or a supervisor registers a customer's contact points
+Inbound mails (`inbound_mail`, `_id` = mail id: the attachments' content and names, a command not yet
+published) are erased `RETENTION_INBOUND_MAIL_DAYS` after they were received, by the erasure's own code
+(`PersonalData.erase_mail`); the record stays as a tombstone of ids, types and sizes. A mail is armed
+once, as it is recorded (the hook `InboundMailStore.noted`; a mail never changes afterwards).
+
+Contact points are armed with one `arm` call when a channel or a supervisor registers them
 (`PUT /v1/recipients/customers/{id}`; the hook `RecipientStore.noted`, after the write), an HTTP request
 that is not a hot path (the message paths only read recipients); registering them again moves their
 activity on, and the firing arms them again.
@@ -21,12 +26,16 @@ from aftersales.shared.retention import Retention
 from aftersales.shared.runtime import ServiceRuntime
 
 RECIPIENT_CONTACT = "recipient_contact"  # `_id` = customer id
+INBOUND_MAIL = "inbound_mail"  # `_id` = mail id
 
 
 class NotifyRetention:
-    """Notify's one kind of personal data, customers' contact points, with its period."""
+    """Notify's kinds of personal data, customers' contact points and their inbound mails, with their
+    periods."""
 
-    def __init__(self, runtime: ServiceRuntime, personal_data: PersonalData, *, contact_days: float) -> None:
+    def __init__(
+        self, runtime: ServiceRuntime, personal_data: PersonalData, *, contact_days: float, mail_days: float
+    ) -> None:
         self.schedule = Retention(runtime, service="notify")
         self.schedule.kind(
             RECIPIENT_CONTACT,
@@ -36,7 +45,17 @@ class NotifyRetention:
                 customer_id, active_until=until
             ),
         )
+        self.schedule.kind(
+            INBOUND_MAIL,
+            days=mail_days,
+            activity=personal_data.mail_received,
+            pseudonymise=personal_data.erase_mail,
+        )
 
     async def noted(self, customer_id: str, at: datetime) -> None:
         """The customer's contact points were registered at `at`: arm their removal."""
         await self.schedule.arm(RECIPIENT_CONTACT, customer_id, at)
+
+    async def mail_noted(self, mail_id: str, at: datetime) -> None:
+        """A mail received at `at` is being recorded: arm the erasure of its content."""
+        await self.schedule.arm(INBOUND_MAIL, mail_id, at)

@@ -38,6 +38,8 @@ from aftersales.shared.runtime import ServiceRuntime
 SOURCE = "/aftersales/notify"
 RECIPIENTS, TICKETS, TEMPLATES, DELIVERIES = "recipients", "tickets", "templates", "deliveries"
 INBOUND_MAIL, INBOUND_ATTACHMENTS = "inbound_mail", "inbound_attachments"
+INBOUND_MAIL_THREADS = "inbound_mail_threads"  # `_id` = ticket id: the ids of the replies on its thread
+MAX_THREAD_MAILS = 200  # reply mails a ticket's thread lists (retention still reaches any beyond)
 ATTACHMENT_CHUNK_BYTES = 255 * 1024  # well below MongoDB's 16 MB document limit, and FerretDB's comfort
 HIDDEN = {"outbox": 0}
 
@@ -307,12 +309,16 @@ class DeliveryStore:
 class InboundMailStore:
     """Received mails, by the hash of their Message-ID: what became of each (a request or a reply to a
     ticket) and its attachments' metadata, the command for intake in its outbox; the attachments'
-    content in chunk documents `<attachment id>:<n>`. No sender address is kept outside the outbox."""
+    content in chunk documents `<attachment id>:<n>`. No sender address is kept outside the outbox.
+    A ticket's reply mails are listed by ticket id, so an erasure finds them by `_id`."""
 
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
         self.mails = runtime.db[INBOUND_MAIL]
         self.chunks = runtime.db[INBOUND_ATTACHMENTS]
+        self.threads = runtime.db[INBOUND_MAIL_THREADS]
+        # `noted(mail_id, at)`: a mail is about to be recorded, received at `at` (retention arms it).
+        self.noted: Callable[[str, datetime], Awaitable[None]] | None = None
 
     async def seen(self, mail_id: str) -> bool:
         return await self.mails.find_one({"_id": mail_id}, {"_id": 1}) is not None
@@ -331,7 +337,12 @@ class InboundMailStore:
 
     async def accept(self, mail_id: str, record: Mapping[str, Any], event: CloudEvent) -> bool:
         """Record a received mail with its command in the outbox (one write); False when it was recorded
-        before (the same mail delivered again)."""
+        before (the same mail delivered again). A reply is listed on its ticket's thread and the mail
+        armed for retention first, so a recorded mail is always reachable by erasure and retention."""
+        if record.get("ticket_id"):
+            await self._list_reply(str(record["ticket_id"]), mail_id)
+        if self.noted is not None:
+            await self.noted(mail_id, record["received_at"])
         doc = new_with_events({"_id": mail_id, **record}, Topic.REQUESTS, [event])
         try:
             await self.mails.insert_one(doc)
@@ -352,3 +363,44 @@ class InboundMailStore:
                 raise LookupError(f"chunk {n} of attachment {attachment_id} is missing")
             parts.append(bytes(doc["data"]))
         return b"".join(parts)
+
+    async def _list_reply(self, ticket_id: str, mail_id: str) -> None:
+        """Add a reply mail to its ticket's thread (idempotent); a full thread lists no more."""
+        thread = await self.threads.find_one({"_id": ticket_id}, {"mail_ids": 1})
+        listed = (thread or {}).get("mail_ids") or []
+        if mail_id in listed or len(listed) >= MAX_THREAD_MAILS:
+            return
+        await self.threads.update_one({"_id": ticket_id}, {"$addToSet": {"mail_ids": mail_id}}, upsert=True)
+
+    async def replies(self, ticket_id: str) -> list[str]:
+        """Return the ids of the reply mails on a ticket's thread."""
+        thread = await self.threads.find_one({"_id": ticket_id}, {"mail_ids": 1})
+        return [str(m) for m in (thread or {}).get("mail_ids") or []]
+
+    async def forget_thread(self, ticket_id: str) -> None:
+        await self.threads.delete_one({"_id": ticket_id})
+
+    async def received_at(self, mail_id: str) -> datetime | None:
+        """Return when a mail whose content is still kept was received; None when gone or erased."""
+        doc = await self.mails.find_one({"_id": mail_id}, {"received_at": 1, "erased_at": 1})
+        return None if doc is None or doc.get("erased_at") else doc.get("received_at")
+
+    async def erase(self, mail_id: str) -> bool:
+        """Delete a mail's personal content: its attachments' chunks, their names and fingerprints, and
+        a command for intake not yet published (it carries the sender's address and text); the record
+        stays as a tombstone (kind, ticket, times, content types and sizes), so the same mail delivered
+        again is still a duplicate. True when there was content to erase (idempotent)."""
+        doc = await self.mails.find_one({"_id": mail_id}, {"attachments": 1, "erased_at": 1})
+        if doc is None or doc.get("erased_at"):
+            return False
+        entries = doc.get("attachments") or []
+        for entry in entries:
+            for n in range(int(entry.get("chunks", 0))):
+                await self.chunks.delete_one({"_id": f"{entry['id']}:{n}"})
+        kept = ("id", "content_type", "size_bytes", "refused")
+        listing = [{k: e[k] for k in kept if k in e} for e in entries]
+        result = await self.mails.update_one(
+            {"_id": mail_id, "erased_at": {"$exists": False}},
+            {"$set": {"attachments": listing, "erased_at": datetime.now(UTC)}, "$unset": {"outbox": ""}},
+        )
+        return result.modified_count == 1

@@ -35,6 +35,12 @@ class ErasureRequested(EventData):
     )
     chunk: int = Field(default=0, ge=0, description="this chunk's number, from 0")
     chunks: int = Field(default=1, ge=1, description="how many chunks the request has")
+    mail_ids: list[str] = Field(
+        default_factory=list,
+        max_length=ERASURE_CHUNK_TICKETS,
+        description="ids of the inbound mails this chunk's tickets were opened from (their `external_ref` "
+        "`mail:<id>`): the mails notify keeps by mail id (ids only)",
+    )
     requested_at: AwareDatetime
 
 
