@@ -95,6 +95,21 @@ async def test_a_resolution_delivered_twice_at_once_schedules_each_visit_once(
     assert len(await visits(followup, ticket_id="T1")) == 3
 
 
+async def test_a_care_number_recorded_before_its_visit_is_planned_again_not_skipped(
+    followup: ServiceUnderTest,
+) -> None:
+    """A concurrent handler records the customer's care number before it inserts that care visit (or
+    crashes in between): a resolution reading that moment plans the same number, never the next, so the
+    two handlers end with one care visit (4 scheduled events were seen once under load before)."""
+    await followup.deliver(created("T1"))
+    customer = (await followup.runtime.db["tickets"].find_one({"_id": "T1"}))["customer_id"]
+    await followup.runtime.db["customers"].update_one({"_id": customer}, {"$max": {"care_n": 1}}, upsert=True)
+    await followup.deliver(work_order_resolved("T1"))
+    await followup.published_exactly(SCHEDULED, 3)
+    care = [v for v in await visits(followup, ticket_id="T1") if v["kind"] == "care"]
+    assert [v["id"] for v in care] == [f"V-care-{customer}-1"]
+
+
 async def test_a_ticket_closed_after_its_callback_keeps_its_on_site_check(followup: ServiceUnderTest) -> None:
     """Issue 16: the on-site quality check (上门检查) is independent of the phone callback."""
     await followup.deliver(created("T1"))

@@ -105,10 +105,8 @@ class FollowUps:
             log.info("resolution of a cancelled ticket: no visits", extra={"ticket_id": res.ticket_id})
             return []
         customer = await self.tickets.customer_of(res.ticket_id)
-        needs_care = not await self.store.has_open_care(customer.customer_id)
-        care_n = (
-            await self.store.care_sequence(customer.customer_id) if needs_care and customer.customer_id else 1
-        )
+        next_care = await self.store.next_care(customer.customer_id)
+        needs_care, care_n = next_care is not None, next_care or 1
         created: list[Visit] = []
         plans = domain.plan_visits(self.policy, res, customer, needs_care=needs_care)
         for plan in await contactable(self.preferences, plans, customer.customer_id):

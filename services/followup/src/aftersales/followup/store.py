@@ -182,25 +182,28 @@ class VisitStore:
 
     # ------------------------------------------------------------------ creating visits
 
-    async def has_open_care(self, customer_id: str | None) -> bool:
-        """True when the customer's latest care visit is still open (read by `_id`, no query)."""
+    async def next_care(self, customer_id: str | None) -> int | None:
+        """Return the number of the care visit a resolution should plan for the customer, or None when
+        the customer's latest care visit is still open (read by `_id`, no query).
+
+        `create` records a care number before it inserts that visit, so a latest number whose visit is
+        missing is being created right now by a concurrent handler (or a crash came in between): the
+        same number is planned again, and the visit's unique `_id` keeps it to one."""
         if customer_id is None:
-            return True  # without a customer there is no one to plan care visits for
+            return None  # without a customer there is no one to plan care visits for
         latest = await self._latest_care(customer_id)
         if latest == 0:
-            return False
+            return 1
         doc = await self.visits.find_one(
             {"_id": visit_id_for("", 0, VisitKind.CARE, customer_id, latest)}, {"status": 1}
         )
-        return doc is not None and doc["status"] in _open()
+        if doc is None:
+            return latest
+        return None if doc["status"] in _open() else latest + 1
 
     async def _latest_care(self, customer_id: str) -> int:
         doc = await self.customers.find_one({"_id": customer_id}, {"care_n": 1})
         return int((doc or {}).get("care_n", 0))
-
-    async def care_sequence(self, customer_id: str) -> int:
-        """Return the next care-visit number of a customer (ids stay unique by a unique _id)."""
-        return await self._latest_care(customer_id) + 1
 
     async def create(self, visit: Visit) -> bool:
         """Insert a scheduled visit with its VisitScheduled event; False when it already exists."""
