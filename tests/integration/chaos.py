@@ -90,7 +90,6 @@ class Run:
     refused: int = 0
     poison_ids: dict[str, list[str]] = field(default_factory=dict)
     chaos_log: list[str] = field(default_factory=list)
-    load_done: float | None = None  # time.monotonic() when the last ticket was accepted
 
 
 async def setup(run: Run) -> None:
@@ -200,7 +199,6 @@ async def load(run: Run) -> None:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
-    run.load_done = time.monotonic()
 
 
 async def storms(run: Run) -> None:

@@ -22,7 +22,7 @@ async def test_nothing_lost_nothing_doubled_nothing_stuck_under_kills() -> None:
         technicians=20,
         capacity=1000,
         drain_timeout_s=300.0,
-        first_response_minutes=0.4,  # SLA timers of every ticket fall due within the run
+        first_response_minutes=0.5,  # SLA timers of every ticket fall due within the run
     )
     run, findings = await execute(cfg)
     print("\n".join(run.chaos_log))

@@ -224,8 +224,8 @@ async def test_breach_timer_set_before_a_restart_fires_exactly_once_after_it(pla
         await put_all(
             client, base, [grid_body("g", "310104", supervisor="sup-9")], [tech_body("t1", "g", capacity=3)]
         )
-        # 21 s and 25 s: time enough to see the assignment and stop routing before either runs out.
-        r = await client.put(f"{base}/v1/sla-policies", json=fast_policy(0.35, 0.42), headers=auth())
+        # 30 s and 36 s: time enough to see the assignment and stop routing before either runs out.
+        r = await client.put(f"{base}/v1/sla-policies", json=fast_policy(0.5, 0.6), headers=auth())
         assert r.status_code == 200 and r.json()["version"] == 1
         bad = fast_policy(1, 2)
         bad["targets"] = bad["targets"][1:]

@@ -14,7 +14,7 @@ from aftersales.shared.contracts import Topic
 
 DESK = auth("dev-supervisor-token")
 # How far ahead the timers are set: time enough to see them stored and kill the process first.
-LEAD_S = 14
+LEAD_S = 20
 
 
 async def get_json(client: httpx.AsyncClient, url: str) -> dict[str, Any] | None:

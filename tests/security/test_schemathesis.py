@@ -65,7 +65,7 @@ def schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str]:
 async def test_no_server_errors_and_conforming_responses_on_every_service(platform: Platform) -> None:
     await platform.start_ready(*SERVICE_NAMES, PUBLISH_REPORTS="false")
     failures = []
-    gate = asyncio.Semaphore(3)  # three services at once: one waits on its server while another generates
+    gate = asyncio.Semaphore(1)  # one service at a time: the suite runs other server tests beside this one
 
     async def run_on(service: str) -> subprocess.CompletedProcess[str]:
         async with gate:
