@@ -4,8 +4,8 @@
 #   - beside everything: the static checks (ruff, mypy strict, the contract docs check) and the unit and
 #     service-level tests (shared/tests, services);
 #   - on the real servers (Kafka and the MongoDB-wire server, started on a scratch data dir by
-#     with-infra.sh), two lanes at the same time: tests/security with tests/integration/test_[a-l]*, and
-#     the rest of tests/integration (each test has its own topic prefix, databases and ports);
+#     with-infra.sh): tests/integration and, at the same time, tests/security (each test has its own
+#     topic prefix, databases and ports);
 #   - then, alone, the tests that disturb the shared servers themselves (the chaos run restarts Kafka
 #     and freezes the database; test_foundation freezes the database).
 # The side lanes' output is printed after the main one; any failure fails the whole.
@@ -29,27 +29,21 @@ trap 'kill "$side" 2>/dev/null' EXIT
 export UV PYTEST_ARGS="${PYTEST_ARGS:-}" LOGS
 # shellcheck disable=SC2016  # expanded by the inner shell
 bash deploy/local/with-infra.sh bash -c '
-  shopt -s nullglob
+  $UV run pytest -q -p no:cacheprovider tests/security $PYTEST_ARGS >"$LOGS/security.log" 2>&1 &
+  security=$!
   ok() { (($1 == 0 || $1 == 5)); }  # 5: PYTEST_ARGS selected nothing in this lane
-  first=() second=()
-  for f in tests/integration/test_*.py; do
-    case " '"${ALONE[*]}"' " in *" $f "*) continue ;; esac
-    case "$(basename "$f")" in test_[a-l]*) first+=("$f") ;; *) second+=("$f") ;; esac
-  done
-  $UV run pytest -q -p no:cacheprovider tests/security "${first[@]}" $PYTEST_ARGS >"$LOGS/lane-1.log" 2>&1 &
-  lane1=$!
-  $UV run pytest -q -p no:cacheprovider "${second[@]}" $PYTEST_ARGS
-  ok $? && lane2=0 || lane2=1
-  wait $lane1; ok $? && lane1=0 || lane1=1
-  echo "---- tests/security and tests/integration/test_[a-l]* (beside the rest; $LOGS/lane-1.log)"
-  cat "$LOGS/lane-1.log"
+  $UV run pytest -q -p no:cacheprovider tests/integration '"${ALONE[*]/#/--ignore=}"' $PYTEST_ARGS
+  ok $? && integration=0 || integration=1
+  wait $security; ok $? && security=0 || security=1
+  echo "---- tests/security (beside tests/integration; $LOGS/security.log)"
+  cat "$LOGS/security.log"
   echo "---- the tests that disturb the shared servers, alone"
   $UV run pytest -q -p no:cacheprovider '"${ALONE[*]}"' $PYTEST_ARGS
   ok $? && alone=0 || alone=1
-  ((lane1 != 0)) && echo "[test] tests/security or tests/integration/test_[a-l]* FAILED"
-  ((lane2 != 0)) && echo "[test] tests/integration/test_[m-z]* FAILED"
+  ((integration != 0)) && echo "[test] tests/integration FAILED"
+  ((security != 0)) && echo "[test] tests/security FAILED"
   ((alone != 0)) && echo "[test] the chaos and foundation tests FAILED"
-  exit $((lane1 != 0 || lane2 != 0 || alone != 0))
+  exit $((integration != 0 || security != 0 || alone != 0))
 '
 servers=$?
 wait "$side"
