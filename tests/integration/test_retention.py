@@ -9,6 +9,7 @@ import random
 from typing import Any
 
 import httpx
+from followup_events import AROUND_THE_CLOCK
 from harness import Platform, auth, mongo, produce, unique, wait_until
 
 from aftersales.shared.contracts import Topic
@@ -43,7 +44,7 @@ async def holding(platform: Platform, needles: list[str]) -> list[str]:
 async def test_personal_data_past_its_period_is_pseudonymised_and_the_records_stay(
     platform: Platform,
 ) -> None:
-    await platform.start_ready(*SERVICES, CALLBACK_DELAY_S="0", **RETENTION)
+    await platform.start_ready(*SERVICES, CALLBACK_DELAY_S="0", **RETENTION, **AROUND_THE_CLOCK)
     name = f"李雷{random.randint(1000, 9999)}"
     phone, email = f"+86138{random.randint(10**7, 10**8 - 1)}", f"{unique('li.')}@example.com"
     intake, followup = platform.url("intake"), platform.url("followup")

@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from followup_events import AROUND_THE_CLOCK
 from harness import Infra, Platform, ServiceProcess, start_infra
 
 from aftersales.shared.settings import DEVELOPMENT_TOKENS
@@ -61,6 +62,7 @@ async def stack(infra: Infra) -> AsyncIterator[Platform]:
             API_TOKENS=TOKENS,
             PUBLISH_REPORTS="false",
             CALLBACK_DELAY_S="0",
+            **AROUND_THE_CLOCK,
         )
         yield platform
     finally:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from followup_events import AROUND_THE_CLOCK
 from harness import Platform, read_topic, wait_until
 from security_helpers import ADMIN, SUPERVISOR, TECH, WEB, assigned_to, set_up_routing, submit, work
 
@@ -65,7 +66,9 @@ def test_the_masker_walks_dicts_and_lists_and_keeps_ids() -> None:
 
 async def test_no_contact_data_leaves_the_service_that_received_it(platform: Platform) -> None:
     await platform.start_ready(
-        "intake", "routing", "followup", "feedback", "metrics", PUBLISH_REPORTS="false", CALLBACK_DELAY_S="0"
+        "intake", "routing", "followup", "feedback", "metrics", PUBLISH_REPORTS="false",
+        CALLBACK_DELAY_S="0",
+        **AROUND_THE_CLOCK,
     )
     intake, followup, feedback = platform.url("intake"), platform.url("followup"), platform.url("feedback")
     async with httpx.AsyncClient(timeout=10) as client:
