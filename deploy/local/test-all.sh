@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# `make test`: every check and every test, on a 2-core machine, in lanes that mostly wait on timers and
-# I/O rather than on the CPU:
+# `make test`: every check and every test, on a 2-core machine:
 #   - beside everything: the static checks (ruff, mypy strict, the contract docs check) and the unit and
 #     service-level tests (shared/tests, services);
 #   - on the real servers (Kafka and the MongoDB-wire server, started on a scratch data dir by
-#     with-infra.sh): tests/integration and, at the same time, tests/security (each test has its own
-#     topic prefix, databases and ports);
+#     with-infra.sh): tests/integration and tests/security together, spread over TEST_WORKERS pytest
+#     processes (pytest-xdist, a whole file per worker: module-scoped stacks stay whole; each test has
+#     its own topic prefix, databases and ports, so they do not meet);
 #   - then, alone, the tests that disturb the shared servers themselves (the chaos run restarts Kafka
 #     and freezes the database; test_foundation freezes the database).
-# The side lanes' output is printed after the main one; any failure fails the whole.
+# The side lane's output is printed after the main one; any failure fails the whole.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 UV="${UV:-uv}"
@@ -26,24 +26,19 @@ ALONE=(tests/integration/test_chaos.py tests/integration/test_foundation.py)
 ) >"$LOGS/checks-and-unit.log" 2>&1 &
 side=$!
 trap 'kill "$side" 2>/dev/null' EXIT
-export UV PYTEST_ARGS="${PYTEST_ARGS:-}" LOGS
+export UV PYTEST_ARGS="${PYTEST_ARGS:-}" TEST_WORKERS="${TEST_WORKERS:-3}"
 # shellcheck disable=SC2016  # expanded by the inner shell
 bash deploy/local/with-infra.sh bash -c '
-  $UV run pytest -q -p no:cacheprovider tests/security $PYTEST_ARGS >"$LOGS/security.log" 2>&1 &
-  security=$!
-  ok() { (($1 == 0 || $1 == 5)); }  # 5: PYTEST_ARGS selected nothing in this lane
-  $UV run pytest -q -p no:cacheprovider tests/integration '"${ALONE[*]/#/--ignore=}"' $PYTEST_ARGS
-  ok $? && integration=0 || integration=1
-  wait $security; ok $? && security=0 || security=1
-  echo "---- tests/security (beside tests/integration; $LOGS/security.log)"
-  cat "$LOGS/security.log"
+  ok() { (($1 == 0 || $1 == 5)); }  # 5: PYTEST_ARGS selected nothing
+  $UV run pytest -q -p no:cacheprovider -n "$TEST_WORKERS" --dist loadfile tests/integration tests/security \
+    '"${ALONE[*]/#/--ignore=}"' $PYTEST_ARGS
+  ok $? && shared=0 || shared=1
   echo "---- the tests that disturb the shared servers, alone"
   $UV run pytest -q -p no:cacheprovider '"${ALONE[*]}"' $PYTEST_ARGS
   ok $? && alone=0 || alone=1
-  ((integration != 0)) && echo "[test] tests/integration FAILED"
-  ((security != 0)) && echo "[test] tests/security FAILED"
+  ((shared != 0)) && echo "[test] tests/integration or tests/security FAILED"
   ((alone != 0)) && echo "[test] the chaos and foundation tests FAILED"
-  exit $((integration != 0 || security != 0 || alone != 0))
+  exit $((shared != 0 || alone != 0))
 '
 servers=$?
 wait "$side"
