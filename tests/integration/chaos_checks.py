@@ -29,6 +29,8 @@ SLOT_SETTLE_S = SLOT_GRACE_S + 2 * SLOT_RECONCILE_INTERVAL_S + 10
 @dataclass
 class Findings:
     figures: dict[str, int] = field(default_factory=dict)
+    # What a non-zero figure is made of (which tickets), printed under the table to start a diagnosis.
+    details: list[str] = field(default_factory=list)
     zero: tuple[str, ...] = (
         "tickets_lost",
         "tickets_duplicated",
@@ -57,7 +59,7 @@ class Findings:
         for key, value in self.figures.items():
             rows.append(f"{key:<24} {value:>10}  {'0' if key in self.zero else ''}")
         rows.append(f"{'verdict':<24} {'PASS' if self.ok else 'FAIL':>10}")
-        return "\n".join(rows)
+        return "\n".join(rows + self.details)
 
 
 async def wait_drained(run: Any, timeout_s: float) -> int:
@@ -213,7 +215,13 @@ async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
             continue
         if datetime.fromisoformat(wo["started_at"]) > due_before:
             continue
-        lost += sum(1 for pct in SLA_THRESHOLDS if (t, wo["round"], "first_response", pct) not in fired)
+        missing = [pct for pct in SLA_THRESHOLDS if (t, wo["round"], "first_response", pct) not in fired]
+        if missing:
+            f.details.append(
+                f"timers_lost: {t} round {wo['round']} first_response {missing} (started {wo['started_at']},"
+                f" status {wo['status']}, technician {wo.get('technician_id')}, judged from {due_before})"
+            )
+        lost += len(missing)
     f.figures["timers_lost"] = lost
 
     counts = next((row["counts"] for row in kpis.get("rows", []) if row["value"] == "all"), {})

@@ -66,7 +66,12 @@ def test_the_masker_walks_dicts_and_lists_and_keeps_ids() -> None:
 
 async def test_no_contact_data_leaves_the_service_that_received_it(platform: Platform) -> None:
     await platform.start_ready(
-        "intake", "routing", "followup", "feedback", "metrics", PUBLISH_REPORTS="false",
+        "intake",
+        "routing",
+        "followup",
+        "feedback",
+        "metrics",
+        PUBLISH_REPORTS="false",
         CALLBACK_DELAY_S="0",
         **AROUND_THE_CLOCK,
     )

@@ -4,8 +4,10 @@ A timer is a document with a `due_at`. A replica claims a due timer in **one** c
 filter names the timer's `version` (the fencing token) and that it is pending or its lease ran out;
 the update marks it running, sets the lease and bumps the version. Exactly one replica can win a
 version; one whose lease ran out (it died or hung) can no longer finish or fail the timer, because its
-fenced writes name a version that is gone. After the handler the timer is deleted (fenced), so the
-collection holds only timers still to fire, and every scan of it stays as small as the open work.
+fenced writes name a version that is gone. A replica whose own claim, failure or completion write went
+unanswered (a frozen database, a broken connection) takes that timer again within seconds, fenced the
+same way, instead of leaving it to the end of its lease. After the handler the timer is deleted (fenced),
+so the collection holds only timers still to fire, and every scan of it stays as small as the open work.
 
 A restart loses no timer (it is a document). A timer may fire again after a crash (claimed, handled, not
 yet deleted), and a late `schedule` of a fired id schedules it anew: handlers write their effect with
@@ -49,6 +51,8 @@ COLLECTION = "timers"
 MAX_ATTEMPTS = 10
 FIRE_CONCURRENCY = 16
 ACTIVE = ("pending", "running")
+# A claim or completion the database did not confirm is looked at again this soon (see `claim`).
+LOOK_AGAIN = timedelta(seconds=2)
 TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)])]
 
 
@@ -85,6 +89,7 @@ class DurableTimers:
         self._poll_interval_s = poll_interval_s
         self._scan_interval_s = scan_interval_s
         self._owner = uuid.uuid4().hex
+        self._firing: set[str] = set()  # the timers this replica's handlers are running now
         self._heap: list[tuple[datetime, str]] = []
         self._in_heap: dict[str, datetime] = {}
 
@@ -150,9 +155,13 @@ class DurableTimers:
             self._remember(timer_id, doc["due_at"])  # rescheduled meanwhile
             return None
         lease_until = doc.get("lease_until")
-        if doc["state"] == "running" and lease_until is not None and lease_until > now:
+        orphan = doc.get("owner") == self._owner and timer_id not in self._firing
+        if doc["state"] == "running" and lease_until is not None and lease_until > now and not orphan:
             self._remember(timer_id, lease_until)  # another replica is firing it; look again after its lease
             return None
+        # A running timer this replica owns but runs no handler for is one whose claim, failure or
+        # completion write did not come back (the database froze or the connection broke): it is
+        # taken again now, fenced by its version, not left until its lease runs out.
         version = doc.get("version", 0)
         won = await self._col.update_one(
             {"_id": timer_id, "version": version, "state": {"$in": list(ACTIVE)}},
@@ -200,12 +209,27 @@ class DurableTimers:
                 if stop is not None and stop.is_set():
                     self._remember(timer_id, due_at)
                     return False
-                timer = await self.claim(timer_id, now)
-                return timer is not None and await self._fire(handler, timer)
+                try:
+                    timer = await self.claim(timer_id, now)
+                    return timer is not None and await self._fire(handler, timer)
+                except Exception as exc:  # the database did not answer: whatever was written, look again
+                    self._remember(timer_id, datetime.now(UTC) + LOOK_AGAIN)
+                    log.warning(
+                        "timer claim or completion not confirmed; will look again",
+                        extra={"timer_id": timer_id, "error": repr(exc)[:300]},
+                    )
+                    return False
 
         return sum(await asyncio.gather(*(one(d, t) for d, t in due)))
 
     async def _fire(self, handler: TimerHandler, timer: Timer) -> bool:
+        self._firing.add(timer.id)
+        try:
+            return await self._fire_fenced(handler, timer)
+        finally:
+            self._firing.discard(timer.id)
+
+    async def _fire_fenced(self, handler: TimerHandler, timer: Timer) -> bool:
         fence = {"_id": timer.id, "version": timer.version}
         try:
             await asyncio.wait_for(handler(timer), self._handler_timeout_s)

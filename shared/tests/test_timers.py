@@ -1,0 +1,123 @@
+"""Durable timers when the database does not answer a write (frozen, connection broken): the write may
+have been applied, so the replica that made it takes the timer again within seconds, fenced by its
+version, instead of leaving it until its lease runs out; another replica still respects the lease, and a
+timer this replica is handling right now is never taken twice."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from pymongo.errors import AutoReconnect
+
+from aftersales.shared.mongo import Database
+from aftersales.shared.testing import InMemoryMongo
+from aftersales.shared.timers import LOOK_AGAIN, DurableTimers, Timer
+
+T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+
+
+class Unanswered:
+    """A collection whose next calls of the named methods are applied, then answered with an error."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.lose: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._collection, name)
+        if name not in ("update_one", "find_one_and_delete"):
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            result = await method(*args, **kwargs)
+            if name in self.lose:
+                self.lose.remove(name)
+                raise AutoReconnect("connection closed before the answer")
+            return result
+
+        return call
+
+
+class Db:
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.timers = Unanswered(real["timers"])
+
+    def __getitem__(self, name: str) -> Any:
+        return self.timers if name == "timers" else self.real[name]
+
+
+def replicas() -> tuple[DurableTimers, DurableTimers, Unanswered]:
+    db = Db(InMemoryMongo()["test"])
+    one, other = (DurableTimers(cast(Database, db)) for _ in range(2))
+    return one, other, db.timers
+
+
+def recorder() -> tuple[list[str], Any]:
+    fired: list[str] = []
+
+    async def handler(timer: Timer) -> None:
+        fired.append(timer.id)
+
+    return fired, handler
+
+
+def soon(after: timedelta = timedelta(0)) -> datetime:
+    return datetime.now(UTC) + after
+
+
+async def test_a_claim_whose_answer_was_lost_is_taken_again_by_its_replica_not_after_the_lease() -> None:
+    one, other, timers = replicas()
+    fired, handler = recorder()
+    await one.schedule("tm-1", "sla", T0, {})
+    timers.lose.append("update_one")  # the claim is written, its answer lost
+    assert await one.fire_due(handler, now=soon()) == 0 and fired == []
+    # Another replica sees the timer running under a lease that has not run out: it leaves it alone.
+    await other.refresh()
+    assert await other.fire_due(handler, now=soon(LOOK_AGAIN)) == 0
+    # The replica that claimed it looks again within seconds and fires it, once.
+    assert await one.fire_due(handler, now=soon(LOOK_AGAIN)) == 1
+    assert fired == ["tm-1"] and await one.get("tm-1") is None
+
+
+async def test_a_handled_timer_whose_deletion_was_not_confirmed_is_finished_within_seconds() -> None:
+    one, _, timers = replicas()
+    fired, handler = recorder()
+    await one.schedule("tm-2", "sla", T0, {})
+    timers.lose.append("find_one_and_delete")  # handled, deleted, the answer lost
+    assert await one.fire_due(handler, now=soon()) == 0
+    assert await one.fire_due(handler, now=soon(LOOK_AGAIN)) == 0  # nothing left to fire
+    assert fired == ["tm-2"] and await one.get("tm-2") is None
+
+    await one.schedule("tm-3", "sla", T0, {})  # this time the deletion itself fails
+    real_delete = timers._collection.find_one_and_delete
+
+    async def failing_delete(*args: Any, **kwargs: Any) -> Any:
+        raise AutoReconnect("database frozen")
+
+    timers._collection.find_one_and_delete = failing_delete
+    assert await one.fire_due(handler, now=soon()) == 0
+    timers._collection.find_one_and_delete = real_delete
+    # Handled again (handlers are idempotent), and this time finished: not left for the 60 s lease.
+    assert await one.fire_due(handler, now=soon(LOOK_AGAIN)) == 1
+    assert fired == ["tm-2", "tm-3", "tm-3"] and await one.get("tm-3") is None
+
+
+async def test_a_timer_being_handled_is_not_taken_again_by_its_own_replica() -> None:
+    one, _, _ = replicas()
+    started, release = asyncio.Event(), asyncio.Event()
+    runs: list[str] = []
+
+    async def slow(timer: Timer) -> None:
+        runs.append(timer.id)
+        started.set()
+        await release.wait()
+
+    await one.schedule("tm-4", "sla", T0, {})
+    firing = asyncio.create_task(one.fire_due(slow, now=soon()))
+    await started.wait()
+    assert await one.claim("tm-4", soon(LOOK_AGAIN)) is None
+    release.set()
+    assert await firing == 1 and runs == ["tm-4"]
