@@ -252,3 +252,34 @@ async def test_a_resolution_read_before_the_timeline_applied_it_indexes_the_tick
     await search.refresh([tid], {tid: (1, datetime.now(UTC) - timedelta(days=1))})  # older: the ticket counts
     doc = await intake.runtime.db[SEARCH].find_one({"_id": f"t:{tid}"})
     assert doc is not None and "o:open" in doc["terms"]
+
+
+async def test_a_resolution_in_the_millisecond_of_the_assignment_still_moves_the_ticket_to_done(
+    intake: ServiceUnderTest,
+) -> None:
+    """Routing may resolve in the millisecond it assigned (BSON keeps milliseconds): a resolution read
+    before the timeline applied it still counts, and the same resolution read again after a reopen
+    does not undo the reopen."""
+    tid = await submit(intake)
+    ms = datetime.now(UTC).replace(microsecond=0) + timedelta(milliseconds=7)
+    assigned_at, resolved_at = ms + timedelta(microseconds=100), ms + timedelta(microseconds=600)
+    await intake.deliver(work_order_assigned(tid, occurred_at=assigned_at))
+    search = intake.app.state.search
+
+    async def state() -> list[str]:
+        doc = await intake.runtime.db[SEARCH].find_one({"_id": f"t:{tid}"})
+        assert doc is not None
+        return [t for t in doc["terms"] if t.startswith("o:")]
+
+    await search.refresh([tid], {tid: (1, resolved_at)})  # read before the timeline applied it
+    assert await state() == ["o:done"]
+    await intake.deliver(work_order_resolved(tid, occurred_at=resolved_at))
+    r = await intake.http.post(
+        f"/v1/tickets/{tid}/reopen", json={"reason": "still leaking"}, headers=intake.auth(SUP)
+    )
+    assert r.status_code == 200, r.text
+    await intake.drain_outbox()
+    assert await state() == ["o:open"]
+    await search.refresh([tid], {tid: (1, resolved_at)})  # the resolution read again (a redelivery)
+    assert await state() == ["o:open"]
+    assert await found(intake, q="空调", status="reopened") == [tid]

@@ -39,6 +39,7 @@ INDEXED_TYPES = frozenset(
 _TICKET_FIELDS = {
     **dict.fromkeys(("title", "description", "customer_id", "product", "region_code", "status"), 1),
     "assignment_mark": 1,
+    "resolved_at": 1,
 }
 
 
@@ -115,22 +116,31 @@ class TicketSearch:
 
 
 def _ahead(doc: Mapping[str, Any], resolution: tuple[int, datetime] | None) -> bool:
-    """True when this resolution is newer than the last assignment event the ticket applied."""
-    return resolution is not None and not _applied(doc.get("assignment_mark"), resolution)
+    """True when the ticket has not applied this resolution yet: its last applied assignment event is
+    older, or is as old (BSON keeps milliseconds, and routing may resolve in the millisecond it did
+    something else) without this resolution's time as the ticket's `resolved_at`."""
+    if resolution is None:
+        return False
+    mark = doc.get("assignment_mark")
+    if not mark:
+        return True
+    round_, when = resolution
+    wanted = (round_, _ms(when))
+    applied = (int(mark[0]), _ms(mark[1]))
+    if applied != wanted:
+        return applied < wanted
+    resolved_at = doc.get("resolved_at")
+    return resolved_at is None or _ms(resolved_at) != wanted[1]
 
 
 def _as_resolved(doc: dict[str, Any]) -> dict[str, Any]:
     return {**doc, "status": "resolved"}
 
 
-def _applied(mark: Any, wanted: tuple[int, datetime]) -> bool:
-    """True when the ticket's last applied assignment event is this one or a later one."""
-    if not mark:
-        return False
-    at = mark[1] if mark[1].tzinfo is not None else mark[1].replace(tzinfo=UTC)
-    round_, when = wanted
-    # BSON keeps milliseconds: compare at that precision
-    return bool((int(mark[0]), at) >= (round_, when.replace(microsecond=when.microsecond // 1000 * 1000)))
+def _ms(at: datetime) -> datetime:
+    """A time as BSON keeps it (milliseconds, UTC)."""
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def _resolutions(events: Iterable[CloudEvent]) -> dict[str, tuple[int, datetime]]:
