@@ -24,9 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.privacy import EXPORT_SEALED_MAX_CHARS, ExportAnswered, ExportRequested
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.kafka import subscribe
 from aftersales.shared.outbox import new_with_events
-from aftersales.shared.routes import EventRoute, EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
 EXPORT_ANSWERS = "export_answers"  # one per request chunk a service answered: `_id` = "<export id>:<chunk>"
@@ -178,10 +176,3 @@ class ExportLedger:
             answered_at=now,
         )
         return new_event(answered, source=f"/aftersales/{self.service}", subject=request.customer_id)
-
-
-def subscribe_exports(runtime: ServiceRuntime, on_requested: EventRoute) -> None:
-    """Subscribe a service's answer to export requests (its own consumer group on the privacy topic)."""
-    routes = EventRoutes({ExportRequested: on_requested})
-    group = f"aftersales-{runtime.settings.service_name}-export"
-    subscribe(runtime.broker, runtime.settings, [Topic.PRIVACY], routes, group_id=group)

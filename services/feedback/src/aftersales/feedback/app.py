@@ -28,7 +28,7 @@ from aftersales.feedback.store import (
 )
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import ComplaintState
-from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger
 from aftersales.shared.http import create_app
 from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -145,14 +145,13 @@ def build(settings: Settings) -> FastAPI:
     )
     runtime.spec.extra_tasks.append(complaints.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(complaints.open_index_healer(600.0))
-    consumers.register(runtime, surveys, complaints, personal_data)
     export = FeedbackExport(
         surveys=survey_store,
         complaints=complaint_store,
         personal_data=personal_data,
         ledger=ExportLedger(runtime, service="feedback"),
     )
-    subscribe_exports(runtime, export.on_export_requested)
+    consumers.register(runtime, surveys, complaints, personal_data, export.on_export_requested)
     timers.register(runtime, complaints)
     retention = FeedbackRetention(runtime, survey_store, complaint_store, settings)
     app = create_app(

@@ -13,20 +13,25 @@ from aftersales.shared.contracts.events import (
     TicketReopened,
     WorkOrderResolved,
 )
-from aftersales.shared.contracts.privacy import ErasureRequested
+from aftersales.shared.contracts.privacy import ErasureRequested, ExportRequested
 from aftersales.shared.kafka import subscribe
-from aftersales.shared.routes import EventRoutes
+from aftersales.shared.routes import EventRoute, EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
 CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK, Topic.PRIVACY)
 
 
 def register(
-    runtime: ServiceRuntime, surveys: Surveys, complaints: Complaints, personal_data: PersonalData
+    runtime: ServiceRuntime,
+    surveys: Surveys,
+    complaints: Complaints,
+    personal_data: PersonalData,
+    export: EventRoute,
 ) -> None:
     routes = EventRoutes(
         {
             ErasureRequested: personal_data.on_erasure_requested,
+            ExportRequested: export,
             TicketCreated: complaints.on_ticket_created,
             TicketReopened: complaints.on_ticket_reopened,
             WorkOrderResolved: surveys.on_work_order_resolved,

@@ -24,7 +24,7 @@ from aftersales.fieldwork.store import (
     WorkOrderStore,
 )
 from aftersales.shared.contracts import Topic
-from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger
 from aftersales.shared.http import RouteBodyLimit, allow_larger_body, create_app
 from aftersales.shared.privacy import ERASURES, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -88,11 +88,10 @@ def build(settings: Settings) -> FastAPI:
         settings=settings,
     )
     appointments.noted = report_store.noted = retention.noted
-    consumers.register(runtime, fieldwork, personal_data)
     export = FieldworkExport(
         appointments=appointments, reports=report_store, ledger=ExportLedger(runtime, service="fieldwork")
     )
-    subscribe_exports(runtime, export.on_export_requested)
+    consumers.register(runtime, fieldwork, personal_data, export.on_export_requested)
     app = create_app(
         runtime,
         title="aftersales fieldwork",

@@ -21,7 +21,7 @@ from aftersales.shared.contracts.events import (
     WorkOrderReassigned,
     WorkOrderResolved,
 )
-from aftersales.shared.contracts.privacy import ErasureRequested
+from aftersales.shared.contracts.privacy import ErasureRequested, ExportRequested
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import subscribe
 from aftersales.shared.routes import EventRoute, EventRoutes
@@ -80,6 +80,12 @@ def routes(fieldwork: Fieldwork) -> dict[type, EventRoute]:
     }
 
 
-def register(runtime: ServiceRuntime, fieldwork: Fieldwork, personal_data: PersonalData) -> None:
-    table = {**routes(fieldwork), ErasureRequested: personal_data.on_erasure_requested}
+def register(
+    runtime: ServiceRuntime, fieldwork: Fieldwork, personal_data: PersonalData, export: EventRoute
+) -> None:
+    table = {
+        **routes(fieldwork),
+        ErasureRequested: personal_data.on_erasure_requested,
+        ExportRequested: export,
+    }
     subscribe(runtime.broker, runtime.settings, CONSUMES, EventRoutes(table))

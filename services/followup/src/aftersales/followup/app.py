@@ -22,7 +22,7 @@ from aftersales.followup.store import INDEXES, VISITS, TicketFactsStore, VisitNo
 from aftersales.shared.calendar import BusinessHours, DoNotDisturb
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import Priority
-from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger
 from aftersales.shared.http import create_app
 from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -116,14 +116,13 @@ def build(settings: Settings) -> FastAPI:
     )
     runtime.spec.extra_tasks.append(followups.gauge_refresher(settings.timer_poll_interval_s * 5))
     runtime.spec.extra_tasks.append(followups.open_index_healer(600.0))
-    consumers.register(runtime, followups, personal_data)
     export = FollowUpExport(
         visits=visits,
         notes=personal_data.visits,
         tickets=tickets,
         ledger=ExportLedger(runtime, service="followup"),
     )
-    subscribe_exports(runtime, export.on_export_requested)
+    consumers.register(runtime, followups, personal_data, export.on_export_requested)
     timers.register(runtime, followups)
     app = create_app(
         runtime,

@@ -14,18 +14,21 @@ from aftersales.shared.contracts.events import (
     TicketReopened,
     WorkOrderResolved,
 )
-from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested
+from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested, ExportRequested
 from aftersales.shared.kafka import subscribe
-from aftersales.shared.routes import EventRoutes
+from aftersales.shared.routes import EventRoute, EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
 CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.PRIVACY)
 
 
-def register(runtime: ServiceRuntime, followups: FollowUps, personal_data: PersonalData) -> None:
+def register(
+    runtime: ServiceRuntime, followups: FollowUps, personal_data: PersonalData, export: EventRoute
+) -> None:
     routes = EventRoutes(
         {
             ErasureRequested: personal_data.on_erasure_requested,
+            ExportRequested: export,
             ContactPreferencesChanged: personal_data.on_preferences_changed,
             TicketCreated: followups.on_ticket_created,
             TicketReopened: followups.on_ticket_reopened,
