@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from aftersales.intake import domain, identity, timeline, views
 from aftersales.intake.domain import TicketStatus
-from aftersales.shared.contracts.requests import CustomerIn, ProductIn
+from aftersales.shared.contracts.requests import CustomerIn, ProductIn, requested_ticket_id
 from aftersales.shared.errors import InvalidRequest
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -83,8 +83,8 @@ def test_same_person_maps_to_the_same_customer() -> None:
 
 
 def test_idempotency_keys_are_scoped_to_the_caller() -> None:
-    assert identity.keyed_ticket_id("http:web", "k") == identity.keyed_ticket_id("http:web", "k")
-    assert identity.keyed_ticket_id("http:web", "k") != identity.keyed_ticket_id("http:phone", "k")
+    assert requested_ticket_id("http:web", "k") == requested_ticket_id("http:web", "k")
+    assert requested_ticket_id("http:web", "k") != requested_ticket_id("http:phone", "k")
     assert identity.new_ticket_id() != identity.new_ticket_id()
 
 

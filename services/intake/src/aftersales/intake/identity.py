@@ -17,11 +17,6 @@ def new_ticket_id() -> str:
     return f"T-{uuid.uuid4().hex[:20]}"
 
 
-def keyed_ticket_id(namespace: str, key: str) -> str:
-    """Return the ticket id a (caller, idempotency key) pair always maps to, so replays collide."""
-    return f"T-{_digest(f'{namespace}|{key}')[:20]}"
-
-
 def dedupe_key(namespace: str, key: str) -> str:
     """Return the stored form of an idempotency key, scoped to its caller."""
     return _digest(f"{namespace}|{key}")[:32]

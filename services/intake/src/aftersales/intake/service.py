@@ -22,7 +22,7 @@ from aftersales.intake.store import TicketStore
 from aftersales.intake.storms import Alert, Outcome, Storms
 from aftersales.shared.aggregate import decide_until_written
 from aftersales.shared.contracts.common import Channel
-from aftersales.shared.contracts.requests import CustomerReplyRequest, TicketRequest
+from aftersales.shared.contracts.requests import CustomerReplyRequest, TicketRequest, requested_ticket_id
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.errors import Conflict, Forbidden, NotFound, RetryLater
 from aftersales.shared.pii import redact_pii
@@ -95,7 +95,7 @@ class Intake:
             return Submitted(ticket, outcome)
         ticket = domain.new_ticket(
             request,
-            ticket_id=identity.keyed_ticket_id(caller, idempotency_key)
+            ticket_id=requested_ticket_id(caller, idempotency_key)
             if idempotency_key
             else identity.new_ticket_id(),
             customer_id=self.customer_id(request),

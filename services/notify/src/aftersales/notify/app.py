@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Annotated, Literal, Self
 
 from fastapi import FastAPI
@@ -19,7 +19,7 @@ from aftersales.notify.channels.email import EmailChannel, SmtpServer
 from aftersales.notify.channels.robots import dingtalk, feishu, wecom
 from aftersales.notify.channels.sms import AliyunSms, SmsChannel
 from aftersales.notify.channels.tencent import SmsTemplate, TencentSms, TencentSmsChannel
-from aftersales.notify.domain import ChannelName, RetryPolicy
+from aftersales.notify.domain import ChannelName, RetryPolicy, do_not_disturb
 from aftersales.notify.export import NotifyExport
 from aftersales.notify.fieldnotices import FieldNotices
 from aftersales.notify.gateway import GatewayConfig, InboundGateway
@@ -37,7 +37,7 @@ from aftersales.notify.store import (
     TicketStore,
 )
 from aftersales.shared.contracts import Topic
-from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger, subscribe_exports
+from aftersales.shared.export import EXPORT_ANSWERS, ExportLedger
 from aftersales.shared.http import create_app
 from aftersales.shared.privacy import ERASURES, ContactPreferenceStore, ErasureLedger
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
@@ -196,6 +196,12 @@ class Settings(TencentSmsSettings, RetentionSettings):
         description="region given to customers who write in by mail (a mail has no address): where "
         "their tickets are triaged",
     )
+    inbound_mail_quiet_start: time = Field(
+        default=time(21, 0),
+        description="customer-local start of the quiet hours of a customer who wrote in by mail (the "
+        "acknowledgement and later messages wait for their end); equal to the end: none",
+    )
+    inbound_mail_quiet_end: time = Field(default=time(9, 0), description="customer-local, e.g. 09:00")
     inbound_mail_timeout_s: float = Field(
         default=20.0, gt=0, le=300, description="recording a mail taking longer is refused with 451"
     )
@@ -230,6 +236,7 @@ class Settings(TencentSmsSettings, RetentionSettings):
             region_code=self.inbound_mail_region_code,
             attachment_types=tuple(self.inbound_mail_attachment_types),
             max_attachments=self.inbound_mail_max_attachments,
+            sender_quiet=do_not_disturb(self.inbound_mail_quiet_start, self.inbound_mail_quiet_end),
         )
 
     @model_validator(mode="after")
@@ -317,11 +324,11 @@ def build(settings: Settings) -> FastAPI:
         ),
     )
     mails = InboundMailStore(runtime)
-    inbox = Inbox(store=mails, policy=settings.inbox())
+    recipients = RecipientStore(runtime.db)
+    inbox = Inbox(store=mails, policy=settings.inbox(), recipients=recipients)
     if settings.smtp_inbound_port:
         runtime.spec.extra_tasks.append(InboundGateway(inbox, settings.gateway()).serve)
     preferences = ContactPreferenceStore(runtime)
-    recipients = RecipientStore(runtime.db)
     notifications = Notifications(
         recipients=recipients,
         tickets=TicketStore(runtime.db),
@@ -345,10 +352,11 @@ def build(settings: Settings) -> FastAPI:
     )
     recipients.noted = retention.noted
     mails.noted = retention.mail_noted
-    consumers.register(runtime, notifications, personal_data, FieldNotices(notifications))
     timers.register(runtime, notifications)
     export = NotifyExport(recipients=recipients, ledger=ExportLedger(runtime, service="notify"))
-    subscribe_exports(runtime, export.on_export_requested)
+    consumers.register(
+        runtime, notifications, personal_data, FieldNotices(notifications), export.on_export_requested, inbox
+    )
     app = create_app(
         runtime,
         title="aftersales notify",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aftersales.notify.fieldnotices import FieldNotices
 from aftersales.notify.privacy import PersonalData
-from aftersales.notify.service import Notifications
+from aftersales.notify.service import Inbox, Notifications
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.desk import TechnicianSilent
 from aftersales.shared.contracts.events import (
@@ -27,22 +27,33 @@ from aftersales.shared.contracts.fieldwork import (
     AppointmentCancelled,
     AppointmentRescheduled,
 )
-from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested
+from aftersales.shared.contracts.privacy import ContactPreferencesChanged, ErasureRequested, ExportRequested
+from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import subscribe
-from aftersales.shared.routes import EventRoutes
+from aftersales.shared.routes import EventRoute, EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
 CONSUMES = (Topic.TICKETS, Topic.ASSIGNMENTS, Topic.FEEDBACK, Topic.PRIVACY, Topic.FIELDWORK)
 
 
 def register(
-    runtime: ServiceRuntime, notifications: Notifications, personal_data: PersonalData, field: FieldNotices
+    runtime: ServiceRuntime,
+    notifications: Notifications,
+    personal_data: PersonalData,
+    field: FieldNotices,
+    export: EventRoute,
+    inbox: Inbox,
 ) -> None:
+    async def ticket_created(created: TicketCreated, event: CloudEvent) -> None:
+        await inbox.on_ticket_created(created)  # a mail's sender first: the acknowledgement goes to them
+        await notifications.on_ticket_created(created, event)
+
     routes = EventRoutes(
         {
             ErasureRequested: personal_data.on_erasure_requested,
+            ExportRequested: export,
             ContactPreferencesChanged: personal_data.on_preferences_changed,
-            TicketCreated: notifications.on_ticket_created,
+            TicketCreated: ticket_created,
             TicketReopened: notifications.on_ticket_reopened,
             WorkOrderAssigned: notifications.on_assigned,
             WorkOrderReassigned: notifications.on_assigned,

@@ -15,6 +15,8 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from html.parser import HTMLParser
 
+from aftersales.notify.domain import Language
+
 MAX_TITLE_CHARS = 200
 MAX_TEXT_CHARS = 10_000
 NO_SUBJECT = "E-mail without a subject"
@@ -29,6 +31,9 @@ _QUOTE_START = re.compile(
     r"|(from|发件人)[:：]\s.*@.+)\s*$",
     re.IGNORECASE,
 )
+
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
 class UnreadableMail(ValueError):
@@ -202,3 +207,8 @@ def html_to_text(html: str) -> str:
     parser.close()
     lines = (" ".join(line.split()) for line in "".join(parser.parts).split("\n"))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def language_of(mail: InboundMail) -> Language:
+    """Return the language to answer a mail in: Chinese when its subject or text has Chinese in it."""
+    return Language.ZH if _CJK.search(mail.title) or _CJK.search(mail.text) else Language.EN

@@ -51,7 +51,7 @@ class PersonalData:
         their threads; return how many had content left."""
         mail_ids = list(request.mail_ids)
         for ticket_id in request.ticket_ids:
-            mail_ids += await self.mails.replies(ticket_id)
+            mail_ids += await self.mails.thread(ticket_id)
         erased = sum([await self.erase_mail(mail_id) for mail_id in dict.fromkeys(mail_ids)])
         for ticket_id in request.ticket_ids:
             await self.mails.forget_thread(ticket_id)

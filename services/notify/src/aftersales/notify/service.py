@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -48,6 +48,8 @@ from aftersales.notify.store import (
     TicketStore,
 )
 from aftersales.notify.templates import DEFAULTS, MessageTemplate, checked
+from aftersales.shared.calendar import DoNotDisturb
+from aftersales.shared.contracts.common import Channel
 from aftersales.shared.contracts.events import (
     ComplaintClosed,
     ComplaintOpened,
@@ -61,12 +63,15 @@ from aftersales.shared.contracts.events import (
     WorkOrderEscalated,
     WorkOrderReassigned,
 )
+from aftersales.shared.contracts.requests import requested_ticket_id
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import NotFound, RetryLater
 from aftersales.shared.privacy import ContactPreferenceStore
 from aftersales.shared.timers import Timer
 
 log = logging.getLogger("aftersales.notify")
+# Who registered a customer whose contact point is the address their mail came from.
+MAIL_SENDER = "inbound-mail"
 
 # An attempt's timer is armed just before its delivery is written: a delivery not found may mean "not
 # written yet" this many times, then "that write never happened".
@@ -317,6 +322,8 @@ class InboxPolicy:
     region_code: str = "000000"  # the region of a customer who writes in by mail (a mail has no address)
     attachment_types: tuple[str, ...] = ("image/", "video/", "application/pdf", "text/plain")
     max_attachments: int = 10
+    # A customer who wrote in by mail is answered by mail, with these local quiet hours (None: none).
+    sender_quiet: DoNotDisturb | None = field(default_factory=lambda: DoNotDisturb(time(21), time(9)))
 
 
 class Inbox:
@@ -324,9 +331,34 @@ class Inbox:
     ticket's thread that customer's reply on the ticket. Each is recorded with its command in one write
     before the gateway says 250, keyed by its Message-ID, so a mail delivered twice is one request."""
 
-    def __init__(self, *, store: InboundMailStore, policy: InboxPolicy) -> None:
+    def __init__(
+        self, *, store: InboundMailStore, policy: InboxPolicy, recipients: RecipientStore | None = None
+    ) -> None:
         self.store = store
         self.policy = policy
+        self.recipients = recipients
+
+    async def on_ticket_created(self, created: TicketCreated) -> None:
+        """A ticket opened from a mail received here: its sender becomes the customer's contact point (by
+        mail, unless a channel registered the customer's own), so the acknowledgement, the survey link
+        and complaint progress reach them; the address then lives in the recipient alone."""
+        if created.channel != Channel.EMAIL or self.recipients is None:
+            return
+        sender = await self.store.sender_of(created.ticket_id)
+        if sender is None:
+            return
+        recipient = Recipient(
+            id=domain.recipient_id(RecipientKind.CUSTOMER, created.customer_id),
+            kind=RecipientKind.CUSTOMER,
+            channels=(ChannelName.EMAIL,),
+            language=Language(sender.get("language") or Language.ZH),
+            email=str(sender["email"]),
+            timezone=created.customer_timezone,
+            do_not_disturb=self.policy.sender_quiet,
+            registered_by=MAIL_SENDER,
+        )
+        await self.recipients.add(recipient)
+        await self.store.forget_sender(str(sender["mail_id"]))
 
     async def receive(self, raw: bytes) -> str:
         """Return what a delivered mail became: `request`, `reply`, `duplicate` or `ignored` (an
@@ -353,9 +385,19 @@ class Inbox:
         except ValidationError as exc:  # name the fields only: the values may be the sender's address
             fields = sorted({".".join(str(p) for p in e["loc"]) or "mail" for e in exc.errors()})
             raise UnreadableMail(f"not a request the platform can take ({', '.join(fields)})") from None
-        kind = "reply" if ticket_id is not None else "request"
         event = new_event(command, source=SOURCE, subject=ticket_id or mail.mail_id)
-        record = {"kind": kind, "ticket_id": ticket_id, "received_at": now, "attachments": listing}
+        record: dict[str, Any] = {"kind": "reply", "ticket_id": ticket_id, "received_at": now}
+        if ticket_id is None:  # a new request: the ticket intake opens for it, and whom to answer
+            record["kind"] = "request"
+            record["ticket_id"] = requested_ticket_id(f"kafka:{SOURCE}", mail.mail_id)
+            record["sender"] = {
+                "mail_id": mail.mail_id,
+                "email": mail.sender_email,
+                "name": mail.sender_name,
+                "language": inbound.language_of(mail).value,
+            }
+        kind = str(record["kind"])
+        record["attachments"] = listing
         return kind if await self.store.accept(mail.mail_id, record, event) else "duplicate"
 
     async def _keep_attachments(self, mail: InboundMail) -> tuple[list[dict[str, Any]], list[str]]:

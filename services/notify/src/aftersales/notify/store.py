@@ -38,10 +38,11 @@ from aftersales.shared.runtime import ServiceRuntime
 SOURCE = "/aftersales/notify"
 RECIPIENTS, TICKETS, TEMPLATES, DELIVERIES = "recipients", "tickets", "templates", "deliveries"
 INBOUND_MAIL, INBOUND_ATTACHMENTS = "inbound_mail", "inbound_attachments"
-INBOUND_MAIL_THREADS = "inbound_mail_threads"  # `_id` = ticket id: the ids of the replies on its thread
+INBOUND_MAIL_THREADS = "inbound_mail_threads"  # `_id` = ticket id: the mail it came from, its replies' ids
 MAX_THREAD_MAILS = 200  # reply mails a ticket's thread lists (retention still reaches any beyond)
 ATTACHMENT_CHUNK_BYTES = 255 * 1024  # well below MongoDB's 16 MB document limit, and FerretDB's comfort
 HIDDEN = {"outbox": 0}
+MAIL_HIDDEN = {"outbox": 0, "sender": 0}  # a mail as staff read it: no address
 
 INDEXES = [
     IndexSpec(DELIVERIES, [("cause_event_id", 1)]),
@@ -117,6 +118,21 @@ class RecipientStore:
         if recipient.kind == RecipientKind.CUSTOMER and self.noted is not None:
             await self.noted(recipient.id.removeprefix(f"{RecipientKind.CUSTOMER.value}:"), now)
         return result.upserted_id is not None
+
+    async def add(self, recipient: Recipient) -> bool:
+        """Store the recipient unless it is known already (one conditional write: contact points a
+        channel registered are never replaced); return True when it was new."""
+        now = datetime.now(UTC)
+        result = await self.recipients.update_one(
+            {"_id": recipient.id},
+            {"$setOnInsert": {**recipient_document(recipient), "updated_at": now, "created_at": now}},
+            upsert=True,
+        )
+        if result.upserted_id is None:
+            return False
+        if recipient.kind == RecipientKind.CUSTOMER and self.noted is not None:
+            await self.noted(recipient.id.removeprefix(f"{RecipientKind.CUSTOMER.value}:"), now)
+        return True
 
     async def delete(self, recipient_id: str, *, active_until: datetime | None = None) -> bool:
         """Forget the recipient's contact points; True when it had any. With `active_until` (retention),
@@ -308,9 +324,11 @@ class DeliveryStore:
 
 class InboundMailStore:
     """Received mails, by the hash of their Message-ID: what became of each (a request or a reply to a
-    ticket) and its attachments' metadata, the command for intake in its outbox; the attachments'
-    content in chunk documents `<attachment id>:<n>`. No sender address is kept outside the outbox.
-    A ticket's reply mails are listed by ticket id, so an erasure finds them by `_id`."""
+    ticket, and which ticket) and its attachments' metadata, the command for intake in its outbox; the
+    attachments' content in chunk documents `<attachment id>:<n>`. A request's sender address is kept
+    on its record (`sender`, never shown by the API) until its ticket is opened, for the acknowledgement
+    and as the customer's contact point; no other address is kept outside the outbox. A ticket's thread
+    (by ticket id) names the mail it came from and its reply mails, so an erasure finds them by `_id`."""
 
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
@@ -339,8 +357,12 @@ class InboundMailStore:
         """Record a received mail with its command in the outbox (one write); False when it was recorded
         before (the same mail delivered again). A reply is listed on its ticket's thread and the mail
         armed for retention first, so a recorded mail is always reachable by erasure and retention."""
-        if record.get("ticket_id"):
+        if record["kind"] == "reply":
             await self._list_reply(str(record["ticket_id"]), mail_id)
+        else:  # the ticket it becomes: the acknowledgement finds its sender by the ticket's id
+            await self.threads.update_one(
+                {"_id": record["ticket_id"]}, {"$set": {"request_mail_id": mail_id}}, upsert=True
+            )
         if self.noted is not None:
             await self.noted(mail_id, record["received_at"])
         doc = new_with_events({"_id": mail_id, **record}, Topic.REQUESTS, [event])
@@ -352,7 +374,21 @@ class InboundMailStore:
         return True
 
     async def find(self, mail_id: str) -> dict[str, Any] | None:
-        return await self.mails.find_one({"_id": mail_id}, HIDDEN)
+        return await self.mails.find_one({"_id": mail_id}, MAIL_HIDDEN)
+
+    async def sender_of(self, ticket_id: str) -> dict[str, Any] | None:
+        """Return who wrote the mail a ticket was opened from (`email`, `name`, `language`); None when
+        the ticket came from elsewhere or the mail's content is erased. Two reads by `_id`."""
+        thread = await self.threads.find_one({"_id": ticket_id}, {"request_mail_id": 1})
+        if thread is None or not thread.get("request_mail_id"):
+            return None
+        mail = await self.mails.find_one({"_id": thread["request_mail_id"]}, {"sender": 1})
+        sender = (mail or {}).get("sender")
+        return dict(sender) if sender else None
+
+    async def forget_sender(self, mail_id: str) -> None:
+        """Drop a request mail's sender address once its ticket's customer has it as contact point."""
+        await self.mails.update_one({"_id": mail_id}, {"$unset": {"sender": ""}})
 
     async def content(self, attachment_id: str, chunks: int) -> bytes:
         """Return an attachment's content, from its chunks (by `_id`)."""
@@ -372,10 +408,11 @@ class InboundMailStore:
             return
         await self.threads.update_one({"_id": ticket_id}, {"$addToSet": {"mail_ids": mail_id}}, upsert=True)
 
-    async def replies(self, ticket_id: str) -> list[str]:
-        """Return the ids of the reply mails on a ticket's thread."""
-        thread = await self.threads.find_one({"_id": ticket_id}, {"mail_ids": 1})
-        return [str(m) for m in (thread or {}).get("mail_ids") or []]
+    async def thread(self, ticket_id: str) -> list[str]:
+        """Return the ids of the mails on a ticket's thread: the one it was opened from, the replies."""
+        thread = await self.threads.find_one({"_id": ticket_id}, {"mail_ids": 1, "request_mail_id": 1})
+        opened = [str(thread["request_mail_id"])] if thread and thread.get("request_mail_id") else []
+        return opened + [str(m) for m in (thread or {}).get("mail_ids") or []]
 
     async def forget_thread(self, ticket_id: str) -> None:
         await self.threads.delete_one({"_id": ticket_id})
@@ -387,7 +424,8 @@ class InboundMailStore:
 
     async def erase(self, mail_id: str) -> bool:
         """Delete a mail's personal content: its attachments' chunks, their names and fingerprints, and
-        a command for intake not yet published (it carries the sender's address and text); the record
+        a command for intake not yet published (it carries the sender's address and text), the sender's
+        address kept for the acknowledgement; the record
         stays as a tombstone (kind, ticket, times, content types and sizes), so the same mail delivered
         again is still a duplicate. True when there was content to erase (idempotent)."""
         doc = await self.mails.find_one({"_id": mail_id}, {"attachments": 1, "erased_at": 1})
@@ -401,6 +439,9 @@ class InboundMailStore:
         listing = [{k: e[k] for k in kept if k in e} for e in entries]
         result = await self.mails.update_one(
             {"_id": mail_id, "erased_at": {"$exists": False}},
-            {"$set": {"attachments": listing, "erased_at": datetime.now(UTC)}, "$unset": {"outbox": ""}},
+            {
+                "$set": {"attachments": listing, "erased_at": datetime.now(UTC)},
+                "$unset": {"outbox": "", "sender": ""},
+            },
         )
         return result.modified_count == 1

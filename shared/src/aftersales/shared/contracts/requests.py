@@ -7,6 +7,7 @@ event; intake's own events carry only ids.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime
 
 import phonenumbers
@@ -104,6 +105,15 @@ class IotSignal(BaseModel):
         if utc is None or not EARLIEST_OBSERVATION <= utc < LATEST_OBSERVATION:
             raise ValueError("must be between 2000-01-01 and 2100-01-01 (UTC)")
         return value
+
+
+def requested_ticket_id(submitted_by: str, idempotency_key: str) -> str:
+    """Return the id of the ticket a request with an idempotency key becomes (an IoT alert aside: a storm
+    folds it into its device's open ticket). `submitted_by` names the sender as intake does:
+    `kafka:<the request event's source>` or `http:<API client>`. Part of the contract: a channel knows its
+    ticket's number as it sends the request, so it can match `aftersales.ticket.created.v1` to what it
+    holds (notify: the mail a ticket came from) without personal data coming back to it."""
+    return f"T-{hashlib.sha256(f'{submitted_by}|{idempotency_key}'.encode()).hexdigest()[:20]}"
 
 
 @event("aftersales.request.submitted.v1", Topic.REQUESTS)
