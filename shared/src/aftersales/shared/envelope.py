@@ -61,6 +61,13 @@ class CloudEvent:
             headers["tracestate"] = self.tracestate
         return headers
 
+    def ticket_id(self) -> str:
+        """Return the ticket its data names; PoisonEvent when it names none (it can never be applied)."""
+        ticket_id = self.data.get("ticket_id")
+        if not isinstance(ticket_id, str) or not ticket_id:
+            raise PoisonEvent(f"{self.type} without a ticket_id")
+        return ticket_id
+
     def value(self) -> bytes:
         return json.dumps(self.data, separators=(",", ":"), ensure_ascii=False).encode()
 

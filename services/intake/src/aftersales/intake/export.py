@@ -28,7 +28,12 @@ from aftersales.intake.export_store import EXPORT_REQUESTS, ExportStore, part_ma
 from aftersales.intake.privacy_store import PrivacyStore
 from aftersales.intake.store import TicketStore
 from aftersales.shared.contracts import Topic
-from aftersales.shared.contracts.privacy import EXPORT_CHUNK_TICKETS, ExportAnswered, ExportRequested
+from aftersales.shared.contracts.privacy import (
+    EXPORT_CHUNK_TICKETS,
+    ExportAnswered,
+    ExportRequested,
+    in_chunks,
+)
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, new_event
 from aftersales.shared.errors import DomainError, NotFound
 from aftersales.shared.export import EXPORT_ANSWERS, ExportKeys, ExportLedger, Records, unseal
@@ -83,9 +88,7 @@ class Exports:
         export_id = f"EX-{uuid.uuid4().hex[:16]}"
         keys = ExportKeys.generate()
         ticket_ids = await self.privacy.customer_ticket_ids(customer_id, MAX_EXPORTED_TICKETS)
-        chunks = [
-            ticket_ids[i : i + EXPORT_CHUNK_TICKETS] for i in range(0, len(ticket_ids), EXPORT_CHUNK_TICKETS)
-        ] or [[]]
+        chunks = in_chunks(ticket_ids, EXPORT_CHUNK_TICKETS)
         events = [
             new_event(
                 ExportRequested(

@@ -27,6 +27,7 @@ from aftersales.shared.contracts.privacy import (
     ContactPreferencesChanged,
     ErasureConfirmed,
     ErasureRequested,
+    in_chunks,
 )
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import NotFound
@@ -63,10 +64,7 @@ class Privacy:
         now = datetime.now(UTC)
         erasure_id = f"ER-{uuid.uuid4().hex[:16]}"
         tickets = await self.store.customer_tickets(customer_id, MAX_ERASED_TICKETS)
-        chunks = [
-            tickets[i : i + ERASURE_CHUNK_TICKETS] for i in range(0, len(tickets), ERASURE_CHUNK_TICKETS)
-        ]
-        chunks = chunks or [[]]
+        chunks = in_chunks(tickets, ERASURE_CHUNK_TICKETS)
         events = [
             new_event(
                 ErasureRequested(

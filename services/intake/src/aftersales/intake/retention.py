@@ -13,7 +13,7 @@ from typing import Protocol
 
 from aftersales.intake.customer_records import CustomerRecords
 from aftersales.intake.privacy_store import PrivacyStore
-from aftersales.shared.envelope import CloudEvent, PoisonEvent
+from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.kafka import Delivery
 from aftersales.shared.retention import Retention
 from aftersales.shared.runtime import ServiceRuntime
@@ -69,10 +69,8 @@ class IntakeRetention:
         for event in events:
             if event.type not in ARMING_TYPES:
                 continue
-            ticket_id, at = event.data.get("ticket_id"), event.time
-            if not isinstance(ticket_id, str) or not ticket_id:
-                raise PoisonEvent(f"{event.type} without a ticket_id")
-            tickets.append((ticket_id, at))
+            at = event.time
+            tickets.append((event.ticket_id(), at))
             customer_id = event.data.get("customer_id")
             if isinstance(customer_id, str) and customer_id:
                 customers.append((customer_id, at))

@@ -159,12 +159,4 @@ def _resolutions(events: Iterable[CloudEvent]) -> dict[str, tuple[int, datetime]
 
 
 def _ticket_ids(events: Iterable[CloudEvent]) -> list[str]:
-    out: list[str] = []
-    for event in events:
-        if event.type not in INDEXED_TYPES:
-            continue
-        ticket_id = event.data.get("ticket_id")
-        if not isinstance(ticket_id, str) or not ticket_id:
-            raise PoisonEvent(f"{event.type} without a ticket_id")
-        out.append(ticket_id)
-    return out
+    return [event.ticket_id() for event in events if event.type in INDEXED_TYPES]

@@ -9,6 +9,9 @@ key, can open it). Their key and `ce_subject` are the customer id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TypeVar
+
 from pydantic import AwareDatetime, Field
 
 from aftersales.shared.contracts.common import EventData
@@ -19,7 +22,14 @@ from aftersales.shared.contracts.topics import Topic
 PERSONAL_DATA_HOLDERS = ("intake", "followup", "feedback", "notify", "fieldwork")
 ERASURE_CHUNK_TICKETS = 200  # ticket ids per erasure-requested event
 EXPORT_CHUNK_TICKETS = 50  # ticket ids per export-requested event: one answer (all its parts) per chunk
+T = TypeVar("T")
 EXPORT_SEALED_MAX_CHARS = 600_000  # one sealed answer part, base64: well below Kafka's 1 MB messages
+
+
+def in_chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    """Split what a request names into its events' chunks of `size` (one empty chunk when it names
+    nothing, so every holder still answers)."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)] or [[]]
 
 
 @event("aftersales.privacy.erasure-requested.v1", Topic.PRIVACY)
