@@ -13,11 +13,11 @@ from email.message import EmailMessage
 import pytest
 
 from aftersales.notify.app import Settings, build
-from aftersales.notify.channels import Outgoing
-from aftersales.notify.domain import ChannelName, Recipient
+from aftersales.notify.domain import ChannelName
 from aftersales.notify.inbound import mail_id_of
 from aftersales.notify.service import Notifications
 from aftersales.notify.store import SOURCE
+from aftersales.notify.testing import RecordingChannel
 from aftersales.shared.contracts.common import Channel
 from aftersales.shared.contracts.privacy import ErasureRequested
 from aftersales.shared.contracts.requests import requested_ticket_id
@@ -30,21 +30,8 @@ SENT = "aftersales.notification.sent.v1"
 STAFF, WEB = "dev-supervisor-token", "dev-web-token"
 
 
-class Outbox:
-    """The e-mail channel, recording what it sends to whom."""
-
-    name = ChannelName.EMAIL
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Outgoing]] = []
-
-    async def send(self, recipient: Recipient, message: Outgoing) -> None:
-        assert recipient.email is not None
-        self.sent.append((recipient.email, message))
-
-
 @pytest.fixture
-async def notify() -> AsyncIterator[tuple[ServiceUnderTest, Outbox]]:
+async def notify() -> AsyncIterator[tuple[ServiceUnderTest, RecordingChannel]]:
     # No quiet hours, so whether the acknowledgement goes at once does not depend on the hour of the run.
     settings = Settings(
         **FAST,
@@ -53,7 +40,7 @@ async def notify() -> AsyncIterator[tuple[ServiceUnderTest, Outbox]]:
         inbound_mail_quiet_end=time(0),
     )
     async with in_process(build, settings) as svc:
-        outbox = Outbox()
+        outbox = RecordingChannel()
         service: Notifications = svc.app.state.notifications
         service.channels[ChannelName.EMAIL] = outbox
         yield svc, outbox
@@ -83,7 +70,7 @@ async def stored_sender(svc: ServiceUnderTest, mail_id: str) -> object:
 
 
 async def test_the_sender_of_a_mail_gets_the_acknowledgement_of_its_ticket_once(
-    notify: tuple[ServiceUnderTest, Outbox],
+    notify: tuple[ServiceUnderTest, RecordingChannel],
 ) -> None:
     svc, outbox = notify
     mail_id, ticket_id = await receive(svc, "<a1@mail.example.com>")
@@ -108,7 +95,7 @@ async def test_the_sender_of_a_mail_gets_the_acknowledgement_of_its_ticket_once(
 
 
 async def test_a_contact_point_a_channel_registered_is_kept_and_an_english_mail_is_answered_in_english(
-    notify: tuple[ServiceUnderTest, Outbox],
+    notify: tuple[ServiceUnderTest, RecordingChannel],
 ) -> None:
     svc, outbox = notify
     mail_id, ticket_id = await receive(svc, "<b1@mail.example.com>", subject="Fridge is noisy")
@@ -132,7 +119,7 @@ async def test_a_contact_point_a_channel_registered_is_kept_and_an_english_mail_
 
 
 async def test_an_email_ticket_notify_did_not_receive_waits_for_a_contact_point(
-    notify: tuple[ServiceUnderTest, Outbox],
+    notify: tuple[ServiceUnderTest, RecordingChannel],
 ) -> None:
     svc, outbox = notify
     await svc.deliver(ticket_created("T-elsewhere", customer_id="C-x", channel=Channel.EMAIL))
@@ -143,7 +130,7 @@ async def test_an_email_ticket_notify_did_not_receive_waits_for_a_contact_point(
 
 
 async def test_erasing_a_ticket_erases_the_mail_it_came_from_before_it_was_answered(
-    notify: tuple[ServiceUnderTest, Outbox],
+    notify: tuple[ServiceUnderTest, RecordingChannel],
 ) -> None:
     svc, outbox = notify
     mail_id, ticket_id = await receive(svc, "<c1@mail.example.com>")

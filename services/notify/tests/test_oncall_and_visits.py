@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from aftersales.notify.app import Settings, build
-from aftersales.notify.channels import Outgoing
-from aftersales.notify.domain import ChannelName, Recipient
+from aftersales.notify.domain import ChannelName
 from aftersales.notify.service import Notifications
+from aftersales.notify.testing import RecordingChannel
 from aftersales.shared.contracts.desk import TechnicianSilent
 from aftersales.shared.contracts.fieldwork import (
     AppointmentBooked,
@@ -29,19 +29,6 @@ FIELDWORK, ROUTING = "/aftersales/fieldwork", "/aftersales/routing"
 NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 SENT = "aftersales.notification.sent.v1"
 WEB = "dev-web-token"
-
-
-class RecordingChannel:
-    """An e-mail channel that records what it was asked to send."""
-
-    name = ChannelName.EMAIL
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Outgoing]] = []
-
-    async def send(self, recipient: Recipient, message: Outgoing) -> None:
-        assert recipient.email is not None
-        self.sent.append((recipient.email, message))
 
 
 def customer(**extra: Any) -> dict[str, Any]:

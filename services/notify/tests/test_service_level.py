@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from aftersales.notify.app import Settings, build
-from aftersales.notify.channels import Outgoing, Transient
-from aftersales.notify.domain import ChannelName, Recipient
+from aftersales.notify.domain import ChannelName
 from aftersales.notify.service import Notifications
+from aftersales.notify.testing import RecordingChannel
 from aftersales.shared.contracts.events import SurveySent
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.testing import (
@@ -29,23 +29,6 @@ from aftersales.shared.testing import (
 SENT = "aftersales.notification.sent.v1"
 FAILED = "aftersales.notification.failed.v1"
 WEB, PHONE = "dev-web-token", "dev-phone-token"
-
-
-class RecordingChannel:
-    """An e-mail channel that records what it was asked to send and fails the first `fail` sends."""
-
-    name = ChannelName.EMAIL
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Outgoing]] = []
-        self.fail = 0
-
-    async def send(self, recipient: Recipient, message: Outgoing) -> None:
-        if self.fail > 0:
-            self.fail -= 1
-            raise Transient("smtp_451")
-        assert recipient.email is not None
-        self.sent.append((recipient.email, message))
 
 
 @pytest.fixture
