@@ -25,7 +25,7 @@ from harness import PIPELINE_SERVICE_NAMES, Infra, Platform, ServiceProcess, sta
 from benchmarks import platform_benches, shared_benches
 from benchmarks.config import Config, help_text
 from benchmarks.floor import floor
-from benchmarks.pipeline import start_platform
+from benchmarks.pipeline import SERVICE_DEFAULTS, start_platform
 from benchmarks.probes import LagProbe, RssSampler, service_pids
 from benchmarks.report import machine_facts, render, save_json, table, write_docs
 from benchmarks.search_bench import search_stage
@@ -87,9 +87,9 @@ async def _pass(run: Run, stages: list[str]) -> None:
 async def _start(platform: Platform, results: dict[str, Any], *, restart: bool = False) -> None:
     started = time.monotonic()
     if restart:
-        await platform.start_ready(*PIPELINE_SERVICE_NAMES, PUBLISH_REPORTS="false")
+        await platform.start_ready(*PIPELINE_SERVICE_NAMES, PUBLISH_REPORTS="false", **SERVICE_DEFAULTS)
     else:
-        await start_platform(platform)
+        await start_platform(platform, **SERVICE_DEFAULTS)
     results["startup_s"] = time.monotonic() - started
 
 

@@ -18,6 +18,7 @@ from aftersales.shared.contracts.events import TicketCreated
 from aftersales.shared.envelope import new_event
 from aftersales.shared.kafka import make_broker, publish_event
 from aftersales.shared.settings import ServiceSettings
+from benchmarks.pipeline import SERVICE_DEFAULTS
 
 
 async def routing_assignment(n: int = 1_000) -> None:
@@ -25,7 +26,7 @@ async def routing_assignment(n: int = 1_000) -> None:
     processes: list[Any] = []
     platform = Platform(start_infra(), processes)
     try:
-        await platform.start_ready("routing")
+        await platform.start_ready("routing", **SERVICE_DEFAULTS)
         url = platform.url("routing")
         async with httpx.AsyncClient(timeout=30.0) as http:
             grid = {

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aftersales.intake.app import Settings, build
-from aftersales.intake.search import SearchQuery, matches, seal, ticket_terms, tokens
+from aftersales.intake.search import SearchQuery, covering_tokens, matches, seal, ticket_terms, tokens
 from aftersales.intake.search_store import SEARCH
 from aftersales.shared.testing import (
     FAST,
@@ -33,6 +33,24 @@ KEY = b"k" * 32
 def test_cjk_text_is_cut_into_bigrams_and_latin_into_words() -> None:
     assert tokens("空调漏水 E4 code") == ["空调", "调漏", "漏水", "e4", "code"]
     assert tokens("Ｅ４ 热") == ["e4", "热"]  # full-width folded, a lone CJK character kept
+
+
+def test_a_query_looks_up_the_bigrams_that_cover_its_text() -> None:
+    assert covering_tokens("空调漏水 E4") == ["空调", "漏水", "e4"]
+    assert covering_tokens("空调不制冷") == ["空调", "不制", "制冷"]  # the last bigram covers the tail
+    assert covering_tokens("热") == ["热"]
+    for text in ("空调漏水", "热水器不加热了", "E4 空调"):  # a subset of what the text is indexed by
+        assert set(covering_tokens(text)) <= set(tokens(text))
+    assert SearchQuery(text="空调漏水").terms() == ["x:空调", "x:漏水"]
+
+
+def test_a_single_priority_category_or_channel_is_a_term_when_the_index_has_them() -> None:
+    ticket = {"title": "t", "priority": "P1", "category": "installation", "channel": "web", "status": "new"}
+    assert {"y:P1", "k:installation", "h:web", "o:open"} <= set(ticket_terms(ticket, None))
+    query = SearchQuery(priority=frozenset({"P1"}), category=frozenset({"installation"}), channel="web")
+    assert query.terms() == ["y:P1", "k:installation", "h:web"]
+    assert query.terms(facets=False) == ["a:"]  # an index begun without them: checked on candidates
+    assert SearchQuery(priority=frozenset({"P1", "P2"})).terms() == ["a:"]  # several: checked
 
 
 def test_text_and_names_are_stored_keyed_never_readable() -> None:
@@ -283,3 +301,30 @@ async def test_a_resolution_in_the_millisecond_of_the_assignment_still_moves_the
     await search.refresh([tid], {tid: (1, resolved_at)})  # the resolution read again (a redelivery)
     assert await state() == ["o:open"]
     assert await found(intake, q="空调", status="reopened") == [tid]
+
+
+async def test_filters_by_priority_follow_a_correction_and_an_older_index_still_answers(
+    intake: ServiceUnderTest,
+) -> None:
+    tid = await submit(intake)
+    other = await submit(intake, token=PHONE, phone="+8613900139000")  # the same words, by phone
+    priority = (await intake.http.get(f"/v1/tickets/{tid}", headers=intake.auth(SUP))).json()["priority"]
+    assert priority == "P3"
+    assert await found(intake, priority="P3", channel="web") == [tid]
+    assert await found(intake, priority="P3", channel="phone") == [other]
+    assert await found(intake, priority="P3") == [other, tid]
+    r = await intake.http.patch(
+        f"/v1/tickets/{tid}",
+        json={"priority": "P1", "reason": "customer is a hospital"},
+        headers=intake.auth(SUP),
+    )
+    assert r.status_code == 200, r.text
+    await intake.drain_outbox()
+    assert await found(intake, priority="P1") == [tid]
+    assert await found(intake, priority="P3") == [other]
+    assert (await search(intake, priority="P1"))["examined"] == 1  # walked its term, not every ticket
+    # An index begun before priorities were terms: the filter is checked on the candidates instead.
+    await intake.runtime.db[SEARCH].update_one({"_id": "seq"}, {"$unset": {"facets": ""}})
+    intake.app.state.search.index._facets = False
+    older = await search(intake, priority="P1")
+    assert [item["id"] for item in older["items"]] == [tid] and older["examined"] == 2

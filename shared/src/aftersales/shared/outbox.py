@@ -31,6 +31,11 @@ from aftersales.shared.mongo import Collection, Database, IndexSpec, merge_updat
 log = logging.getLogger("aftersales.outbox")
 
 OUTBOX_PENDING = Gauge("aftersales_outbox_pending", "Events written but not yet acknowledged by Kafka")
+OUTBOX_SWEEPS = Counter(
+    "aftersales_outbox_sweeps",
+    "Sweeps of the outbox collections completed (the start-up one first: on FerretDB it reads every "
+    "document, so a freshly started replica answers slower until it is done)",
+)
 OUTBOX_PUBLISHED = Counter(
     "aftersales_outbox_published_total", "Events the outbox relay published", ["topic"]
 )
@@ -175,6 +180,7 @@ class OutboxRelay:
                 chunk = ids[start : start + RELAY_CONCURRENCY]
                 published += sum(await asyncio.gather(*(self.relay_document(name, d) for d in chunk)))
         OUTBOX_PENDING.set(pending_docs)
+        OUTBOX_SWEEPS.inc()
         return published
 
     async def drain(self, *, sweep: bool = True) -> int:

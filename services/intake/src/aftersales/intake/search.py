@@ -3,14 +3,15 @@ whether a ticket really matches a query. No I/O; the index itself is `search_sto
 
 Terms are prefixed strings:
 - `x:<token>`: free text of the title and description. Chinese, Japanese and Korean text has no spaces,
-  so a CJK run is cut into overlapping bigrams (空调漏水 → 空调, 调漏, 漏水) and a query's CJK run must
-  have all its bigrams; other text is cut into lower-case letter/digit runs. NFKC folds full-width forms.
+  so a CJK run is cut into overlapping bigrams (空调漏水 → 空调, 调漏, 漏水) and a query's CJK run is
+  looked up by the bigrams that cover it (空调, 漏水); other text is cut into lower-case letter/digit
+  runs. NFKC folds full-width forms.
 - `c:<customer id>`: the customer (a phone or e-mail is turned into the customer's keyed id, never
   stored), `n:<bigram or word>`: the customer's name when the ticket was indexed, `s:<serial>`: the
   product's serial, `r:<region>`: each level of the region path, `o:open` / `o:done`: whether the
   ticket is still being worked on (new to escalated, reopened) or done (resolved, closed, cancelled):
-  history is mostly done, so a search among open tickets skips it; `a:`: every ticket (a search by
-  filters only walks it).
+  history is mostly done, so a search among open tickets skips it; `y:<priority>`, `k:<category>`,
+  `h:<channel>`: those fields; `a:`: every ticket (a search by filters only walks it).
 Text and name terms are stored keyed (HMAC-SHA256 with the customer-id key, `seal`): the index holds no
 readable word of what a customer wrote or is called, and what erasure takes out leaves nothing behind.
 An index hit is only a candidate: `matches` checks the ticket as it is now (the text as a substring,
@@ -32,6 +33,9 @@ DONE_STATUSES = frozenset({"resolved", "closed", "cancelled"})
 MAX_TEXT_TERMS = 96  # text terms kept per ticket (title first); a longer description's tail is not indexed
 MAX_TOKEN_CHARS = 32
 EVERY = "a:"
+# Fields that are terms too (`y:P1`, `k:installation`, `h:web`): they change seldom (a supervisor's
+# correction re-indexes the ticket), so a filter on one walks its postings instead of checking tickets.
+FACETS = {"priority": "y:", "category": "k:", "channel": "h:"}
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _RUNS = re.compile(rf"[{_CJK}]+|[^\W_{_CJK}]+", re.UNICODE)
@@ -51,6 +55,20 @@ def tokens(text: str) -> list[str]:
             out.extend([run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)])
         else:
             out.append(run[:MAX_TOKEN_CHARS])
+    return out
+
+
+def covering_tokens(text: str) -> list[str]:
+    """Return fewer tokens than `tokens` that every text containing this one still has: of a Chinese
+    run's bigrams every other one and the last (`空调漏水` → 空调, 漏水), other words whole."""
+    out: list[str] = []
+    for run in _RUNS.findall(normalized(text)):
+        if not _CJK_RUN.fullmatch(run):
+            out.append(run[:MAX_TOKEN_CHARS])
+        elif len(run) <= 2:
+            out.append(run)
+        else:
+            out.extend(run[i : i + 2] for i in sorted({*range(0, len(run) - 1, 2), len(run) - 2}))
     return out
 
 
@@ -87,6 +105,7 @@ def ticket_terms(ticket: Mapping[str, Any], customer_name: str | None) -> list[s
     terms.extend(f"r:{level}" for level in region_levels(str(ticket.get("region_code") or "")))
     if ticket.get("status"):
         terms.append(state_term({str(ticket["status"])}) or "")
+    terms.extend(f"{prefix}{ticket[field]}" for field, prefix in FACETS.items() if ticket.get(field))
     return _distinct(t for t in terms if t)
 
 
@@ -115,12 +134,15 @@ class SearchQuery:
     created_from: datetime | None = None
     created_to: datetime | None = None
 
-    def terms(self) -> list[str]:
+    def terms(self, *, facets: bool = True) -> list[str]:
         """The index terms every match has (at least `a:`). Several customer ids (a phone and an e-mail
-        naming different records) are checked on the candidates, not intersected."""
+        naming different records) are checked on the candidates, not intersected. A Chinese run is
+        looked up by bigrams that cover it (every other one, and the last): the candidates are checked
+        for the whole run anyway. A single priority, category or channel is a term when the index has
+        them (`facets`: an index begun before they were indexed checks them on the candidates only)."""
         out: list[str] = []
         if self.text:
-            out.extend(f"x:{t}" for t in _distinct(tokens(self.text)))
+            out.extend(f"x:{t}" for t in _distinct(covering_tokens(self.text)))
         if len(self.customer_ids) == 1:
             out.append(f"c:{next(iter(self.customer_ids))}")
         if self.name:
@@ -131,6 +153,14 @@ class SearchQuery:
             out.append(f"r:{region_levels(self.region_code)[-1]}")
         if self.status and (state := state_term(self.status)):
             out.append(state)
+        if facets:
+            for wanted, prefix in (
+                (self.priority, FACETS["priority"]),
+                (self.category, FACETS["category"]),
+                (frozenset({self.channel} if self.channel else ()), FACETS["channel"]),
+            ):
+                if len(wanted) == 1:
+                    out.append(f"{prefix}{next(iter(wanted))}")
         return _distinct(out) or [EVERY]
 
 

@@ -38,6 +38,7 @@ INDEXED_TYPES = frozenset(
 )
 _TICKET_FIELDS = {
     **dict.fromkeys(("title", "description", "customer_id", "product", "region_code", "status"), 1),
+    **dict.fromkeys(("priority", "category", "channel"), 1),
     "assignment_mark": 1,
     "resolved_at": 1,
 }
@@ -99,7 +100,7 @@ class TicketSearch:
         before: int | None,
         max_reads: int,
     ) -> Hits:
-        terms = seal(query.terms(), self.key)
+        terms = seal(query.terms(facets=await self.index.has_facets()), self.key)
         return await self.index.search(
             query, terms, visible=visible, limit=limit, before=before, max_reads=max_reads
         )

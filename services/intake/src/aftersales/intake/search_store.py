@@ -64,6 +64,7 @@ class SearchIndex:
         self.tickets = db[tickets]
         self.customers = db[customers]
         self._known: dict[tuple[str, int], None] = {}
+        self._facets = False
 
     # ------------------------------------------------------------ writing
 
@@ -108,7 +109,10 @@ class SearchIndex:
         if not new:
             return ordinals
         seq = await self.index.find_one_and_update(
-            {"_id": "seq"}, {"$inc": {"n": len(new)}}, upsert=True, return_document=True
+            {"_id": "seq"},
+            {"$inc": {"n": len(new)}, "$setOnInsert": {"facets": True}},  # begun with facet terms
+            upsert=True,
+            return_document=True,
         )
         assert seq is not None  # an upsert returning the document after it
         first = int(seq["n"]) - len(new) + 1
@@ -155,31 +159,16 @@ class SearchIndex:
         while len(self._known) > KNOWN_PAIRS:
             self._known.pop(next(iter(self._known)))
 
-    async def load(self, terms_of: Sequence[tuple[str, Sequence[str]]], *, chunk: int = 2000) -> int:
-        """Index tickets into an empty index in bulk (history seeded for a benchmark, or a rebuild into
-        a fresh collection): every document is built here and inserted with `insert_many`."""
-        if await self.index.find_one({"_id": "seq"}) is not None:
-            raise ValueError("load() builds an empty index; use put() on one that is in use")
-        postings: dict[str, list[str]] = defaultdict(list)
-        directory: dict[str, set[int]] = defaultdict(set)
-        tickets = []
-        for i, (ticket_id, terms) in enumerate(terms_of, start=1):
-            block = i // BLOCK
-            tickets.append({"_id": f"t:{ticket_id}", "ord": i, "terms": sorted(set(terms))})
-            for term in set(terms):
-                postings[f"p:{term}|{block}"].append(entry(i, ticket_id))
-                directory[f"d:{term}|{block // CHUNK}"].add(block)
-        docs: list[dict[str, Any]] = [
-            *tickets,
-            *({"_id": k, "ids": v} for k, v in postings.items()),
-            *({"_id": k, "blocks": sorted(v)} for k, v in directory.items()),
-            {"_id": "seq", "n": len(tickets)},
-        ]
-        for start in range(0, len(docs), chunk):
-            await self.index.insert_many(docs[start : start + chunk], ordered=False)
-        return len(docs)
-
     # ------------------------------------------------------------ searching
+
+    async def has_facets(self) -> bool:
+        """True when every ticket in the index was indexed with its facet terms (an index begun by an
+        older release lacks them: its searches check those fields on the candidates only). An empty
+        index will have them. Once true it stays true, so it is read until then only."""
+        if not self._facets:
+            seq = await self.index.find_one({"_id": "seq"}, {"facets": 1})
+            self._facets = seq is None or bool(seq.get("facets"))
+        return self._facets
 
     async def search(
         self,
@@ -251,3 +240,30 @@ class SearchIndex:
             self.tickets.find_one({"_id": t}, SHOWN) for t in ticket_ids
         ]
         return list(await asyncio.gather(*reads))
+
+
+async def load_index(
+    db: AsyncDatabase[dict[str, Any]], terms_of: Sequence[tuple[str, Sequence[str]]], *, chunk: int = 2000
+) -> int:
+    """Index tickets into an empty index in bulk (history seeded for a benchmark, or a rebuild into
+    a fresh collection): every document is built here and inserted with `insert_many`."""
+    if await db[SEARCH].find_one({"_id": "seq"}) is not None:
+        raise ValueError("load_index() builds an empty index; use SearchIndex.put() on one in use")
+    postings: dict[str, list[str]] = defaultdict(list)
+    directory: dict[str, set[int]] = defaultdict(set)
+    tickets = []
+    for i, (ticket_id, terms) in enumerate(terms_of, start=1):
+        block = i // BLOCK
+        tickets.append({"_id": f"t:{ticket_id}", "ord": i, "terms": sorted(set(terms))})
+        for term in set(terms):
+            postings[f"p:{term}|{block}"].append(entry(i, ticket_id))
+            directory[f"d:{term}|{block // CHUNK}"].add(block)
+    docs: list[dict[str, Any]] = [
+        *tickets,
+        *({"_id": k, "ids": v} for k, v in postings.items()),
+        *({"_id": k, "blocks": sorted(v)} for k, v in directory.items()),
+        {"_id": "seq", "n": len(tickets), "facets": True},
+    ]
+    for start in range(0, len(docs), chunk):
+        await db[SEARCH].insert_many(docs[start : start + chunk], ordered=False)
+    return len(docs)
