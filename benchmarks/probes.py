@@ -134,6 +134,21 @@ class LagProbe:
         return sum((await self.lag_safe()).values())
 
 
+async def wait_swept(urls: list[str], timeout_s: float = 600.0) -> float:
+    """Wait until every service at `urls` has finished its start-up outbox sweep (on FerretDB it reads
+    every document of its outbox collections); return the seconds waited. A stage that measures a steady
+    state (idle CPU, search latency) starts after it."""
+    started = time.monotonic()
+    pending = list(urls)
+    while pending and time.monotonic() - started < timeout_s:
+        pending = [u for u in pending if total(await scrape(u), "aftersales_outbox_sweeps_total") < 1]
+        if pending:
+            await asyncio.sleep(1.0)
+    if pending:
+        raise TimeoutError(f"start-up outbox sweep not done after {timeout_s:.0f} s: {pending}")
+    return time.monotonic() - started
+
+
 async def wait_drained(probe: LagProbe, timeout_s: float, interval_s: float = 0.5) -> float | None:
     """Wait until every group is at lag 0; return the seconds it took, or None at the deadline."""
     started = time.monotonic()

@@ -6,7 +6,6 @@ Chinese text, text with a filter, and filters only. Target: p99 ≤ 200 ms with 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 import time
@@ -25,6 +24,7 @@ from aftersales.intake.store import CUSTOMERS, TICKETS, document_of
 from aftersales.shared.contracts.common import Category, Channel, CustomerTier, Priority
 from benchmarks.config import Config
 from benchmarks.pipeline import SERVICE_DEFAULTS
+from benchmarks.probes import wait_swept
 from benchmarks.teardown import stop_all
 
 DEVICES = ["空调", "热水器", "洗衣机", "冰箱", "燃气灶", "净水器", "扫地机器人", "电视"]
@@ -148,20 +148,6 @@ def _shapes(samples: list[dict[str, Any]]) -> dict[str, Callable[[int], dict[str
     }
 
 
-async def _swept(url: str, timeout_s: float = 600.0) -> None:
-    """Wait for intake's start-up outbox sweep (FerretDB reads every ticket for it): the stage times
-    searches in steady state, not while the database is busy with a fresh replica's sweep."""
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=10.0) as http:
-        while time.monotonic() < deadline:
-            text = (await http.get(f"{url}/metrics")).text
-            done = [line for line in text.splitlines() if line.startswith("aftersales_outbox_sweeps_total ")]
-            if done and float(done[0].split()[-1]) >= 1:
-                return
-            await asyncio.sleep(1.0)
-    raise TimeoutError(f"intake's start-up outbox sweep not done after {timeout_s:.0f} s")
-
-
 async def _time(http: httpx.AsyncClient, url: str, params: dict[str, Any]) -> tuple[float, int]:
     started = time.perf_counter()
     r = await http.get(f"{url}/v1/search/tickets", params=params, headers=auth())
@@ -187,7 +173,7 @@ async def search_stage(
     say(f"  seeded in {seeded_s:.0f} s; starting intake on it")
     await platform.start_ready("intake", **SERVICE_DEFAULTS)
     url = platform.url("intake")
-    await _swept(url)
+    await wait_swept([url])  # steady state: not while FerretDB reads every ticket for the sweep
     shapes: dict[str, Any] = {}
     every: list[float] = []
     async with httpx.AsyncClient(timeout=30.0) as http:

@@ -25,6 +25,7 @@ from benchmarks.probes import (
     scrape,
     service_pids,
     total,
+    wait_swept,
 )
 from benchmarks.stages_load import Run
 
@@ -143,6 +144,8 @@ async def idle(run: Run) -> dict[str, Any]:
     """CPU of the database, Kafka and each service over cfg.idle_s with no traffic; RSS of each service."""
     cfg, platform = run.cfg, run.platform
     drained = await run.drain("the load before the idle stage")
+    swept = await wait_swept([p.url for p in platform.services.values()])
+    run.say(f"start-up outbox sweeps done (waited {swept:.0f} s)")
     services = service_pids(platform)
     pids = {**services, **infra_pids()}
     run.say(f"idle for {cfg.idle_s:.0f} s ({', '.join(f'{k} {v}' for k, v in pids.items())})")
