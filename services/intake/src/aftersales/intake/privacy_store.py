@@ -42,12 +42,11 @@ class PrivacyStore:
 
     async def customer_ticket_ids(self, customer_id: str, limit: int) -> list[str]:
         """Return the ids of a customer's tickets, newest first (through the customer_id index)."""
-        cursor = self.db[TICKETS].find({"customer_id": customer_id}, {"_id": 1}, sort=[("created_at", -1)])
-        return [doc["_id"] async for doc in cursor.limit(limit)]
+        return [ticket_id for ticket_id, _ in await self.customer_tickets(customer_id, limit)]
 
     async def customer_tickets(self, customer_id: str, limit: int) -> list[tuple[str, str | None]]:
-        """Return the ids and `external_ref`s of a customer's tickets, newest first (the same index read
-        as `customer_ticket_ids`): a mail's ticket names the mail (`mail:<id>`) there."""
+        """Return the ids and `external_ref`s of a customer's tickets, newest first: a mail's ticket names
+        the mail (`mail:<id>`) there."""
         cursor = self.db[TICKETS].find(
             {"customer_id": customer_id}, {"_id": 1, "external_ref": 1}, sort=[("created_at", -1)]
         )

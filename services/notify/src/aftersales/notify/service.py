@@ -331,9 +331,7 @@ class Inbox:
     ticket's thread that customer's reply on the ticket. Each is recorded with its command in one write
     before the gateway says 250, keyed by its Message-ID, so a mail delivered twice is one request."""
 
-    def __init__(
-        self, *, store: InboundMailStore, policy: InboxPolicy, recipients: RecipientStore | None = None
-    ) -> None:
+    def __init__(self, *, store: InboundMailStore, policy: InboxPolicy, recipients: RecipientStore) -> None:
         self.store = store
         self.policy = policy
         self.recipients = recipients
@@ -342,7 +340,7 @@ class Inbox:
         """A ticket opened from a mail received here: its sender becomes the customer's contact point (by
         mail, unless a channel registered the customer's own), so the acknowledgement, the survey link
         and complaint progress reach them; the address then lives in the recipient alone."""
-        if created.channel != Channel.EMAIL or self.recipients is None:
+        if created.channel != Channel.EMAIL:
             return
         sender = await self.store.sender_of(created.ticket_id)
         if sender is None:
@@ -386,18 +384,20 @@ class Inbox:
             fields = sorted({".".join(str(p) for p in e["loc"]) or "mail" for e in exc.errors()})
             raise UnreadableMail(f"not a request the platform can take ({', '.join(fields)})") from None
         event = new_event(command, source=SOURCE, subject=ticket_id or mail.mail_id)
-        record: dict[str, Any] = {"kind": "reply", "ticket_id": ticket_id, "received_at": now}
+        kind = "reply" if ticket_id is not None else "request"
+        record: dict[str, Any] = {
+            "kind": kind,
+            "ticket_id": ticket_id,
+            "received_at": now,
+            "attachments": listing,
+        }
         if ticket_id is None:  # a new request: the ticket intake opens for it, and whom to answer
-            record["kind"] = "request"
             record["ticket_id"] = requested_ticket_id(f"kafka:{SOURCE}", mail.mail_id)
             record["sender"] = {
-                "mail_id": mail.mail_id,
                 "email": mail.sender_email,
                 "name": mail.sender_name,
                 "language": inbound.language_of(mail).value,
             }
-        kind = str(record["kind"])
-        record["attachments"] = listing
         return kind if await self.store.accept(mail.mail_id, record, event) else "duplicate"
 
     async def _keep_attachments(self, mail: InboundMail) -> tuple[list[dict[str, Any]], list[str]]:

@@ -115,8 +115,7 @@ class RecipientStore:
             },
             upsert=True,
         )
-        if recipient.kind == RecipientKind.CUSTOMER and self.noted is not None:
-            await self.noted(recipient.id.removeprefix(f"{RecipientKind.CUSTOMER.value}:"), now)
+        await self._stored(recipient, now)
         return result.upserted_id is not None
 
     async def add(self, recipient: Recipient) -> bool:
@@ -130,9 +129,13 @@ class RecipientStore:
         )
         if result.upserted_id is None:
             return False
-        if recipient.kind == RecipientKind.CUSTOMER and self.noted is not None:
-            await self.noted(recipient.id.removeprefix(f"{RecipientKind.CUSTOMER.value}:"), now)
+        await self._stored(recipient, now)
         return True
+
+    async def _stored(self, recipient: Recipient, at: datetime) -> None:
+        """A customer's contact points were stored at `at`: tell retention (`noted`)."""
+        if recipient.kind == RecipientKind.CUSTOMER and self.noted is not None:
+            await self.noted(recipient.id.removeprefix(f"{RecipientKind.CUSTOMER.value}:"), at)
 
     async def delete(self, recipient_id: str, *, active_until: datetime | None = None) -> bool:
         """Forget the recipient's contact points; True when it had any. With `active_until` (retention),
@@ -377,14 +380,16 @@ class InboundMailStore:
         return await self.mails.find_one({"_id": mail_id}, MAIL_HIDDEN)
 
     async def sender_of(self, ticket_id: str) -> dict[str, Any] | None:
-        """Return who wrote the mail a ticket was opened from (`email`, `name`, `language`); None when
-        the ticket came from elsewhere or the mail's content is erased. Two reads by `_id`."""
+        """Return who wrote the mail a ticket was opened from (`email`, `name`, `language`, and the
+        mail's `mail_id`); None when the ticket came from elsewhere or the mail's content is erased. Two
+        reads by `_id`."""
         thread = await self.threads.find_one({"_id": ticket_id}, {"request_mail_id": 1})
         if thread is None or not thread.get("request_mail_id"):
             return None
-        mail = await self.mails.find_one({"_id": thread["request_mail_id"]}, {"sender": 1})
+        mail_id = str(thread["request_mail_id"])
+        mail = await self.mails.find_one({"_id": mail_id}, {"sender": 1})
         sender = (mail or {}).get("sender")
-        return dict(sender) if sender else None
+        return {**sender, "mail_id": mail_id} if sender else None
 
     async def forget_sender(self, mail_id: str) -> None:
         """Drop a request mail's sender address once its ticket's customer has it as contact point."""
@@ -424,10 +429,10 @@ class InboundMailStore:
 
     async def erase(self, mail_id: str) -> bool:
         """Delete a mail's personal content: its attachments' chunks, their names and fingerprints, and
-        a command for intake not yet published (it carries the sender's address and text), the sender's
-        address kept for the acknowledgement; the record
-        stays as a tombstone (kind, ticket, times, content types and sizes), so the same mail delivered
-        again is still a duplicate. True when there was content to erase (idempotent)."""
+        a command for intake not yet published (it carries the sender's address and text), and the
+        sender's address kept for the acknowledgement; the record stays as a tombstone (kind, ticket,
+        times, content types and sizes), so the same mail delivered again is still a duplicate. True
+        when there was content to erase (idempotent)."""
         doc = await self.mails.find_one({"_id": mail_id}, {"attachments": 1, "erased_at": 1})
         if doc is None or doc.get("erased_at"):
             return False
