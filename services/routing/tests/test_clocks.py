@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from aftersales.routing.clocks import clock_running, pauses_of, timer_is_current
+from aftersales.routing.clocks import clock_running, pauses_of, timer_is_ahead, timer_is_current
 from aftersales.shared.contracts.events import SlaClock
 
 T0 = datetime(2026, 11, 24, tzinfo=UTC)
@@ -45,6 +45,17 @@ def test_stale_timers_do_nothing() -> None:
     assert not timer_is_current(stopped, PAYLOAD)
     assert not clock_running(stopped, SlaClock.FIRST_RESPONSE)
     assert clock_running(stopped, SlaClock.RESOLUTION)
+
+
+def test_a_timer_armed_for_a_write_not_landed_yet_is_ahead_not_stale() -> None:
+    assert timer_is_ahead(None, PAYLOAD)  # the work order's first write is still in flight
+    assert timer_is_ahead(wo(round=1), PAYLOAD)  # the new round not written yet
+    assert timer_is_ahead(wo(), {**PAYLOAD, "generation": 2})  # the re-plan not written yet
+    assert timer_is_ahead(wo(), {**PAYLOAD, "pct": 100})  # the 75 % threshold's record not written yet
+    assert not timer_is_ahead(wo(), PAYLOAD)  # current
+    assert not timer_is_ahead(wo(round=3), PAYLOAD)  # reopened since: stale
+    assert not timer_is_ahead(wo(), {**PAYLOAD, "generation": 0})  # re-planned since: stale
+    assert not timer_is_ahead(wo(), {**PAYLOAD, "pct": 50})  # fired already: stale
 
 
 def test_open_pause_is_part_of_the_pauses() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -95,6 +95,30 @@ async def test_an_sla_timer_past_due_breaches_the_work_order_once(routing: Servi
 
     await routing.published_exactly(BREACHED, where=lambda e: e.data["clock"] == "resolution")
     assert (await work_order(routing, "A"))["resolution"]["breached"] is True
+
+
+async def test_an_sla_timer_firing_before_its_work_order_is_written_is_not_lost(
+    routing: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ticket reaches routing late (a broker restart held it back): its first threshold is due at
+    # once, and the timer loop fires it between the arming and the work order's first write.
+    created = datetime.now(UTC) - timedelta(hours=1)
+    timers, schedule = routing.runtime.timers, routing.runtime.timers.schedule
+    raced: list[int] = []
+
+    async def schedule_then_fire(*args: Any, **kwargs: Any) -> None:
+        await schedule(*args, **kwargs)
+        if not raced:
+            raced.append(await timers.fire_due(routing.runtime.timer_routes))
+
+    monkeypatch.setattr(timers, "schedule", schedule_then_fire)
+    await routing.deliver(ticket_created("A", priority=Priority.P1, created_at=created))
+    await routing.published.wait_for(ASSIGNED)
+    assert len(raced) == 1  # the timer loop ran between the arming and the write
+
+    await routing.fire_timers(now=datetime.now(UTC) + timedelta(minutes=1))  # after its retry delay
+    await routing.published_exactly(BREACHED, where=lambda e: e.data["clock"] == "first_response")
+    assert raced == [0]  # the early firing did not complete: it looked again once the work order was there
 
 
 async def test_grid_and_technician_changes_publish_their_configuration_without_names(

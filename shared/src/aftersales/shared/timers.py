@@ -53,6 +53,11 @@ FIRE_CONCURRENCY = 16
 ACTIVE = ("pending", "running")
 # A claim or completion the database did not confirm is looked at again this soon (see `claim`).
 LOOK_AGAIN = timedelta(seconds=2)
+# A handler's timer is armed just before the write it belongs to, and may fire before that write lands
+# (it fell due at once, or the database was slow). A handler whose aggregate is not yet where the timer
+# was armed for raises RetryLater while `timer.attempts` is below this, then takes "that write never
+# happened": retries after 2, 4, 8, 16 and 32 s outlast a database operation's 30 s socket timeout.
+NOT_WRITTEN_RETRIES = 6
 TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)])]
 
 

@@ -51,13 +51,10 @@ from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.errors import DomainError, NotFound, RetryLater
 from aftersales.shared.pii import redact_optional
 from aftersales.shared.runtime import BackgroundTask, periodic
-from aftersales.shared.timers import Timer
+from aftersales.shared.timers import NOT_WRITTEN_RETRIES, Timer
 
 log = logging.getLogger("aftersales.feedback")
 
-# A deadline timer is armed just before the write it belongs to: a complaint not found (or at an older
-# step or cycle) may mean "not written yet" this many times, then "that write never happened".
-NOT_WRITTEN_RETRIES = 4
 FACT_FIELDS = set(TicketFacts.model_fields)
 Escalate = Callable[[str, Complaint, Sequence[BaseModel]], Awaitable[bool]]
 

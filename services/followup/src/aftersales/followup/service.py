@@ -38,14 +38,11 @@ from aftersales.shared.errors import RetryLater
 from aftersales.shared.pii import redact_optional
 from aftersales.shared.privacy import ContactPreferenceStore
 from aftersales.shared.runtime import BackgroundTask, periodic
-from aftersales.shared.timers import Timer
+from aftersales.shared.timers import NOT_WRITTEN_RETRIES, Timer
 
 log = logging.getLogger("aftersales.followup")
 
 NEXT_CARE_DELAY = timedelta(seconds=10)
-# A timer is scheduled just before the write it belongs to: a visit not found (or at an older schedule)
-# may mean "not written yet" this many times, then "that write never happened".
-NOT_WRITTEN_RETRIES = 4
 FACT_FIELDS = set(TicketFacts.model_fields)
 
 

@@ -67,15 +67,11 @@ from aftersales.shared.contracts.requests import requested_ticket_id
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import NotFound, RetryLater
 from aftersales.shared.privacy import ContactPreferenceStore
-from aftersales.shared.timers import Timer
+from aftersales.shared.timers import NOT_WRITTEN_RETRIES, Timer
 
 log = logging.getLogger("aftersales.notify")
 # Who registered a customer whose contact point is the address their mail came from.
 MAIL_SENDER = "inbound-mail"
-
-# An attempt's timer is armed just before its delivery is written: a delivery not found may mean "not
-# written yet" this many times, then "that write never happened".
-NOT_WRITTEN_RETRIES = 4
 
 
 @dataclass(frozen=True, slots=True)

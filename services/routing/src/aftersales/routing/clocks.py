@@ -137,5 +137,22 @@ def timer_is_current(wo: Clocked | None, payload: Mapping[str, Any]) -> bool:
     )
 
 
+def timer_is_ahead(wo: Clocked | None, payload: Mapping[str, Any]) -> bool:
+    """True when a fired timer was armed for a state the work order has not reached yet: its round, clock
+    generation or threshold is past the stored one. Timers are armed just before the write that stores
+    them, so the write may still be in flight (or never land)."""
+    if wo is None:
+        return True
+    wo = _fields(wo)
+    if wo.get("round", 0) != payload["round"]:
+        return bool(wo.get("round", 0) < payload["round"])
+    state = wo.get("sla", {}).get(SlaClock(payload["clock"]).value, {})
+    generation = int(state.get("generation", 0))
+    if generation != payload["generation"]:
+        return generation < int(payload["generation"])
+    next_pct = state.get("next_pct")
+    return next_pct is not None and payload["pct"] not in state.get("fired", []) and next_pct < payload["pct"]
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)

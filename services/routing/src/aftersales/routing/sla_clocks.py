@@ -19,6 +19,7 @@ from aftersales.routing.clocks import (
     pauses_for,
     pauses_of,
     plan_state,
+    timer_is_ahead,
     timer_is_current,
 )
 from aftersales.routing.domain import OPEN_STATUSES, Status, WorkOrder
@@ -31,7 +32,7 @@ from aftersales.shared.calendar import Pause, business_elapsed
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import SlaClock
 from aftersales.shared.errors import RetryLater
-from aftersales.shared.timers import DurableTimers, Timer
+from aftersales.shared.timers import NOT_WRITTEN_RETRIES, DurableTimers, Timer
 
 log = logging.getLogger("aftersales.routing")
 
@@ -145,6 +146,10 @@ class SlaClocks:
         if wo is not None and wo.escalation_due and wo.round == payload["round"]:
             await self.escalate_due(wo)  # a breach whose escalation did not land (crash or lost race)
         if wo is None or not timer_is_current(wo, payload):
+            if timer_is_ahead(wo, payload) and timer.attempts < NOT_WRITTEN_RETRIES:
+                # Armed before its write, which has not landed yet: look again rather than drop the
+                # clock's only armed timer (the write would point at a timer already gone).
+                raise RetryLater(f"work order {payload['ticket_id']} not written up to this SLA timer yet")
             return
         clock, pct = SlaClock(payload["clock"]), int(payload["pct"])
         if not await self._record(wo, timer, clock, pct, int(payload["generation"])):
