@@ -27,13 +27,11 @@ CREATED = b"aftersales.ticket.created.v1"
 TECHNICIANS = 50
 
 
-# The services' own defaults for their background intervals. The test harness shortens them (a sweep of
-# every outbox every 5 s, timers looked for every 2 s) so tests finish fast; on FerretDB a sweep reads
-# every document, so with 100,000 tickets stored those intervals would be what the benchmark measures.
-# `make bench` starts services with these; the flat-cost test (which counts, never times) keeps the
-# harness's.
+# The services' own defaults for their background intervals. The test harness shortens them (a relay
+# heartbeat every 2 s, timers looked for every 2 s) so tests finish fast; `make bench` starts services
+# with these; the flat-cost test (which counts, never times) keeps the harness's.
 SERVICE_DEFAULTS = {
-    "OUTBOX_SWEEP_INTERVAL_S": "600",
+    "OUTBOX_HEARTBEAT_S": "10",
     "OUTBOX_POLL_INTERVAL_S": "0.5",
     "TIMER_SCAN_INTERVAL_S": "15",
     "TIMER_POLL_INTERVAL_S": "1",

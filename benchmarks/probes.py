@@ -135,17 +135,17 @@ class LagProbe:
 
 
 async def wait_swept(urls: list[str], timeout_s: float = 600.0) -> float:
-    """Wait until every service at `urls` has finished its start-up outbox sweep (on FerretDB it reads
-    every document of its outbox collections); return the seconds waited. A stage that measures a steady
-    state (idle CPU, search latency) starts after it."""
+    """Wait until every service at `urls` has registered its outbox relay and swept whatever a relay
+    that died left behind (on FerretDB a sweep reads every document of its outbox collections); return
+    the seconds waited. A stage that measures a steady state (idle CPU, search latency) starts after it."""
     started = time.monotonic()
     pending = list(urls)
     while pending and time.monotonic() - started < timeout_s:
-        pending = [u for u in pending if total(await scrape(u), "aftersales_outbox_sweeps_total") < 1]
+        pending = [u for u in pending if total(await scrape(u), "aftersales_outbox_started") < 1]
         if pending:
             await asyncio.sleep(1.0)
     if pending:
-        raise TimeoutError(f"start-up outbox sweep not done after {timeout_s:.0f} s: {pending}")
+        raise TimeoutError(f"outbox relay not started after {timeout_s:.0f} s: {pending}")
     return time.monotonic() - started
 
 

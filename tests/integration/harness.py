@@ -217,7 +217,7 @@ def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra:
         TIMER_POLL_INTERVAL_S="0.3",
         CONSUMER_BACKOFF_S="0.05",
         TIMER_SCAN_INTERVAL_S="2",
-        OUTBOX_SWEEP_INTERVAL_S="5",
+        OUTBOX_HEARTBEAT_S="2",
     )
     env.update(extra)
     return env

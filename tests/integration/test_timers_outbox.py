@@ -10,6 +10,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from harness import Infra, mongo, unique
 
+from aftersales.shared import mongo as mongo_module
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import TicketCancelled
 from aftersales.shared.envelope import CloudEvent, new_event
@@ -204,5 +205,92 @@ async def test_competing_relays_publish_every_event_in_order_per_document(infra:
     racing = OutboxRelay(db, ["orders"], append_during_publish)
     assert await racing.relay_document("orders", "d0") == 1
     assert [e["data"]["reason"] for e in (await col.find_one({"_id": "d0"}))["outbox"]] == ["10"]
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def run_relay_until(relay: OutboxRelay, done: asyncio.Event, timeout_s: float) -> None:
+    """Run `relay` (register, heartbeats, relaying) until `done` is set or `timeout_s` passed."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.wait_for(done.wait(), timeout_s)
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_relay_that_died_is_swept_for_and_a_clean_stop_needs_no_sweep(infra: Infra) -> None:
+    client = mongo(infra)
+    db = client[unique("leases_")]
+    await ensure_indexes(db, outbox_indexes(["orders"]))
+    col = db["orders"]
+    published: list[str] = []
+    arrived = asyncio.Event()
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        published.append(ev.subject)
+        arrived.set()
+
+    # First relay ever in this database: it sweeps (data may predate leases), then stops cleanly.
+    first = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
+    assert await first.leases.register() is True
+    await first.release()
+    # A clean stop left no lease: the next start-up does not sweep, so an event nobody notified (here
+    # written behind the relays' back) stays where it is.
+    await col.insert_one(new_with_events({"_id": "unnoticed"}, Topic.TICKETS, [event("unnoticed", 0)]))
+    calm = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
+    assert await calm.leases.register() is False
+    await col.delete_one({"_id": "unnoticed"})
+
+    # `calm` is killed (its lease stays) after writing an event it never relayed.
+    await col.insert_one(new_with_events({"_id": "left"}, Topic.TICKETS, [event("left", 0)]))
+    restarted = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
+    await run_relay_until(restarted, arrived, timeout_s=10)
+    assert published == ["left"]  # swept at start-up: the dead relay's lease was there
+    assert await restarted.pending() == 0
+
+    # A running relay notices a lease nobody renews any more (a replica killed and not restarted),
+    # sweeps for what it left, and forgets the lease.
+    arrived.clear()
+    survivor = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
+    stop = asyncio.Event()
+    running = asyncio.create_task(survivor.run(stop))
+    await asyncio.wait_for(survivor.registered.wait(), 10)
+    await asyncio.sleep(0.5)  # past its start-up: what it publishes now, a heartbeat found
+    await db["outbox_relays"].insert_one({"_id": "gone", "alive_at": datetime.now(UTC) - timedelta(hours=1)})
+    await col.insert_one(new_with_events({"_id": "orphan"}, Topic.TICKETS, [event("orphan", 0)]))
+    try:
+        await asyncio.wait_for(arrived.wait(), 10)
+    finally:
+        stop.set()
+        await running
+    assert published == ["left", "orphan"]
+    leases = {d["_id"] async for d in db["outbox_relays"].find({})}
+    assert "gone" not in leases and survivor.leases.id in leases
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def test_an_unconfirmed_write_makes_its_relay_sweep_a_heartbeat_later(
+    infra: Infra, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = mongo(infra)
+    db = client[unique("doubt_")]
+    await ensure_indexes(db, outbox_indexes(["orders"]))
+    published: list[str] = []
+    arrived = asyncio.Event()
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        published.append(ev.subject)
+        arrived.set()
+
+    relay = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
+    await relay.leases.register()  # registered: its own start-up needs no sweep
+    # A write timed out but landed: its caller got an error and never notified the relay.
+    await db["orders"].insert_one(new_with_events({"_id": "d"}, Topic.TICKETS, [event("d", 0)]))
+    monkeypatch.setattr(mongo_module, "_unconfirmed", mongo_module.unconfirmed_writes() + 1)
+    await run_relay_until(relay, arrived, timeout_s=10)
+    assert published == ["d"]
     await client.drop_database(db.name)
     await client.close()

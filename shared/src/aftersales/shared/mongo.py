@@ -28,6 +28,22 @@ DB_COMMANDS = Counter(
     "alone (by_id=false: the store must evaluate another filter, a scan on FerretDB, an index on MongoDB)",
     ["service", "collection", "command", "by_id"],
 )
+UNCONFIRMED_WRITES = Counter(
+    "aftersales_db_writes_unconfirmed_total",
+    "Writes whose outcome the database never confirmed (the connection broke or timed out, or a write "
+    "concern failed): the write may have landed with events its caller never handed to the outbox relay, "
+    "so the relay sweeps after one",
+    ["service"],
+)
+_WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+_unconfirmed = 0  # this process's unconfirmed writes, read by the outbox relay
+
+
+def unconfirmed_writes() -> int:
+    """Return how many writes of this process the database never confirmed (see UNCONFIRMED_WRITES)."""
+    return _unconfirmed
+
+
 # Commands whose cost depends on a filter; everything else (insert, getMore, ping, ...) is by_id="n/a".
 _FILTERED = {"find": "filter", "count": "query", "distinct": "query", "findAndModify": "query"}
 
@@ -77,10 +93,19 @@ class CommandCounter(monitoring.CommandListener):
         DB_COMMANDS.labels(self._service, collection, name, filter_kind(name, event.command)).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        if event.command_name in _WRITES and "writeConcernError" in event.reply:
+            self._unconfirmed()  # applied where it ran, not acknowledged as asked: the caller sees an error
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
+        # A server's refusal carries its error `code` (nothing was written); a network error or timeout
+        # carries the client exception's type instead, and the write may or may not have landed.
+        if event.command_name in _WRITES and "errtype" in event.failure:
+            self._unconfirmed()
+
+    def _unconfirmed(self) -> None:
+        global _unconfirmed
+        _unconfirmed += 1
+        UNCONFIRMED_WRITES.labels(self._service).inc()
 
 
 def make_client(settings: ServiceSettings) -> AsyncMongoClient[Document]:

@@ -5,11 +5,18 @@ causes are one atomic update of that one document (`with_events`). After the wri
 `relay.notify(collection, doc_id)`; the relay reads that document by `_id`, publishes its events in
 order, waits for each broker acknowledgement, and then `$pullAll`s exactly the entries it published, so
 an event appended meanwhile stays queued. A crash can only re-publish (consumers dedupe by `ce_id`),
-never drop: a sweep at start-up finds documents whose outbox is not empty, which recovers what a
-crashed process left (a crashed pod is restarted, and any replica's start-up sweep covers them all); a
-document whose publish fails is queued again, so a running relay never needs a sweep to find its own
-work. A rare periodic sweep (`outbox_sweep_interval_s`, 10 minutes by default) is the last safety net,
-for a replica that died and was never started again.
+never drop. A document whose publish fails is queued again, so a running relay never needs a sweep to
+find its own work.
+
+Events are left behind only by a relay that stopped without its last flush (killed, crashed), or by a
+write whose outcome the database never confirmed (its caller got an error and never notified the relay).
+A **sweep** (every document whose outbox is not empty) recovers both, and runs only then, not on a
+clock: each relay holds a lease in `outbox_relays` (renewed every `outbox_heartbeat_s`, deleted after
+its last flush), so a start-up finds the lease of a relay that died (and sweeps), a running relay finds
+a lease nobody renewed for `STALE_BEATS` heartbeats (and sweeps), and an unconfirmed write
+(`mongo.unconfirmed_writes`) makes its own process sweep a heartbeat later. On MongoDB the sweep reads a
+sparse index of the pending documents; on FerretDB 1.x it reads every document, which is why it must not
+run on a clock there (`outbox_sweep_interval_s` adds such a clock, off by default).
 
 Every hot-path operation filters by `_id` alone. FerretDB 1.x pushes nothing else down to SQLite (any
 other filter scans the whole collection), so scans are kept to the sweep. Two relays working on one
@@ -20,21 +27,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
 from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.mongo import Collection, Database, IndexSpec, merge_updates
+from aftersales.shared.mongo import Collection, Database, IndexSpec, merge_updates, unconfirmed_writes
 
 log = logging.getLogger("aftersales.outbox")
 
 OUTBOX_PENDING = Gauge("aftersales_outbox_pending", "Events written but not yet acknowledged by Kafka")
 OUTBOX_SWEEPS = Counter(
     "aftersales_outbox_sweeps",
-    "Sweeps of the outbox collections completed (the start-up one first: on FerretDB it reads every "
-    "document, so a freshly started replica answers slower until it is done)",
+    "Sweeps of the outbox collections completed, by why they ran (on FerretDB a sweep reads every "
+    "document, so the replica answers slower meanwhile)",
+    ["reason"],
+)
+OUTBOX_STARTED = Gauge(
+    "aftersales_outbox_started",
+    "1 once this process's relay has registered and recovered what a dead relay left (swept if needed)",
 )
 OUTBOX_PUBLISHED = Counter(
     "aftersales_outbox_published_total", "Events the outbox relay published", ["topic"]
@@ -71,6 +86,59 @@ def outbox_indexes(collections: Sequence[str]) -> list[IndexSpec]:
 
 PENDING_QUERY = {"outbox.id": {"$exists": True}}
 RELAY_CONCURRENCY = 32  # documents relayed at once; events of one document are always sequential
+RELAYS = "outbox_relays"
+REGISTRY = "registry"  # marker: relays of this database hold leases since this document was written
+STALE_BEATS = 3  # heartbeats a lease may miss before its relay counts as gone
+
+
+class RelayLeases:
+    """The leases of the running relays of one database: one small document per process, by `_id`, so
+    reading them all is cheap even where every query scans."""
+
+    def __init__(self, db: Database, heartbeat_s: float) -> None:
+        self._col = db[RELAYS]
+        self.id = uuid.uuid4().hex
+        self._stale = timedelta(seconds=heartbeat_s * STALE_BEATS)
+
+    async def register(self) -> bool:
+        """Take this relay's lease; return True when a start-up sweep is due: another relay's lease is
+        there (it may have died a moment ago), or no relay ever registered here (data written before
+        leases existed)."""
+        held = [d async for d in self._col.find({}, {"_id": 1})]
+        await self.renew()
+        if not any(d["_id"] == REGISTRY for d in held):
+            await self._col.update_one(
+                {"_id": REGISTRY}, {"$setOnInsert": {"since": datetime.now(UTC)}}, upsert=True
+            )
+            return True
+        return any(d["_id"] not in (REGISTRY, self.id) for d in held)
+
+    async def renew(self) -> None:
+        now = datetime.now(UTC)
+        await self._col.update_one(
+            {"_id": self.id},
+            {"$set": {"alive_at": now}, "$setOnInsert": {"started_at": now, "host": socket.gethostname()}},
+            upsert=True,
+        )
+
+    async def dead(self) -> list[dict[str, Any]]:
+        """Return the leases nobody renewed for `STALE_BEATS` heartbeats (their relay is gone)."""
+        cutoff = datetime.now(UTC) - self._stale
+        return [
+            d
+            async for d in self._col.find({}, {"alive_at": 1})
+            if d["_id"] not in (REGISTRY, self.id) and d.get("alive_at", cutoff) <= cutoff
+        ]
+
+    async def forget(self, leases: Sequence[Mapping[str, Any]]) -> None:
+        """Delete dead leases after their leftovers were swept (fenced: a relay that was only slow and
+        renewed meanwhile keeps its lease)."""
+        for lease in leases:
+            await self._col.delete_one({"_id": lease["_id"], "alive_at": lease.get("alive_at")})
+
+    async def release(self) -> None:
+        """Give up this relay's lease: call only after its last flush left nothing behind."""
+        await self._col.delete_one({"_id": self.id})
 
 
 class OutboxRelay:
@@ -84,14 +152,20 @@ class OutboxRelay:
         *,
         topic_of: Callable[[str], str] = str,
         poll_interval_s: float = 0.5,
-        sweep_interval_s: float = 30.0,
+        heartbeat_s: float = 10.0,
+        sweep_interval_s: float = 0.0,
     ) -> None:
         self._db = db
         self._collections = list(collections)
         self._publish = publish
         self._topic_of = topic_of
         self._poll_interval_s = poll_interval_s
-        self._sweep_interval_s = sweep_interval_s
+        self._heartbeat_s = heartbeat_s
+        self._sweep_interval_s = sweep_interval_s  # a sweep on a clock as well (0: none)
+        self.leases = RelayLeases(db, heartbeat_s)
+        self._doubts_seen = unconfirmed_writes()
+        self._doubted_at: float | None = None  # loop time an unconfirmed write was first seen
+        self.registered = asyncio.Event()  # set once the start-up recovery is done (see `run`)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._queued: set[tuple[str, Any]] = set()
         # One lock per document being relayed, with the number of tasks holding or awaiting it, so the
@@ -117,12 +191,21 @@ class OutboxRelay:
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, then publish what is still queued so nothing written waits."""
         loop = asyncio.get_running_loop()
-        next_sweep = loop.time()  # sweep once at start-up: recover events a crash left behind
+        next_beat = next_sweep = loop.time()
         while not stop.is_set():
             try:
-                if self._sweep_requested.is_set() or loop.time() >= next_sweep:
+                if not self.registered.is_set():  # recover what a relay that died left behind
+                    if await self.leases.register():
+                        await self.sweep("start-up")
+                    self.registered.set()
+                    OUTBOX_STARTED.set(1)
+                    next_sweep = loop.time() + self._sweep_interval_s
+                if loop.time() >= next_beat:
+                    await self._beat(loop.time())
+                    next_beat = loop.time() + self._heartbeat_s
+                if self._sweep_requested.is_set() or (self._sweep_interval_s and loop.time() >= next_sweep):
                     self._sweep_requested.clear()
-                    await self.sweep()
+                    await self.sweep("requested" if self._sweep_interval_s == 0 else "interval")
                     next_sweep = loop.time() + self._sweep_interval_s
                 await self._drain_queue()
                 self.stalled_since = None
@@ -133,9 +216,30 @@ class OutboxRelay:
                 log.exception("outbox relay pass failed; will retry")
                 await asyncio.sleep(self._poll_interval_s)
             await self._wait_for_work(
-                stop, wait_s=min(self._poll_interval_s * 10, max(0.0, next_sweep - loop.time()))
+                stop, wait_s=min(self._poll_interval_s * 10, max(0.0, next_beat - loop.time()))
             )
         await self._drain_queue()
+
+    async def _beat(self, now: float) -> None:
+        """Renew this relay's lease; sweep for a relay whose lease went stale (then forget the lease), or
+        a heartbeat after a write of this process went unconfirmed."""
+        await self.leases.renew()
+        doubts = unconfirmed_writes()
+        if doubts != self._doubts_seen and self._doubted_at is None:
+            self._doubted_at = now
+        dead = await self.leases.dead()
+        doubtful = self._doubted_at is not None and now - self._doubted_at >= self._heartbeat_s
+        if dead or doubtful:
+            await self.sweep("dead relay" if dead else "unconfirmed write")
+            await self.leases.forget(dead)
+            if doubtful:  # an unconfirmed write since this sweep began is swept after the next heartbeat
+                self._doubts_seen, self._doubted_at = doubts, None
+
+    async def release(self) -> None:
+        """Give up this relay's lease after the last flush left nothing queued (a clean shutdown): the
+        next start-up needs no sweep for this process."""
+        if self._queue.empty():
+            await self.leases.release()
 
     async def _wait_for_work(self, stop: asyncio.Event, wait_s: float) -> None:
         if not self._queue.empty() or self._sweep_requested.is_set():
@@ -169,7 +273,7 @@ class OutboxRelay:
                 raise failed[0][1]
         return published
 
-    async def sweep(self) -> int:
+    async def sweep(self, reason: str = "requested") -> int:
         """Publish the events of every document whose outbox is not empty; return how many."""
         published = 0
         pending_docs = 0
@@ -180,7 +284,7 @@ class OutboxRelay:
                 chunk = ids[start : start + RELAY_CONCURRENCY]
                 published += sum(await asyncio.gather(*(self.relay_document(name, d) for d in chunk)))
         OUTBOX_PENDING.set(pending_docs)
-        OUTBOX_SWEEPS.inc()
+        OUTBOX_SWEEPS.labels(reason).inc()
         return published
 
     async def drain(self, *, sweep: bool = True) -> int:

@@ -109,6 +109,7 @@ class ServiceRuntime:
             self.publish,
             topic_of=settings.topic,
             poll_interval_s=settings.outbox_poll_interval_s,
+            heartbeat_s=settings.outbox_heartbeat_s,
             sweep_interval_s=settings.outbox_sweep_interval_s,
         )
         self.timers = DurableTimers(
@@ -192,6 +193,7 @@ class ServiceRuntime:
                 task.cancel()
         try:  # the relay's last pass ran when it stopped; publish anything written since
             await asyncio.wait_for(self.relay.drain(sweep=False), timeout=max(deadline - loop.time(), 0.1))
+            await asyncio.wait_for(self.relay.release(), timeout=max(deadline - loop.time(), 0.1))
         except Exception:
             log.warning("outbox not fully flushed at shutdown; the next start-up sweep publishes it")
         with contextlib.suppress(Exception):  # closes the producer, now that the outbox is flushed

@@ -108,10 +108,17 @@ class ServiceSettings(BaseSettings):
         "(re-polled later; keep it below the consumer's max poll interval of 300 s)",
     )
     outbox_poll_interval_s: float = Field(default=0.5, gt=0, description="outbox relay idle wait")
-    outbox_sweep_interval_s: float = Field(
-        default=600.0,
+    outbox_heartbeat_s: float = Field(
+        default=10.0,
         gt=0,
-        description="how often the relay scans for events a crash left unpublished (also at start-up)",
+        description="how often a relay renews its lease and looks for relays that died (their events "
+        "are swept once a lease misses three heartbeats)",
+    )
+    outbox_sweep_interval_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="a sweep for unpublished events on a clock as well, in seconds (0: only when a relay "
+        "died or a write went unconfirmed; on FerretDB a sweep reads every document)",
     )
     timer_poll_interval_s: float = Field(default=1.0, gt=0, description="how often due timers are checked")
     timer_scan_interval_s: float = Field(
