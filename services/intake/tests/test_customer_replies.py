@@ -61,8 +61,9 @@ async def ticket(svc: ServiceUnderTest, ticket_id: str) -> dict[str, Any]:
 
 async def test_a_reply_moves_a_waiting_ticket_back_to_work_once(intake: ServiceUnderTest) -> None:
     ticket_id = await open_ticket(intake, "Li.Lei@example.com")
-    work: dict[str, Any] = {"ticket_id": ticket_id, "grid_id": "grid-7", "occurred_at": datetime.now(UTC)}
     await intake.deliver(work_order_assigned(ticket_id))
+    # after the assignment: the read model skips an event older than the last one it applied
+    work: dict[str, Any] = {"ticket_id": ticket_id, "grid_id": "grid-7", "occurred_at": datetime.now(UTC)}
     await intake.deliver(contract_event(WorkOrderAccepted(**work, technician_id="tech-42"), source=ROUTING))
     await intake.deliver(contract_event(WorkOrderPending(**work, technician_id="tech-42"), source=ROUTING))
     assert (await ticket(intake, ticket_id))["status"] == "pending_customer"

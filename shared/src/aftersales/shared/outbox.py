@@ -40,7 +40,11 @@ from aftersales.shared.mongo import Collection, Database, IndexSpec, merge_updat
 
 log = logging.getLogger("aftersales.outbox")
 
-OUTBOX_PENDING = Gauge("aftersales_outbox_pending", "Events written but not yet acknowledged by Kafka")
+OUTBOX_PENDING = Gauge(
+    "aftersales_outbox_pending",
+    "Documents whose events this relay has to publish and Kafka has not acknowledged yet (grows while the "
+    "broker is unreachable)",
+)
 OUTBOX_SWEEPS = Counter(
     "aftersales_outbox_sweeps",
     "Sweeps of the outbox collections completed, by why they ran (on FerretDB a sweep reads every "
@@ -181,6 +185,7 @@ class OutboxRelay:
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
+            OUTBOX_PENDING.set(len(self._queued))
         self._work.set()
 
     def wake(self) -> None:
@@ -267,25 +272,21 @@ class OutboxRelay:
             )
             failed = [(key, r) for key, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
             published += sum(r for r in results if isinstance(r, int))
+            for (collection, doc_id), _ in failed:
+                self.notify(collection, doc_id)
+            OUTBOX_PENDING.set(len(self._queued))
             if failed:
-                for (collection, doc_id), _ in failed:
-                    self.notify(collection, doc_id)
                 raise failed[0][1]
         return published
 
     async def sweep(self, reason: str = "requested") -> int:
-        """Publish the events of every document whose outbox is not empty; return how many."""
-        published = 0
-        pending_docs = 0
+        """Queue every document whose outbox is not empty and publish what is queued; return how many
+        events were published (what fails to publish stays queued, like any notified document)."""
         for name in self._collections:
-            ids = [d["_id"] async for d in self._db[name].find(PENDING_QUERY, {"_id": 1})]
-            pending_docs += len(ids)
-            for start in range(0, len(ids), RELAY_CONCURRENCY):
-                chunk = ids[start : start + RELAY_CONCURRENCY]
-                published += sum(await asyncio.gather(*(self.relay_document(name, d) for d in chunk)))
-        OUTBOX_PENDING.set(pending_docs)
+            async for d in self._db[name].find(PENDING_QUERY, {"_id": 1}):
+                self.notify(name, d["_id"])
         OUTBOX_SWEEPS.labels(reason).inc()
-        return published
+        return await self._drain_queue()
 
     async def drain(self, *, sweep: bool = True) -> int:
         """Publish everything pending now (queued, and swept unless `sweep` is False); return how many."""
