@@ -149,20 +149,38 @@ async def idle(run: Run) -> dict[str, Any]:
     services = service_pids(platform)
     pids = {**services, **infra_pids()}
     run.say(f"idle for {cfg.idle_s:.0f} s ({', '.join(f'{k} {v}' for k, v in pids.items())})")
-    commands_before = await db_commands(platform)
+    commands_before = await db_commands(platform, detail=True)
     cpu_before, busy_before, started = read_cpu(pids), machine_busy_seconds(), time.monotonic()
     await asyncio.sleep(cfg.idle_s)
     cpu_after, busy_after, elapsed = read_cpu(pids), machine_busy_seconds(), time.monotonic() - started
-    commands_after = await db_commands(platform)
+    commands_after = await db_commands(platform, detail=True)
     cpu = cpu_percent(cpu_before, cpu_after, elapsed)
     machine = 100.0 * (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1e-9)
     commands_per_min = {
         s: 60.0 * sum(v - commands_before.get(s, {}).get(k, 0.0) for k, v in after.items()) / elapsed
         for s, after in commands_after.items()
     }
+    # what each service sent while idle, busiest first: "<collection>.<command> by_id=<...>" per minute
+    busiest = {
+        s: dict(
+            sorted(
+                (
+                    (
+                        f"{k[0]} by_id={k[1]}",
+                        round(60.0 * (v - commands_before.get(s, {}).get(k, 0.0)) / elapsed, 1),
+                    )
+                    for k, v in after.items()
+                    if v > commands_before.get(s, {}).get(k, 0.0)
+                ),
+                key=lambda kv: -kv[1],
+            )[:5]
+        )
+        for s, after in commands_after.items()
+    }
     figures = {
         "seconds": elapsed,
         "drained": drained is not None,
+        "db_commands_busiest": busiest,
         "cpu": cpu,
         "machine_busy_pct": machine,
         "cores": os.cpu_count(),
@@ -170,4 +188,7 @@ async def idle(run: Run) -> dict[str, Any]:
         "db_commands_per_min": commands_per_min,
     }
     run.say("  " + ", ".join(f"{k} {v:.1f} %" for k, v in cpu.items()) + f"; machine busy {machine:.0f} %")
+    for service, top in busiest.items():
+        if top:
+            run.say(f"  {service} per minute: " + ", ".join(f"{k} {v}" for k, v in top.items()))
     return figures
