@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,8 +27,9 @@ log = logging.getLogger("aftersales.metrics")
 GROUP_PREFIX = "aftersales-"
 
 
-async def refresh(store: MetricsStore, settings: ServiceSettings) -> Snapshot:
-    """Return a fresh snapshot of the store (and of Kafka lag, when Kafka answers)."""
+async def refresh(store: MetricsStore, settings: ServiceSettings, overdue_every_s: float = 0.0) -> Snapshot:
+    """Return a fresh snapshot of the store (and of Kafka lag, when Kafka answers); the overdue counts
+    are counted afresh every `overdue_every_s` (see `_overdue_counts`)."""
     s = Snapshot()
     s.alltime = await store.alltime()
     for grid, counters in (await store.current("grid")).items():
@@ -36,9 +38,7 @@ async def refresh(store: MetricsStore, settings: ServiceSettings) -> Snapshot:
     everything = (await store.current("all")).get("all", {})
     s.complaints_open = everything.get("open_complaints", 0)
     s.followups_pending = everything.get("pending_followups", 0)
-    overdue = await store.overdue(datetime.now(UTC))
-    s.complaints_overdue = len(overdue["complaints"])
-    s.followups_overdue = len(overdue["followups"])
+    s.complaints_overdue, s.followups_overdue = await _overdue_counts(store, overdue_every_s)
     for (grid, _score), n in s.alltime.get("csat", {}).items():
         total, count = s.csat.get(grid, (0, 0))
         s.csat[grid] = (total + int(_score) * n, count + n)
@@ -103,7 +103,28 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def refresh_snapshot(recording: Recording, settings: ServiceSettings) -> None:
+async def _overdue_counts(store: MetricsStore, every_s: float) -> tuple[int, int]:
+    """Return the overdue complaints and follow-ups, counted afresh every `overdue_refresh_s`: counting
+    walks every open deadline (open work is large: every resolved ticket has a care visit open for
+    months), which the 10 s snapshot must not do each time."""
+    loop_now = asyncio.get_running_loop().time()
+    if _OVERDUE.at is None or loop_now - _OVERDUE.at >= every_s:
+        overdue = await store.overdue(datetime.now(UTC))
+        _OVERDUE.counts = (len(overdue["complaints"]), len(overdue["followups"]))
+        _OVERDUE.at = loop_now
+    return _OVERDUE.counts
+
+
+@dataclass
+class _LastOverdue:
+    counts: tuple[int, int] = (0, 0)
+    at: float | None = None  # loop time of the last count
+
+
+_OVERDUE = _LastOverdue()
+
+
+async def refresh_snapshot(recording: Recording, settings: ServiceSettings, overdue_every_s: float) -> None:
     """Finish batches a crash left behind, then replace the snapshot the collector exports."""
     await recording.recover_batches()
-    COLLECTOR.snapshot = await refresh(recording.store, settings)
+    COLLECTOR.snapshot = await refresh(recording.store, settings, overdue_every_s)

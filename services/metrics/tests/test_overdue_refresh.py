@@ -1,0 +1,32 @@
+"""The overdue gauges walk every open deadline, so the 10 s snapshot counts them afresh only every
+`overdue_refresh_s` and exports the last count in between."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from aftersales.metrics import exporter
+from aftersales.metrics.store import MetricsStore
+
+
+class CountingStore:
+    def __init__(self) -> None:
+        self.walks = 0
+        self.overdue_complaints = 1
+
+    async def overdue(self, now: datetime) -> dict[str, list[dict[str, Any]]]:
+        self.walks += 1
+        return {"complaints": [{}] * self.overdue_complaints, "followups": [{}, {}]}
+
+
+async def test_overdue_is_counted_afresh_only_every_refresh_period(monkeypatch: Any) -> None:
+    monkeypatch.setattr(exporter, "_OVERDUE", exporter._LastOverdue())
+    store = CountingStore()
+    counts = exporter._overdue_counts
+    assert await counts(cast(MetricsStore, store), 300.0) == (1, 2)
+    store.overdue_complaints = 5
+    assert await counts(cast(MetricsStore, store), 300.0) == (1, 2)  # the last count, no walk
+    assert store.walks == 1
+    assert await counts(cast(MetricsStore, store), 0.0) == (5, 2)  # 0: at every snapshot
+    assert store.walks == 2
