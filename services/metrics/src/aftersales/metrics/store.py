@@ -37,6 +37,7 @@ ROLLUPS = "rollups"
 REPORTS = "reports"
 BATCHES = "batches"
 DEADLINES = "deadlines"
+WALK_BATCH = 2000  # documents per round trip when the open deadlines are walked (fewer getMore calls)
 INDEXES = [
     IndexSpec(ROLLUPS, [("day", 1)]),
 ]
@@ -220,7 +221,7 @@ class MetricsStore:
 
         Reads the `deadlines` collection, which holds only what is open (not the facts history)."""
         out: dict[str, list[dict[str, Any]]] = {"complaints": [], "followups": []}
-        async for d in self.deadlines.find({}):
+        async for d in self.deadlines.find({}).batch_size(WALK_BATCH):
             if d["due_at"] < now:
                 kind, item = _overdue_item(d, now)
                 out[kind].append(item)
