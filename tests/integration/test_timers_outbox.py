@@ -209,6 +209,18 @@ async def test_competing_relays_publish_every_event_in_order_per_document(infra:
     await client.close()
 
 
+class Recorder:
+    """A publisher that records each event's subject and signals every arrival."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, topic: str, ev: CloudEvent) -> None:
+        self.subjects.append(ev.subject)
+        self.arrived.set()
+
+
 async def run_relay_until(relay: OutboxRelay, done: asyncio.Event, timeout_s: float) -> None:
     """Run `relay` (register, heartbeats, relaying) until `done` is set or `timeout_s` passed."""
     stop = asyncio.Event()
@@ -225,12 +237,8 @@ async def test_a_relay_that_died_is_swept_for_and_a_clean_stop_needs_no_sweep(in
     db = client[unique("leases_")]
     await ensure_indexes(db, outbox_indexes(["orders"]))
     col = db["orders"]
-    published: list[str] = []
-    arrived = asyncio.Event()
-
-    async def publish(topic: str, ev: CloudEvent) -> None:
-        published.append(ev.subject)
-        arrived.set()
+    publish = Recorder()
+    published, arrived = publish.subjects, publish.arrived
 
     # First relay ever in this database: it sweeps (data may predate leases), then stops cleanly.
     first = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
@@ -278,19 +286,14 @@ async def test_an_unconfirmed_write_makes_its_relay_sweep_a_heartbeat_later(
     client = mongo(infra)
     db = client[unique("doubt_")]
     await ensure_indexes(db, outbox_indexes(["orders"]))
-    published: list[str] = []
-    arrived = asyncio.Event()
-
-    async def publish(topic: str, ev: CloudEvent) -> None:
-        published.append(ev.subject)
-        arrived.set()
+    publish = Recorder()
 
     relay = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
     await relay.leases.register()  # registered: its own start-up needs no sweep
     # A write timed out but landed: its caller got an error and never notified the relay.
     await db["orders"].insert_one(new_with_events({"_id": "d"}, Topic.TICKETS, [event("d", 0)]))
     monkeypatch.setattr(mongo_module, "_unconfirmed", mongo_module.unconfirmed_writes() + 1)
-    await run_relay_until(relay, arrived, timeout_s=10)
-    assert published == ["d"]
+    await run_relay_until(relay, publish.arrived, timeout_s=10)
+    assert publish.subjects == ["d"]
     await client.drop_database(db.name)
     await client.close()
