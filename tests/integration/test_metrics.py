@@ -366,11 +366,7 @@ async def kpi_rows(url: str, **params: str) -> dict[str, Any]:
 
 
 async def test_kpis_equal_the_figures_computed_from_the_scenario(infra: Infra, platform: Platform) -> None:
-    svc = (
-        await platform.start_ready(
-            "metrics", SNAPSHOT_INTERVAL_S="1", OVERDUE_REFRESH_S="0", PUBLISH_REPORTS="false"
-        )
-    )["metrics"]
+    svc = (await platform.start_ready("metrics", SNAPSHOT_INTERVAL_S="1", PUBLISH_REPORTS="false"))["metrics"]
     events = scenario_events()
     await produce_all(infra, platform, events)
     expected = expected_by_grid(PLANS)
