@@ -240,9 +240,15 @@ async def test_a_relay_that_died_is_swept_for_and_a_clean_stop_needs_no_sweep(in
     publish = Recorder()
     published, arrived = publish.subjects, publish.arrived
 
-    # First relay ever in this database: it sweeps (data may predate leases), then stops cleanly.
+    # First relay ever in this database: a start-up sweep is due (data may predate leases) until one
+    # went through; the first relay stops before its sweep, the next one sweeps, then stops cleanly.
     first = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
     assert await first.leases.register() is True
+    await first.release()
+    first = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
+    assert await first.leases.register() is True
+    await first.sweep("start-up")
+    await first.leases.recovered()
     await first.release()
     # A clean stop left no lease: the next start-up does not sweep, so an event nobody notified (here
     # written behind the relays' back) stays where it is.
@@ -289,7 +295,7 @@ async def test_an_unconfirmed_write_makes_its_relay_sweep_a_heartbeat_later(
     publish = Recorder()
 
     relay = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.2)
-    await relay.leases.register()  # registered: its own start-up needs no sweep
+    await relay.leases.recovered()  # relays held leases here before: its own start-up needs no sweep
     # A write timed out but landed: its caller got an error and never notified the relay.
     await db["orders"].insert_one(new_with_events({"_id": "d"}, Topic.TICKETS, [event("d", 0)]))
     monkeypatch.setattr(mongo_module, "_unconfirmed", mongo_module.unconfirmed_writes() + 1)

@@ -110,12 +110,16 @@ class RelayLeases:
         leases existed)."""
         held = [d async for d in self._col.find({}, {"_id": 1})]
         await self.renew()
-        if not any(d["_id"] == REGISTRY for d in held):
-            await self._col.update_one(
-                {"_id": REGISTRY}, {"$setOnInsert": {"since": datetime.now(UTC)}}, upsert=True
-            )
-            return True
-        return any(d["_id"] not in (REGISTRY, self.id) for d in held)
+        return not any(d["_id"] == REGISTRY for d in held) or any(
+            d["_id"] not in (REGISTRY, self.id) for d in held
+        )
+
+    async def recovered(self) -> None:
+        """Record that a start-up sweep went through (from now on relays hold leases here); written only
+        after the sweep, so a start-up whose sweep failed midway sweeps again."""
+        await self._col.update_one(
+            {"_id": REGISTRY}, {"$setOnInsert": {"since": datetime.now(UTC)}}, upsert=True
+        )
 
     async def renew(self) -> None:
         now = datetime.now(UTC)
@@ -202,6 +206,7 @@ class OutboxRelay:
                 if not self.registered.is_set():  # recover what a relay that died left behind
                     if await self.leases.register():
                         await self.sweep("start-up")
+                        await self.leases.recovered()
                     self.registered.set()
                     OUTBOX_STARTED.set(1)
                     next_sweep = loop.time() + self._sweep_interval_s
