@@ -9,8 +9,8 @@ ticket has a care visit open for months), so the counts by state are kept increm
 
 A crash or a lost race between the two writes of a store leaves an entry that says too much; a crash
 between a mark's two writes leaves the counts off by one. `heal` checks the entries marked since the last
-heal (older than a minute) against the items themselves, by `_id`, corrects them, and recounts; the
-recount is stored only if no mark moved the counts meanwhile (the totals carry a version).
+heal (older than a minute) against the items themselves, by `_id`, corrects them, and stores the counts
+its walk found, only if no mark moved the counts meanwhile (the totals carry a version).
 """
 
 from __future__ import annotations
@@ -79,10 +79,10 @@ class OpenIndex:
                     fixed += 1
             if state is not None:
                 counted[state] += 1
+        await self._store(totals, dict(counted))  # first: it creates the totals of an index that had none
         await self._totals.update_one(
             {"_id": TOTALS}, {"$set": {"healed_to": cutoff}, "$setOnInsert": {"v": 0}}, upsert=True
         )
-        await self._store(totals, dict(counted))
         return fixed
 
     async def _store(self, totals: Mapping[str, Any] | None, counted: dict[str, int]) -> None:
