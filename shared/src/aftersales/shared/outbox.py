@@ -213,9 +213,10 @@ class OutboxRelay:
                 if loop.time() >= next_beat:
                     await self._beat(loop.time())
                     next_beat = loop.time() + self._heartbeat_s
-                if self._sweep_requested.is_set() or (self._sweep_interval_s and loop.time() >= next_sweep):
+                requested = self._sweep_requested.is_set()
+                if requested or (self._sweep_interval_s and loop.time() >= next_sweep):
                     self._sweep_requested.clear()
-                    await self.sweep("requested" if self._sweep_interval_s == 0 else "interval")
+                    await self.sweep("requested" if requested else "interval")
                     next_sweep = loop.time() + self._sweep_interval_s
                 await self._drain_queue()
                 self.stalled_since = None
