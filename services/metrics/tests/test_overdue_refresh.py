@@ -20,13 +20,14 @@ class CountingStore:
         return {"complaints": [{}] * self.overdue_complaints, "followups": [{}, {}]}
 
 
-async def test_overdue_is_counted_afresh_only_every_refresh_period(monkeypatch: Any) -> None:
-    monkeypatch.setattr(exporter, "_OVERDUE", exporter._LastOverdue())
+async def test_overdue_is_counted_afresh_only_every_refresh_period() -> None:
     store = CountingStore()
-    counts = exporter._overdue_counts
-    assert await counts(cast(MetricsStore, store), 300.0) == (1, 2)
+    every_5_min = exporter.OverdueCounts(cast(MetricsStore, store), 300.0)
+    assert await every_5_min.get() == (1, 2)
     store.overdue_complaints = 5
-    assert await counts(cast(MetricsStore, store), 300.0) == (1, 2)  # the last count, no walk
+    assert await every_5_min.get() == (1, 2)  # the last count, no walk
     assert store.walks == 1
-    assert await counts(cast(MetricsStore, store), 0.0) == (5, 2)  # 0: at every snapshot
-    assert store.walks == 2
+    every_snapshot = exporter.OverdueCounts(cast(MetricsStore, store), 0.0)
+    assert await every_snapshot.get() == (5, 2)
+    assert await every_snapshot.get() == (5, 2)
+    assert store.walks == 3

@@ -76,8 +76,10 @@ def build(settings: Settings) -> FastAPI:
     reporting = Reporting(store, zone, settings.targets(), runtime.timers, runtime.relay.wake)
     metrics.register()
 
+    overdue = exporter.OverdueCounts(recording.store, settings.overdue_refresh_s)
+
     async def refresh_snapshot() -> None:
-        await exporter.refresh_snapshot(recording, settings, settings.overdue_refresh_s)
+        await exporter.refresh_snapshot(recording, settings, overdue)
 
     spec.extra_tasks.append(
         periodic(refresh_snapshot, settings.snapshot_interval_s, what="KPI snapshot refresh")

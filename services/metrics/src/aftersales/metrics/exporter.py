@@ -27,9 +27,9 @@ log = logging.getLogger("aftersales.metrics")
 GROUP_PREFIX = "aftersales-"
 
 
-async def refresh(store: MetricsStore, settings: ServiceSettings, overdue_every_s: float = 0.0) -> Snapshot:
-    """Return a fresh snapshot of the store (and of Kafka lag, when Kafka answers); the overdue counts
-    are counted afresh every `overdue_every_s` (see `_overdue_counts`)."""
+async def refresh(store: MetricsStore, settings: ServiceSettings, overdue: OverdueCounts) -> Snapshot:
+    """Return a fresh snapshot of the store (and of Kafka lag, when Kafka answers), with the overdue
+    counts `overdue` keeps."""
     s = Snapshot()
     s.alltime = await store.alltime()
     for grid, counters in (await store.current("grid")).items():
@@ -38,7 +38,7 @@ async def refresh(store: MetricsStore, settings: ServiceSettings, overdue_every_
     everything = (await store.current("all")).get("all", {})
     s.complaints_open = everything.get("open_complaints", 0)
     s.followups_pending = everything.get("pending_followups", 0)
-    s.complaints_overdue, s.followups_overdue = await _overdue_counts(store, overdue_every_s)
+    s.complaints_overdue, s.followups_overdue = await overdue.get()
     for (grid, _score), n in s.alltime.get("csat", {}).items():
         total, count = s.csat.get(grid, (0, 0))
         s.csat[grid] = (total + int(_score) * n, count + n)
@@ -103,28 +103,27 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def _overdue_counts(store: MetricsStore, every_s: float) -> tuple[int, int]:
-    """Return the overdue complaints and follow-ups, counted afresh every `overdue_refresh_s`: counting
-    walks every open deadline (open work is large: every resolved ticket has a care visit open for
-    months), which the 10 s snapshot must not do each time."""
-    loop_now = asyncio.get_running_loop().time()
-    if _OVERDUE.at is None or loop_now - _OVERDUE.at >= every_s:
-        overdue = await store.overdue(datetime.now(UTC))
-        _OVERDUE.counts = (len(overdue["complaints"]), len(overdue["followups"]))
-        _OVERDUE.at = loop_now
-    return _OVERDUE.counts
-
-
 @dataclass
-class _LastOverdue:
+class OverdueCounts:
+    """The overdue complaints and follow-ups, counted afresh every `every_s` and the last count exported
+    in between: counting walks every open deadline (open work is large: every resolved ticket has a care
+    visit open for months), which the 10 s snapshot must not do each time."""
+
+    store: MetricsStore
+    every_s: float
     counts: tuple[int, int] = (0, 0)
     at: float | None = None  # loop time of the last count
 
+    async def get(self) -> tuple[int, int]:
+        now = asyncio.get_running_loop().time()
+        if self.at is None or now - self.at >= self.every_s:
+            overdue = await self.store.overdue(datetime.now(UTC))
+            self.counts = (len(overdue["complaints"]), len(overdue["followups"]))
+            self.at = now
+        return self.counts
 
-_OVERDUE = _LastOverdue()
 
-
-async def refresh_snapshot(recording: Recording, settings: ServiceSettings, overdue_every_s: float) -> None:
+async def refresh_snapshot(recording: Recording, settings: ServiceSettings, overdue: OverdueCounts) -> None:
     """Finish batches a crash left behind, then replace the snapshot the collector exports."""
     await recording.recover_batches()
-    COLLECTOR.snapshot = await refresh(recording.store, settings, overdue_every_s)
+    COLLECTOR.snapshot = await refresh(recording.store, settings, overdue)
