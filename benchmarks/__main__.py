@@ -89,7 +89,7 @@ async def _start(platform: Platform, results: dict[str, Any], *, restart: bool =
     if restart:
         await platform.start_ready(*PIPELINE_SERVICE_NAMES, PUBLISH_REPORTS="false", **SERVICE_DEFAULTS)
     else:
-        await start_platform(platform, **SERVICE_DEFAULTS)
+        await start_platform(platform)
     results["startup_s"] = time.monotonic() - started
 
 

@@ -28,8 +28,8 @@ TECHNICIANS = 50
 
 
 # The services' own defaults for their background intervals. The test harness shortens them (a relay
-# heartbeat every 2 s, timers looked for every 2 s) so tests finish fast; `make bench` starts services
-# with these; the flat-cost test (which counts, never times) keeps the harness's.
+# heartbeat every 2 s, timers looked for every 2 s) so tests finish fast; `make bench` and everything
+# started by `start_platform` (the flat-cost test too) run with these.
 SERVICE_DEFAULTS = {
     "OUTBOX_HEARTBEAT_S": "10",
     "OVERDUE_REFRESH_S": "300",
