@@ -28,13 +28,12 @@ TECHNICIANS = 50
 
 
 # The services' own defaults for their background intervals. The test harness shortens them (a relay
-# heartbeat every 2 s, timers looked for every 2 s) so tests finish fast; `make bench` and everything
+# heartbeat every 2 s) so tests finish fast; `make bench` and everything
 # started by `start_platform` (the flat-cost test too) run with these.
 SERVICE_DEFAULTS = {
     "OUTBOX_HEARTBEAT_S": "10",
     "OVERDUE_REFRESH_S": "300",
     "OUTBOX_POLL_INTERVAL_S": "0.5",
-    "TIMER_SCAN_INTERVAL_S": "15",
     "TIMER_POLL_INTERVAL_S": "1",
     "CONSUMER_BACKOFF_S": "0.2",
 }

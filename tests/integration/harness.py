@@ -216,7 +216,6 @@ def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra:
         OUTBOX_POLL_INTERVAL_S="0.2",
         TIMER_POLL_INTERVAL_S="0.3",
         CONSUMER_BACKOFF_S="0.05",
-        TIMER_SCAN_INTERVAL_S="2",
         OUTBOX_HEARTBEAT_S="2",
         OVERDUE_REFRESH_S="0",  # metrics: overdue gauges counted at every snapshot, as tests read them
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -301,5 +302,64 @@ async def test_an_unconfirmed_write_makes_its_relay_sweep_a_heartbeat_later(
     monkeypatch.setattr(mongo_module, "_unconfirmed", mongo_module.unconfirmed_writes() + 1)
     await run_relay_until(relay, publish.arrived, timeout_s=10)
     assert publish.subjects == ["d"]
+    await client.drop_database(db.name)
+    await client.close()
+
+
+async def test_timers_only_a_gone_process_knew_of_are_fired_by_a_running_replica(infra: Infra) -> None:
+    """No replica scans the pending timers on a clock: a running one looks for them when another process
+    stops cleanly (its lease is marked as left) or dies (its lease goes stale), and fires what it finds."""
+    client = mongo(infra)
+    db = client[unique("handover_")]
+    await ensure_indexes(db, TIMER_INDEXES)
+    fired: list[str] = []
+    arrived = asyncio.Event()
+
+    async def handler(timer: Timer) -> None:
+        fired.append(timer.id)
+        arrived.set()
+
+    async def ignore(topic: str, ev: CloudEvent) -> None:
+        return None
+
+    def replica() -> tuple[OutboxRelay, DurableTimers]:
+        relay, timers = OutboxRelay(db, [], ignore, heartbeat_s=0.2), DurableTimers(db, poll_interval_s=0.05)
+        relay.on_peer_change(timers.request_refresh)
+        return relay, timers
+
+    survivor_relay, survivor_timers = replica()
+    stop_survivor = asyncio.Event()
+    survivor = [
+        asyncio.create_task(survivor_relay.run(stop_survivor)),
+        asyncio.create_task(survivor_timers.run(handler, stop_survivor)),
+    ]
+    await asyncio.wait_for(survivor_relay.registered.wait(), 10)
+    try:
+        for ending in ("clean stop", "kill"):
+            leaving_relay, leaving_timers = replica()
+            stop_leaving = asyncio.Event()
+            leaving = asyncio.create_task(leaving_relay.run(stop_leaving))  # alive: heartbeats, no timers
+            await asyncio.wait_for(leaving_relay.registered.wait(), 10)
+            timer_id = f"due-{ending}"
+            await leaving_timers.schedule(timer_id, "sla", datetime.now(UTC) + timedelta(milliseconds=300))
+            await asyncio.sleep(1.5)  # five heartbeats: the timer is due, but only the leaving one knows it
+            assert timer_id not in fired
+            if ending == "clean stop":
+                stop_leaving.set()
+                await leaving
+                await leaving_relay.release()
+            else:
+                leaving.cancel()  # killed: its lease stays until it goes stale
+                with contextlib.suppress(asyncio.CancelledError):
+                    await leaving
+            await asyncio.wait_for(arrived.wait(), 10)
+            arrived.clear()
+            assert fired[-1] == timer_id
+            leases = {d["_id"] async for d in db["outbox_relays"].find({})}
+            assert leaving_relay.leases.id not in leases  # seen once, then forgotten
+    finally:
+        stop_survivor.set()
+        await asyncio.gather(*survivor)
+    assert fired == ["due-clean stop", "due-kill"]
     await client.drop_database(db.name)
     await client.close()

@@ -108,10 +108,10 @@ class RelayLeases:
         """Take this relay's lease; return True when a start-up sweep is due: another relay's lease is
         there (it may have died a moment ago), or no relay ever registered here (data written before
         leases existed)."""
-        held = [d async for d in self._col.find({}, {"_id": 1})]
+        held = [d async for d in self._col.find({}, {"left_at": 1})]
         await self.renew()
         return not any(d["_id"] == REGISTRY for d in held) or any(
-            d["_id"] not in (REGISTRY, self.id) for d in held
+            d["_id"] not in (REGISTRY, self.id) and d.get("left_at") is None for d in held
         )
 
     async def recovered(self) -> None:
@@ -129,14 +129,23 @@ class RelayLeases:
             upsert=True,
         )
 
+    async def peers(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Return the other relays' leases that went stale (nobody renewed them for `STALE_BEATS`
+        heartbeats: their relay died) and those given up in a clean stop (their process left)."""
+        cutoff = datetime.now(UTC) - self._stale
+        dead, left = [], []
+        async for d in self._col.find({}, {"alive_at": 1, "left_at": 1}):
+            if d["_id"] in (REGISTRY, self.id):
+                continue
+            if d.get("left_at") is not None:
+                left.append(d)
+            elif d.get("alive_at", cutoff) <= cutoff:
+                dead.append(d)
+        return dead, left
+
     async def dead(self) -> list[dict[str, Any]]:
         """Return the leases nobody renewed for `STALE_BEATS` heartbeats (their relay is gone)."""
-        cutoff = datetime.now(UTC) - self._stale
-        return [
-            d
-            async for d in self._col.find({}, {"alive_at": 1})
-            if d["_id"] not in (REGISTRY, self.id) and d.get("alive_at", cutoff) <= cutoff
-        ]
+        return (await self.peers())[0]
 
     async def forget(self, leases: Sequence[Mapping[str, Any]]) -> None:
         """Delete dead leases after their leftovers were swept (fenced: a relay that was only slow and
@@ -145,8 +154,10 @@ class RelayLeases:
             await self._col.delete_one({"_id": lease["_id"], "alive_at": lease.get("alive_at")})
 
     async def release(self) -> None:
-        """Give up this relay's lease: call only after its last flush left nothing behind."""
-        await self._col.delete_one({"_id": self.id})
+        """Give up this relay's lease: call only after its last flush left nothing behind. The lease is
+        marked as left, not deleted, so running replicas learn that a process went away (the timers it
+        scheduled need another replica to fire them); the first of them to see it forgets it."""
+        await self._col.update_one({"_id": self.id}, {"$set": {"left_at": datetime.now(UTC)}})
 
 
 class OutboxRelay:
@@ -182,6 +193,13 @@ class OutboxRelay:
         self._sweep_requested = asyncio.Event()
         self.stalled_since: float | None = None  # loop time of the first failed pass of a failing streak
         self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
+        self._peer_listeners: list[Callable[[str], None]] = []
+
+    def on_peer_change(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(reason)` from a heartbeat that finds a process gone (its lease went stale, or it
+        stopped cleanly) or a write of this process unconfirmed: what that process held in memory (the
+        timers it scheduled) must be looked for in the database."""
+        self._peer_listeners.append(listener)
 
     def notify(self, collection: str, doc_id: Any) -> None:
         """Tell the relay that `doc_id` in `collection` has new events (the fast path)."""
@@ -238,13 +256,17 @@ class OutboxRelay:
         doubts = unconfirmed_writes()
         if doubts != self._doubts_seen and self._doubted_at is None:
             self._doubted_at = now
-        dead = await self.leases.dead()
+        dead, left = await self.leases.peers()
         doubtful = self._doubted_at is not None and now - self._doubted_at >= self._heartbeat_s
+        if dead or left or doubtful:
+            reason = "dead relay" if dead else "unconfirmed write" if doubtful else "relay left"
+            for listener in self._peer_listeners:
+                listener(reason)
         if dead or doubtful:
-            await self.sweep("dead relay" if dead else "unconfirmed write")
-            await self.leases.forget(dead)
+            await self.sweep(reason)
             if doubtful:  # an unconfirmed write since this sweep began is swept after the next heartbeat
                 self._doubts_seen, self._doubted_at = doubts, None
+        await self.leases.forget([*dead, *left])
 
     async def release(self) -> None:
         """Give up this relay's lease after the last flush left nothing queued (a clean shutdown): the

@@ -118,6 +118,8 @@ class ServiceRuntime:
             poll_interval_s=settings.timer_poll_interval_s,
             scan_interval_s=settings.timer_scan_interval_s,
         )
+        # A process gone (or a write unconfirmed) may have left timers only its memory knew of.
+        self.relay.on_peer_change(self.timers.request_refresh)
         self.timer_routes = TimerRoutes()
         self._stop = asyncio.Event()
         self._publish_failing_since: float | None = None

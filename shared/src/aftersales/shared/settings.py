@@ -122,7 +122,11 @@ class ServiceSettings(BaseSettings):
     )
     timer_poll_interval_s: float = Field(default=1.0, gt=0, description="how often due timers are checked")
     timer_scan_interval_s: float = Field(
-        default=15.0, gt=0, description="how often timers scheduled by other replicas are looked for"
+        default=0.0,
+        ge=0,
+        description="a scan for timers other replicas scheduled on a clock as well, in seconds (0: only "
+        "at start-up and when a process went away or a write went unconfirmed; the scan reads every "
+        "pending timer)",
     )
     timer_lease_s: float = Field(
         default=60.0, gt=0, description="a fired timer is retried by another replica after this"

@@ -13,10 +13,14 @@ A restart loses no timer (it is a document). A timer may fire again after a cras
 yet deleted), and a late `schedule` of a fired id schedules it anew: handlers write their effect with
 `apply_once(..., event_id=timer id)` or check the aggregate's state, so a second firing changes nothing.
 
-Each replica keeps a heap of due times: the timers it scheduled itself, plus those found by a periodic
-scan (at start-up and every `scan_interval_s`), which is how timers of a dead replica are picked up.
-Every hot-path operation filters by `_id` (FerretDB 1.x scans the collection for anything else; its
-local front evaluates the extra conditions of an `{_id: X, ...}` write under a lock).
+Each replica keeps a heap of due times: the timers it scheduled itself, plus those found by a scan of
+the active timers. The scan runs on evidence, not on a clock: at start-up, and when the outbox relay's
+heartbeat finds another process gone (its lease went stale, or it stopped cleanly and marked its lease
+as left) or a write of this process unconfirmed (a `schedule` may have landed without its caller
+learning). That is how the timers another replica scheduled and can no longer fire get a home, without a
+periodic read of every pending timer (`scan_interval_s` adds a clock, off by default). Every hot-path
+operation filters by `_id` (FerretDB 1.x scans the collection for anything else; its local front
+evaluates the extra conditions of an `{_id: X, ...}` write under a lock).
 
 Schedule a timer *before* the state change it belongs to; a handler checks the aggregate's state and
 does nothing when the change never happened, so a crash between the two writes is harmless.
@@ -33,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from aftersales.shared.mongo import Database, IndexSpec
 
@@ -46,6 +50,12 @@ TIMERS_GAVE_UP = Counter(
     "Timers that failed MAX_ATTEMPTS times and stopped firing (each needs a person: alert on it)",
     ["kind"],
 )
+TIMER_SCANS = Counter(
+    "aftersales_timer_scans_total",
+    "Scans of the active timers (start-up, another process gone, an unconfirmed write, or a clock)",
+    ["reason"],
+)
+ACTIVE_FOUND = Gauge("aftersales_timers_active_found", "Active timers the last scan found")
 
 COLLECTION = "timers"
 MAX_ATTEMPTS = 10
@@ -84,7 +94,7 @@ class DurableTimers:
         *,
         lease_s: float = 60.0,
         poll_interval_s: float = 1.0,
-        scan_interval_s: float = 15.0,
+        scan_interval_s: float = 0.0,
         handler_timeout_s: float | None = None,
     ) -> None:
         self._col = db[COLLECTION]
@@ -92,7 +102,8 @@ class DurableTimers:
         # A handler must end well inside its lease, or another replica may fire the timer meanwhile.
         self._handler_timeout_s = handler_timeout_s or lease_s / 2
         self._poll_interval_s = poll_interval_s
-        self._scan_interval_s = scan_interval_s
+        self._scan_interval_s = scan_interval_s  # a scan on a clock as well (0: only on evidence)
+        self._refresh_requested = True  # the first pass of `run` scans (start-up)
         self._owner = uuid.uuid4().hex
         self._firing: set[str] = set()  # the timers this replica's handlers are running now
         self._heap: list[tuple[datetime, str]] = []
@@ -139,6 +150,11 @@ class DurableTimers:
 
     async def get(self, timer_id: str) -> dict[str, Any] | None:
         return await self._col.find_one({"_id": timer_id})
+
+    def request_refresh(self, reason: str = "requested") -> None:
+        """Ask the run loop to scan for active timers at its next pass (another process went away)."""
+        log.info("timers will be looked for", extra={"reason": reason})
+        self._refresh_requested = True
 
     async def refresh(self) -> int:
         """Load every active timer into this replica's heap (finds timers other replicas scheduled).
@@ -273,13 +289,22 @@ class DurableTimers:
         return True
 
     async def run(self, handler: TimerHandler, stop: asyncio.Event) -> None:
-        """Fire due timers until `stop` is set; rescan the collection every `scan_interval_s`."""
+        """Fire due timers until `stop` is set; scan the collection at start-up and when asked to (see
+        `request_refresh`), and every `scan_interval_s` when that is set."""
         loop = asyncio.get_running_loop()
-        next_scan = loop.time()
+        next_scan = loop.time() + self._scan_interval_s
         while not stop.is_set():
             try:
-                if loop.time() >= next_scan:
-                    await self.refresh()
+                clock = self._scan_interval_s > 0 and loop.time() >= next_scan
+                if self._refresh_requested or clock:
+                    self._refresh_requested = False
+                    try:
+                        found = await self.refresh()
+                    except BaseException:
+                        self._refresh_requested = True  # scanned in part: scan again
+                        raise
+                    TIMER_SCANS.labels("interval" if clock else "evidence").inc()
+                    ACTIVE_FOUND.set(found)
                     next_scan = loop.time() + self._scan_interval_s
                 await self.fire_due(handler, stop=stop)
             except Exception:
