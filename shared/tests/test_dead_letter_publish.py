@@ -4,14 +4,21 @@ spins, and a poison message is parked once the DLQ answers again. No broker: a s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from aftersales.shared.envelope import CloudEvent
-from aftersales.shared.kafka import DLQ_PUBLISH_FAILURES, HandBack, ReliableConsumer, RetryPolicy
+from aftersales.shared.kafka import (
+    DLQ_PUBLISH_FAILURES,
+    Delivery,
+    HandBack,
+    ReliableConsumer,
+    RetryPolicy,
+    decode_records,
+)
 from aftersales.shared.settings import ServiceSettings
 
 
@@ -41,18 +48,18 @@ class FlakyBroker:
 def consumer(broker: FlakyBroker, budget_s: float) -> ReliableConsumer:
     settings = ServiceSettings(service_name="dlq-test", consumer_retry_budget_s=budget_s)
 
-    async def never(event: CloudEvent) -> None:
-        raise AssertionError("a poison message never reaches the handler")
-
     return ReliableConsumer(
         broker,  # type: ignore[arg-type]
         settings,
-        never,
         group="dlq-test",
         retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
         ignore_unknown_types=True,
-        batch_handler=None,
+        batched=False,
     )
+
+
+async def never(planned: Sequence[Delivery], whole: bool) -> None:
+    raise AssertionError("a poison message never reaches the handler")
 
 
 def failures_counted() -> float:
@@ -63,7 +70,7 @@ async def test_a_failing_dlq_publish_backs_off_then_parks_the_message() -> None:
     broker, before = FlakyBroker(failures=2), failures_counted()
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await consumer(broker, budget_s=30).handle_batch([Record()])
+    await consumer(broker, budget_s=30).handle(decode_records([Record()]), never)
     assert broker.attempts == 3 and failures_counted() - before == 2
     assert loop.time() - started >= 0.05 + 0.1  # waited the backoff (0.05 s, then 0.1 s) between tries
     [(topic, value, headers)] = broker.published
@@ -73,6 +80,6 @@ async def test_a_failing_dlq_publish_backs_off_then_parks_the_message() -> None:
 async def test_a_dlq_that_stays_down_hands_the_batch_back_without_spinning() -> None:
     broker: Any = FlakyBroker(failures=10**9)
     with pytest.raises(HandBack):
-        await consumer(broker, budget_s=1.0).handle_batch([Record()])
+        await consumer(broker, budget_s=1.0).handle(decode_records([Record()]), never)
     # 0.05 + 0.1 + 0.2 + 0.4 s of backoff fill the one-second budget: a handful of tries, not thousands
     assert broker.attempts <= 6 and broker.published == []

@@ -198,3 +198,20 @@ async def test_timers_fire_on_demand_through_the_runtime(echo: ServiceUnderTest)
     await echo.runtime.timers.schedule("first", "reminder", T0 + timedelta(days=1))
     assert await echo.fire_timers(now=T0 + timedelta(days=2)) == 2
     assert fired == ["first", "second"]
+
+
+async def test_the_reliable_consumer_is_the_subscribers_faststream_middleware(echo: ServiceUnderTest) -> None:
+    """A record that is not a CloudEvent is parked by the middleware before the subscriber's function
+    runs; the AsyncAPI document comes from that real subscriber: CloudEvent deliveries, the types handled."""
+    service: Any = echo.app.state.echo
+    physical = echo.settings.topic(Topic.REQUESTS)
+    await echo.runtime.broker.publish(b"{not json", topic=physical, key=b"X")
+    await echo.deliver(ticket_created("Y"), topic=Topic.REQUESTS)
+    assert [(h["dlq_kind"], h["dlq_original_topic"]) for h in echo.dead_letters] == [("poison", physical)]
+    assert [subject for subject, _, _ in service.seen] == ["Y"]
+
+    spec = (await echo.http.get("/asyncapi.json", headers=echo.auth())).json()
+    [channel] = [c for name, c in spec["channels"].items() if name.startswith("t1.aftersales-echo:")]
+    assert channel["address"] == physical
+    assert "CloudEvents (binary mode) handled" in channel["description"]
+    assert {"Delivery", "CloudEvent"} <= set(spec["components"]["schemas"])

@@ -1,29 +1,31 @@
 """Kafka wiring on FastStream's KafkaBroker: safe producers, topic set-up, and the reliable consumer.
 
 The reliable consumer commits an offset only after the handler succeeded (or the message was parked in
-the DLQ), retries a bounded number of times with exponential backoff, then publishes the message to
-`<topic>.dlq` with the reason in headers and moves on. FastStream's ack policies alone do not give this:
-`ACK` commits a failed message, `NACK_ON_ERROR` redelivers it forever. So the subscriber runs with
-`NACK_ON_ERROR` (an offset is never committed past a message that was neither handled nor parked) and
-this module does the bounded retry and the dead-lettering itself.
+the DLQ), retries with exponential backoff (transient faults without a dead letter), then publishes the
+message to `<topic>.dlq` with the reason in headers and moves on. FastStream's ack policies alone do not
+give this: `ACK` commits a failed message, `NACK_ON_ERROR` redelivers it forever. So the subscriber runs
+with `NACK_ON_ERROR` (an offset is never committed past a message that was neither handled nor parked),
+its decoder (`decode_cloud_events`) turns the polled records into CloudEvents, and a FastStream
+middleware (`ReliableConsumer`, given to the subscriber's router) runs the retry and dead-letter loop
+around each call of the subscriber's function.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
-from faststream import AckPolicy
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
+from faststream import AckPolicy, BaseMiddleware, StreamMessage
+from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from opentelemetry import context as otel_context
@@ -57,6 +59,7 @@ class Delivery:
     topic: str
     partition: int
     offset: int
+    record: Any = field(default=None, repr=False, compare=False)  # the polled record, for the DLQ
 
 
 EventHandler = Callable[[CloudEvent], Awaitable[None]]
@@ -181,6 +184,51 @@ class HandBack(Exception):
     """A batch could not finish within its retry budget: it is not committed and is polled again."""
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A polled record that is not a CloudEvent of the contract: parked in the DLQ, or passed over when
+    it is only of a type outside the contract and the subscriber ignores those."""
+
+    record: Any
+    error: PoisonEvent
+    unknown_type: bool = False
+
+
+Decoded = Delivery | Rejected
+# What one call of the subscriber's function applies: a planned list of deliveries (see ReliableConsumer).
+Runner = Callable[[Sequence[Delivery], bool], Awaitable[None]]
+# True while the subscriber's function is offered a whole batch for its batch handler.
+WHOLE_BATCH: ContextVar[bool] = ContextVar("aftersales_whole_batch", default=False)
+_PLANNED = "_aftersales_planned"  # attribute of a message copy: the deliveries one call applies
+
+
+def decode_records(records: Sequence[Any]) -> list[Decoded]:
+    """Decode polled records into deliveries (binary-mode CloudEvents) or rejections."""
+    out: list[Decoded] = []
+    for record in records:
+        try:
+            event = from_kafka(decode_headers(record.headers), record.value)
+        except PoisonEvent as exc:
+            out.append(Rejected(record, exc))
+            continue
+        if _unknown_type(event):
+            out.append(Rejected(record, PoisonEvent(f"unknown event type {event.type!r}"), unknown_type=True))
+            continue
+        out.append(Delivery(event, record.topic, record.partition, record.offset, record))
+    return out
+
+
+async def decode_cloud_events(msg: StreamMessage[Any]) -> list[Any]:
+    """The subscribers' FastStream decoder: a polled batch becomes deliveries and rejections; a copy of
+    it that the reliable consumer planned for one call becomes exactly the deliveries of that call."""
+    planned: list[Delivery] | None = getattr(msg, _PLANNED, None)
+    if planned is not None:
+        return planned
+    records = msg.raw_message
+    assert isinstance(records, tuple | list)  # a poll gives a tuple, TestKafkaBroker a list
+    return list(decode_records(records))
+
+
 def subscribe(
     broker: KafkaBroker,
     settings: ServiceSettings,
@@ -194,8 +242,10 @@ def subscribe(
 ) -> None:
     """Register `handler` for CloudEvents on the logical `topics`: batches, ordered per key, with a DLQ.
 
-    Records come in batches (one poll across the assigned partitions). Records with the same Kafka key
-    (a ticket) are handled in order, one after the other; different keys run concurrently, up to
+    FastStream does the work through its own hooks: a batch subscriber polls, `decode_cloud_events` (the
+    subscriber's decoder) turns records into CloudEvents, and `ReliableConsumer` (a FastStream
+    middleware of the subscriber's router) owns the outcomes. Records with the same Kafka key (a ticket)
+    are handled in order, one after the other; different keys run concurrently, up to
     `consumer_concurrency`. The offsets are committed once, after every record of the batch was handled
     or parked in `<topic>.dlq`. Outcomes: a handler that returns has applied (or found a duplicate); one
     that raises a transient error (`RetryLater`, database or broker unavailable, a timeout) is retried with
@@ -212,20 +262,17 @@ def subscribe(
     consumer = ReliableConsumer(
         broker,
         settings,
-        handler,
         # Consumer groups carry the topic prefix too: environments (or test runs) sharing one cluster
         # must not share groups, or every member joining or leaving anywhere rebalances them all.
         group=settings.topic(group_id or f"aftersales-{settings.service_name}"),
         retry=retry or RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_s),
         ignore_unknown_types=ignore_unknown_types,
-        batch_handler=batch_handler,
+        batched=batch_handler is not None,
     )
     physical = [settings.topic(t) for t in topics]
+    router = KafkaRouter(middlewares=(consumer,))
 
-    async def _raw(message: Any) -> Any:  # FastStream must not parse the bodies: a bad one is ours to park
-        return message.body
-
-    @broker.subscriber(
+    @router.subscriber(
         *physical,
         group_id=consumer.group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -233,105 +280,115 @@ def subscribe(
         batch=True,
         max_records=settings.consumer_batch_max_records,
         batch_timeout_ms=100,
-        decoder=_raw,
+        decoder=decode_cloud_events,
         title=f"{consumer.group}:{','.join(physical)}",
+        description=_describe(handler),
     )
-    async def _consume(message: KafkaMessage) -> None:
-        records = message.raw_message
-        assert isinstance(records, tuple | list)  # a poll gives a tuple, TestKafkaBroker a list
-        await consumer.handle_batch(records)
+    async def apply(deliveries: list[Delivery]) -> None:
+        """Apply what the reliable consumer planned for this call: a whole batch or one event."""
+        if WHOLE_BATCH.get():
+            assert batch_handler is not None
+            await batch_handler(deliveries)
+            return
+        for delivery in deliveries:
+            token = CURRENT_DELIVERY.set(delivery)
+            try:
+                with otel_context_of(delivery.event):
+                    await handler(delivery.event)
+            finally:
+                CURRENT_DELIVERY.reset(token)
+
+    broker.include_router(router)
+
+
+def _describe(handler: EventHandler) -> str:
+    types = getattr(handler, "event_types", None)
+    handled = ", ".join(types()) if callable(types) else "every event type of the contract"
+    return f"CloudEvents (binary mode) handled: {handled}. Poison and exhausted retries: <topic>.dlq."
 
 
 class ReliableConsumer:
-    """Handles one polled batch: decode, dead-letter poison, apply the rest in order per key."""
+    """The outcome policy of one subscriber, as a FastStream middleware (this object is the middleware
+    factory the subscriber's router is given; FastStream makes one `ReliableMiddleware` per poll)."""
 
     def __init__(
         self,
         broker: KafkaBroker,
         settings: ServiceSettings,
-        handler: EventHandler,
         *,
         group: str,
         retry: RetryPolicy,
         ignore_unknown_types: bool,
-        batch_handler: BatchHandler | None,
+        batched: bool,
     ) -> None:
         self.broker = broker
         self.group = group
-        self.handler = handler
-        self.batch_handler = batch_handler
+        self.batched = batched
         self.retry = retry
         self.ignore_unknown_types = ignore_unknown_types
         self.concurrency = settings.consumer_concurrency
         self.timeout_s = settings.consumer_handler_timeout_s
         self.budget_s = settings.consumer_retry_budget_s
 
-    async def handle_batch(self, records: Sequence[Any]) -> None:
+    def __call__(self, msg: Any, /, *, context: Any) -> ReliableMiddleware:
+        return ReliableMiddleware(msg, context=context, consumer=self)
+
+    async def handle(self, decoded: Sequence[Decoded], run: Runner) -> None:
+        """Dead-letter the rejections, then apply the deliveries through `run`: the whole batch first
+        when batched, else (or when that fails for good) one by one, in order per key."""
         deadline = asyncio.get_running_loop().time() + self.budget_s
-        events: list[tuple[Any, CloudEvent]] = []
-        for record in records:
-            try:
-                event = from_kafka(decode_headers(record.headers), record.value)
-            except PoisonEvent as exc:
-                await self._dead_letter(record, exc, 1, "poison", deadline)
-                continue
-            if _unknown_type(event):
-                if not self.ignore_unknown_types:
-                    await self._dead_letter(
-                        record, PoisonEvent(f"unknown event type {event.type!r}"), 1, "poison", deadline
-                    )
-                else:
-                    EVENTS_IGNORED.labels(record.topic, "unknown_type").inc()
-                continue
-            events.append((record, event))
-        if not events:
+        deliveries: list[Delivery] = []
+        for item in decoded:
+            if isinstance(item, Delivery):
+                deliveries.append(item)
+            elif item.unknown_type and self.ignore_unknown_types:
+                EVENTS_IGNORED.labels(item.record.topic, "unknown_type").inc()
+            else:
+                await self._dead_letter(item.record, item.error, 1, "poison", deadline)
+        if not deliveries:
             return
-        if self.batch_handler is not None and await self._try_batch(events, deadline):
+        if self.batched and await self._try_batch(run, deliveries, deadline):
             return
-        groups: dict[Any, list[tuple[Any, CloudEvent]]] = {}
-        for record, event in events:
-            groups.setdefault(record.key, []).append((record, event))
+        groups: dict[Any, list[Delivery]] = {}
+        for d in deliveries:
+            groups.setdefault(d.record.key, []).append(d)
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def run(group: list[tuple[Any, CloudEvent]]) -> None:
+        async def in_order(group: list[Delivery]) -> None:
             async with gate:
-                for record, event in group:
-                    await self._handle_one(record, event, deadline)
+                for d in group:
+                    await self._handle_one(run, d, deadline)
 
-        results = await asyncio.gather(*(run(g) for g in groups.values()), return_exceptions=True)
+        results = await asyncio.gather(*(in_order(g) for g in groups.values()), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]  # not committed: the batch is polled again (handlers are idempotent)
 
-    async def _try_batch(self, events: list[tuple[Any, CloudEvent]], deadline: float) -> bool:
+    async def _try_batch(self, run: Runner, deliveries: list[Delivery], deadline: float) -> bool:
         """Offer the whole batch to the batch handler; True when it applied it."""
-        assert self.batch_handler is not None
         attempt = 0
         while True:
             attempt += 1
             try:
-                deliveries = [Delivery(e, r.topic, r.partition, r.offset) for r, e in events]
-                await asyncio.wait_for(self.batch_handler(deliveries), self.timeout_s)
+                await asyncio.wait_for(run(deliveries, True), self.timeout_s)
             except PoisonEvent:
                 return False
             except Exception as exc:
                 if not is_transient(exc):
                     log.warning("batch handler failed; handling the batch event by event", exc_info=True)
                     return False
-                await self._back_off(events[0][0], attempt, exc, deadline)
+                await self._back_off(deliveries[0].record, attempt, exc, deadline)
                 continue
-            for record, event in events:
-                EVENTS_HANDLED.labels(record.topic, event.type).inc()
+            for d in deliveries:
+                EVENTS_HANDLED.labels(d.topic, d.event.type).inc()
             return True
 
-    async def _handle_one(self, record: Any, event: CloudEvent, deadline: float) -> None:
-        attempt = 0
+    async def _handle_one(self, run: Runner, delivery: Delivery, deadline: float) -> None:
+        record, attempt = delivery.record, 0
         while True:
             attempt += 1
-            token = CURRENT_DELIVERY.set(Delivery(event, record.topic, record.partition, record.offset))
             try:
-                with otel_context_of(event):
-                    await asyncio.wait_for(self.handler(event), self.timeout_s)
+                await asyncio.wait_for(run([delivery], False), self.timeout_s)
             except PoisonEvent as exc:
                 await self._dead_letter(record, exc, attempt, "poison", deadline)
                 return
@@ -341,9 +398,7 @@ class ReliableConsumer:
                     return
                 await self._back_off(record, attempt, exc, deadline)
                 continue
-            finally:
-                CURRENT_DELIVERY.reset(token)
-            EVENTS_HANDLED.labels(record.topic, event.type).inc()
+            EVENTS_HANDLED.labels(delivery.topic, delivery.event.type).inc()
             return
 
     async def _back_off(self, record: Any, attempt: int, exc: BaseException, deadline: float) -> None:
@@ -375,6 +430,30 @@ class ReliableConsumer:
             except Exception as publish_error:
                 DLQ_PUBLISH_FAILURES.labels(record.topic).inc()
                 await self._back_off(record, attempt, publish_error, deadline)
+
+
+class ReliableMiddleware(BaseMiddleware):
+    """Wraps one poll of a subscriber: the retry/DLQ loop of `ReliableConsumer` around FastStream's call
+    of the subscriber's function, called once per planned unit (the whole batch, or one event)."""
+
+    def __init__(self, msg: Any, /, *, context: Any, consumer: ReliableConsumer) -> None:
+        super().__init__(msg, context=context)
+        self.consumer = consumer
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        async def run(planned: Sequence[Delivery], whole: bool) -> None:
+            unit = copy.copy(msg)  # a copy decodes afresh: to what is planned for this call
+            setattr(unit, _PLANNED, list(planned))
+            token = WHOLE_BATCH.set(whole)
+            try:
+                await call_next(unit)
+            finally:
+                WHOLE_BATCH.reset(token)
+
+        decoded = await msg.decode()
+        assert isinstance(decoded, list)
+        await self.consumer.handle(decoded, run)
+        return None
 
 
 def otel_context_of(event: CloudEvent) -> contextlib.AbstractContextManager[None]:

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import BaseModel
 
+from aftersales.shared.contracts.registry import event_type_of
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.timers import Timer, TimerHandler
 
@@ -33,6 +34,10 @@ class EventRoutes:
 
     def __init__(self, routes: Mapping[type[BaseModel], EventRoute]) -> None:
         self._routes = dict(routes)
+
+    def event_types(self) -> list[str]:
+        """Return the CloudEvent types this table handles (for the AsyncAPI description)."""
+        return sorted(event_type_of(model).type for model in self._routes)
 
     async def __call__(self, event: CloudEvent) -> None:
         model = event.model()
