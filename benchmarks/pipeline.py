@@ -32,7 +32,6 @@ TECHNICIANS = 50
 # started by `start_platform` (the flat-cost test too) run with these.
 SERVICE_DEFAULTS = {
     "OUTBOX_HEARTBEAT_S": "10",
-    "OVERDUE_REFRESH_S": "300",
     "OUTBOX_POLL_INTERVAL_S": "0.5",
     "TIMER_POLL_INTERVAL_S": "1",
     "CONSUMER_BACKOFF_S": "0.2",

@@ -217,7 +217,6 @@ def service_env(infra: Infra, *, prefix: str, database: str, port: int, **extra:
         TIMER_POLL_INTERVAL_S="0.3",
         CONSUMER_BACKOFF_S="0.05",
         OUTBOX_HEARTBEAT_S="2",
-        OVERDUE_REFRESH_S="0",  # metrics: overdue gauges counted at every snapshot, as tests read them
     )
     env.update(extra)
     return env

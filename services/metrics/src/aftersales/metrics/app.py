@@ -28,12 +28,6 @@ class Settings(ServiceSettings):
         default="UTC", description="calendar days, weeks and months are cut in this zone"
     )
     snapshot_interval_s: float = Field(default=10.0, gt=0, description="Prometheus snapshot refresh period")
-    overdue_refresh_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="how often the overdue complaint and follow-up gauges are counted afresh (a walk of "
-        "every open deadline; 0: at every snapshot)",
-    )
     target_sla_response_compliance: float = Field(default=0.9, ge=0, le=1)
     target_sla_resolution_compliance: float = Field(default=0.9, ge=0, le=1)
     target_csat_average: float = Field(default=4.0, ge=1, le=5)
@@ -76,10 +70,8 @@ def build(settings: Settings) -> FastAPI:
     reporting = Reporting(store, zone, settings.targets(), runtime.timers, runtime.relay.wake)
     metrics.register()
 
-    overdue = exporter.OverdueCounts(recording.store, settings.overdue_refresh_s)
-
     async def refresh_snapshot() -> None:
-        await exporter.refresh_snapshot(recording, settings, overdue)
+        await exporter.refresh_snapshot(recording, settings)
 
     spec.extra_tasks.append(
         periodic(refresh_snapshot, settings.snapshot_interval_s, what="KPI snapshot refresh")

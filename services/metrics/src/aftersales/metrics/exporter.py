@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,9 +26,8 @@ log = logging.getLogger("aftersales.metrics")
 GROUP_PREFIX = "aftersales-"
 
 
-async def refresh(store: MetricsStore, settings: ServiceSettings, overdue: OverdueCounts) -> Snapshot:
-    """Return a fresh snapshot of the store (and of Kafka lag, when Kafka answers), with the overdue
-    counts `overdue` keeps."""
+async def refresh(store: MetricsStore, settings: ServiceSettings) -> Snapshot:
+    """Return a fresh snapshot of the store (and of Kafka lag, when Kafka answers)."""
     s = Snapshot()
     s.alltime = await store.alltime()
     for grid, counters in (await store.current("grid")).items():
@@ -38,7 +36,8 @@ async def refresh(store: MetricsStore, settings: ServiceSettings, overdue: Overd
     everything = (await store.current("all")).get("all", {})
     s.complaints_open = everything.get("open_complaints", 0)
     s.followups_pending = everything.get("pending_followups", 0)
-    s.complaints_overdue, s.followups_overdue = await overdue.get()
+    overdue = await store.overdue_counts()  # kept as deadlines move: reads by `_id`, no walk
+    s.complaints_overdue, s.followups_overdue = overdue["complaints"], overdue["followups"]
     for (grid, _score), n in s.alltime.get("csat", {}).items():
         total, count = s.csat.get(grid, (0, 0))
         s.csat[grid] = (total + int(_score) * n, count + n)
@@ -103,27 +102,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-@dataclass
-class OverdueCounts:
-    """The overdue complaints and follow-ups, counted afresh every `every_s` and the last count exported
-    in between: counting walks every open deadline (open work is large: every resolved ticket has a care
-    visit open for months), which the 10 s snapshot must not do each time."""
-
-    store: MetricsStore
-    every_s: float
-    counts: tuple[int, int] = (0, 0)
-    at: float | None = None  # loop time of the last count
-
-    async def get(self) -> tuple[int, int]:
-        now = asyncio.get_running_loop().time()
-        if self.at is None or now - self.at >= self.every_s:
-            overdue = await self.store.overdue(datetime.now(UTC))
-            self.counts = (len(overdue["complaints"]), len(overdue["followups"]))
-            self.at = now
-        return self.counts
-
-
-async def refresh_snapshot(recording: Recording, settings: ServiceSettings, overdue: OverdueCounts) -> None:
+async def refresh_snapshot(recording: Recording, settings: ServiceSettings) -> None:
     """Finish batches a crash left behind, then replace the snapshot the collector exports."""
     await recording.recover_batches()
-    COLLECTOR.snapshot = await refresh(recording.store, settings, overdue)
+    COLLECTOR.snapshot = await refresh(recording.store, settings)

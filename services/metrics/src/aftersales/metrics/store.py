@@ -26,6 +26,7 @@ from pymongo.errors import DuplicateKeyError
 
 from aftersales.metrics.domain import DeadlineChanges, SubjectFacts
 from aftersales.metrics.facts import Facts
+from aftersales.metrics.overdue_store import OverdueCounter
 from aftersales.metrics.rollups import ALLTIME, CURRENT, Contribution, sum_changes
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
@@ -85,6 +86,7 @@ class MetricsStore:
         self.reports = db[REPORTS]
         self.batches = db[BATCHES]
         self.deadlines = db[DEADLINES]
+        self.overdue_counter = OverdueCounter(db, self.deadlines)
 
     # ------------------------------------------------------------ facts documents (step 2)
 
@@ -125,10 +127,19 @@ class MetricsStore:
         return result.modified_count == 1
 
     async def _track_deadlines(self, changes: DeadlineChanges) -> None:
+        """Write the open deadlines that changed and move the overdue counts they are in. Each write
+        returns the document it replaced, so a redelivered fold moves no count twice."""
         for key in changes.closed:
-            await self.deadlines.delete_one({"_id": key})
+            before = await self.deadlines.find_one_and_delete({"_id": key})
+            await self.overdue_counter.track(before, None)
         for key, doc in changes.opened.items():
-            await self.deadlines.replace_one({"_id": key}, doc, upsert=True)
+            after = {**doc, "counted": True}
+            before = await self.deadlines.find_one_and_replace({"_id": key}, after, upsert=True)
+            await self.overdue_counter.track(before, after)
+
+    async def overdue_counts(self, now: datetime | None = None) -> dict[str, int]:
+        """Return how many complaints and follow-ups are past their deadline (reads by `_id` only)."""
+        return await self.overdue_counter.counts(now)
 
     # ------------------------------------------------------------ batches (steps 1, 3 and 4)
 
