@@ -84,3 +84,17 @@ async def test_deadlines_written_before_counts_were_kept_are_counted_once() -> N
     before = await db["deadlines"].find_one_and_delete({"_id": "complaint:k"})
     await counter.track(before, None)
     assert await counter.counts(NOW + timedelta(minutes=4)) == {"complaints": 0, "followups": 1}
+
+
+async def test_a_start_that_runs_again_leaves_the_minutes_after_the_totals_began_to_the_advance() -> None:
+    db: Any = InMemoryMongo()["metrics"]
+    first = OverdueCounter(db, db["deadlines"])
+    await first.counts(NOW)
+    await first.track(None, deadline("visit", NOW + timedelta(minutes=1)))
+    # The first start's count of older deadlines failed midway (its marker never written): the next
+    # process, a few minutes later, starts again; the bucket is after the totals began: not its to fold.
+    await db["overdue_totals"].delete_one({"_id": "legacy"})
+    assert await OverdueCounter(db, db["deadlines"]).counts(NOW + timedelta(minutes=5)) == {
+        "complaints": 0,
+        "followups": 1,
+    }

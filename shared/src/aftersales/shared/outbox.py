@@ -30,6 +30,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,6 +94,18 @@ RELAY_CONCURRENCY = 32  # documents relayed at once; events of one document are 
 RELAYS = "outbox_relays"
 REGISTRY = "registry"  # marker: relays of this database hold leases since this document was written
 STALE_BEATS = 3  # heartbeats a lease may miss before its relay counts as gone
+# A lease marked as left this long before a relay started (clocks of two hosts differ) is not news to
+# it: the process that left wrote its timers before, and the start-up scan found them.
+LEFT_BEFORE_START = timedelta(seconds=30)
+
+
+@dataclass
+class Peers:
+    """The other relays of a database, as one heartbeat found them."""
+
+    alive: set[Any] = field(default_factory=set)
+    dead: list[dict[str, Any]] = field(default_factory=list)
+    left: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RelayLeases:
@@ -129,23 +142,25 @@ class RelayLeases:
             upsert=True,
         )
 
-    async def peers(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Return the other relays' leases that went stale (nobody renewed them for `STALE_BEATS`
-        heartbeats: their relay died) and those given up in a clean stop (their process left)."""
+    async def peers(self) -> Peers:
+        """Return the other relays' leases: alive, stale (nobody renewed them for `STALE_BEATS`
+        heartbeats: their relay died) and given up in a clean stop (their process left)."""
         cutoff = datetime.now(UTC) - self._stale
-        dead, left = [], []
+        peers = Peers()
         async for d in self._col.find({}, {"alive_at": 1, "left_at": 1}):
             if d["_id"] in (REGISTRY, self.id):
                 continue
             if d.get("left_at") is not None:
-                left.append(d)
+                peers.left.append(d)
             elif d.get("alive_at", cutoff) <= cutoff:
-                dead.append(d)
-        return dead, left
+                peers.dead.append(d)
+            else:
+                peers.alive.add(d["_id"])
+        return peers
 
     async def dead(self) -> list[dict[str, Any]]:
         """Return the leases nobody renewed for `STALE_BEATS` heartbeats (their relay is gone)."""
-        return (await self.peers())[0]
+        return (await self.peers()).dead
 
     async def forget(self, leases: Sequence[Mapping[str, Any]]) -> None:
         """Delete dead leases after their leftovers were swept (fenced: a relay that was only slow and
@@ -194,6 +209,10 @@ class OutboxRelay:
         self.stalled_since: float | None = None  # loop time of the first failed pass of a failing streak
         self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
         self._peer_listeners: list[Callable[[str], None]] = []
+        self._started_at = datetime.now(UTC)
+        self._alive_peers: set[Any] = set()  # the leases alive at the last heartbeat
+        self._told: set[Any] = set()  # the ended leases the listeners were told about
+        self._doubt_told = False
 
     def on_peer_change(self, listener: Callable[[str], None]) -> None:
         """Call `listener(reason)` from a heartbeat that finds a process gone (its lease went stale, or it
@@ -229,8 +248,8 @@ class OutboxRelay:
                     OUTBOX_STARTED.set(1)
                     next_sweep = loop.time() + self._sweep_interval_s
                 if loop.time() >= next_beat:
+                    next_beat = loop.time() + self._heartbeat_s  # a failed beat waits for the next one
                     await self._beat(loop.time())
-                    next_beat = loop.time() + self._heartbeat_s
                 requested = self._sweep_requested.is_set()
                 if requested or (self._sweep_interval_s and loop.time() >= next_sweep):
                     self._sweep_requested.clear()
@@ -256,17 +275,39 @@ class OutboxRelay:
         doubts = unconfirmed_writes()
         if doubts != self._doubts_seen and self._doubted_at is None:
             self._doubted_at = now
-        dead, left = await self.leases.peers()
+        peers = await self.leases.peers()
+        dead, left = peers.dead, peers.left
         doubtful = self._doubted_at is not None and now - self._doubted_at >= self._heartbeat_s
-        if dead or left or doubtful:
-            reason = "dead relay" if dead else "unconfirmed write" if doubtful else "relay left"
-            for listener in self._peer_listeners:
-                listener(reason)
+        self._tell_peer_change(peers, doubtful)
         if dead or doubtful:
-            await self.sweep(reason)
+            await self.sweep("dead relay" if dead else "unconfirmed write")
             if doubtful:  # an unconfirmed write since this sweep began is swept after the next heartbeat
                 self._doubts_seen, self._doubted_at = doubts, None
+                self._doubt_told = False
         await self.leases.forget([*dead, *left])
+
+    def _tell_peer_change(self, peers: Peers, doubtful: bool) -> None:
+        """Tell the listeners, once per process gone and once per doubt: a lease that went stale, one
+        marked as left after this relay started (what left before, its start-up scan saw), and one
+        that was alive at the last heartbeat and is now gone without either (a relay of an older
+        version deletes its lease on a clean stop, or another replica forgot it first)."""
+        ended = {d["_id"] for d in (*peers.dead, *peers.left)}
+        vanished = self._alive_peers - peers.alive - ended
+        fresh = {d["_id"] for d in peers.dead} | {
+            d["_id"] for d in peers.left if d["left_at"] >= self._started_at - LEFT_BEFORE_START
+        }
+        fresh -= self._told
+        reasons = [
+            *(["dead relay"] if any(d["_id"] in fresh for d in peers.dead) else []),
+            *(["relay left"] if vanished or fresh - {d["_id"] for d in peers.dead} else []),
+            *(["unconfirmed write"] if doubtful and not self._doubt_told else []),
+        ]
+        self._alive_peers = peers.alive
+        self._told = (self._told | fresh) & ended  # forget ids whose lease is gone: the set stays small
+        self._doubt_told = self._doubt_told or doubtful
+        for reason in reasons[:1]:
+            for listener in self._peer_listeners:
+                listener(reason)
 
     async def release(self) -> None:
         """Give up this relay's lease after the last flush left nothing queued (a clean shutdown): the

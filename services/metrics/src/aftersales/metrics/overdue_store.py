@@ -7,7 +7,8 @@ its due minute (`due_minutes`, `_id` = `<list>|<minute>`), and one document per 
 the first minute not yet matured. Every operation is by `_id`:
 
 - A deadline opened, moved or closed moves one count: into or out of its minute's bucket while that
-  bucket has not matured (one conditional `$inc`, upserted), else into or out of the list's total.
+  bucket has not matured (one conditional `$inc`; a bucket that does not exist yet is first created
+  empty by a pure `_id` upsert), else into or out of the list's total.
 - `advance` matures the minutes that have passed, oldest first: it marks a bucket matured (one
   findAndModify, upserted so that every passed minute has one; nobody changes a matured bucket's `n`)
   and adds its `n` to the total in a write guarded by `through`, so a repeat after a crash, or another
@@ -16,9 +17,10 @@ the first minute not yet matured. Every operation is by `_id`:
 - The first `advance` on a database without totals counts the deadlines written before this version
   (they carry no `counted` mark) once; every deadline written since carries the mark.
 
-A crash between a deadline's write and its count leaves the count off by one (the deadline write is
-idempotent, so a redelivered fold does not move it again); the inspection report still reads the
-deadlines themselves.
+A failure between a deadline's write and its count (a crash, a database error, the consumer's handler
+timeout) leaves the count off by one for good: the deadline write is idempotent, so the redelivered fold
+finds nothing to move. Nothing heals that drift yet; the inspection report reads the deadlines
+themselves, so its findings stay exact.
 """
 
 from __future__ import annotations
@@ -78,16 +80,19 @@ class OverdueCounter:
     async def _move(self, name: str, minute: datetime, delta: int) -> None:
         through = self._through.get(name) or await self._read_through(name)
         if through is None or minute >= through:
-            try:
-                await self._minutes.update_one(
-                    {"_id": _bucket(name, minute), "matured": {"$ne": True}},
-                    {"$inc": {"n": delta}},
-                    upsert=True,
-                )
+            bucket = {"_id": _bucket(name, minute)}
+            if await self._add_unless_matured(bucket, delta):
                 return
-            except DuplicateKeyError:
-                pass  # the bucket matured: the total holds its deadlines now
-        await self._totals.update_one({"_id": name}, {"$inc": {"n": delta}})
+            # No bucket yet: create it empty (a pure `_id` upsert, which two writers can race safely and
+            # FerretDB answers by `_id`), then count into it unless it matured meanwhile.
+            await self._minutes.update_one(bucket, {"$setOnInsert": {"n": 0}}, upsert=True)
+            if await self._add_unless_matured(bucket, delta):
+                return
+        await self._totals.update_one({"_id": name}, {"$inc": {"n": delta}})  # the minute matured
+
+    async def _add_unless_matured(self, bucket: Mapping[str, Any], delta: int) -> bool:
+        result = await self._minutes.update_one({**bucket, "matured": {"$ne": True}}, {"$inc": {"n": delta}})
+        return result.matched_count == 1
 
     async def _read_through(self, name: str) -> datetime | None:
         doc = await self._totals.find_one({"_id": name})
@@ -140,9 +145,11 @@ class OverdueCounter:
                     await self._totals.insert_one({"_id": name, "n": 0, "through": now_minute})
                 except DuplicateKeyError:
                     pass  # another replica (or an earlier start) created it
+            began = {name: await self._read_through(name) or now_minute for name in LISTS}
             async for b in self._minutes.find({"matured": {"$ne": True}}, {"_id": 1}):  # once, small
                 name, _, minute = str(b["_id"]).partition("|")
-                if datetime.fromisoformat(minute).replace(tzinfo=UTC) < now_minute:
+                # Only minutes before the totals began: later ones are the advance's (never both).
+                if name in began and datetime.fromisoformat(minute).replace(tzinfo=UTC) < began[name]:
                     await self._mature_early(name, b["_id"])
             async for d in self._deadlines.find({"counted": {"$exists": False}}, {"_id": 1}):
                 doc = await self._deadlines.find_one_and_update(
