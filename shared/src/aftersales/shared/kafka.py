@@ -271,8 +271,7 @@ def subscribe(
     )
     physical = [settings.topic(t) for t in topics]
     router = KafkaRouter(middlewares=(consumer,))
-
-    @router.subscriber(
+    router.subscriber(
         *physical,
         group_id=consumer.group,
         ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -283,9 +282,16 @@ def subscribe(
         decoder=decode_cloud_events,
         title=f"{consumer.group}:{','.join(physical)}",
         description=_describe(handler),
-    )
+    )(_applier(handler, batch_handler))
+    broker.include_router(router)
+
+
+def _applier(
+    handler: EventHandler, batch_handler: BatchHandler | None
+) -> Callable[[list[Delivery]], Awaitable[None]]:
+    """Return the subscriber's function: it applies what the reliable consumer planned for one call."""
+
     async def apply(deliveries: list[Delivery]) -> None:
-        """Apply what the reliable consumer planned for this call: a whole batch or one event."""
         if WHOLE_BATCH.get():
             assert batch_handler is not None
             await batch_handler(deliveries)
@@ -298,7 +304,7 @@ def subscribe(
             finally:
                 CURRENT_DELIVERY.reset(token)
 
-    broker.include_router(router)
+    return apply
 
 
 def _describe(handler: EventHandler) -> str:
