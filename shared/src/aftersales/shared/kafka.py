@@ -226,7 +226,7 @@ async def decode_cloud_events(msg: StreamMessage[Any]) -> list[Any]:
         return planned
     records = msg.raw_message
     assert isinstance(records, tuple | list)  # a poll gives a tuple, TestKafkaBroker a list
-    return list(decode_records(records))
+    return decode_records(records)
 
 
 def subscribe(

@@ -158,10 +158,6 @@ class RelayLeases:
                 peers.alive.add(d["_id"])
         return peers
 
-    async def dead(self) -> list[dict[str, Any]]:
-        """Return the leases nobody renewed for `STALE_BEATS` heartbeats (their relay is gone)."""
-        return (await self.peers()).dead
-
     async def forget(self, leases: Sequence[Mapping[str, Any]]) -> None:
         """Delete dead leases after their leftovers were swept (fenced: a relay that was only slow and
         renewed meanwhile keeps its lease)."""
