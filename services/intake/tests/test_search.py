@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aftersales.intake import search_store
 from aftersales.intake.app import Settings, build
 from aftersales.intake.search import SearchQuery, covering_tokens, matches, seal, ticket_terms, tokens
 from aftersales.intake.search_store import SEARCH
@@ -328,3 +329,60 @@ async def test_filters_by_priority_follow_a_correction_and_an_older_index_still_
     intake.app.state.search.index._facets = False
     older = await search(intake, priority="P1")
     assert [item["id"] for item in older["items"]] == [tid] and older["examined"] == 2
+
+
+async def _postings(svc: ServiceUnderTest) -> dict[str, list[str]]:
+    """The index's posting blocks, `p:<term>|<block>` -> postings (a plain walk: test data only)."""
+    return {
+        d["_id"]: list(d.get("ids") or ())
+        async for d in svc.runtime.db[SEARCH].find({})
+        if str(d["_id"]).startswith("p:")
+    }
+
+
+async def test_postings_go_in_small_blocks_walked_newest_first(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(search_store, "BLOCK", 2)  # 5 tickets over 3 blocks
+    ids = [await submit(intake, title=f"洗衣机故障 {i}") for i in range(5)]
+    seq = await intake.runtime.db[SEARCH].find_one({"_id": "seq"})
+    assert seq is not None and seq["block"] == 2
+    blocks = {key.rsplit("|", 1)[1] for key in await _postings(intake)}
+    assert blocks == {"0", "1", "2"}  # ordinals 1..5
+    assert all(len(p) <= 2 for p in (await _postings(intake)).values())
+    seen: list[str] = []
+    cursor = None
+    for _ in range(5):
+        page = await search(intake, q="洗衣机", limit=2, **({"cursor": cursor} if cursor else {}))
+        seen += [i["id"] for i in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    assert await found(intake, q="洗衣机", limit=20) == list(reversed(ids))
+
+
+async def test_an_index_begun_with_big_blocks_keeps_them(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An index whose `seq` records no block size was written in blocks of LEGACY_BLOCK: new tickets
+    and changes go on in those blocks, so a change takes out the posting where it was put."""
+    monkeypatch.setattr(search_store, "BLOCK", search_store.LEGACY_BLOCK)
+    old = [await submit(intake) for _ in range(3)]
+    await intake.runtime.db[SEARCH].update_one({"_id": "seq"}, {"$unset": {"block": ""}})
+    monkeypatch.setattr(search_store, "BLOCK", 2)
+    intake.app.state.search.index._block = None  # a process started on the older index
+    new = [await submit(intake) for _ in range(2)]
+    postings = await _postings(intake)
+    assert {key.rsplit("|", 1)[1] for key in postings} == {"0"}
+    assert max(len(p) for p in postings.values()) == 5
+    r = await intake.http.post(
+        f"/v1/tickets/{old[0]}/cancel", json={"reason": "dup"}, headers=intake.auth(SUP)
+    )
+    assert r.status_code == 200, r.text
+    await intake.drain_outbox()
+    by_size = sorted(len(p) for p in (await _postings(intake)).values())
+    assert by_size[0] == 1 and by_size[-1] == 5  # `o:done` holds the cancelled one, `o:open` the 4 others
+    assert sum(len(p) == 4 for p in (await _postings(intake)).values()) == 1
+    assert await found(intake, q="空调", status=["new"]) == list(reversed([*old[1:], *new]))
+    assert await found(intake, q="空调", status="cancelled") == [old[0]]

@@ -5,8 +5,12 @@ One collection, `search_index`, holds four kinds of documents:
   tickets have the highest ordinals and a search walks from the top down);
 - `t:<ticket id>`: the ticket's ordinal and the terms it is indexed under (to take them back out when
   the ticket changes or its customer's data is erased);
-- `p:<term>|<block>`: the postings of one term for one block of BLOCK ordinals (`<ordinal>|<ticket id>`
-  strings): at most BLOCK entries, so no document grows with the data;
+- `p:<term>|<block>`: the postings of one term for one block of ordinals (`<ordinal>|<ticket id>`
+  strings): at most the index's block size of entries, so no document grows with the data. The size is
+  recorded in `seq` (`block`; an index begun before it was recorded has blocks of LEGACY_BLOCK). Small
+  blocks keep writes cheap: a posting added to a block rewrites the whole block document (on FerretDB,
+  an `$addToSet` into a block of 2,000 entries took 11.5 ms, into one of 10 entries 1.4 ms), and every
+  common term (open/done, region, facets) gets one such write per batch of tickets;
 - `d:<term>|<chunk>`: the blocks a term has postings in (at most CHUNK of them per document), so a rare
   term (a serial, a customer) is found by reading a handful of documents, not every block.
 FerretDB answers only `_id` equality without decoding whole collections (`$in` and ranges scan), so
@@ -31,7 +35,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from aftersales.intake.search import SearchQuery, entry, entry_ordinal, entry_ticket, matches
 
 SEARCH = "search_index"
-BLOCK = 2048  # postings per block document (~60 KB at most)
+BLOCK = 256  # postings per block document of a new index (~8 KB at most)
+LEGACY_BLOCK = 2048  # the block size of an index whose `seq` records none
+READ_AHEAD = 8  # blocks whose postings a search reads at once, at most (1, 2, 4, then this)
 CHUNK = 1024  # blocks per directory document
 KNOWN_PAIRS = 200_000  # (term, block) pairs this process remembers having put in a directory
 SHOWN = {"outbox": 0, "timeline": 0, "last_appended": 0, "request_keys": 0, "customer_messages": 0}
@@ -65,6 +71,7 @@ class SearchIndex:
         self.customers = db[customers]
         self._known: dict[tuple[str, int], None] = {}
         self._facets = False
+        self._block: int | None = None  # the index's block size, once read (it never changes)
 
     # ------------------------------------------------------------ writing
 
@@ -74,6 +81,7 @@ class SearchIndex:
         finished by the next one (postings first, the ticket's recorded terms last)."""
         before = await self._recorded(terms_of)
         ordinals = await self._ordinals(terms_of, before)
+        size = await self.block_size()
         changes = _Changes()
         changed: dict[str, list[str]] = {}
         for ticket_id, terms in terms_of.items():
@@ -81,7 +89,7 @@ class SearchIndex:
             new = set(terms or ())
             if ticket_id not in ordinals or old == new:
                 continue
-            posting, block = entry(ordinals[ticket_id], ticket_id), ordinals[ticket_id] // BLOCK
+            posting, block = entry(ordinals[ticket_id], ticket_id), ordinals[ticket_id] // size
             for term in new - old:
                 changes.adds[f"p:{term}|{block}"].append(posting)
                 changes.directory[term].add(block)
@@ -110,11 +118,12 @@ class SearchIndex:
             return ordinals
         seq = await self.index.find_one_and_update(
             {"_id": "seq"},
-            {"$inc": {"n": len(new)}, "$setOnInsert": {"facets": True}},  # begun with facet terms
+            {"$inc": {"n": len(new)}, "$setOnInsert": {"facets": True, "block": BLOCK}},
             upsert=True,
             return_document=True,
         )
         assert seq is not None  # an upsert returning the document after it
+        self._block = _block_of(seq)
         first = int(seq["n"]) - len(new) + 1
         result = await self.index.bulk_write(
             [
@@ -159,6 +168,12 @@ class SearchIndex:
         while len(self._known) > KNOWN_PAIRS:
             self._known.pop(next(iter(self._known)))
 
+    async def block_size(self) -> int:
+        """The index's block size: what its `seq` records (read once per process; it never changes)."""
+        if self._block is None:
+            self._block = _block_of(await self.index.find_one({"_id": "seq"}, {"block": 1}))
+        return self._block
+
     # ------------------------------------------------------------ searching
 
     async def has_facets(self) -> bool:
@@ -183,41 +198,57 @@ class SearchIndex:
         """Return up to `limit` tickets matching `query` that the caller may see, newest first, with
         ordinals below `before` (a cursor); stop early after reading `max_reads` tickets. `terms` are
         the query's index terms as stored."""
-        blocks = await self._blocks(terms)
+        blocks, size = await self._blocks(terms)
         if before is not None:
-            blocks = [b for b in blocks if b * BLOCK < before]
-        found: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        examined = 0
-        for block in blocks:
-            postings = await self._postings(terms, block, before)
-            for start in range(0, len(postings), limit):
-                page = [p for p in postings[start : start + limit] if entry_ticket(p) not in seen]
-                seen.update(entry_ticket(p) for p in page)
-                docs = await self.read_tickets([entry_ticket(p) for p in page])
-                names = await self.names(d.get("customer_id") for d in docs if d) if query.name else {}
-                examined += len(page)
-                for posting, doc in zip(page, docs, strict=True):
-                    name = names.get(doc.get("customer_id") or "") if doc else None
-                    if doc is not None and matches(query, doc, name) and visible(doc):
-                        found.append(doc)
-                        if len(found) == limit:
-                            return Hits(found, entry_ordinal(posting), examined)
-                if examined >= max_reads and page:
-                    return Hits(found, entry_ordinal(page[-1]), examined)
-        return Hits(found, None, examined)
+            blocks = [b for b in blocks if b * size < before]
+        walk = _Walk(limit, max_reads)
+        ahead = 1
+        while blocks and not walk.done:
+            group, blocks = blocks[:ahead], blocks[ahead:]
+            ahead = min(ahead * 2, READ_AHEAD)
+            for postings in await asyncio.gather(*(self._postings(terms, b, before) for b in group)):
+                await self._examine(walk, postings, query, visible)
+                if walk.done:
+                    break
+        return Hits(walk.found, walk.cursor, walk.examined)
 
-    async def _blocks(self, terms: Sequence[str]) -> list[int]:
-        """The blocks holding postings of every term, newest first."""
+    async def _examine(
+        self,
+        walk: _Walk,
+        postings: Sequence[str],
+        query: SearchQuery,
+        visible: Callable[[Mapping[str, Any]], bool],
+    ) -> None:
+        """Check one block's candidates, newest first, a page at a time, until the walk is done."""
+        for start in range(0, len(postings), walk.limit):
+            page = [p for p in postings[start : start + walk.limit] if entry_ticket(p) not in walk.seen]
+            walk.seen.update(entry_ticket(p) for p in page)
+            docs = await self.read_tickets([entry_ticket(p) for p in page])
+            names = await self.names(d.get("customer_id") for d in docs if d) if query.name else {}
+            walk.examined += len(page)
+            for posting, doc in zip(page, docs, strict=True):
+                name = names.get(doc.get("customer_id") or "") if doc else None
+                if doc is not None and matches(query, doc, name) and visible(doc):
+                    walk.found.append(doc)
+                    if len(walk.found) == walk.limit:
+                        walk.stop(entry_ordinal(posting))
+                        return
+            if walk.examined >= walk.max_reads and page:
+                walk.stop(entry_ordinal(page[-1]))
+                return
+
+    async def _blocks(self, terms: Sequence[str]) -> tuple[list[int], int]:
+        """The blocks holding postings of every term, newest first, and the index's block size."""
         seq = await self.index.find_one({"_id": "seq"})
-        chunks = range(int(seq["n"]) // BLOCK // CHUNK + 1) if seq else range(0)
+        size = self._block = _block_of(seq)
+        chunks = range(int(seq["n"]) // size // CHUNK + 1) if seq else range(0)
         keys = [(term, f"d:{term}|{c}") for term in terms for c in chunks]
         docs = await asyncio.gather(*(self.index.find_one({"_id": key}) for _, key in keys))
         per_term: dict[str, set[int]] = {term: set() for term in terms}
         for (term, _), doc in zip(keys, docs, strict=True):
             per_term[term].update(doc["blocks"] if doc else ())
         common = set.intersection(*per_term.values()) if per_term else set()
-        return sorted(common, reverse=True)
+        return sorted(common, reverse=True), size
 
     async def _postings(self, terms: Sequence[str], block: int, before: int | None) -> list[str]:
         """The postings of the block every term has, newest first."""
@@ -242,6 +273,29 @@ class SearchIndex:
         return list(await asyncio.gather(*reads))
 
 
+def _block_of(seq: Mapping[str, Any] | None) -> int:
+    """The block size an index's `seq` document records (none yet: a new index's)."""
+    if seq is None:
+        return BLOCK
+    return int(seq.get("block") or LEGACY_BLOCK)
+
+
+@dataclass(slots=True)
+class _Walk:
+    """A search's progress through the blocks: what it found, what it read, where it stopped."""
+
+    limit: int
+    max_reads: int
+    found: list[dict[str, Any]] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    examined: int = 0
+    cursor: int | None = None
+    done: bool = False
+
+    def stop(self, cursor: int) -> None:
+        self.cursor, self.done = cursor, True
+
+
 async def load_index(
     db: AsyncDatabase[dict[str, Any]], terms_of: Sequence[tuple[str, Sequence[str]]], *, chunk: int = 2000
 ) -> int:
@@ -262,7 +316,7 @@ async def load_index(
         *tickets,
         *({"_id": k, "ids": v} for k, v in postings.items()),
         *({"_id": k, "blocks": sorted(v)} for k, v in directory.items()),
-        {"_id": "seq", "n": len(tickets), "facets": True},
+        {"_id": "seq", "n": len(tickets), "facets": True, "block": BLOCK},
     ]
     for start in range(0, len(docs), chunk):
         await db[SEARCH].insert_many(docs[start : start + chunk], ordered=False)
