@@ -45,6 +45,13 @@ class RecordChange:
     link_channel: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    """A customer record as read (None: there was none)."""
+
+    record: dict[str, Any] | None
+
+
 # Called before a record is created by hand (customer id, ticket id, when): retention.
 Noted = Callable[[str, str | None, datetime], Awaitable[None]]
 
@@ -73,12 +80,14 @@ class CustomerRecords:
             return False
         return True
 
-    async def record(self, note: CustomerNote) -> None:
+    async def record(self, note: CustomerNote, *, read: Read | None = None) -> None:
         """Create or refresh a customer's record with what a ticket says of it (idempotent): a new
         record takes the request's profile; an existing one only its empty fields (and a tier staff
-        stated). Its products are documents of their own, its tickets the tickets with its id."""
+        stated). Its products are documents of their own, its tickets the tickets with its id.
+        `read`: the record as the caller read it moments ago (a stale one costs a re-read, never a
+        wrong write: creating is an insert, filling a write guarded by the record's version)."""
         await self.put_product(note.customer_id, note.product, at=note.at)
-        record = await self.get(note.customer_id)
+        record = read.record if read is not None else await self.get(note.customer_id)
         if record is None and await self.create(new_record(note), by_ticket=True):
             return
         await self.fill(note, record)

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aftersales.intake import customers, domain, identity, messages, metrics, timeline
+from aftersales.intake.customer_records import Read
 from aftersales.intake.domain import Ticket, TicketDecision, TicketStatus
 from aftersales.intake.rules import classify
 from aftersales.intake.store import TicketStore
@@ -63,12 +64,18 @@ class Intake:
         """Return the id of the request's customer (keyed: not computable without the platform's key)."""
         return identity.customer_id_for(request.customer, self.customer_id_key)
 
-    async def _judged(self, request: TicketRequest, *, caller: str, staff: bool) -> TicketRequest:
+    async def _judged(
+        self, request: TicketRequest, *, caller: str, staff: bool
+    ) -> tuple[TicketRequest, Read]:
         """Check the caller may name the request's customer; return the request with the platform's
-        tier and entitlement in place of what the caller claimed (see `customers`)."""
+        tier and entitlement in place of what the caller claimed (see `customers`), and the record read
+        (the ticket's customer note starts from it)."""
         record = await self.store.customer(self.customer_id(request))
         customers.check_may_name(record, request.customer, caller=caller, staff=staff)
-        return customers.effective_request(request, record, staff=staff, warranty_months=self.warranty_months)
+        effective = customers.effective_request(
+            request, record, staff=staff, warranty_months=self.warranty_months
+        )
+        return effective, Read(record)
 
     async def submit(
         self,
@@ -83,7 +90,7 @@ class Intake:
         `staff` (a supervisor or admin) may set the tier, the warranty period and the priority."""
         now = datetime.now(UTC)
         fingerprint = identity.request_fingerprint(request)  # of what was sent, so replays compare alike
-        request = await self._judged(request, caller=caller, staff=staff)
+        request, read = await self._judged(request, caller=caller, staff=staff)
         warranty = domain.under_warranty(request.product, now.date())
         decided = classify(customers.rule_facts(request, under_warranty=warranty, staff=staff))
         if request.channel is Channel.IOT:
@@ -111,7 +118,7 @@ class Intake:
         if not await self.store.insert(ticket, [messages.created(ticket)]):
             earlier = await self._must_get(ticket.id)
             return await self._replayed(earlier, request, fingerprint, source, caller=caller, staff=staff)
-        return await self._created(ticket, request, caller=caller, staff=staff)
+        return await self._created(ticket, request, caller=caller, staff=staff, read=read)
 
     def alert(
         self,
@@ -189,9 +196,9 @@ class Intake:
         )
 
     async def _created(
-        self, ticket: Ticket, request: TicketRequest, *, caller: str, staff: bool
+        self, ticket: Ticket, request: TicketRequest, *, caller: str, staff: bool, read: Read
     ) -> Submitted:
-        await self._remember_customer(ticket, request, caller=caller, staff=staff)
+        await self._remember_customer(ticket, request, caller=caller, staff=staff, read=read)
         channel, category, priority = ticket.channel.value, ticket.category.value, ticket.priority.value
         metrics.TICKETS_CREATED.labels(channel, category, priority).inc()
         metrics.STATUS_CHANGES.labels(TicketStatus.NEW.value).inc()
@@ -228,7 +235,7 @@ class Intake:
         return ticket
 
     async def _remember_customer(
-        self, ticket: Ticket, request: TicketRequest, *, caller: str, staff: bool
+        self, ticket: Ticket, request: TicketRequest, *, caller: str, staff: bool, read: Read | None = None
     ) -> None:
         note = customers.note_of(
             request,
@@ -238,7 +245,7 @@ class Intake:
             staff=staff,
             now=datetime.now(UTC),
         )
-        await self.store.record_customer(note)
+        await self.store.record_customer(note, read=read)
 
 
 class TicketProgress:

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from aftersales.intake import messages
-from aftersales.intake.customer_records import CUSTOMER_PRODUCTS, CUSTOMERS, CustomerRecords, product_id
+from aftersales.intake.customer_records import CUSTOMER_PRODUCTS, CUSTOMERS, CustomerRecords, Read, product_id
 from aftersales.intake.customers import CustomerNote
 from aftersales.intake.domain import Ticket, TicketStatus
 from aftersales.intake.history import DUPLICATE_KEY, TicketHistory, last_appended
@@ -278,9 +278,9 @@ class TicketStore(StormKeys):
 
     # ------------------------------------------------------------ customers
 
-    async def record_customer(self, note: CustomerNote) -> None:
+    async def record_customer(self, note: CustomerNote, *, read: Read | None = None) -> None:
         """Create or refresh a customer's record with what a ticket says of it (see `CustomerRecords`)."""
-        await self.customers.record(note)
+        await self.customers.record(note, read=read)
 
     async def customer_products(self, record: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         """Return a customer's products, most recently seen first (up to SHOWN_PRODUCTS); a record
