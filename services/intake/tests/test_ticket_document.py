@@ -120,7 +120,9 @@ async def test_the_ticket_stays_small_and_dedupe_holds_past_any_window(intake: S
 
     doc = await stored(intake, tid)
     assert "timeline" not in doc and "applied_events" not in doc
-    assert len(bson.encode(doc)) < small + 300  # 600 events later: about the size it had after one
+    # 600 events later: about the size it had after one, plus at most a settling's worth of entries
+    entry = len(bson.encode({"e": doc["last_appended"]["timeline"][-1], "a": warnings[-1].id}))
+    assert len(bson.encode(doc)) < small + history.UNSETTLED_MAX * entry + 300
     version = doc["version"]
     for again in (assigned, warnings[0], warnings[-1]):  # settled long ago, settled, not settled yet
         await apply(intake, again)
@@ -148,6 +150,7 @@ async def test_racing_deliveries_put_each_event_on_the_timeline_once(intake: Ser
 async def test_a_crash_after_settling_and_before_the_ticket_write_loses_nothing(
     intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(history, "UNSETTLED_MAX", 1)  # every change settles the one before
     tid = await opened(intake)
     first, second = sla_warning(tid, 1), sla_warning(tid, 2)
     await apply(intake, first)
@@ -161,12 +164,49 @@ async def test_a_crash_after_settling_and_before_the_ticket_write_loses_nothing(
     monkeypatch.setattr(store.history, "settle", settle_then_crash)
     with pytest.raises(ConnectionError):
         await apply(intake, second)
-    monkeypatch.undo()
+    monkeypatch.setattr(store.history, "settle", settle)
     await apply(intake, second)  # the redelivery after the restart
     await apply(intake, first)
 
     timeline = (await shown(intake, tid))["timeline"]
     assert [e.get("event_id") for e in timeline] == [None, first.id, second.id]
+
+
+async def test_events_are_settled_together_and_dedupe_holds_before_and_after(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes that only append timeline entries and applied events keep them in the ticket until
+    `UNSETTLED_MAX` have gathered; one settling then writes them all. Redeliveries are recognised from
+    the ticket before and from the markers after; the timeline shows every entry either way."""
+    store: stores.TicketStore = intake.app.state.progress.store
+    settled: list[int] = []
+    settle = store.history.settle
+
+    async def counted(ticket_id: str, last: Any) -> None:
+        settled.append(len(last.get("timeline") or ()))
+        await settle(ticket_id, last)
+
+    monkeypatch.setattr(store.history, "settle", counted)
+    tid = await opened(intake)
+    warnings = [sla_warning(tid, n) for n in range(1, 3 * history.UNSETTLED_MAX + 1)]
+    for event in warnings[: history.UNSETTLED_MAX - 1]:  # with `ticket.created`: UNSETTLED_MAX entries
+        await apply(intake, event)
+    assert settled == []
+    assert await intake.runtime.db[history.TIMELINE].count_documents({"ticket_id": tid}) == 0
+    version = (await stored(intake, tid))["version"]
+    await apply(intake, warnings[0])  # a redelivery, known from the ticket itself
+    assert (await stored(intake, tid))["version"] == version
+    for event in warnings[history.UNSETTLED_MAX - 1 :]:
+        await apply(intake, event)
+    # 25 entries: three settlings of UNSETTLED_MAX, the last entry still in the ticket
+    assert settled == [history.UNSETTLED_MAX] * 3
+    assert len((await stored(intake, tid))["last_appended"]["timeline"]) == 1
+    version = (await stored(intake, tid))["version"]
+    for again in (warnings[0], warnings[history.UNSETTLED_MAX], warnings[-1]):  # markers, markers, ticket
+        await apply(intake, again)
+    assert (await stored(intake, tid))["version"] == version
+    timeline = (await shown(intake, tid))["timeline"]
+    assert [e.get("event_id") for e in timeline] == [None, *(e.id for e in warnings)]
 
 
 async def test_a_hand_back_to_the_queue_takes_the_technician_off_the_ticket(

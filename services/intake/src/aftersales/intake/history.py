@@ -9,8 +9,11 @@ its timeline and the markers of the downstream events applied to it, every one r
 - applied events: one marker per event, `_id = "<ticket_id>:<event id>"`, never pruned, so a
   redelivery is recognised however many events came since.
 
-Both are written from the ticket's `last_appended` (what its last change appended, kept in the ticket
-document) by the next change, before it replaces them: see `TicketStore.write`.
+Both are written from the ticket's `last_appended` (what its recent changes appended, kept in the ticket
+document) by a later change, before it replaces them: see `TicketStore.write`. Changes that append only
+timeline entries and applied events (a routing, follow-up or feedback event) add theirs to what is
+there, up to `UNSETTLED_MAX` of each, so most of them write the ticket alone: settling costs a page
+upsert and a marker insert, paid once per `UNSETTLED_MAX` events instead of once per event.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ KEEP_TIMELINE = 500  # entries of a ticket's timeline kept and shown
 # Pages that hold the last KEEP_TIMELINE entries (they may start mid-page).
 KEEP_PAGES = KEEP_TIMELINE // TIMELINE_PAGE + 1
 DUPLICATE_KEY = 11000
+UNSETTLED_MAX = 8  # timeline entries, and applied events, a ticket document holds until they are settled
 
 
 class TicketHistory:
@@ -97,6 +101,24 @@ class TicketHistory:
         older = list(doc.get("timeline") or ())  # a ticket written before the timeline moved out
         ordered = [{k: v for k, v in entries[s].items() if k != "seq"} for s in sorted(entries) if s >= first]
         return (older + ordered)[-KEEP_TIMELINE:]
+
+
+def merged(unsettled: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Return a ticket's unsettled appends with a change's added to them; None when the older ones must
+    be settled first: either holds conversation or customer messages (text is settled at once), or
+    together they would hold more than `UNSETTLED_MAX` timeline entries or applied events."""
+    if not unsettled:
+        return dict(new)
+    if any(kind in appends for appends in (unsettled, new) for kind in ("messages", "conversation")):
+        return None
+    out: dict[str, Any] = {}
+    for kind in ("timeline", "applied"):
+        both = [*(unsettled.get(kind) or ()), *(new.get(kind) or ())]
+        if len(both) > UNSETTLED_MAX:
+            return None
+        if both:
+            out[kind] = both
+    return out
 
 
 def last_appended(seq: int, appended: Appended) -> tuple[dict[str, Any], int]:

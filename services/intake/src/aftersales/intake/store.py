@@ -25,7 +25,7 @@ from aftersales.intake import messages
 from aftersales.intake.customer_records import CUSTOMER_PRODUCTS, CUSTOMERS, CustomerRecords, Read, product_id
 from aftersales.intake.customers import CustomerNote
 from aftersales.intake.domain import Ticket, TicketStatus
-from aftersales.intake.history import DUPLICATE_KEY, TicketHistory, last_appended
+from aftersales.intake.history import DUPLICATE_KEY, TicketHistory, last_appended, merged
 from aftersales.intake.views import TicketFilter
 from aftersales.shared.aggregate import Decision
 from aftersales.shared.contracts import Topic
@@ -208,20 +208,25 @@ class TicketStore(StormKeys):
 
         The ticket's write is the commit point, as for its events: a change's timeline entries and
         applied-event ids are written into the ticket document (`last_appended`, numbered from
-        `timeline_seq`) and reach their own collections when the next change settles them, just before
-        it replaces them. Why not write them first: a timeline entry's `_id` is its number, which only
-        the version-guarded write makes the winner's (two racing deciders would write the same number
-        and the loser's entry could land last); and a marker written before a crash would make the
-        redelivered event look applied when it never was. Written after the commit, a crash leaves
-        them in the ticket, where readers see them, and settling twice writes the same `_id`s again.
+        `timeline_seq`, added to the unsettled ones while `history.merged` allows) and reach their own
+        collections when a later change settles them, just before it replaces them. Why not write them
+        first: a timeline entry's `_id` is its number, which only the version-guarded write makes the
+        winner's (two racing deciders would write the same number and the loser's entry could land
+        last); and a marker written before a crash would make the redelivered event look applied when it
+        never was. Written after the commit, a crash leaves them in the ticket, where readers see them,
+        and settling twice writes the same `_id`s again.
         """
         old, new = _stored(before), _stored(decision.state)
         update: dict[str, Any] = {"$inc": {"version": 1}}
         changed = {name: value for name, value in new.items() if old[name] != value}
         appended = decision.state.appended
         if appended:
-            await self.history.settle(before.id, before.last_appended)
-            changed["last_appended"], changed["timeline_seq"] = last_appended(before.timeline_seq, appended)
+            new_appends, changed["timeline_seq"] = last_appended(before.timeline_seq, appended)
+            unsettled = merged(before.last_appended, new_appends)
+            if unsettled is None:
+                await self.history.settle(before.id, before.last_appended)
+                unsettled = new_appends
+            changed["last_appended"] = unsettled
         if changed:
             update["$set"] = changed
         events = [messages.envelope(m, before.id) for m in decision.events]
