@@ -279,6 +279,9 @@ def subscribe(
         batch=True,
         max_records=settings.consumer_batch_max_records,
         batch_timeout_ms=100,
+        # bounded fetches: a consumer far behind holds what it fetched, per partition, in memory
+        max_partition_fetch_bytes=settings.consumer_partition_fetch_bytes,
+        fetch_max_bytes=settings.consumer_fetch_max_bytes,
         decoder=decode_cloud_events,
         title=f"{consumer.group}:{','.join(physical)}",
         description=_describe(handler),

@@ -28,6 +28,12 @@ DB_COMMANDS = Counter(
     "alone (by_id=false: the store must evaluate another filter, a scan on FerretDB, an index on MongoDB)",
     ["service", "collection", "command", "by_id"],
 )
+DB_SECONDS = Counter(
+    "aftersales_db_command_seconds_total",
+    "Time spent waiting for database commands, by service, collection and command (as the driver saw "
+    "it: queueing in the server included)",
+    ["service", "collection", "command"],
+)
 UNCONFIRMED_WRITES = Counter(
     "aftersales_db_writes_unconfirmed_total",
     "Writes whose outcome the database never confirmed (the connection broke or timed out, or a write "
@@ -81,6 +87,7 @@ class CommandCounter(monitoring.CommandListener):
 
     def __init__(self, service: str) -> None:
         self._service = service
+        self._running: dict[tuple[Any, int], str] = {}  # (server, request id) -> collection
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
@@ -91,12 +98,22 @@ class CommandCounter(monitoring.CommandListener):
         if name == "getMore":
             collection = str(event.command.get("collection", ""))
         DB_COMMANDS.labels(self._service, collection, name, filter_kind(name, event.command)).inc()
+        if len(self._running) > 10_000:  # a command without an outcome event would otherwise stay
+            self._running.clear()
+        self._running[(event.connection_id, event.request_id)] = collection
+
+    def _timed(self, event: monitoring.CommandSucceededEvent | monitoring.CommandFailedEvent) -> None:
+        collection = self._running.pop((event.connection_id, event.request_id), None)
+        if collection is not None:
+            DB_SECONDS.labels(self._service, collection, event.command_name).inc(event.duration_micros / 1e6)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._timed(event)
         if event.command_name in _WRITES and "writeConcernError" in event.reply:
             self._unconfirmed()  # applied where it ran, not acknowledged as asked: the caller sees an error
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._timed(event)
         # A server's refusal carries its error `code` (nothing was written); a network error or timeout
         # carries the client exception's type instead, and the write may or may not have landed.
         if event.command_name in _WRITES and "errtype" in event.failure:

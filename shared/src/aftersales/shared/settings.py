@@ -95,6 +95,19 @@ class ServiceSettings(BaseSettings):
     consumer_batch_max_records: int = Field(
         default=500, ge=1, le=10_000, description="records a consumer takes from Kafka per batch"
     )
+    consumer_partition_fetch_bytes: int = Field(
+        default=256 * 1024,
+        ge=64 * 1024,
+        le=64 * 1024 * 1024,
+        description="bytes a consumer fetches from one partition at a time: with a backlog, each consumer "
+        "holds up to this much per partition it has (a record larger than it still comes whole)",
+    )
+    consumer_fetch_max_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        le=256 * 1024 * 1024,
+        description="bytes one fetch of a consumer brings back, at most (Kafka's default is 50 MiB)",
+    )
     consumer_concurrency: int = Field(
         default=16, ge=1, le=256, description="tickets (Kafka keys) of one batch handled at once"
     )
