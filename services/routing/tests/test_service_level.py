@@ -137,3 +137,67 @@ async def test_grid_and_technician_changes_publish_their_configuration_without_n
     assert changes[1].data["shift"] == {"0": [{"start": "09:00", "end": "12:00"}]}
     assert changes[1].data["on_duty"] is True and changes[1].data["grid_id"] == "xuhui"
     assert all("name" not in e.data and "张师傅" not in str(e.data) for e in changes)
+
+
+async def test_dispatch_ranks_technicians_read_once_a_second_and_a_stale_copy_never_overfills(
+    routing: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The technicians are read once for a burst of tickets (the read is a whole-collection scan on
+    FerretDB); this process's own slots show at once; a slot another replica took meanwhile makes the
+    guarded reserve fail, so the technician is never overfilled, and the copy is read again."""
+    r = await routing.http.put(
+        "/v1/technicians/t2",
+        json={"id": "t2", "name": "t2", "grid_id": "xuhui", "tier": 1, "capacity": 4},
+        headers=routing.auth(),
+    )
+    assert r.status_code in (200, 201), r.text
+    store = routing.app.state.routing.store
+    reads = 0
+    find = store.technicians.find
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return find(*args, **kwargs)
+
+    monkeypatch.setattr(store.technicians, "find", counted)
+    for ticket in ("A", "B", "C"):
+        await routing.deliver(ticket_created(ticket))
+    assert len(await routing.published.wait_for(ASSIGNED, count=3)) == 3
+    assert reads == 1  # one read for the burst; each slot taken here was applied to the copy
+
+    async def load(tech: str) -> int:
+        r = await routing.http.get(f"/v1/technicians/{tech}", headers=routing.auth())
+        return int(r.json()["active_work_orders"])
+
+    assert await load("t1") + await load("t2") == 3
+
+    # Another replica fills t2 meanwhile: this copy still shows him with room, and t1 has room too.
+    taken = 4 - await load("t2")
+    await routing.runtime.db["technicians"].update_one(
+        {"_id": "t2"},
+        {
+            "$inc": {"active_work_orders": taken},
+            "$push": {"active_ids": {"$each": [f"X{i}#1" for i in range(taken)]}},
+        },
+    )
+    await routing.runtime.db["technicians"].update_one(
+        {"_id": "t1"}, {"$set": {"active_work_orders": 0, "active_ids": []}}
+    )
+    await routing.deliver(ticket_created("D"))
+    assigned = await routing.published.wait_for(ASSIGNED, count=4)
+    assert {e.subject: e.data["technician_id"] for e in assigned}["D"] == "t1"
+    assert await load("t2") == 4  # at capacity, not over it
+
+    # A change made here shows at once: t2 gets room for one more, and the next ticket is his.
+    r = await routing.http.put(
+        "/v1/technicians/t2",
+        json={"id": "t2", "name": "t2", "grid_id": "xuhui", "tier": 1, "capacity": 5},
+        headers=routing.auth(),
+    )
+    assert r.status_code == 200, r.text
+    before = reads
+    await routing.deliver(ticket_created("E"))
+    assigned = await routing.published.wait_for(ASSIGNED, count=5)
+    assert {e.subject: e.data["technician_id"] for e in assigned}["E"] == "t2"
+    assert reads == before + 1 and await load("t2") == 5

@@ -27,6 +27,12 @@ class TechnicianPresence:
 
     technicians: Collection
     hint: Hint
+    # the technicians as dispatch last read them (see `DirectoryStore.technicians_in`), by id
+    _technician_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+
+    def forget_technicians(self) -> None:
+        """Drop the kept copy of the technicians (one changed here, or a guarded write found it stale)."""
+        self._technician_cache = None
 
     async def set_technician_status(
         self,
@@ -63,6 +69,7 @@ class TechnicianPresence:
         self, guard: Mapping[str, Any], update: Mapping[str, Any], events: Sequence[CloudEvent]
     ) -> bool:
         result = await self.technicians.update_one(guard, with_events(update, Topic.ASSIGNMENTS, events))
+        self.forget_technicians()
         if result.modified_count == 1 and events:
             self.hint(TECHNICIANS, guard["_id"])
         return result.modified_count == 1
