@@ -23,6 +23,8 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // -pprof: where the database's CPU goes (see docs/benchmarks.md)
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,7 +75,15 @@ var (
 func main() {
 	listen := flag.String("listen", "127.0.0.1:27017", "TCP address to listen on (loopback only)")
 	dataDir := flag.String("data", "data", "directory for the SQLite databases")
+	pprofAddr := flag.String("pprof", os.Getenv("FERRETDB_PPROF"), "serve Go's pprof here (loopback; empty: off)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		host, _, err := net.SplitHostPort(*pprofAddr)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			log.Fatalf("-pprof %q: a loopback host:port only", *pprofAddr)
+		}
+		go func() { log.Printf("pprof: %v", http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 
 	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
 		log.Fatalf("cannot create data directory %s: %v", *dataDir, err)

@@ -35,9 +35,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from aftersales.intake.search import SearchQuery, entry, entry_ordinal, entry_ticket, matches
 
 SEARCH = "search_index"
-BLOCK = 256  # postings per block document of a new index (~8 KB at most)
+BLOCK = 512  # postings per block document of a new index (~16 KB at most)
 LEGACY_BLOCK = 2048  # the block size of an index whose `seq` records none
-READ_AHEAD = 8  # blocks whose postings a search reads at once, at most (1, 2, 4, then this)
+READ_AHEAD = 4  # blocks whose postings a search reads at once, at most (1, 2, then this)
 CHUNK = 1024  # blocks per directory document
 KNOWN_PAIRS = 200_000  # (term, block) pairs this process remembers having put in a directory
 SHOWN = {"outbox": 0, "timeline": 0, "last_appended": 0, "request_keys": 0, "customer_messages": 0}
@@ -206,10 +206,9 @@ class SearchIndex:
         while blocks and not walk.done:
             group, blocks = blocks[:ahead], blocks[ahead:]
             ahead = min(ahead * 2, READ_AHEAD)
-            for postings in await asyncio.gather(*(self._postings(terms, b, before) for b in group)):
-                await self._examine(walk, postings, query, visible)
-                if walk.done:
-                    break
+            # blocks newest first, each newest first: together, one list newest first, checked in pages
+            found = await asyncio.gather(*(self._postings(terms, b, before) for b in group))
+            await self._examine(walk, [p for postings in found for p in postings], query, visible)
         return Hits(walk.found, walk.cursor, walk.examined)
 
     async def _examine(
@@ -219,7 +218,7 @@ class SearchIndex:
         query: SearchQuery,
         visible: Callable[[Mapping[str, Any]], bool],
     ) -> None:
-        """Check one block's candidates, newest first, a page at a time, until the walk is done."""
+        """Check candidates (newest first) a page at a time, until the walk is done."""
         for start in range(0, len(postings), walk.limit):
             page = [p for p in postings[start : start + walk.limit] if entry_ticket(p) not in walk.seen]
             walk.seen.update(entry_ticket(p) for p in page)
