@@ -56,6 +56,10 @@ class TechnicianPresence:
             if "silent_since" in before:
                 update["$unset"] = {"silent_since": ""}
             await self.technicians.update_one({"_id": tech_id}, update)
+            kept = (self._technician_cache or (0.0, {}))[1].get(tech_id)
+            if kept is not None:  # a heartbeat makes him dispatchable again at once, here too
+                kept["last_heartbeat_at"] = now
+                kept.pop("silent_since", None)
         return before
 
     async def flag_silent(
