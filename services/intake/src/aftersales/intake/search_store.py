@@ -208,33 +208,8 @@ class SearchIndex:
             ahead = min(ahead * 2, READ_AHEAD)
             # blocks newest first, each newest first: together, one list newest first, checked in pages
             found = await asyncio.gather(*(self._postings(terms, b, before) for b in group))
-            await self._examine(walk, [p for postings in found for p in postings], query, visible)
+            await _examine(self, walk, [p for postings in found for p in postings], query, visible)
         return Hits(walk.found, walk.cursor, walk.examined)
-
-    async def _examine(
-        self,
-        walk: _Walk,
-        postings: Sequence[str],
-        query: SearchQuery,
-        visible: Callable[[Mapping[str, Any]], bool],
-    ) -> None:
-        """Check candidates (newest first) a page at a time, until the walk is done."""
-        for start in range(0, len(postings), walk.limit):
-            page = [p for p in postings[start : start + walk.limit] if entry_ticket(p) not in walk.seen]
-            walk.seen.update(entry_ticket(p) for p in page)
-            docs = await self.read_tickets([entry_ticket(p) for p in page])
-            names = await self.names(d.get("customer_id") for d in docs if d) if query.name else {}
-            walk.examined += len(page)
-            for posting, doc in zip(page, docs, strict=True):
-                name = names.get(doc.get("customer_id") or "") if doc else None
-                if doc is not None and matches(query, doc, name) and visible(doc):
-                    walk.found.append(doc)
-                    if len(walk.found) == walk.limit:
-                        walk.stop(entry_ordinal(posting))
-                        return
-            if walk.examined >= walk.max_reads and page:
-                walk.stop(entry_ordinal(page[-1]))
-                return
 
     async def _blocks(self, terms: Sequence[str]) -> tuple[list[int], int]:
         """The blocks holding postings of every term, newest first, and the index's block size."""
@@ -270,6 +245,32 @@ class SearchIndex:
             self.tickets.find_one({"_id": t}, SHOWN) for t in ticket_ids
         ]
         return list(await asyncio.gather(*reads))
+
+
+async def _examine(
+    index: SearchIndex,
+    walk: _Walk,
+    postings: Sequence[str],
+    query: SearchQuery,
+    visible: Callable[[Mapping[str, Any]], bool],
+) -> None:
+    """Check candidates (newest first) a page at a time, until the walk is done."""
+    for start in range(0, len(postings), walk.limit):
+        page = [p for p in postings[start : start + walk.limit] if entry_ticket(p) not in walk.seen]
+        walk.seen.update(entry_ticket(p) for p in page)
+        docs = await index.read_tickets([entry_ticket(p) for p in page])
+        names = await index.names(d.get("customer_id") for d in docs if d) if query.name else {}
+        walk.examined += len(page)
+        for posting, doc in zip(page, docs, strict=True):
+            name = names.get(doc.get("customer_id") or "") if doc else None
+            if doc is not None and matches(query, doc, name) and visible(doc):
+                walk.found.append(doc)
+                if len(walk.found) == walk.limit:
+                    walk.stop(entry_ordinal(posting))
+                    return
+        if walk.examined >= walk.max_reads and page:
+            walk.stop(entry_ordinal(page[-1]))
+            return
 
 
 def _block_of(seq: Mapping[str, Any] | None) -> int:

@@ -67,15 +67,11 @@ class Intake:
     async def _judged(
         self, request: TicketRequest, *, caller: str, staff: bool
     ) -> tuple[TicketRequest, Read]:
-        """Check the caller may name the request's customer; return the request with the platform's
-        tier and entitlement in place of what the caller claimed (see `customers`), and the record read
-        (the ticket's customer note starts from it)."""
+        """The request as the platform judges it (tier, entitlement: see `customers`), and the record read."""
         record = await self.store.customer(self.customer_id(request))
         customers.check_may_name(record, request.customer, caller=caller, staff=staff)
-        effective = customers.effective_request(
-            request, record, staff=staff, warranty_months=self.warranty_months
-        )
-        return effective, Read(record)
+        months = self.warranty_months
+        return customers.effective_request(request, record, staff=staff, warranty_months=months), Read(record)
 
     async def submit(
         self,

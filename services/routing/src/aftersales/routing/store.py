@@ -93,7 +93,90 @@ class Guard:
         return out
 
 
-class DirectoryStore(TechnicianPresence):
+class TechnicianSlots(TechnicianPresence):
+    """Technicians' slots: taken and given back by guarded writes, ranked from a copy kept a second."""
+
+    async def technicians_in(self, grid_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Return the technician documents of some grids (with their load and held slots) as read at most
+        TECHNICIAN_CACHE_S ago, with this process's own slot changes applied at once (read-only).
+
+        Dispatch ranks candidates with them; the slot itself is taken by a guarded write (below
+        capacity, available, not held for the work already), so a copy a moment old costs at most a
+        failed reserve, which drops the copy. What another replica or process changed shows within the
+        second (a capacity lowered there, too). The read is the whole collection: FerretDB evaluates a
+        filter other than `_id` by decoding every document, and reading the technicians for every
+        ticket was a quarter of the database's CPU on the dispatch path."""
+        now = time.monotonic()
+        if self._technician_cache is None or now - self._technician_cache[0] >= TECHNICIAN_CACHE_S:
+            docs = {d["_id"]: d async for d in self.technicians.find({}, {"outbox": 0})}
+            self._technician_cache = (now, docs)
+        wanted = set(grid_ids)
+        return [d for d in self._technician_cache[1].values() if d.get("grid_id") in wanted]
+
+    def _took(self, tech_id: str, key: str, *, taken: bool) -> None:
+        """Apply a slot this process took (or gave back) to the kept copy of the technician."""
+        doc = (self._technician_cache or (0.0, {}))[1].get(tech_id)
+        if doc is None:
+            return
+        ids = list(doc.get("active_ids", []))
+        if (key in ids) == taken:  # the copy was not what the guarded write found
+            self.forget_technicians()
+            return
+        doc["active_ids"] = [*ids, key] if taken else [k for k in ids if k != key]
+        doc["active_work_orders"] = int(doc.get("active_work_orders", 0)) + (1 if taken else -1)
+
+    async def reserve(self, tech_id: str, key: str, capacity: int, *, only_available: bool = True) -> bool:
+        """Take one slot of a technician if he is below `capacity` (and, unless a supervisor overrides it,
+        has not set himself busy, on a break or off meanwhile); atomic, so replicas never overfill."""
+        try:
+            taken = await self._reserve(tech_id, key, capacity, only_available=only_available)
+        except BaseException:
+            self.forget_technicians()  # the write may have landed unseen
+            raise
+        if taken:
+            self._took(tech_id, key, taken=True)
+        else:
+            self.forget_technicians()
+        return taken
+
+    async def _reserve(self, tech_id: str, key: str, capacity: int, *, only_available: bool) -> bool:
+        guard: dict[str, Any] = {
+            "_id": tech_id,
+            "active_work_orders": {"$lt": capacity},
+            "active_ids": {"$ne": key},
+        }
+        if only_available:
+            guard["status"] = {"$nin": [s.value for s in TechnicianStatus if s != TechnicianStatus.AVAILABLE]}
+        result = await self.technicians.update_one(
+            guard,
+            {
+                "$inc": {"active_work_orders": 1},
+                "$push": {"active_ids": key},
+                "$set": {"last_assigned_at": datetime.now(UTC), f"slot_at.{key}": datetime.now(UTC)},
+            },
+        )
+        return result.modified_count == 1
+
+    async def release(self, tech_id: str, key: str) -> bool:
+        """Give a slot back; True if it was held (idempotent)."""
+        try:
+            result = await self.technicians.update_one(
+                {"_id": tech_id, "active_ids": key},
+                {
+                    "$inc": {"active_work_orders": -1},
+                    "$pull": {"active_ids": key},
+                    "$unset": {f"slot_at.{key}": ""},
+                },
+            )
+        except BaseException:
+            self.forget_technicians()
+            raise
+        if result.modified_count == 1:
+            self._took(tech_id, key, taken=False)
+        return result.modified_count == 1
+
+
+class DirectoryStore(TechnicianSlots):
     """Grids, technicians (with their slots) and the SLA policy: what dispatch decides with."""
 
     def __init__(self, db: Database, hint: Hint = no_hint) -> None:
@@ -212,85 +295,6 @@ class DirectoryStore(TechnicianPresence):
     async def technician_docs(self, grid_id: str | None = None) -> list[dict[str, Any]]:
         query = {"grid_id": grid_id} if grid_id else {}
         return [d async for d in self.technicians.find(query, {"outbox": 0}).sort("_id", 1)]
-
-    async def technicians_in(self, grid_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Return the technician documents of some grids (with their load and held slots) as read at most
-        TECHNICIAN_CACHE_S ago, with this process's own slot changes applied at once (read-only).
-
-        Dispatch ranks candidates with them; the slot itself is taken by a guarded write (below
-        capacity, available, not held for the work already), so a copy a moment old costs at most a
-        failed reserve, which drops the copy. What another replica or process changed shows within the
-        second (a capacity lowered there, too). The read is the whole collection: FerretDB evaluates a
-        filter other than `_id` by decoding every document, and reading the technicians for every
-        ticket was a quarter of the database's CPU on the dispatch path."""
-        now = time.monotonic()
-        if self._technician_cache is None or now - self._technician_cache[0] >= TECHNICIAN_CACHE_S:
-            docs = {d["_id"]: d async for d in self.technicians.find({}, {"outbox": 0})}
-            self._technician_cache = (now, docs)
-        wanted = set(grid_ids)
-        return [d for d in self._technician_cache[1].values() if d.get("grid_id") in wanted]
-
-    def _took(self, tech_id: str, key: str, *, taken: bool) -> None:
-        """Apply a slot this process took (or gave back) to the kept copy of the technician."""
-        doc = (self._technician_cache or (0.0, {}))[1].get(tech_id)
-        if doc is None:
-            return
-        ids = list(doc.get("active_ids", []))
-        if (key in ids) == taken:  # the copy was not what the guarded write found
-            self.forget_technicians()
-            return
-        doc["active_ids"] = [*ids, key] if taken else [k for k in ids if k != key]
-        doc["active_work_orders"] = int(doc.get("active_work_orders", 0)) + (1 if taken else -1)
-
-    async def reserve(self, tech_id: str, key: str, capacity: int, *, only_available: bool = True) -> bool:
-        """Take one slot of a technician if he is below `capacity` (and, unless a supervisor overrides it,
-        has not set himself busy, on a break or off meanwhile); atomic, so replicas never overfill."""
-        try:
-            taken = await self._reserve(tech_id, key, capacity, only_available=only_available)
-        except BaseException:
-            self.forget_technicians()  # the write may have landed unseen
-            raise
-        if taken:
-            self._took(tech_id, key, taken=True)
-        else:
-            self.forget_technicians()
-        return taken
-
-    async def _reserve(self, tech_id: str, key: str, capacity: int, *, only_available: bool) -> bool:
-        guard: dict[str, Any] = {
-            "_id": tech_id,
-            "active_work_orders": {"$lt": capacity},
-            "active_ids": {"$ne": key},
-        }
-        if only_available:
-            guard["status"] = {"$nin": [s.value for s in TechnicianStatus if s != TechnicianStatus.AVAILABLE]}
-        result = await self.technicians.update_one(
-            guard,
-            {
-                "$inc": {"active_work_orders": 1},
-                "$push": {"active_ids": key},
-                "$set": {"last_assigned_at": datetime.now(UTC), f"slot_at.{key}": datetime.now(UTC)},
-            },
-        )
-        return result.modified_count == 1
-
-    async def release(self, tech_id: str, key: str) -> bool:
-        """Give a slot back; True if it was held (idempotent)."""
-        try:
-            result = await self.technicians.update_one(
-                {"_id": tech_id, "active_ids": key},
-                {
-                    "$inc": {"active_work_orders": -1},
-                    "$pull": {"active_ids": key},
-                    "$unset": {f"slot_at.{key}": ""},
-                },
-            )
-        except BaseException:
-            self.forget_technicians()
-            raise
-        if result.modified_count == 1:
-            self._took(tech_id, key, taken=False)
-        return result.modified_count == 1
 
     async def held_slots(self, older_than: datetime) -> list[tuple[str, str]]:
         """Return (technician, slot key) of every slot taken before `older_than` (technicians are a small
