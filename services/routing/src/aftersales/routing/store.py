@@ -115,7 +115,7 @@ class TechnicianSlots(TechnicianPresence):
 
     def _took(self, tech_id: str, key: str, *, taken: bool) -> None:
         """Apply a slot this process took (or gave back) to the kept copy of the technician."""
-        doc = (self._technician_cache or (0.0, {}))[1].get(tech_id)
+        doc = self._kept(tech_id)
         if doc is None:
             return
         ids = list(doc.get("active_ids", []))

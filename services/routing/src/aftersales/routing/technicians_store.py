@@ -27,12 +27,16 @@ class TechnicianPresence:
 
     technicians: Collection
     hint: Hint
-    # the technicians as dispatch last read them (see `DirectoryStore.technicians_in`), by id
+    # the technicians as dispatch last read them (see `TechnicianSlots.technicians_in`), by id
     _technician_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     def forget_technicians(self) -> None:
         """Drop the kept copy of the technicians (one changed here, or a guarded write found it stale)."""
         self._technician_cache = None
+
+    def _kept(self, tech_id: str) -> dict[str, Any] | None:
+        """The kept copy of one technician, if any (updated in place by this process's own writes)."""
+        return self._technician_cache[1].get(tech_id) if self._technician_cache else None
 
     async def set_technician_status(
         self,
@@ -56,7 +60,7 @@ class TechnicianPresence:
             if "silent_since" in before:
                 update["$unset"] = {"silent_since": ""}
             await self.technicians.update_one({"_id": tech_id}, update)
-            kept = (self._technician_cache or (0.0, {}))[1].get(tech_id)
+            kept = self._kept(tech_id)
             if kept is not None:  # a heartbeat makes him dispatchable again at once, here too
                 kept["last_heartbeat_at"] = now
                 kept.pop("silent_since", None)
