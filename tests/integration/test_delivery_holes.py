@@ -1,6 +1,7 @@
 """The delivery holes of issue 10 that no other test pins down, each on the real broker and database:
 
-- X1: a rollup delta replayed after more than 500 newer ones on the same hot buckets is counted once;
+- X1: a rollup delta replayed after more than 500 newer ones on the same hot buckets is counted once; a
+  finished batch's pending delta goes with its subject's next write, a crashed batch's stays for recovery;
 - X2: two outbox relay replicas on one collection lose nothing, keep each document's order, and only
   duplicate across replicas (never within one);
 - S2: a producer dead for good is recreated and the outbox drains; /readyz is red while the outbox stalls;
@@ -42,6 +43,7 @@ from aftersales.shared.mongo import ensure_indexes
 from aftersales.shared.outbox import OutboxRelay, new_with_events, outbox_indexes, with_events
 from aftersales.shared.runtime import PRODUCER_RENEWALS, RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
+from aftersales.shared.testing import work_order_assigned
 from aftersales.shared.timers import TIMER_INDEXES, DurableTimers, Timer
 
 
@@ -175,6 +177,91 @@ async def test_x1_a_rollup_delta_replayed_after_600_newer_ones_on_its_buckets_is
     assert sum((await store.alltime())["created"].values()) == 601
     assert await db["batches"].count_documents({}) == 0
     await client.close()
+
+
+async def test_x1_a_finished_batch_leaves_its_delta_until_the_next_write_and_a_crashed_one_until_recovery(
+    infra: Infra, cleanup: list[str]
+) -> None:
+    """Finishing a batch writes no facts document: a subject's next write clears the pending delta of
+    a finished batch, whichever process finished it, and keeps the one of a batch a crash left registered,
+    which recovery then counts once."""
+    client = mongo(infra)
+    db = client[unique("x1p_")]
+    cleanup.append(db.name)
+    zone = ZoneInfo("UTC")
+    day = date(2026, 11, 24)
+    at = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+    async def pending_of(subject: str) -> set[str]:
+        doc = await db["facts"].find_one({"_id": subject})
+        assert doc is not None
+        return set(doc.get("pending") or {})
+
+    store = MetricsStore(db)
+    recording = Recording(store, zone)
+    facts_updates: list[str] = []
+    store.facts = WritesCounted(store.facts, facts_updates)  # type: ignore[assignment]
+    await recording.record([ticket_created("T1", at), ticket_created("T2", at)])
+    assert facts_updates == ["insert_one", "insert_one"]  # one write per subject, none to finish
+    [first_batch] = await pending_of("T1")
+    assert await pending_of("T2") == {first_batch}
+
+    # T2's next event is recorded by a process that dies once the first rollup bucket moved.
+    dying = MetricsStore(db)
+    moved = {"rollups": False}
+    dying.facts = DiesAfterRollupsMove(dying.facts, moved, rollups=False)  # type: ignore[assignment]
+    dying.rollups = DiesAfterRollupsMove(dying.rollups, moved, rollups=True)  # type: ignore[assignment]
+    dying.batches = DiesAfterRollupsMove(dying.batches, moved, rollups=False)  # type: ignore[assignment]
+    cancel = new_event(
+        TicketCancelled(ticket_id="T2", reason="test", cancelled_at=at + timedelta(minutes=5)),
+        source="/test/holes",
+        subject="T2",
+    )
+    with pytest.raises(ProcessDied):
+        await Recording(dying, zone).record([cancel])
+    [crashed] = await pending_of("T2") - {first_batch}  # the dying write cleared nothing it did not know
+
+    # A new process (it remembers no batch) records a later event of each: T1's finished entry goes
+    # (its batch is no longer registered), T2's crashed one stays, and each write is a single update.
+    facts_updates.clear()
+    store = MetricsStore(db)
+    later = Recording(store, zone)
+    store.facts = WritesCounted(store.facts, facts_updates)  # type: ignore[assignment]
+    assigned = work_order_assigned("T1", grid_id="g", occurred_at=at + timedelta(minutes=1))
+    await later.record([assigned, ticket_created("T3", at), note("T2", 1)])
+    assert sorted(facts_updates) == ["insert_one", "update_one", "update_one"]
+    [second_batch] = await pending_of("T1")
+    assert second_batch != first_batch
+    assert crashed in await pending_of("T2")
+
+    assert await store.recover_batches(min_age_s=0) == 1
+    await later.record([note("T2", 2)])
+    assert crashed not in await pending_of("T2")  # the recovered batch's entry went with T2's next write
+    [(_, by_value)] = await store.day_rollups("all", day, day)
+    assert by_value["all"]["created"] == 3
+    assert by_value["all"]["cancelled"] == 1
+    assert by_value["all"]["assigned"] == 1
+    assert await db["batches"].count_documents({}) == 0
+    await client.close()
+
+
+class WritesCounted:
+    """A collection that records the name of every write made through it."""
+
+    def __init__(self, collection: Any, writes: list[str]) -> None:
+        self._collection = collection
+        self._writes = writes
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._collection, name)
+        if name not in DiesAfterRollupsMove.WRITES:
+            return attr
+
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            self._writes.append(name)
+            return await attr(*args, **kwargs)
+
+        return write
 
 
 # ----------------------------------------------------------------------------------------------- X2

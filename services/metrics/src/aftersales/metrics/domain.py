@@ -50,6 +50,7 @@ class SubjectFacts:
     facts: Facts
     applied_events: tuple[str, ...] = ()
     version: int | None = None  # None: no document yet
+    pending_batches: tuple[str, ...] = ()  # batches whose rollup delta the document holds (see `store`)
     rollup_delta: Contribution = field(default_factory=dict)
     deadlines: DeadlineChanges = field(default_factory=DeadlineChanges)
 

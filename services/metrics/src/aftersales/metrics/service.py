@@ -79,8 +79,7 @@ class Recording:
                     return await self._fold_subject(subject, by_subject[subject], batch_id)
 
             changes = await asyncio.gather(*(fold_one(s) for s in subjects))
-            held = [(s, change) for s, change in zip(subjects, changes, strict=True) if change]
-            await self.store.finish_batch(batch_id, [s for s, _ in held], [c for _, c in held])
+            await self.store.finish_batch(batch_id, [change for change in changes if change])
         finally:
             self._in_flight.discard(batch_id)
 

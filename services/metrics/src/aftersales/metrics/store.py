@@ -6,17 +6,20 @@ Events are recorded a batch at a time, and every rollup bucket moves once per ba
    delta they cause as `pending.<batch id>`, in one version-guarded write;
 3. the deltas are summed per bucket and each bucket gets one `$inc` that also sets the marker
    `applied.<batch id>`, guarded by that marker's absence, so a retry never counts twice;
-4. the `pending.<batch id>` entries are removed, then the markers, then the batch.
-A crash anywhere leaves the batch registered; recovery sums what is still pending for it (all of it
-until step 3 is complete) and replays steps 3 and 4, which the markers make harmless to repeat. No
-document accumulates markers: a bucket holds those of the batches in flight only.
+4. the markers are removed, then the batch.
+A crash anywhere leaves the batch registered; recovery sums what is still pending for it and replays
+steps 3 and 4, which the markers make harmless to repeat. No document accumulates markers: a bucket
+holds those of the batches in flight only, and a facts document those of its last batch at most: the
+`pending.<batch id>` entries of finished batches are removed by the subject's next write (step 2), not
+by a write of their own. A finished batch is one this process finished, or one `batches` no longer
+holds (a pending entry is written only after its batch was registered, and the batch is deleted only
+once its buckets moved); an entry whose batch is still registered is left for recovery.
 `service.Recording` runs these steps; what a batch changes in each document is decided in
 `domain.fold_subject`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -38,6 +41,7 @@ ROLLUPS = "rollups"
 REPORTS = "reports"
 BATCHES = "batches"
 DEADLINES = "deadlines"
+FINISHED_KEPT = 4096  # ids of batches this process finished, remembered to clear their pending entries
 WALK_BATCH = 2000  # documents per round trip when the open deadlines are walked (fewer getMore calls)
 INDEXES = [
     IndexSpec(ROLLUPS, [("day", 1)]),
@@ -87,12 +91,13 @@ class MetricsStore:
         self.batches = db[BATCHES]
         self.deadlines = db[DEADLINES]
         self.overdue_counter = OverdueCounter(db, self.deadlines)
+        self._finished: dict[str, None] = {}  # insertion-ordered: the oldest are forgotten first
 
     # ------------------------------------------------------------ facts documents (step 2)
 
     async def load_facts(self, subject: str) -> SubjectFacts:
         """Return the facts document of a subject (empty facts when there is none yet)."""
-        doc = await self.facts.find_one({"_id": subject}, {"pending": 0})
+        doc = await self.facts.find_one({"_id": subject})
         if doc is None:
             return SubjectFacts(subject, Facts(subject=subject))
         return SubjectFacts(
@@ -100,6 +105,7 @@ class MetricsStore:
             Facts.model_validate(doc["facts"]),
             applied_events=tuple(doc.get("applied_events", [])),
             version=doc.get("version", 0),
+            pending_batches=tuple(doc.get("pending") or ()),
         )
 
     async def write_facts(self, before: SubjectFacts, after: SubjectFacts, batch_id: str) -> bool:
@@ -116,15 +122,33 @@ class MetricsStore:
             except DuplicateKeyError:
                 return False
             return True
-        result = await self.facts.update_one(
-            {"_id": after.subject, "version": before.version},
-            {
-                "$set": {**fields, **{f"pending.{k}": v for k, v in pending.items()}},
-                "$inc": {"version": 1},
-                "$push": {"applied_events": {"$each": ids}},
-            },
-        )
+        update: dict[str, Any] = {
+            "$set": {**fields, **{f"pending.{k}": v for k, v in pending.items()}},
+            "$inc": {"version": 1},
+            "$push": {"applied_events": {"$each": ids}},
+        }
+        finished = await self._finished_of([b for b in before.pending_batches if b != batch_id])
+        if finished:
+            update["$unset"] = {f"pending.{b}": "" for b in finished}
+        result = await self.facts.update_one({"_id": after.subject, "version": before.version}, update)
         return result.modified_count == 1
+
+    async def _finished_of(self, batch_ids: Sequence[str]) -> list[str]:
+        """Return which of these batches are finished: this process finished them, or `batches` no longer
+        holds them (read by `_id`, only for batches another process or an earlier life ran)."""
+        finished = []
+        for batch_id in batch_ids:
+            if batch_id not in self._finished:
+                if await self.batches.find_one({"_id": batch_id}, {"_id": 1}) is not None:
+                    continue  # in flight elsewhere, or left by a crash: recovery needs its entry
+                self._remember_finished(batch_id)
+            finished.append(batch_id)
+        return finished
+
+    def _remember_finished(self, batch_id: str) -> None:
+        self._finished[batch_id] = None
+        while len(self._finished) > FINISHED_KEPT:
+            del self._finished[next(iter(self._finished))]
 
     async def _track_deadlines(self, changes: DeadlineChanges) -> None:
         """Write the open deadlines that changed and move the overdue counts they are in. Each write
@@ -146,28 +170,22 @@ class MetricsStore:
     async def open_batch(self, batch_id: str, subjects: Sequence[str]) -> None:
         await self.batches.insert_one({"_id": batch_id, "subjects": list(subjects), "at": datetime.now(UTC)})
 
-    async def finish_batch(
-        self, batch_id: str, subjects: Sequence[str], changes: Sequence[Contribution]
-    ) -> None:
-        """Apply the deltas `subjects` hold pending for the batch (`changes`, one each), then clear up."""
-        await self._finish_batch(batch_id, subjects, [_as_paths(c) for c in changes])
+    async def finish_batch(self, batch_id: str, changes: Sequence[Contribution]) -> None:
+        """Apply the deltas the batch's subjects hold pending for it (`changes`), then clear up."""
+        await self._finish_batch(batch_id, [_as_paths(c) for c in changes])
 
-    async def _finish_batch(
-        self, batch_id: str, subjects: Sequence[str], pending: Sequence[Contribution]
-    ) -> None:
-        """Steps 3 and 4: move each bucket once, then clear the pending deltas, markers and batch.
+    async def _finish_batch(self, batch_id: str, pending: Sequence[Contribution]) -> None:
+        """Steps 3 and 4: move each bucket once, then clear the markers and the batch (the subjects'
+        pending entries are cleared by their next write: see the module's docstring).
 
         `pending` holds the subjects' deltas in stored paths (bucket -> counter path -> amount)."""
         incs = sum_changes(pending)
         for bucket, paths in sorted(incs.items()):
             await self._apply_bucket(batch_id, bucket, paths)
-        # One update per document, not one bulk command: FerretDB 1.x evaluates a many-statement update
-        # far slower than the same statements sent one by one (each `{_id: X}` is its fast path).
-        unset = {"$unset": {f"pending.{batch_id}": ""}}
-        await asyncio.gather(*(self.facts.update_one({"_id": s}, unset) for s in subjects))
         for bucket in sorted(incs):
             await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{batch_id}": ""}})
         await self.batches.delete_one({"_id": batch_id})
+        self._remember_finished(batch_id)
 
     async def _apply_bucket(self, batch_id: str, bucket: str, inc: Mapping[str, int]) -> None:
         seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
@@ -190,14 +208,12 @@ class MetricsStore:
         stale = [b async for b in self.batches.find({}) if b["_id"] not in in_flight and b["at"] < cutoff]
         for batch in stale:
             pending: list[Contribution] = []
-            holders: list[str] = []
             for subject in batch.get("subjects", []):
                 doc = await self.facts.find_one({"_id": subject}, {f"pending.{batch['_id']}": 1})
                 entries = ((doc or {}).get("pending") or {}).get(batch["_id"])
                 if entries:
-                    holders.append(subject)
                     pending.append(_from_entries(entries))
-            await self._finish_batch(batch["_id"], holders, pending)
+            await self._finish_batch(batch["_id"], pending)
         return len(stale)
 
     # ------------------------------------------------------------ reading rollups
