@@ -7,6 +7,7 @@ lists no products either."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -207,6 +208,49 @@ async def test_events_are_settled_together_and_dedupe_holds_before_and_after(
     assert (await stored(intake, tid))["version"] == version
     timeline = (await shown(intake, tid))["timeline"]
     assert [e.get("event_id") for e in timeline] == [None, *(e.id for e in warnings)]
+
+
+async def test_an_event_later_than_every_one_applied_is_not_looked_up_and_an_earlier_one_is(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticket keeps the latest time of the downstream events it applied: an event later than that
+    cannot have been applied and needs no marker read; one earlier (late, or a redelivery) is looked up,
+    and a ticket stored before the time was kept looks every event up."""
+    store: stores.TicketStore = intake.app.state.progress.store
+    lookups: list[str] = []
+    applied = store.history.applied
+
+    async def counted(ticket_id: str, event_id: str) -> bool:
+        lookups.append(event_id)
+        return await applied(ticket_id, event_id)
+
+    monkeypatch.setattr(store.history, "applied", counted)
+    tid = await opened(intake)
+    events = [
+        dataclasses.replace(sla_warning(tid, n), time=T0 + timedelta(seconds=n))
+        for n in range(1, 3 * history.UNSETTLED_MAX)
+    ]
+    for event in events[1:]:  # in the order they happened: settled twice on the way
+        await apply(intake, event)
+    assert lookups == []
+    await apply(intake, events[0])  # happened before all of them, delivered after: looked up, applied
+    assert lookups == [events[0].id]
+    version = (await stored(intake, tid))["version"]
+    lookups.clear()
+    for again in events:  # redeliveries: from the ticket, or looked up (earlier than the latest)
+        await apply(intake, again)
+    assert (await stored(intake, tid))["version"] == version
+    assert lookups and set(lookups) <= {e.id for e in events}
+    timeline = (await shown(intake, tid))["timeline"]
+    assert [e.get("event_id") for e in timeline] == [None, *(e.id for e in events[1:]), events[0].id]
+
+    # A ticket stored before `downstream_until` was kept: every event is looked up, and it stays so.
+    await intake.runtime.db[stores.TICKETS].update_one({"_id": tid}, {"$unset": {"downstream_until": ""}})
+    lookups.clear()
+    later = dataclasses.replace(sla_warning(tid, 99), time=T0 + timedelta(days=1))
+    await apply(intake, later)
+    assert lookups == [later.id]
+    assert "downstream_until" not in await stored(intake, tid)
 
 
 async def test_a_hand_back_to_the_queue_takes_the_technician_off_the_ticket(

@@ -111,6 +111,9 @@ class Ticket:
     merged_into: str | None = None  # a duplicate: the original it was merged into
     conversation_seq: int = 0  # entries on the ticket's conversation (notes, messages, replies)
     applied_events: frozenset[str] = frozenset()  # downstream events known to be applied (see `store`)
+    # The latest time (µs since the epoch) of a downstream event applied: one later was never applied.
+    # None on a ticket stored before it was kept (its events are always looked up).
+    downstream_until: int | None = None
     appended: Appended = Appended()
     # Kept by the store, never decided on: how many timeline entries the ticket has had, and what its
     # last change appended that may not have reached its own collections yet.
@@ -177,6 +180,7 @@ def new_ticket(
         status_changed_at=now,
         request_keys=(key,) if key else (),
         request_hash=fingerprint,
+        downstream_until=0,  # no downstream event applied yet
         appended=Appended(
             timeline=(
                 {"at": now, "type": "ticket.created", "source": "intake", "channel": request.channel.value},

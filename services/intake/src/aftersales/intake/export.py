@@ -50,7 +50,7 @@ EXPORT_EXPIRY = "export_expiry"  # the timer kind (stored with each timer: renam
 MAX_EXPORTED_TICKETS = 10_000  # a customer's tickets an export names (200 chunks at most)
 CONVERSATION_ENTRIES = 500  # of each ticket's conversation in intake's answer
 OUTBOX_COLLECTIONS = (EXPORT_REQUESTS, EXPORT_ANSWERS)  # the requests' events, intake's own answers
-NOT_EXPORTED = ("outbox", "applied_events", "version", "last_appended", "timeline_seq")
+NOT_EXPORTED = ("outbox", "applied_events", "version", "last_appended", "timeline_seq", "downstream_until")
 
 
 class Gone(DomainError):

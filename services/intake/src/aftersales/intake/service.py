@@ -326,8 +326,10 @@ class TicketProgress:
             raise NotFound(f"ticket {ticket_id} not found")
         return ticket
 
-    async def _existing(self, ticket_id: str, *, applying: str | None = None) -> Ticket:
-        ticket = await self.store.load(ticket_id, applying=applying)
+    async def _existing(
+        self, ticket_id: str, *, applying: str | None = None, stamp: int | None = None
+    ) -> Ticket:
+        ticket = await self.store.load(ticket_id, applying=applying, stamp=stamp)
         if ticket is None:
             raise NotFound(f"ticket {ticket_id} not found")
         return ticket
@@ -346,7 +348,7 @@ class TicketProgress:
         try:
             decision = await self._change(
                 ticket_id,
-                lambda: self._existing(ticket_id, applying=happened.event_id),
+                lambda: self._existing(ticket_id, applying=happened.event_id, stamp=happened.stamp),
                 lambda ticket: timeline.apply_downstream(ticket, happened, now=datetime.now(UTC)),
             )
         except NotFound:

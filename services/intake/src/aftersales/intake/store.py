@@ -175,18 +175,25 @@ class TicketStore(StormKeys):
 
     # ------------------------------------------------------------ tickets: the aggregate
 
-    async def load(self, ticket_id: str, *, applying: str | None = None) -> Ticket | None:
-        """Return the ticket to decide on; with `applying` (a downstream event's id), its
-        `applied_events` tell whether that event was applied already.
+    async def load(
+        self, ticket_id: str, *, applying: str | None = None, stamp: int | None = None
+    ) -> Ticket | None:
+        """Return the ticket to decide on; with `applying` (a downstream event's id, and `stamp` its
+        time as `Downstream.stamp`), its `applied_events` tell whether that event was applied already.
 
         The marker is read after the ticket, never before nor at once: a change settles the markers
         of the change before it (`TicketHistory.settle`) before its own write, so a ticket read that
-        no longer lists the event in `last_appended` is followed by a marker read that finds it."""
+        no longer lists the event in `last_appended` is followed by a marker read that finds it. No
+        marker is read for an event later than every downstream event the ticket applied (its
+        `downstream_until`, moved in the write that applies one): it cannot have been applied, and
+        events mostly come in the order they happened."""
         doc = await self._db[TICKETS].find_one({"_id": ticket_id}, DECIDING)
         if doc is None:
             return None
         ticket = ticket_of(doc)
         if applying is None or applying in ticket.applied_events:
+            return ticket
+        if stamp is not None and ticket.downstream_until is not None and stamp > ticket.downstream_until:
             return ticket
         if await self.history.applied(ticket_id, applying):
             return replace(ticket, applied_events=ticket.applied_events | {applying})
@@ -245,7 +252,7 @@ class TicketStore(StormKeys):
         if doc is None:
             return None
         doc["timeline"] = await self.history.timeline(doc)
-        for name in ("last_appended", "timeline_seq"):
+        for name in ("last_appended", "timeline_seq", "downstream_until"):
             doc.pop(name, None)
         return doc
 

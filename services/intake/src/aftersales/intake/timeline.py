@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aftersales.intake import messages
@@ -20,6 +20,8 @@ from aftersales.intake.domain import (
     TicketStatus,
     released_storm_key,
 )
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,8 @@ class Downstream:
     data: Mapping[str, Any]
     at: datetime  # when it happened (its `occurred_at`, else the event's time)
     entry: dict[str, Any]  # its timeline entry
+    # Another service's event: its own time in µs since the epoch (the same on every delivery of it).
+    stamp: int | None = None
 
 
 def downstream_of(
@@ -168,7 +172,8 @@ def downstream_of(
     kind = short_type(ce_type)
     at = _occurred_at(data, ce_time)
     entry = timeline_entry(at=at, kind=kind, source=source_service(ce_source), data=data, event_id=ce_id)
-    return Downstream(event_id=ce_id, kind=kind, data=data, at=at, entry=entry)
+    stamp = (ce_time.replace(tzinfo=ce_time.tzinfo or UTC) - EPOCH) // timedelta(microseconds=1)
+    return Downstream(event_id=ce_id, kind=kind, data=data, at=at, entry=entry, stamp=stamp)
 
 
 def apply_downstream(ticket: Ticket, event: Downstream, *, now: datetime) -> TicketDecision:
@@ -189,8 +194,12 @@ def apply_downstream(ticket: Ticket, event: Downstream, *, now: datetime) -> Tic
     events: tuple[Any, ...] = ()
     if followup is not None:
         after, events = _follow_up(after, followup, now)
+    until = ticket.downstream_until
     after = replace(
-        after, updated_at=now, appended=Appended(timeline=(event.entry,), applied_events=(event.event_id,))
+        after,
+        updated_at=now,
+        appended=Appended(timeline=(event.entry,), applied_events=(event.event_id,)),
+        downstream_until=until if until is None or event.stamp is None else max(until, event.stamp),
     )
     moved_to = after.status if after.status is not ticket.status else None
     return TicketDecision(after, events, moved_to=moved_to)
