@@ -20,6 +20,7 @@ from aftersales.routing.domain import ServiceGrid, Status, Technician
 from aftersales.routing.service import RoutingService
 from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore
 from aftersales.shared.errors import RetryLater
+from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import ensure_indexes
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.timers import TIMER_INDEXES, Timer
@@ -207,3 +208,48 @@ async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: R
     assert await held_slots(routing) == {"t1": 1}
     kept = await routing.store.technician_doc("t1")
     assert kept is not None and kept["active_ids"] == [f"{live['_id']}#1"]
+
+
+async def test_the_reconciler_checks_each_new_slot_once_and_every_slot_again_only_on_evidence(
+    routing: RoutingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass reads the work orders of the slots taken since the last one, not of every held slot; all of
+    them are checked at start-up, after a handler of this process failed, and when another process is
+    gone (the outbox relay's heartbeat calls `request_full`)."""
+    reads: list[str] = []
+    load = routing.store.load_work_order
+
+    async def counted(ticket_id: str) -> Any:
+        reads.append(ticket_id)
+        return await load(ticket_id)
+
+    monkeypatch.setattr(routing.store, "load_work_order", counted)
+    first = await dispatch(routing, "R-first")
+    assert await routing.reap_slots(grace_s=0) == 0  # start-up: every held slot
+    assert reads == ["R-first"]
+    second = await dispatch(routing, "R-second")
+    reads.clear()
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert reads == ["R-second"]  # only the slot taken since
+    reads.clear()
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert reads == []
+
+    # A work order ended without giving its slot back, and no evidence of it: not looked at again ...
+    await routing.store.work_orders.update_one({"_id": first["_id"]}, {"$set": {"status": "cancelled"}})
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert reads == []
+    # ... until a handler of this process fails: every held slot is checked, the leak released.
+    note_failure()
+    assert await routing.reap_slots(grace_s=0) == 1
+    assert sorted(reads) == ["R-first", "R-second"]
+    assert await held_slots(routing) == {"t1": 1}
+
+    await routing.store.work_orders.update_one({"_id": second["_id"]}, {"$set": {"status": "cancelled"}})
+    reads.clear()
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert reads == []
+    routing.slot_audit.request_full("relay left")  # another process gone
+    assert await routing.reap_slots(grace_s=0) == 1
+    assert reads == ["R-second"]
+    assert await held_slots(routing) == {"t1": 0}

@@ -37,6 +37,7 @@ from aftersales.shared.auth import (
     require,
 )
 from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater
+from aftersales.shared.failures import note_failure
 from aftersales.shared.runtime import ServiceRuntime
 from aftersales.shared.settings import Scope
 
@@ -196,7 +197,13 @@ def create_app(
     @app.middleware("http")
     async def red_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except BaseException:
+            note_failure()  # a request stopped part-way: reconcilers look at everything (see `failures`)
+            raise
+        if response.status_code >= 500:
+            note_failure()
         route = request.scope.get("route")
         template = getattr(route, "path", "unmatched")
         HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()

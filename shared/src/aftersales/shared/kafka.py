@@ -43,6 +43,7 @@ from pymongo.errors import (
 from aftersales.shared.contracts import dead_letter_topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, decode_headers, from_kafka
 from aftersales.shared.errors import RetryLater
+from aftersales.shared.failures import note_failure
 from aftersales.shared.kafkaauth import broker_security, client_options
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.telemetry import tracer_provider
@@ -384,6 +385,7 @@ class ReliableConsumer:
                 return False
             except Exception as exc:
                 if not is_transient(exc):
+                    note_failure()
                     log.warning("batch handler failed; handling the batch event by event", exc_info=True)
                     return False
                 await self._back_off(deliveries[0].record, attempt, exc, deadline)
@@ -399,6 +401,7 @@ class ReliableConsumer:
             try:
                 await asyncio.wait_for(run([delivery], False), self.timeout_s)
             except PoisonEvent as exc:
+                note_failure()
                 await self._dead_letter(record, exc, attempt, "poison", deadline)
                 return
             except Exception as exc:
@@ -414,6 +417,7 @@ class ReliableConsumer:
         """Wait before the next attempt; past the batch's budget, hand the batch back to Kafka."""
         kind = "transient" if is_transient(exc) else "error"
         CONSUMER_RETRIES.labels(record.topic, kind).inc()
+        note_failure()
         delay = self.retry.delay_s(attempt)
         log.warning(
             "handler failed, will retry",

@@ -39,6 +39,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import Database, IndexSpec
 
 log = logging.getLogger("aftersales.timers")
@@ -256,6 +257,7 @@ class DurableTimers:
             await asyncio.wait_for(handler(timer), self._handler_timeout_s)
         except Exception as exc:
             TIMER_FAILURES.labels(timer.kind).inc()
+            note_failure()
             retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
             gave_up = timer.attempts >= MAX_ATTEMPTS
             await self._col.update_one(

@@ -71,6 +71,8 @@ def build(settings: Settings) -> FastAPI:
         silent_after_s=settings.technician_silent_after_s,
         unrouted_supervisor_id=settings.unrouted_supervisor_id,
     )
+    # Another process gone, or a write of this one unconfirmed: a slot may be left between two writes.
+    runtime.relay.on_peer_change(routing.slot_audit.request_full)
     consumers.register(runtime, routing)
     timers.register(runtime, routing)
     app = create_app(

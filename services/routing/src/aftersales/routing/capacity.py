@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aftersales.routing.assignment import (
@@ -23,6 +23,7 @@ from aftersales.routing.domain import Status, WorkOrder
 from aftersales.routing.grids import GridView
 from aftersales.routing.metrics import SLOTS_REAPED
 from aftersales.routing.store import RoutingStore, load_of, presence_of, slot_key, technician_of
+from aftersales.shared.failures import failures
 
 log = logging.getLogger("aftersales.routing")
 
@@ -101,12 +102,13 @@ class Capacity:
             return str(wo.technician_grid_id or wo.grid_id)
         return None
 
-    async def reap_slots(self, *, grace_s: float = 60.0) -> ReapedSlots:
+    async def reap_slots(self, *, older_than: datetime, since: datetime | None = None) -> ReapedSlots:
         """Release slots that no open work order holds (a crash between taking a slot and writing the
-        work order, or between a hand-over's writes). Slots younger than `grace_s` are left alone: their
-        dispatch may still be writing. Bounded by the open work, by `_id`."""
+        work order, or between a hand-over's writes). Slots taken from `older_than` on are left alone:
+        their dispatch may still be writing; with `since`, so are slots taken before it (checked
+        already). One work order read by `_id` per slot checked."""
         reaped = ReapedSlots()
-        for tech_id, key in await self.store.held_slots(now_utc() - timedelta(seconds=grace_s)):
+        for tech_id, key in await self.store.held_slots(older_than, since=since):
             ticket_id, _, round_ = key.rpartition("#")
             wo = await self.store.load_work_order(ticket_id)
             holds = (
@@ -121,6 +123,43 @@ class Capacity:
                 if wo is not None:
                     reaped.grids.add(wo.grid_id)
         return reaped
+
+
+@dataclass(slots=True)
+class SlotAudit:
+    """Which held slots the next reconciliation checks: on evidence, not the whole open work each time.
+
+    A slot is left held by no open work order only when something stopped between two writes: a
+    process died (its successor starts with a full check, and its peers learn it from the outbox
+    relay's heartbeat: `request_full`), a write went unconfirmed (the same heartbeat), or a handler of
+    this process failed (`shared.failures`). Without such evidence a pass checks only the slots taken
+    since the last pass (each once, after its grace), so the cost follows the new work, not the held."""
+
+    full_reason: str | None = "start-up"
+    checked_until: datetime | None = None  # slots taken before this were checked
+    failures_seen: int = 0
+
+    def request_full(self, reason: str) -> None:
+        """Check every held slot at the next pass (another process gone, or a write unconfirmed)."""
+        self.full_reason = self.full_reason or reason
+
+    def begin(self) -> datetime | None:
+        """Start a pass: return where its slots start (None: all of them)."""
+        if failures() != self.failures_seen:
+            self.failures_seen = failures()
+            self.request_full("handler failure")
+        if self.full_reason is not None or self.checked_until is None:
+            if self.full_reason is not None:
+                log.info("checking every held slot", extra={"reason": self.full_reason})
+            self.full_reason = None
+            return None
+        return self.checked_until
+
+    def done(self, cutoff: datetime) -> None:
+        self.checked_until = cutoff
+
+    def failed(self) -> None:
+        self.request_full("a reconciliation that did not finish")
 
 
 def _held(docs: Sequence[Mapping[str, Any]], key: str) -> Candidate | None:

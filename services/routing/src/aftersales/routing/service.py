@@ -4,11 +4,13 @@ housekeeping, and the administration of grids, technicians and the SLA policy.""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from aftersales.routing.assignment import DEFAULT_SILENT_AFTER_S
 from aftersales.routing.availability import Availability
-from aftersales.routing.capacity import Capacity
+from aftersales.routing.capacity import Capacity, SlotAudit
+from aftersales.routing.clocks import now_utc
 from aftersales.routing.desk import Desk
 from aftersales.routing.dispatch import Dispatch
 from aftersales.routing.domain import (
@@ -58,6 +60,7 @@ class RoutingService:
         self.timers = timers
         self.grids = GridDirectory(store)
         self.capacity = Capacity(store, silent_after_s)
+        self.slot_audit = SlotAudit()
         self.queues = Queues(store, self.grids, self.capacity)
         self.pool = Pool(store, self.grids, self.capacity, self.queues, timers)
         self.claims = PoolClaims(store, self.grids, self.capacity, self.queues, self.pool)
@@ -112,8 +115,17 @@ class RoutingService:
         await self.availability.flag_silent()
 
     async def reap_slots(self, *, grace_s: float = 60.0) -> int:
-        """Release slots no open work order holds, then drain the queues they can serve; return how many."""
-        reaped = await self.capacity.reap_slots(grace_s=grace_s)
+        """Release slots no open work order holds, then drain the queues they can serve; return how many.
+        Which slots are checked is `slot_audit`'s: the new ones, or all of them on evidence."""
+        cutoff = now_utc() - timedelta(seconds=grace_s)
+        cutoff = cutoff.replace(microsecond=cutoff.microsecond // 1000 * 1000)  # as stored: to the ms
+        since = self.slot_audit.begin()
+        try:
+            reaped = await self.capacity.reap_slots(older_than=cutoff, since=since)
+        except BaseException:
+            self.slot_audit.failed()
+            raise
+        self.slot_audit.done(cutoff)
         for grid_id in reaped.grids:
             await self.queues.capacity_freed(grid_id)
         return reaped.released

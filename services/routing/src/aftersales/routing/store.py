@@ -296,15 +296,18 @@ class DirectoryStore(TechnicianSlots):
         query = {"grid_id": grid_id} if grid_id else {}
         return [d async for d in self.technicians.find(query, {"outbox": 0}).sort("_id", 1)]
 
-    async def held_slots(self, older_than: datetime) -> list[tuple[str, str]]:
-        """Return (technician, slot key) of every slot taken before `older_than` (technicians are a small
-        collection; a slot without a time predates the field and counts as old)."""
+    async def held_slots(
+        self, older_than: datetime, *, since: datetime | None = None
+    ) -> list[tuple[str, str]]:
+        """Return (technician, slot key) of every slot taken before `older_than`, and with `since` not
+        before it (technicians are a small collection; a slot without a time predates the field and
+        counts as old: only a call without `since` returns it)."""
         out = []
         async for doc in self.technicians.find({}, {"active_ids": 1, "slot_at": 1}):
             taken = doc.get("slot_at") or {}
             for key in doc.get("active_ids", []):
                 at = taken.get(key)
-                if at is None or at < older_than:
+                if _taken_within(at, since, older_than):
                     out.append((doc["_id"], key))
         return out
 
@@ -577,3 +580,10 @@ def grid_of(doc: Mapping[str, Any]) -> ServiceGrid:
     calendar["weekly"] = {int(k): v for k, v in calendar["weekly"].items()}
     spec["calendar"] = calendar
     return ServiceGrid.model_validate(spec)
+
+
+def _taken_within(at: datetime | None, since: datetime | None, before: datetime) -> bool:
+    """True when a slot taken at `at` (None: before the time was kept) falls in [since, before)."""
+    if at is None:
+        return since is None
+    return at < before and (since is None or since <= at)
