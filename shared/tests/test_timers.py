@@ -27,7 +27,7 @@ class Unanswered:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._collection, name)
-        if name not in ("update_one", "find_one_and_delete"):
+        if name not in ("update_one", "find_one_and_update", "find_one_and_delete"):
             return method
 
         async def call(*args: Any, **kwargs: Any) -> Any:
@@ -72,7 +72,7 @@ async def test_a_claim_whose_answer_was_lost_is_taken_again_by_its_replica_not_a
     one, other, timers = replicas()
     fired, handler = recorder()
     await one.schedule("tm-1", "sla", T0, {})
-    timers.lose.append("update_one")  # the claim is written, its answer lost
+    timers.lose.append("find_one_and_update")  # the claim is written, its answer lost
     assert await one.fire_due(handler, now=soon()) == 0 and fired == []
     # Another replica sees the timer running under a lease that has not run out: it leaves it alone.
     await other.refresh()
@@ -121,3 +121,19 @@ async def test_a_timer_being_handled_is_not_taken_again_by_its_own_replica() -> 
     assert await one.claim("tm-4", soon(LOOK_AGAIN)) is None
     release.set()
     assert await firing == 1 and runs == ["tm-4"]
+
+
+async def test_a_due_pending_timer_is_won_in_one_write_without_a_read() -> None:
+    one, _, timers = replicas()
+    fired, handler = recorder()
+    await one.schedule("tm-9", "sla", T0, {})
+    reads: list[Any] = []
+    real_find_one = timers._collection.find_one
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return await real_find_one(*args, **kwargs)
+
+    timers._collection.find_one = counted
+    assert await one.fire_due(handler, now=soon()) == 1
+    assert fired == ["tm-9"] and reads == []

@@ -38,6 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pymongo import ReturnDocument
 
 from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import Database, IndexSpec
@@ -169,7 +170,20 @@ class DurableTimers:
         return count
 
     async def claim(self, timer_id: str, now: datetime) -> Timer | None:
-        """Try to win timer `timer_id` if it is due; return it, or None when not due or won elsewhere."""
+        """Try to win timer `timer_id` if it is due; return it, or None when not due or won elsewhere.
+
+        A pending timer that is due (nearly all of them) is won in one findAndModify; anything else
+        (running elsewhere or orphaned here, rescheduled, gone) is read first and decided on."""
+        won = await self._col.find_one_and_update(
+            {"_id": timer_id, "state": "pending", "due_at": {"$lte": now}},
+            {
+                "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
+                "$inc": {"version": 1, "attempts": 1},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        if won is not None:
+            return _timer_of(won)
         doc = await self._col.find_one({"_id": timer_id})
         if doc is None or doc["state"] not in ACTIVE:
             return None
@@ -185,24 +199,16 @@ class DurableTimers:
         # completion write did not come back (the database froze or the connection broke): it is
         # taken again now, fenced by its version, not left until its lease runs out.
         version = doc.get("version", 0)
-        won = await self._col.update_one(
+        taken = await self._col.update_one(
             {"_id": timer_id, "version": version, "state": {"$in": list(ACTIVE)}},
             {
                 "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
                 "$inc": {"version": 1, "attempts": 1},
             },
         )
-        if won.modified_count != 1:
+        if taken.modified_count != 1:
             return None  # another replica won this version (or it was rescheduled or cancelled)
-        return Timer(
-            id=timer_id,
-            kind=doc["kind"],
-            due_at=doc["due_at"],
-            payload=doc.get("payload", {}),
-            group=doc.get("group"),
-            attempts=doc.get("attempts", 0) + 1,
-            version=version + 1,
-        )
+        return _timer_of({**doc, "attempts": doc.get("attempts", 0) + 1, "version": version + 1})
 
     async def fire_due(
         self,
@@ -319,3 +325,16 @@ class DurableTimers:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass
+
+
+def _timer_of(doc: Mapping[str, Any]) -> Timer:
+    """Return the timer a claimed document holds (its version and attempts counted with the claim)."""
+    return Timer(
+        id=doc["_id"],
+        kind=doc["kind"],
+        due_at=doc["due_at"],
+        payload=doc.get("payload", {}),
+        group=doc.get("group"),
+        attempts=doc["attempts"],
+        version=doc["version"],
+    )
