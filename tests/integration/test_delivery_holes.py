@@ -234,6 +234,13 @@ async def test_x1_a_finished_batch_leaves_its_delta_until_the_next_write_and_a_c
     assert second_batch != first_batch
     assert crashed in await pending_of("T2")
 
+    # A batch this process is still finishing (another topic's, at the same time) is not looked up.
+    await db["batches"].insert_one({"_id": "in-flight-here", "subjects": [], "at": at})
+    store._open.add("in-flight-here")
+    assert await store._finished_of(["in-flight-here"]) == []
+    await db["batches"].delete_one({"_id": "in-flight-here"})
+    assert await store._finished_of(["in-flight-here"]) == []  # known open here: not read at all
+
     assert await store.recover_batches(min_age_s=0) == 1
     await later.record([note("T2", 2)])
     assert crashed not in await pending_of("T2")  # the recovered batch's entry went with T2's next write

@@ -92,6 +92,7 @@ class MetricsStore:
         self.deadlines = db[DEADLINES]
         self.overdue_counter = OverdueCounter(db, self.deadlines)
         self._finished: dict[str, None] = {}  # insertion-ordered: the oldest are forgotten first
+        self._open: set[str] = set()  # batches this process registered and has not finished
 
     # ------------------------------------------------------------ facts documents (step 2)
 
@@ -135,9 +136,12 @@ class MetricsStore:
 
     async def _finished_of(self, batch_ids: Sequence[str]) -> list[str]:
         """Return which of these batches are finished: this process finished them, or `batches` no longer
-        holds them (read by `_id`, only for batches another process or an earlier life ran)."""
+        holds them (read by `_id`, only for batches another process or an earlier life ran; a batch
+        this process is still finishing is not)."""
         finished = []
         for batch_id in batch_ids:
+            if batch_id in self._open:
+                continue  # still being finished here (a batch of another topic, at the same time)
             if batch_id not in self._finished:
                 if await self.batches.find_one({"_id": batch_id}, {"_id": 1}) is not None:
                     continue  # in flight elsewhere, or left by a crash: recovery needs its entry
@@ -168,6 +172,7 @@ class MetricsStore:
     # ------------------------------------------------------------ batches (steps 1, 3 and 4)
 
     async def open_batch(self, batch_id: str, subjects: Sequence[str]) -> None:
+        self._open.add(batch_id)
         await self.batches.insert_one({"_id": batch_id, "subjects": list(subjects), "at": datetime.now(UTC)})
 
     async def finish_batch(self, batch_id: str, changes: Sequence[Contribution]) -> None:
@@ -186,6 +191,7 @@ class MetricsStore:
             await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{batch_id}": ""}})
         await self.batches.delete_one({"_id": batch_id})
         self._remember_finished(batch_id)
+        self._open.discard(batch_id)
 
     async def _apply_bucket(self, batch_id: str, bucket: str, inc: Mapping[str, int]) -> None:
         seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
