@@ -400,8 +400,7 @@ class ReliableConsumer:
             attempt += 1
             try:
                 await asyncio.wait_for(run([delivery], False), self.timeout_s)
-            except PoisonEvent as exc:
-                note_failure()
+            except PoisonEvent as exc:  # refused before anything was written: not a failure to look into
                 await self._dead_letter(record, exc, attempt, "poison", deadline)
                 return
             except Exception as exc:
