@@ -176,10 +176,7 @@ class DurableTimers:
         (running elsewhere or orphaned here, rescheduled, gone) is read first and decided on."""
         won = await self._col.find_one_and_update(
             {"_id": timer_id, "state": "pending", "due_at": {"$lte": now}},
-            {
-                "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
-                "$inc": {"version": 1, "attempts": 1},
-            },
+            self._claiming(now),
             return_document=ReturnDocument.AFTER,
         )
         if won is not None:
@@ -200,15 +197,18 @@ class DurableTimers:
         # taken again now, fenced by its version, not left until its lease runs out.
         version = doc.get("version", 0)
         taken = await self._col.update_one(
-            {"_id": timer_id, "version": version, "state": {"$in": list(ACTIVE)}},
-            {
-                "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
-                "$inc": {"version": 1, "attempts": 1},
-            },
+            {"_id": timer_id, "version": version, "state": {"$in": list(ACTIVE)}}, self._claiming(now)
         )
         if taken.modified_count != 1:
             return None  # another replica won this version (or it was rescheduled or cancelled)
         return _timer_of({**doc, "attempts": doc.get("attempts", 0) + 1, "version": version + 1})
+
+    def _claiming(self, now: datetime) -> dict[str, Any]:
+        """The write that claims a timer: running here under a lease, its version (the fence) bumped."""
+        return {
+            "$set": {"state": "running", "lease_until": now + self._lease, "owner": self._owner},
+            "$inc": {"version": 1, "attempts": 1},
+        }
 
     async def fire_due(
         self,
