@@ -252,7 +252,7 @@ class TicketStore(StormKeys):
         if doc is None:
             return None
         doc["timeline"] = await self.history.timeline(doc)
-        for name in ("last_appended", "timeline_seq", "downstream_until"):
+        for name in ("last_appended", "timeline_seq"):
             doc.pop(name, None)
         return doc
 
@@ -325,7 +325,7 @@ class TicketStore(StormKeys):
 # ---------------------------------------------------------------- tickets <-> documents
 
 # What callers are never shown of a ticket's document.
-_NOT_SHOWN = {"outbox": 0, "applied_events": 0, "customer_messages": 0}
+_NOT_SHOWN = {"outbox": 0, "applied_events": 0, "customer_messages": 0, "downstream_until": 0}
 # The ticket's fields stored as they are (what it appends is written by `TicketStore.write`).
 _STORED = tuple(
     f.name
