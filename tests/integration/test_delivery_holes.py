@@ -91,16 +91,13 @@ class ProcessDied(Exception):
     """The process running the store dies here (nothing after this write happens)."""
 
 
-class DiesAfterRollupsMove:
-    """A collection of a store whose process dies at its first write after a rollup bucket has moved:
-    the batch is left half-finished, as a SIGKILL there would leave it."""
+class WritesWatched:
+    """A store's collection whose writes go through `_write` (reads pass straight through)."""
 
     WRITES = ("insert_one", "update_one", "delete_one", "replace_one", "find_one_and_delete")
 
-    def __init__(self, collection: Any, moved: dict[str, bool], *, rollups: bool) -> None:
+    def __init__(self, collection: Any) -> None:
         self._collection = collection
-        self._moved = moved
-        self._rollups = rollups
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._collection, name)
@@ -108,14 +105,30 @@ class DiesAfterRollupsMove:
             return attr
 
         async def write(*args: Any, **kwargs: Any) -> Any:
-            if self._moved["rollups"]:
-                raise ProcessDied(f"{name} on {self._collection.name}")
-            result = await attr(*args, **kwargs)
-            if self._rollups and name == "update_one":
-                self._moved["rollups"] = True
-            return result
+            return await self._write(name, lambda: attr(*args, **kwargs))
 
         return write
+
+    async def _write(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        return await call()
+
+
+class DiesAfterRollupsMove(WritesWatched):
+    """A collection of a store whose process dies at its first write after a rollup bucket has moved:
+    the batch is left half-finished, as a SIGKILL there would leave it."""
+
+    def __init__(self, collection: Any, moved: dict[str, bool], *, rollups: bool) -> None:
+        super().__init__(collection)
+        self._moved = moved
+        self._rollups = rollups
+
+    async def _write(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        if self._moved["rollups"]:
+            raise ProcessDied(f"{name} on {self._collection.name}")
+        result = await call()
+        if self._rollups and name == "update_one":
+            self._moved["rollups"] = True
+        return result
 
 
 def ticket_created(ticket_id: str, at: datetime) -> CloudEvent:
@@ -252,23 +265,16 @@ async def test_x1_a_finished_batch_leaves_its_delta_until_the_next_write_and_a_c
     await client.close()
 
 
-class WritesCounted:
+class WritesCounted(WritesWatched):
     """A collection that records the name of every write made through it."""
 
     def __init__(self, collection: Any, writes: list[str]) -> None:
-        self._collection = collection
+        super().__init__(collection)
         self._writes = writes
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._collection, name)
-        if name not in DiesAfterRollupsMove.WRITES:
-            return attr
-
-        async def write(*args: Any, **kwargs: Any) -> Any:
-            self._writes.append(name)
-            return await attr(*args, **kwargs)
-
-        return write
+    async def _write(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        self._writes.append(name)
+        return await call()
 
 
 # ----------------------------------------------------------------------------------------------- X2
