@@ -6,7 +6,8 @@
   duplicate across replicas (never within one);
 - S2: a producer dead for good is recreated and the outbox drains; /readyz is red while the outbox stalls;
 - S3: a hung consumer handler is cut by its timeout and retried, in its group, never dead-lettered; a hung
-  timer handler is cut inside its lease, so another replica does not fire the timer a second time;
+  timer handler is cut inside its lease, so another replica does not fire the timer a second time; a
+  batch handed back after its retry budget is polled again only from what did not finish;
 - S5: shutdown stops timers at once, lets an in-flight handler finish, flushes what it wrote before the
   producer closes, and ends within `shutdown_grace_s` even when a handler hangs.
 
@@ -38,7 +39,8 @@ from aftersales.shared.contracts import Topic, dead_letter_topic
 from aftersales.shared.contracts.common import Category, Channel, Priority
 from aftersales.shared.contracts.events import TicketCancelled, TicketCreated
 from aftersales.shared.envelope import CloudEvent, new_event
-from aftersales.shared.kafka import ensure_topics, make_broker, publish_event, subscribe
+from aftersales.shared.errors import RetryLater
+from aftersales.shared.kafka import CONSUMER_HANDBACKS, ensure_topics, make_broker, publish_event, subscribe
 from aftersales.shared.mongo import ensure_indexes
 from aftersales.shared.outbox import OutboxRelay, new_with_events, outbox_indexes, with_events
 from aftersales.shared.runtime import PRODUCER_RENEWALS, RuntimeSpec, ServiceRuntime
@@ -457,6 +459,51 @@ async def test_s3_a_hung_handler_is_cut_by_its_timeout_and_retried_in_its_group_
         assert attempts["hung"] == 3 and Counter(applied) == {"warm-up": 1, "hung": 1, "a": 1, "b": 1}
         await wait_until("offsets committed to the end", lambda: _committed_to_end(infra, group, topic))
         assert await _members(infra, group) == [member]  # never evicted, never rejoined
+        assert await read_to_end(infra, dead_letter_topic(topic)) == []
+    finally:
+        await broker.stop()
+
+
+async def test_s3_a_batch_handed_back_is_polled_again_only_from_what_did_not_finish(
+    infra: Infra, cleanup: list[str]
+) -> None:
+    # One ticket's handler stays overloaded past two retry budgets; 40 others share its poll.
+    settings = settings_for(infra, consumer_retry_budget_s=1.0, consumer_handler_timeout_s=5)
+    cleanup.append(settings.database_name)
+    topic = settings.topic(Topic.TICKETS)
+    await ensure_topics(settings, [Topic.TICKETS])
+    broker = make_broker(settings)
+    applied: Counter[str] = Counter()
+    stuck_until = asyncio.get_running_loop().time() + 1e9
+
+    async def handle(event: CloudEvent) -> None:
+        if event.subject == "stuck" and asyncio.get_running_loop().time() < stuck_until:
+            raise RetryLater("the database is overloaded")
+        applied[f"{event.subject}/{event.data['reason']}"] += 1
+
+    subscribe(broker, settings, [Topic.TICKETS], handle)
+    publisher = make_broker(settings)
+    await publisher.start()
+    try:  # all published before the consumer starts: its first poll holds them all
+        for seq in range(4):
+            for ticket in ("stuck", *(f"t{i}" for i in range(10))):
+                await publish_event(publisher, topic, note(ticket, seq))
+    finally:
+        await publisher.stop()
+    handbacks = CONSUMER_HANDBACKS.labels(topic)._value.get()
+    group = settings.topic("aftersales-holes")
+    await broker.start()
+    try:
+        await wait_until(
+            "two hand-backs",
+            lambda: _returns(CONSUMER_HANDBACKS.labels(topic)._value.get() >= handbacks + 2),
+            30,
+        )
+        assert "stuck/0" not in applied and len(applied) == 40  # the others all finished meanwhile
+        stuck_until = 0.0
+        await wait_until("every event applied", lambda: _returns(len(applied) == 44), 30)
+        assert set(applied.values()) == {1}  # none redone by a re-poll
+        await wait_until("offsets committed to the end", lambda: _committed_to_end(infra, group, topic))
         assert await read_to_end(infra, dead_letter_topic(topic)) == []
     finally:
         await broker.stop()

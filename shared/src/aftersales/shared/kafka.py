@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
 from faststream import AckPolicy, BaseMiddleware, StreamMessage
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -80,7 +81,8 @@ CONSUMER_RETRIES = Counter(
 )
 CONSUMER_HANDBACKS = Counter(
     "aftersales_consumer_handbacks_total",
-    "Batches handed back uncommitted after their retry budget (a stalled partition: alert on it)",
+    "Batches handed back after their retry budget, re-polled from their first unfinished record "
+    "(a stalled partition: alert on it)",
     ["topic"],
 )
 DLQ_PUBLISH_FAILURES = Counter(
@@ -181,8 +183,78 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
 
 
+Position = tuple[str, int]  # a topic and one of its partitions
+
+
 class HandBack(Exception):
-    """A batch could not finish within its retry budget: it is not committed and is polled again."""
+    """A batch could not finish within its retry budget. `rewind` says, per partition, the first record
+    that did not finish: the consumer is put back there (committing what came before it, in every other
+    partition the whole batch), so only what is unfinished is polled again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.rewind: dict[Position, int] = {}
+
+
+class Progress:
+    """What one poll has finished: records handled (applied or found duplicate), passed over, or parked."""
+
+    def __init__(self, records: Iterable[Any]) -> None:
+        self.records = list(records)
+        self.finished: set[tuple[str, int, int]] = set()
+
+    def finish(self, record: Any) -> None:
+        self.finished.add((record.topic, record.partition, record.offset))
+
+    def first_unfinished(self) -> dict[Position, int]:
+        """Per partition with an unfinished record, the offset of the first one."""
+        out: dict[Position, int] = {}
+        for r in self.records:
+            if (r.topic, r.partition, r.offset) not in self.finished:
+                at = (r.topic, r.partition)
+                out[at] = min(out.get(at, r.offset), r.offset)
+        return out
+
+
+class FinishedAhead:
+    """Offsets a handed-back poll finished past its partition's rewind point: the re-poll passes over
+    them instead of applying them again (their effects are durable; redoing them under load is what kept
+    an overloaded consumer from ever getting ahead). Only this process's own memory, so bounded and
+    cleared freely: forgetting costs a redundant, idempotent apply, never a lost one."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self.offsets: dict[Position, set[int]] = {}
+
+    def __contains__(self, record: Any) -> bool:
+        return record.offset in self.offsets.get((record.topic, record.partition), ())
+
+    def remember(self, progress: Progress, rewind: dict[Position, int]) -> None:
+        """Keep what a handed-back poll finished past each rewind point; drop what is committed."""
+        self.forget(progress, rewind)
+        for topic, partition, offset in progress.finished:
+            at = (topic, partition)
+            if at in rewind and offset > rewind[at]:
+                self.offsets.setdefault(at, set()).add(offset)
+        if sum(len(s) for s in self.offsets.values()) > self.LIMIT:
+            self.offsets.clear()
+
+    def forget(self, progress: Progress, rewind: dict[Position, int] | None = None) -> None:
+        """Drop, per partition of the poll, the offsets the commit now covers: those before its rewind
+        point, or up to its last record when it finished whole."""
+        covered: dict[Position, int] = {}
+        for r in progress.records:
+            at = (r.topic, r.partition)
+            covered[at] = max(covered.get(at, r.offset), r.offset)
+        for at, point in (rewind or {}).items():
+            covered[at] = point - 1
+        for at, offset in covered.items():
+            kept = {o for o in self.offsets.get(at, ()) if o > offset}
+            if kept:
+                self.offsets[at] = kept
+            else:
+                self.offsets.pop(at, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,10 +324,12 @@ def subscribe(
     that raises a transient error (`RetryLater`, database or broker unavailable, a timeout) is retried with
     backoff and never dead-lettered; one that raises `PoisonEvent` is dead-lettered at once; any other
     error is retried `max_attempts` times, then dead-lettered. A batch still failing transiently after
-    `consumer_retry_budget_s` is handed back uncommitted and polled again, so the consumer stays in
-    its group. With `batch_handler`, a whole batch of valid events is first offered to it (one bulk
-    apply); if it fails for a reason other than a transient one, the batch falls back to `handler`
-    event by event, so one bad event cannot hold the others back.
+    `consumer_retry_budget_s` is handed back, so the consumer stays in its group: each partition is
+    rewound to its first unfinished record and the rest committed, and what finished past that record is
+    passed over when polled again (redoing finished work is what kept an overloaded consumer behind).
+    With `batch_handler`, a whole batch of valid events is first offered to it (one bulk apply); if it
+    fails for a reason other than a transient one, the batch falls back to `handler` event by event, so
+    one bad event cannot hold the others back.
 
     Event types outside the contract are a poison message unless `ignore_unknown_types` (the default for
     subscribers that read a stream with types they do not care about) lets them pass, counted.
@@ -339,11 +413,30 @@ class ReliableConsumer:
         self.concurrency = settings.consumer_concurrency
         self.timeout_s = settings.consumer_handler_timeout_s
         self.budget_s = settings.consumer_retry_budget_s
+        self.finished_ahead = FinishedAhead()
 
     def __call__(self, msg: Any, /, *, context: Any) -> ReliableMiddleware:
         return ReliableMiddleware(msg, context=context, consumer=self)
 
     async def handle(self, decoded: Sequence[Decoded], run: Runner) -> None:
+        """Apply one poll; on a hand-back, say where each partition must be rewound to (`HandBack.rewind`)
+        and remember what finished past that point, so the re-poll passes it over."""
+        todo = []
+        for item in decoded:
+            if item.record in self.finished_ahead:
+                EVENTS_IGNORED.labels(item.record.topic, "finished_before_hand_back").inc()
+            else:
+                todo.append(item)
+        progress = Progress(item.record for item in todo)
+        try:
+            await self._handle(todo, run, progress)
+        except HandBack as exc:
+            exc.rewind = progress.first_unfinished()
+            self.finished_ahead.remember(progress, exc.rewind)
+            raise
+        self.finished_ahead.forget(progress)
+
+    async def _handle(self, decoded: Sequence[Decoded], run: Runner, progress: Progress) -> None:
         """Dead-letter the rejections, then apply the deliveries through `run`: the whole batch first
         when batched, else (or when that fails for good) one by one, in order per key."""
         deadline = asyncio.get_running_loop().time() + self.budget_s
@@ -351,10 +444,12 @@ class ReliableConsumer:
         for item in decoded:
             if isinstance(item, Delivery):
                 deliveries.append(item)
-            elif item.unknown_type and self.ignore_unknown_types:
+                continue
+            if item.unknown_type and self.ignore_unknown_types:
                 EVENTS_IGNORED.labels(item.record.topic, "unknown_type").inc()
             else:
                 await self._dead_letter(item.record, item.error, 1, "poison", deadline)
+            progress.finish(item.record)
         if not deliveries:
             return
         if self.batched and await self._try_batch(run, deliveries, deadline):
@@ -368,11 +463,12 @@ class ReliableConsumer:
             async with gate:
                 for d in group:
                     await self._handle_one(run, d, deadline)
+                    progress.finish(d.record)
 
         results = await asyncio.gather(*(in_order(g) for g in groups.values()), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            raise failures[0]  # not committed: the batch is polled again (handlers are idempotent)
+            raise failures[0]  # the unfinished part is polled again (handlers are idempotent)
 
     async def _try_batch(self, run: Runner, deliveries: list[Delivery], deadline: float) -> bool:
         """Offer the whole batch to the batch handler; True when it applied it."""
@@ -464,8 +560,24 @@ class ReliableMiddleware(BaseMiddleware):
 
         decoded = await msg.decode()
         assert isinstance(decoded, list)
-        await self.consumer.handle(decoded, run)
-        return None
+        try:
+            await self.consumer.handle(decoded, run)
+        except HandBack as exc:
+            if not _rewind(msg, exc.rewind):
+                raise  # FastStream's nack rewinds every partition of the batch to its first record
+            log.warning("batch handed back from its first unfinished records", extra={"at": repr(exc.rewind)})
+        return None  # acknowledged: the commit takes each partition's position, rewound or not
+
+
+def _rewind(msg: StreamMessage[Any], points: dict[Position, int]) -> bool:
+    """Seek each partition with an unfinished record back to it; False without a consumer to seek."""
+    seek = getattr(getattr(msg, "consumer", None), "seek", None)
+    if seek is None:
+        return False
+    for (topic, partition), offset in points.items():
+        with contextlib.suppress(IllegalStateError):  # revoked meanwhile: the new owner starts at the commit
+            seek(TopicPartition(topic, partition), offset)
+    return True
 
 
 def otel_context_of(event: CloudEvent) -> contextlib.AbstractContextManager[None]:

@@ -118,7 +118,8 @@ class ServiceSettings(BaseSettings):
         default=60.0,
         gt=0,
         description="how long a batch retries transient faults before it is handed back to Kafka "
-        "(re-polled later; keep it below the consumer's max poll interval of 300 s)",
+        "(re-polled from each partition's first unfinished record; keep it below the consumer's max "
+        "poll interval of 300 s)",
     )
     outbox_poll_interval_s: float = Field(default=0.5, gt=0, description="outbox relay idle wait")
     outbox_heartbeat_s: float = Field(

@@ -1,0 +1,125 @@
+"""A batch handed back after its retry budget is re-polled from each partition's first unfinished record,
+and what finished past that record is passed over, not applied again. Before, the whole poll was
+re-polled and every finished event redone: under overload each re-poll redid the work that had fit in
+the budget, so an overloaded consumer never got ahead. No broker: records are built as a poll gives them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from aftersales.shared.contracts.events import TicketCancelled
+from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.errors import RetryLater
+from aftersales.shared.kafka import Delivery, HandBack, ReliableConsumer, RetryPolicy, decode_records
+from aftersales.shared.settings import ServiceSettings
+
+TOPIC = "t.tickets"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def record(partition: int, offset: int, ticket: str) -> Record:
+    event: CloudEvent = new_event(
+        TicketCancelled(ticket_id=ticket, reason=f"{partition}:{offset}", cancelled_at=datetime.now(UTC)),
+        source="/test/hand-back",
+        subject=ticket,
+    )
+    headers = tuple((k, v.encode()) for k, v in event.headers().items())
+    return Record(TOPIC, partition, offset, ticket.encode(), event.value(), headers)
+
+
+class Handler:
+    """Counts applies per record; the tickets in `stuck` fail transiently while `stuck` holds them."""
+
+    def __init__(self, stuck: set[str]) -> None:
+        self.stuck = stuck
+        self.applied: Counter[tuple[int, int]] = Counter()
+
+    async def __call__(self, planned: Sequence[Delivery], whole: bool) -> None:
+        [delivery] = planned
+        if delivery.event.subject in self.stuck:
+            await asyncio.sleep(0.01)
+            raise RetryLater("the database is overloaded")
+        self.applied[(delivery.partition, delivery.offset)] += 1
+
+
+def consumer(budget_s: float) -> ReliableConsumer:
+    settings = ServiceSettings(service_name="hand-back-test", consumer_retry_budget_s=budget_s)
+    return ReliableConsumer(
+        None,  # type: ignore[arg-type]  # nothing is dead-lettered here
+        settings,
+        group="hand-back-test",
+        retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
+        ignore_unknown_types=True,
+        batched=False,
+    )
+
+
+def poll(partition: int, first: int, tickets: list[str]) -> list[Record]:
+    return [record(partition, first + i, t) for i, t in enumerate(tickets)]
+
+
+async def test_a_hand_back_rewinds_to_the_first_unfinished_record_and_the_re_poll_skips_what_finished() -> (
+    None
+):
+    # partition 0: a, b, STUCK, c, stuck again (same key: waits behind it), d; partition 1: e, f, g
+    p0 = poll(0, 100, ["a", "b", "stuck", "c", "stuck", "d"])
+    p1 = poll(1, 40, ["e", "f", "g"])
+    handler, reliable = Handler({"stuck"}), consumer(budget_s=0.4)
+
+    with pytest.raises(HandBack) as handed:
+        await reliable.handle(decode_records(p0 + p1), handler)
+    # partition 0 goes back to the stuck record; partition 1 finished and is committed whole
+    assert handed.value.rewind == {(TOPIC, 0): 102}
+    assert handler.applied == {
+        (0, 100): 1,
+        (0, 101): 1,
+        (0, 103): 1,
+        (0, 105): 1,
+        (1, 40): 1,
+        (1, 41): 1,
+        (1, 42): 1,
+    }
+
+    # the re-poll starts at the rewind point, with records that came in since
+    handler.stuck.clear()
+    repoll = p0[2:] + poll(0, 106, ["h"])
+    await reliable.handle(decode_records(repoll), handler)
+    assert handler.applied == {
+        **{(0, o): 1 for o in (100, 101, 102, 103, 104, 105, 106)},
+        **{(1, o): 1 for o in (40, 41, 42)},
+    }  # c and d, finished past the rewind point, were passed over: nothing applied twice
+    assert reliable.finished_ahead.offsets == {}  # a whole poll finished: nothing left to remember
+
+
+async def test_only_records_finished_past_the_rewind_point_are_remembered_and_a_later_rewind_keeps_them() -> (
+    None
+):
+    handler, reliable = Handler({"stuck", "late"}), consumer(budget_s=0.3)
+    first = poll(0, 0, ["a", "stuck", "b", "late", "c"])
+    with pytest.raises(HandBack) as handed:
+        await reliable.handle(decode_records(first), handler)
+    assert handed.value.rewind == {(TOPIC, 0): 1}
+    assert reliable.finished_ahead.offsets == {(TOPIC, 0): {2, 4}}
+
+    handler.stuck = {"late"}  # the first stuck ticket recovers; another one still fails
+    with pytest.raises(HandBack) as again:
+        await reliable.handle(decode_records(first[1:]), handler)
+    assert again.value.rewind == {(TOPIC, 0): 3}
+    assert reliable.finished_ahead.offsets == {(TOPIC, 0): {4}}  # 2 is behind the new rewind point
+    assert handler.applied == {(0, 0): 1, (0, 1): 1, (0, 2): 1, (0, 4): 1}
