@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from aftersales.intake.app import Settings, build
+from aftersales.intake.consumers import Requests
 from aftersales.shared.envelope import CloudEvent
+from aftersales.shared.kafka import Delivery, PerEvent
 from aftersales.shared.testing import (
     FAST,
     ServiceUnderTest,
@@ -184,3 +186,27 @@ async def test_storms_find_their_ticket_by_id_even_after_a_crash_between_pointer
     )
     assert r.status_code == 200 and r.json()["id"] == "T-NEVER-WRITTEN"
     assert storm_key_queries == []
+
+
+class Untouched:
+    """Stands for intake's service where a test shows it is not reached."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise LookupError(f"intake.{name} reached")
+
+
+async def test_a_requests_batch_carrying_more_than_a_batch_of_non_alert_requests_goes_event_by_event() -> (
+    None
+):
+    # A large requests batch is meant for IoT alerts (a storm folds into one write per batch); web or
+    # mail requests are one write each however they come, so past one standard batch of them the whole
+    # batch is handed to the per-event path, where each has its own timeout and progress counts.
+    requests = Requests(Untouched(), Untouched(), concurrency=4, most_others=2)  # type: ignore[arg-type]
+
+    def batch(n: int) -> list[Delivery]:
+        return [Delivery(request_event(web_request(), key=f"W-{i}"), "requests", 0, i) for i in range(n)]
+
+    with pytest.raises(PerEvent):
+        await requests.on_requests(batch(3))
+    with pytest.raises(LookupError, match="reached"):  # two are handled in the whole-batch call
+        await requests.on_requests(batch(2))

@@ -186,6 +186,11 @@ def is_transient(exc: BaseException) -> bool:
 Position = tuple[str, int]  # a topic and one of its partitions
 
 
+class PerEvent(Exception):
+    """Raised by a batch handler that would rather have this batch handled event by event (say, too much
+    of it is work that a whole-batch call does not make cheaper): not a failure, nothing is logged."""
+
+
 class HandBack(Exception):
     """A batch could not finish within its retry budget. `rewind` says, per partition, the first record
     that did not finish: the consumer is put back there (committing what came before it, in every other
@@ -312,6 +317,7 @@ def subscribe(
     retry: RetryPolicy | None = None,
     ignore_unknown_types: bool = True,
     batch_handler: BatchHandler | None = None,
+    max_records: int | None = None,
 ) -> None:
     """Register `handler` for CloudEvents on the logical `topics`: batches, ordered per key, with a DLQ.
 
@@ -333,6 +339,12 @@ def subscribe(
 
     Event types outside the contract are a poison message unless `ignore_unknown_types` (the default for
     subscribers that read a stream with types they do not care about) lets them pass, counted.
+
+    `max_records` overrides `consumer_batch_max_records` for a subscription whose batch handler gains
+    from larger batches (IoT alerts fold per storm: the more of a storm's alerts one batch holds, the
+    fewer writes per alert). A whole-batch call's timeout grows with the batch beyond
+    `consumer_batch_max_records` records, up to `consumer_retry_budget_s`, so a large batch is not cut
+    for its size.
     """
     consumer = ReliableConsumer(
         broker,
@@ -344,6 +356,7 @@ def subscribe(
         ignore_unknown_types=ignore_unknown_types,
         batched=batch_handler is not None,
     )
+    batch_records = max_records or settings.consumer_batch_max_records
     physical = [settings.topic(t) for t in topics]
     router = KafkaRouter(middlewares=(consumer,))
     router.subscriber(
@@ -352,7 +365,7 @@ def subscribe(
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         batch=True,
-        max_records=settings.consumer_batch_max_records,
+        max_records=batch_records,
         batch_timeout_ms=100,
         # bounded fetches: a consumer far behind holds what it fetched, per partition, in memory
         max_partition_fetch_bytes=settings.consumer_partition_fetch_bytes,
@@ -412,6 +425,7 @@ class ReliableConsumer:
         self.ignore_unknown_types = ignore_unknown_types
         self.concurrency = settings.consumer_concurrency
         self.timeout_s = settings.consumer_handler_timeout_s
+        self.standard_batch = settings.consumer_batch_max_records
         self.budget_s = settings.consumer_retry_budget_s
         self.finished_ahead = FinishedAhead()
 
@@ -476,8 +490,8 @@ class ReliableConsumer:
         while True:
             attempt += 1
             try:
-                await asyncio.wait_for(run(deliveries, True), self.timeout_s)
-            except PoisonEvent:
+                await asyncio.wait_for(run(deliveries, True), self._batch_timeout_s(len(deliveries)))
+            except (PoisonEvent, PerEvent):
                 return False
             except Exception as exc:
                 if not is_transient(exc):
@@ -489,6 +503,12 @@ class ReliableConsumer:
             for d in deliveries:
                 EVENTS_HANDLED.labels(d.topic, d.event.type).inc()
             return True
+
+    def _batch_timeout_s(self, records: int) -> float:
+        """The handler timeout for every `consumer_batch_max_records` records of a whole-batch call, up to
+        the retry budget (which stays below the consumer's max poll interval)."""
+        scaled = self.timeout_s * records / self.standard_batch
+        return max(self.timeout_s, min(scaled, self.budget_s))
 
     async def _handle_one(self, run: Runner, delivery: Delivery, deadline: float) -> None:
         record, attempt = delivery.record, 0

@@ -49,6 +49,13 @@ class Settings(ServiceSettings):
         description="IoT alerts of one device and fault within this many seconds of the last one "
         "join its open ticket",
     )
+    requests_batch_max_records: int = Field(
+        default=5000,
+        ge=1,
+        le=20_000,
+        description="requests (IoT alerts above all) intake takes from Kafka per batch: a storm's alerts "
+        "in one batch fold into one write, so larger batches mean fewer writes per alert in an alarm storm",
+    )
     customer_id_key: SecretStr = Field(
         default=SecretStr(DEV_CUSTOMER_ID_KEY),
         description="HMAC-SHA256 key that derives customer ids from phone numbers and e-mail addresses "
@@ -135,7 +142,9 @@ def build(settings: Settings) -> FastAPI:
     search = TicketSearch(runtime.db, key=intake.customer_id_key)
     privacy_store = PrivacyStore(runtime)
     retention = IntakeRetention(runtime, privacy_store, tickets.customers, settings)
-    consumers.register(runtime, intake, progress, search, retention)
+    consumers.register(
+        runtime, intake, progress, search, retention, requests_batch=settings.requests_batch_max_records
+    )
     files = _ticket_files(runtime, tickets, settings)
     privacy = Privacy(
         privacy_store,

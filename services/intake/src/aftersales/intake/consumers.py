@@ -15,7 +15,7 @@ from aftersales.shared.contracts.common import Channel
 from aftersales.shared.contracts.requests import CustomerReplyRequest, TicketRequest
 from aftersales.shared.envelope import CloudEvent, PoisonEvent
 from aftersales.shared.errors import DomainError
-from aftersales.shared.kafka import CURRENT_DELIVERY, Delivery, subscribe
+from aftersales.shared.kafka import CURRENT_DELIVERY, Delivery, PerEvent, subscribe
 from aftersales.shared.routes import EventRoutes
 from aftersales.shared.runtime import ServiceRuntime
 
@@ -31,12 +31,19 @@ def register(
     progress: TicketProgress,
     search: TicketSearch,
     retention: StreamFollower,
+    *,
+    requests_batch: int | None = None,
 ) -> None:
     """Subscribe intake's handlers: requests (one by one, or a whole batch at once), every event
     type of the read-model streams to the ticket timeline, and intake's own ticket stream to the search
     index and the retention schedule (a group of their own, so neither holds tickets or timelines back)."""
     settings = runtime.settings
-    requests = Requests(intake, progress, concurrency=settings.consumer_concurrency)
+    requests = Requests(
+        intake,
+        progress,
+        concurrency=settings.consumer_concurrency,
+        most_others=settings.consumer_batch_max_records,
+    )
     subscribe(
         runtime.broker,
         settings,
@@ -45,6 +52,7 @@ def register(
         group_id=f"aftersales-{settings.service_name}-requests",
         ignore_unknown_types=False,
         batch_handler=requests.on_requests,
+        max_records=requests_batch,
     )
     timeline = EventRoutes(
         {
@@ -99,10 +107,13 @@ class Requests:
     type is parked). IoT alerts carry their record's position, which tells a redelivery apart from a
     replayed request."""
 
-    def __init__(self, intake: Intake, progress: TicketProgress, *, concurrency: int) -> None:
+    def __init__(
+        self, intake: Intake, progress: TicketProgress, *, concurrency: int, most_others: int
+    ) -> None:
         self.intake = intake
         self.progress = progress
         self.concurrency = concurrency
+        self.most_others = most_others  # requests other than alerts one whole-batch call takes on
 
     async def on_request(self, event: CloudEvent) -> None:
         await self._submit(event, CURRENT_DELIVERY.get())
@@ -130,6 +141,10 @@ class Requests:
                 )
             else:
                 others.append(d)
+        if len(others) > self.most_others:
+            # each is its own write however they come: one by one, each has its own timeout and the
+            # batch its partial progress (a large batch is meant for alerts, which fold per storm)
+            raise PerEvent(f"{len(others)} requests other than IoT alerts in one batch")
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(d: Delivery) -> None:

@@ -1,12 +1,18 @@
-"""A batch handed back after its retry budget is re-polled from each partition's first unfinished record,
-and what finished past that record is passed over, not applied again. Before, the whole poll was
-re-polled and every finished event redone: under overload each re-poll redid the work that had fit in
-the budget, so an overloaded consumer never got ahead. No broker: records are built as a poll gives them.
+"""Batches of the consumer runtime, without a broker (records are built as a poll gives them):
+
+- a batch handed back after its retry budget is re-polled from each partition's first unfinished record,
+  and what finished past that record is passed over, not applied again. Before, the whole poll was
+  re-polled and every finished event redone: under overload each re-poll redid the work that had fit in
+  the budget, so an overloaded consumer never got ahead;
+- a subscription with larger batches (intake's IoT requests) gets a whole-batch timeout that grows with
+  its batch, up to the retry budget, and a batch handler can ask for a batch to be handled event by
+  event without that counting as a failure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +23,15 @@ import pytest
 from aftersales.shared.contracts.events import TicketCancelled
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.errors import RetryLater
-from aftersales.shared.kafka import Delivery, HandBack, ReliableConsumer, RetryPolicy, decode_records
+from aftersales.shared.failures import failures
+from aftersales.shared.kafka import (
+    Delivery,
+    HandBack,
+    PerEvent,
+    ReliableConsumer,
+    RetryPolicy,
+    decode_records,
+)
 from aftersales.shared.settings import ServiceSettings
 
 TOPIC = "t.tickets"
@@ -123,3 +137,57 @@ async def test_only_records_finished_past_the_rewind_point_are_remembered_and_a_
     assert again.value.rewind == {(TOPIC, 0): 3}
     assert reliable.finished_ahead.offsets == {(TOPIC, 0): {4}}  # 2 is behind the new rewind point
     assert handler.applied == {(0, 0): 1, (0, 1): 1, (0, 2): 1, (0, 4): 1}
+
+
+# ------------------------------------------------------------------------------ whole-batch calls
+
+
+def batched_consumer(*, timeout_s: float, standard_batch: int, budget_s: float) -> ReliableConsumer:
+    settings = ServiceSettings(
+        service_name="batch-test",
+        consumer_handler_timeout_s=timeout_s,
+        consumer_batch_max_records=standard_batch,
+        consumer_retry_budget_s=budget_s,
+    )
+    return ReliableConsumer(
+        None,  # type: ignore[arg-type]  # nothing is dead-lettered here
+        settings,
+        group="batch-test",
+        retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
+        ignore_unknown_types=True,
+        batched=True,
+    )
+
+
+async def test_a_whole_batch_call_has_the_handler_timeout_per_standard_batch_up_to_the_budget() -> None:
+    reliable = batched_consumer(timeout_s=0.2, standard_batch=2, budget_s=5)
+    assert reliable._batch_timeout_s(1) == 0.2
+    assert reliable._batch_timeout_s(6) == pytest.approx(0.6)
+    assert reliable._batch_timeout_s(1000) == 5  # never past the budget (below the max poll interval)
+
+    calls: list[tuple[int, bool]] = []
+
+    async def slow_whole_batch(planned: Sequence[Delivery], whole: bool) -> None:
+        calls.append((len(planned), whole))
+        await asyncio.sleep(0.4)  # longer than one handler timeout, shorter than three
+
+    await reliable.handle(decode_records(poll(0, 0, [f"t{i}" for i in range(6)])), slow_whole_batch)
+    assert calls == [(6, True)]  # applied whole, first time: not cut for its size and retried
+
+
+async def test_a_batch_handler_asking_for_event_by_event_is_not_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reliable = batched_consumer(timeout_s=5, standard_batch=500, budget_s=5)
+    calls: list[tuple[int, bool]] = []
+
+    async def per_event_please(planned: Sequence[Delivery], whole: bool) -> None:
+        calls.append((len(planned), whole))
+        if whole:
+            raise PerEvent("mostly work a whole-batch call does not make cheaper")
+
+    failed_before = failures()
+    with caplog.at_level(logging.WARNING, logger="aftersales.kafka"):
+        await reliable.handle(decode_records(poll(0, 0, ["a", "b", "c"])), per_event_please)
+    assert calls == [(3, True), (1, False), (1, False), (1, False)]
+    assert failures() == failed_before and caplog.records == []
