@@ -191,3 +191,35 @@ async def test_a_batch_handler_asking_for_event_by_event_is_not_a_failure(
         await reliable.handle(decode_records(poll(0, 0, ["a", "b", "c"])), per_event_please)
     assert calls == [(3, True), (1, False), (1, False), (1, False)]
     assert failures() == failed_before and caplog.records == []
+
+
+async def test_a_whole_batch_call_that_times_out_is_applied_in_halves_in_order_down_to_single_events() -> (
+    None
+):
+    # The store manages two events within one timeout: 8 at once time out, then 4, then the pairs apply.
+    reliable = batched_consumer(timeout_s=0.2, standard_batch=500, budget_s=30)
+    calls: list[list[int]] = []
+
+    async def overloaded(planned: Sequence[Delivery], whole: bool) -> None:
+        calls.append([d.offset for d in planned])
+        await asyncio.sleep(0.08 * len(planned))
+
+    records = poll(0, 0, ["a", "b", "a", "c", "a", "d", "e", "a"])
+    await reliable.handle(decode_records(records), overloaded)
+    assert calls == [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3], [0, 1], [2, 3], [4, 5, 6, 7], [4, 5], [6, 7]]
+
+
+async def test_after_a_split_the_per_event_path_takes_only_what_the_batch_handler_did_not_apply() -> None:
+    reliable = batched_consumer(timeout_s=0.2, standard_batch=500, budget_s=30)
+    calls: list[tuple[list[int], bool]] = []
+
+    async def refuses_offset_5(planned: Sequence[Delivery], whole: bool) -> None:
+        calls.append(([d.offset for d in planned], whole))
+        if whole and len(planned) > 2:
+            await asyncio.sleep(1)  # times out
+        if whole and any(d.offset == 5 for d in planned):
+            raise PerEvent("this part is better one by one")
+
+    await reliable.handle(decode_records(poll(0, 0, [f"t{i}" for i in range(8)])), refuses_offset_5)
+    per_event = sorted(offsets[0] for offsets, whole in calls if not whole)
+    assert per_event == [4, 5, 6, 7]  # 0-3 applied whole in pairs; from the refused part on, one by one

@@ -76,7 +76,8 @@ DLQ_MESSAGES = Counter(
 )
 CONSUMER_RETRIES = Counter(
     "aftersales_consumer_retries_total",
-    "Handler attempts that failed and were retried, by kind (transient: never dead-lettered)",
+    "Handler attempts that failed and were retried, by kind (transient: never dead-lettered; split: a "
+    "whole-batch call that timed out, applied again in halves)",
     ["topic", "kind"],
 )
 CONSUMER_HANDBACKS = Counter(
@@ -210,6 +211,9 @@ class Progress:
 
     def finish(self, record: Any) -> None:
         self.finished.add((record.topic, record.partition, record.offset))
+
+    def is_finished(self, record: Any) -> bool:
+        return (record.topic, record.partition, record.offset) in self.finished
 
     def first_unfinished(self) -> dict[Position, int]:
         """Per partition with an unfinished record, the offset of the first one."""
@@ -466,11 +470,12 @@ class ReliableConsumer:
             progress.finish(item.record)
         if not deliveries:
             return
-        if self.batched and await self._try_batch(run, deliveries, deadline):
+        if self.batched and await self._try_batch(run, deliveries, deadline, progress):
             return
         groups: dict[Any, list[Delivery]] = {}
         for d in deliveries:
-            groups.setdefault(d.record.key, []).append(d)
+            if not progress.is_finished(d.record):  # applied by a part of the batch handler's
+                groups.setdefault(d.record.key, []).append(d)
         gate = asyncio.Semaphore(self.concurrency)
 
         async def in_order(group: list[Delivery]) -> None:
@@ -484,25 +489,40 @@ class ReliableConsumer:
         if failures:
             raise failures[0]  # the unfinished part is polled again (handlers are idempotent)
 
-    async def _try_batch(self, run: Runner, deliveries: list[Delivery], deadline: float) -> bool:
-        """Offer the whole batch to the batch handler; True when it applied it."""
-        attempt = 0
-        while True:
+    async def _try_batch(
+        self, run: Runner, deliveries: list[Delivery], deadline: float, progress: Progress
+    ) -> bool:
+        """Offer the batch to the batch handler; True when it applied all of it. A call that times out
+        is split in two halves applied one after the other (each key's events keep their order), down to
+        single events: an overloaded store then still makes progress, which a hand-back keeps, instead
+        of retrying a batch too large for the timeout until the budget runs out. False sends what is
+        not applied yet to the per-event path."""
+        parts, attempt = [deliveries], 0
+        while parts:
+            part = parts[0]
             attempt += 1
             try:
-                await asyncio.wait_for(run(deliveries, True), self._batch_timeout_s(len(deliveries)))
+                await asyncio.wait_for(run(part, True), self._batch_timeout_s(len(part)))
             except (PoisonEvent, PerEvent):
                 return False
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and len(part) > 1:
+                    CONSUMER_RETRIES.labels(part[0].topic, "split").inc()
+                    note_failure()  # cancelled mid-way: it may have written part of its effects
+                    parts[0:1] = [part[: len(part) // 2], part[len(part) // 2 :]]
+                    continue
                 if not is_transient(exc):
                     note_failure()
                     log.warning("batch handler failed; handling the batch event by event", exc_info=True)
                     return False
-                await self._back_off(deliveries[0].record, attempt, exc, deadline)
+                await self._back_off(part[0].record, attempt, exc, deadline)
                 continue
-            for d in deliveries:
+            parts.pop(0)
+            attempt = 0
+            for d in part:
+                progress.finish(d.record)
                 EVENTS_HANDLED.labels(d.topic, d.event.type).inc()
-            return True
+        return True
 
     def _batch_timeout_s(self, records: int) -> float:
         """The handler timeout for every `consumer_batch_max_records` records of a whole-batch call, up to
