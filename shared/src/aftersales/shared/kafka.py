@@ -185,6 +185,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 Position = tuple[str, int]  # a topic and one of its partitions
+LARGE_PARTITION_FETCH = 4 * 1024 * 1024  # the most a subscription with larger batches fetches per partition
+LARGE_FETCH = 32 * 1024 * 1024  # and per fetch
 
 
 class PerEvent(Exception):
@@ -346,7 +348,8 @@ def subscribe(
 
     `max_records` overrides `consumer_batch_max_records` for a subscription whose batch handler gains
     from larger batches (IoT alerts fold per storm: the more of a storm's alerts one batch holds, the
-    fewer writes per alert). A whole-batch call's timeout grows with the batch beyond
+    fewer writes per alert); its fetch sizes grow in proportion, up to 4 MiB a partition and 32 MiB a
+    fetch. A whole-batch call's timeout grows with the batch beyond
     `consumer_batch_max_records` records, up to `consumer_retry_budget_s`, so a large batch is not cut
     for its size.
     """
@@ -361,6 +364,15 @@ def subscribe(
         batched=batch_handler is not None,
     )
     batch_records = max_records or settings.consumer_batch_max_records
+    # A batch is what one fetch brought: larger batches need fetches larger in proportion (bounded).
+    scale = max(1.0, batch_records / settings.consumer_batch_max_records)
+    partition_bytes = max(
+        settings.consumer_partition_fetch_bytes,
+        min(int(settings.consumer_partition_fetch_bytes * scale), LARGE_PARTITION_FETCH),
+    )
+    fetch_bytes = max(
+        settings.consumer_fetch_max_bytes, min(int(settings.consumer_fetch_max_bytes * scale), LARGE_FETCH)
+    )
     physical = [settings.topic(t) for t in topics]
     router = KafkaRouter(middlewares=(consumer,))
     router.subscriber(
@@ -372,8 +384,8 @@ def subscribe(
         max_records=batch_records,
         batch_timeout_ms=100,
         # bounded fetches: a consumer far behind holds what it fetched, per partition, in memory
-        max_partition_fetch_bytes=settings.consumer_partition_fetch_bytes,
-        fetch_max_bytes=settings.consumer_fetch_max_bytes,
+        max_partition_fetch_bytes=partition_bytes,
+        fetch_max_bytes=fetch_bytes,
         decoder=decode_cloud_events,
         title=f"{consumer.group}:{','.join(physical)}",
         description=_describe(handler),
