@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -72,15 +73,14 @@ class Handler:
         self.applied[(delivery.partition, delivery.offset)] += 1
 
 
-def consumer(budget_s: float) -> ReliableConsumer:
-    settings = ServiceSettings(service_name="hand-back-test", consumer_retry_budget_s=budget_s)
+def consumer(budget_s: float, *, batched: bool = False, **settings: Any) -> ReliableConsumer:
     return ReliableConsumer(
         None,  # type: ignore[arg-type]  # nothing is dead-lettered here
-        settings,
-        group="hand-back-test",
+        ServiceSettings(service_name="batches-test", consumer_retry_budget_s=budget_s, **settings),
+        group="batches-test",
         retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
         ignore_unknown_types=True,
-        batched=False,
+        batched=batched,
     )
 
 
@@ -143,19 +143,11 @@ async def test_only_records_finished_past_the_rewind_point_are_remembered_and_a_
 
 
 def batched_consumer(*, timeout_s: float, standard_batch: int, budget_s: float) -> ReliableConsumer:
-    settings = ServiceSettings(
-        service_name="batch-test",
+    return consumer(
+        budget_s,
+        batched=True,
         consumer_handler_timeout_s=timeout_s,
         consumer_batch_max_records=standard_batch,
-        consumer_retry_budget_s=budget_s,
-    )
-    return ReliableConsumer(
-        None,  # type: ignore[arg-type]  # nothing is dead-lettered here
-        settings,
-        group="batch-test",
-        retry=RetryPolicy(max_attempts=3, backoff_s=0.05),
-        ignore_unknown_types=True,
-        batched=True,
     )
 
 
