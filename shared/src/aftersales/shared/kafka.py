@@ -221,7 +221,7 @@ class Progress:
         """Per partition with an unfinished record, the offset of the first one."""
         out: dict[Position, int] = {}
         for r in self.records:
-            if (r.topic, r.partition, r.offset) not in self.finished:
+            if not self.is_finished(r):
                 at = (r.topic, r.partition)
                 out[at] = min(out.get(at, r.offset), r.offset)
         return out
@@ -366,13 +366,8 @@ def subscribe(
     batch_records = max_records or settings.consumer_batch_max_records
     # A batch is what one fetch brought: larger batches need fetches larger in proportion (bounded).
     scale = max(1.0, batch_records / settings.consumer_batch_max_records)
-    partition_bytes = max(
-        settings.consumer_partition_fetch_bytes,
-        min(int(settings.consumer_partition_fetch_bytes * scale), LARGE_PARTITION_FETCH),
-    )
-    fetch_bytes = max(
-        settings.consumer_fetch_max_bytes, min(int(settings.consumer_fetch_max_bytes * scale), LARGE_FETCH)
-    )
+    partition_bytes = _scaled(settings.consumer_partition_fetch_bytes, scale, LARGE_PARTITION_FETCH)
+    fetch_bytes = _scaled(settings.consumer_fetch_max_bytes, scale, LARGE_FETCH)
     physical = [settings.topic(t) for t in topics]
     router = KafkaRouter(middlewares=(consumer,))
     router.subscriber(
@@ -391,6 +386,11 @@ def subscribe(
         description=_describe(handler),
     )(_applier(handler, batch_handler))
     broker.include_router(router)
+
+
+def _scaled(configured: int, scale: float, cap: int) -> int:
+    """A fetch size grown by `scale`, never past `cap` (nor below what is configured)."""
+    return max(configured, min(int(configured * scale), cap))
 
 
 def _applier(
