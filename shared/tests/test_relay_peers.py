@@ -4,8 +4,11 @@ started. In-memory database: the lease logic, not the server, is under test."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
+
+from pymongo.errors import NetworkTimeout
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.envelope import CloudEvent
@@ -60,3 +63,46 @@ async def test_each_gone_process_is_told_once() -> None:
     except ConnectionError:
         pass
     assert told == ["relay left", "dead relay", "relay left"]
+
+
+class Unscannable:
+    """A collection whose scans (`find` with a filter) time out; reads by `_id` answer."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "find":
+            raise NetworkTimeout("timed out (configured timeouts: socketTimeoutMS: 10000.0ms)")
+        return getattr(self._collection, name)
+
+
+async def test_a_start_up_sweep_that_keeps_failing_does_not_hold_up_notified_events() -> None:
+    """Before, the start-up sweep ran in the relay's only loop: while it failed, nothing was published."""
+    real: Any = InMemoryMongo()["svc"]
+    await real[LEASES].insert_many(
+        [{"_id": "registry"}, {"_id": "killed", "alive_at": datetime.now(UTC) - timedelta(hours=1)}]
+    )
+    db = {"orders": Unscannable(real["orders"]), LEASES: real[LEASES]}
+    published: list[str] = []
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        published.append(ev.subject)
+
+    relay = OutboxRelay(cast(Any, db), ["orders"], publish, poll_interval_s=0.05)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await real["orders"].insert_one(new_with_events({"_id": "T1"}, Topic.TICKETS, [ticket_created("T1")]))
+        relay.notify("orders", "T1")
+        for _ in range(100):
+            if published and relay.stalled_since is not None:
+                break
+            await asyncio.sleep(0.05)
+        while_running = list(published)  # (a relay that stops publishes what is queued, in any case)
+    finally:
+        stop.set()
+        await running
+    assert while_running == ["T1"]
+    assert not relay.registered.is_set()  # the recovery is still owed ...
+    assert relay.stalled_since is not None  # ... and readiness hears of it

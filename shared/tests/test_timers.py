@@ -9,7 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, NetworkTimeout
 
 from aftersales.shared.mongo import Database
 from aftersales.shared.testing import InMemoryMongo
@@ -137,3 +137,39 @@ async def test_a_due_pending_timer_is_won_in_one_write_without_a_read() -> None:
     timers._collection.find_one = counted
     assert await one.fire_due(handler, now=soon()) == 1
     assert fired == ["tm-9"] and reads == []
+
+
+class Unscannable:
+    """A collection whose scans (`find`) time out, as a whole-collection read on a busy FerretDB does."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+        self.scans = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "find":
+            self.scans += 1
+            raise NetworkTimeout("timed out (configured timeouts: socketTimeoutMS: 10000.0ms)")
+        return getattr(self._collection, name)
+
+
+async def test_a_scan_that_keeps_failing_does_not_stop_the_timers_this_replica_knows_from_firing() -> None:
+    """Before, the start-up scan and firing shared one step: a scan that timed out at every pass (a
+    large collection on FerretDB) meant no timer of that replica ever fired."""
+    db = InMemoryMongo()["test"]
+    timers = Unscannable(db["timers"])
+    replica = DurableTimers(cast(Database, {"timers": timers}), poll_interval_s=0.05)
+    await replica.schedule("breach-1", "sla", soon())
+    fired, handler = recorder()
+    stop = asyncio.Event()
+    running = asyncio.create_task(replica.run(handler, stop))
+    try:
+        for _ in range(100):
+            if fired and timers.scans >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await running
+    assert fired == ["breach-1"]
+    assert timers.scans >= 2  # the failed start-up scan is tried again, not given up

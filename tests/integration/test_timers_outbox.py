@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from harness import Infra, mongo, unique
+from harness import Infra, mongo, unique, wait_until
+from pymongo import AsyncMongoClient
+from pymongo.errors import NetworkTimeout
 
 from aftersales.shared import mongo as mongo_module
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import TicketCancelled
 from aftersales.shared.envelope import CloudEvent, new_event
 from aftersales.shared.mongo import ensure_indexes
-from aftersales.shared.outbox import OutboxRelay, new_with_events, outbox_indexes, with_events
+from aftersales.shared.outbox import PENDING_QUERY, OutboxRelay, new_with_events, outbox_indexes, with_events
 from aftersales.shared.timers import TIMER_INDEXES, DurableTimers, Timer
 
 
@@ -363,3 +367,52 @@ async def test_timers_only_a_gone_process_knew_of_are_fired_by_a_running_replica
     assert fired == ["due-clean stop", "due-kill"]
     await client.drop_database(db.name)
     await client.close()
+
+
+async def test_a_sweep_longer_than_the_socket_timeout_still_recovers_and_never_holds_up_new_events(
+    infra: Infra,
+) -> None:
+    """A relay killed with events left behind, in a collection large enough that the start-up sweep's
+    scan (FerretDB decodes every document) outlasts the client's socket timeout. Before: the sweep timed
+    out at every pass, the relay never got past its start-up, and nothing it was notified of was ever
+    published (the chaos run's accepted tickets without a created event)."""
+    socket_timeout_s = 0.2
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        infra.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000, socketTimeoutMS=200
+    )
+    db = client[unique("bigsweep_")]
+    await ensure_indexes(db, outbox_indexes(["orders"]))
+    col = db["orders"]
+    filler = "x" * 4000
+    for start in range(0, 6000, 1000):
+        await col.insert_many([{"_id": f"old-{n}", "filler": filler} for n in range(start, start + 1000)])
+    await col.insert_one(new_with_events({"_id": "left"}, Topic.TICKETS, [event("left", 0)]))
+    await db["outbox_relays"].insert_many(
+        [{"_id": "registry"}, {"_id": "killed", "alive_at": datetime.now(UTC) - timedelta(hours=1)}]
+    )
+    started = time.monotonic()
+    with pytest.raises(NetworkTimeout):  # the set-up holds: a plain scan outlasts the socket timeout
+        await col.find(PENDING_QUERY, {"_id": 1}).to_list()
+    assert time.monotonic() - started >= socket_timeout_s
+
+    publish = Recorder()
+    relay = OutboxRelay(db, ["orders"], publish, heartbeat_s=0.5, scan_timeout_s=120)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await col.insert_one(new_with_events({"_id": "fresh"}, Topic.TICKETS, [event("fresh", 0)]))
+        relay.notify("orders", "fresh")
+        await wait_until("both events published", lambda: _both(publish.subjects), timeout_s=60)
+        await asyncio.wait_for(relay.registered.wait(), 10)  # the start-up recovery went through
+    finally:
+        stop.set()
+        await running
+    assert relay.stalled_since is None
+    await client.close()
+    admin = mongo(infra)  # dropping this much outlasts the short socket timeout too
+    await admin.drop_database(db.name)
+    await admin.close()
+
+
+async def _both(subjects: list[str]) -> bool | None:
+    return {"left", "fresh"} <= set(subjects) or None

@@ -210,3 +210,39 @@ async def test_a_requests_batch_carrying_more_than_a_batch_of_non_alert_requests
         await requests.on_requests(batch(3))
     with pytest.raises(LookupError, match="reached"):  # two are handled in the whole-batch call
         await requests.on_requests(batch(2))
+
+
+async def test_a_creation_that_landed_while_its_caller_got_an_error_is_published_when_replayed(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticket's insert is applied, but its answer is lost (a connection broke, the socket timed
+    out): the caller sees an error and nobody tells the relay. The caller's retry with the same key is a
+    replay, and hands the ticket to the relay: its created event is not left in the outbox."""
+    from pymongo.errors import AutoReconnect
+
+    from aftersales.shared import mongo_in_memory
+
+    lost: list[str] = []
+
+    async def insert_then_lose_the_answer(self: Any, document: Any, *args: Any, **kwargs: Any) -> Any:
+        result = self._sync.insert_one(document, *args, **kwargs)
+        if not lost and "outbox" in document:
+            lost.append(document["_id"])
+            raise AutoReconnect("connection closed before the answer")
+        return result
+
+    monkeypatch.setattr(
+        mongo_in_memory._AsyncCollection, "insert_one", insert_then_lose_the_answer, raising=False
+    )
+    headers = {**intake.auth(WEB), "Idempotency-Key": "web-lost-answer"}
+    r = await intake.http.post("/v1/tickets", json=web_request(), headers=headers)
+    assert r.status_code == 503 and r.headers["Retry-After"], r.text  # not a 500: send it again
+    assert r.json()["error"] == "database_unavailable"
+    assert lost and await intake.runtime.db["tickets"].find_one(
+        {"_id": lost[0], "outbox.0": {"$exists": True}}
+    )
+
+    r = await intake.http.post("/v1/tickets", json=web_request(), headers=headers)
+    assert r.status_code == 200 and r.json()["id"] == lost[0], r.text
+    [created] = await intake.published.wait_for(CREATED)
+    assert created.subject == lost[0]

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from pymongo.errors import ConnectionFailure, WriteConcernError
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -236,6 +237,22 @@ def create_app(
         # may simply be sent again.
         return JSONResponse(
             {"error": "busy", "message": str(exc) or "busy; try again"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(ConnectionFailure)
+    @app.exception_handler(WriteConcernError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # The database did not answer (frozen, restarting, a connection broke): a write may or may not
+        # have landed, so the caller is told to send the same request again, which is safe with its
+        # Idempotency-Key (a creation's replay also publishes what the first attempt left pending).
+        return JSONResponse(
+            {
+                "error": "database_unavailable",
+                "message": "the database did not answer; send the same request again (with the same "
+                "Idempotency-Key, where the route takes one)",
+            },
             status_code=503,
             headers={"Retry-After": "1"},
         )

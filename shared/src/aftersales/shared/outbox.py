@@ -16,7 +16,10 @@ its last flush), so a start-up finds the lease of a relay that died (and sweeps)
 a lease nobody renewed for `STALE_BEATS` heartbeats (and sweeps), and an unconfirmed write
 (`mongo.unconfirmed_writes`) makes its own process sweep a heartbeat later. On MongoDB the sweep reads a
 sparse index of the pending documents; on FerretDB 1.x it reads every document, which is why it must not
-run on a clock there (`outbox_sweep_interval_s` adds such a clock, off by default).
+run on a clock there (`outbox_sweep_interval_s` adds such a clock, off by default), and why it runs beside
+the fast path, never in its way, under its own timeout (`mongodb_scan_timeout_s`): a start-up sweep of a
+large collection outlasts a socket timeout, and when it shared the fast path's loop, a relay whose sweep
+kept timing out published nothing at all.
 
 Every hot-path operation filters by `_id` alone. FerretDB 1.x pushes nothing else down to SQLite (any
 other filter scans the whole collection), so scans are kept to the sweep. Two relays working on one
@@ -26,6 +29,7 @@ document at once (two replicas) only duplicate events; the first copy of each ev
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import uuid
@@ -34,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pymongo
 from prometheus_client import Counter, Gauge
 
 from aftersales.shared.envelope import CloudEvent
@@ -184,6 +189,7 @@ class OutboxRelay:
         poll_interval_s: float = 0.5,
         heartbeat_s: float = 10.0,
         sweep_interval_s: float = 0.0,
+        scan_timeout_s: float = 600.0,
     ) -> None:
         self._db = db
         self._collections = list(collections)
@@ -192,6 +198,7 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._heartbeat_s = heartbeat_s
         self._sweep_interval_s = sweep_interval_s  # a sweep on a clock as well (0: none)
+        self._scan_timeout_s = scan_timeout_s  # how long one sweep's scan of a collection may take
         self.leases = RelayLeases(db, heartbeat_s)
         self._doubts_seen = unconfirmed_writes()
         self._doubted_at: float | None = None  # loop time an unconfirmed write was first seen
@@ -202,7 +209,8 @@ class OutboxRelay:
         # lock is dropped only when nobody waits for it (never two relays of one document at once).
         self._locks: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
         self._sweep_requested = asyncio.Event()
-        self.stalled_since: float | None = None  # loop time of the first failed pass of a failing streak
+        self._drain_failing_since: float | None = None  # loop time publishing began failing (see below)
+        self._sweep_failing_since: float | None = None  # loop time the slow path began failing
         self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
         self._peer_listeners: list[Callable[[str], None]] = []
         self._started_at = datetime.now(UTC)
@@ -230,16 +238,59 @@ class OutboxRelay:
         self._sweep_requested.set()
         self._work.set()
 
+    @property
+    def stalled_since(self) -> float | None:
+        """Loop time the first failed pass of a failing streak began (publishing, or a sweep), or None."""
+        failing = [t for t in (self._drain_failing_since, self._sweep_failing_since) if t is not None]
+        return min(failing, default=None)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set, then publish what is still queued so nothing written waits."""
+        """Relay until `stop` is set, then publish what is still queued so nothing written waits.
+
+        Two loops: the fast path publishes notified documents as they come; the slow path takes this
+        relay's lease, renews it, and runs the sweeps (at start-up for a relay that died, later for one
+        whose lease went stale or a write of this process left unconfirmed). A sweep reads a whole
+        collection on FerretDB: it runs under `scan_timeout_s`, not the socket timeout, and however long
+        it takes or often it fails, new events keep flowing."""
+        slow = asyncio.create_task(self._recover(stop), name="outbox-sweeps")
+        try:
+            await self._relay_notified(stop)
+            await self._drain_queue()
+            await slow  # it ends its pass (a beat forgets the leases it swept for), then stops
+        finally:
+            if not slow.done():  # cancelled (the shutdown's grace ran out): so is the slow path
+                slow.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slow
+        await self._drain_queue()
+
+    async def _relay_notified(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        next_beat = next_sweep = loop.time()
         while not stop.is_set():
             try:
-                if not self.registered.is_set():  # recover what a relay that died left behind
-                    if await self.leases.register():
-                        await self.sweep("start-up")
-                        await self.leases.recovered()
+                await self._drain_queue()
+                self._drain_failing_since = None
+            except Exception:
+                OUTBOX_FAILURES.inc()
+                self._drain_failing_since = self._drain_failing_since or loop.time()
+                log.exception("outbox relay pass failed; will retry")
+                await asyncio.sleep(self._poll_interval_s)
+            await self._wait_for_work(stop, wait_s=self._poll_interval_s * 10)
+
+    async def _recover(self, stop: asyncio.Event) -> None:
+        """The slow path: lease, heartbeats and sweeps (see `run`)."""
+        loop = asyncio.get_running_loop()
+        next_beat = next_sweep = loop.time()
+        startup_owed: bool | None = None  # None: the lease is not taken yet
+        while not stop.is_set():
+            try:
+                if startup_owed is None:
+                    startup_owed = await self.leases.register()
+                if startup_owed:  # recover what a relay that died left behind
+                    await self.sweep("start-up")
+                    await self.leases.recovered()
+                    startup_owed = False
+                if not self.registered.is_set():
                     self.registered.set()
                     OUTBOX_STARTED.set(1)
                     next_sweep = loop.time() + self._sweep_interval_s
@@ -251,18 +302,15 @@ class OutboxRelay:
                     self._sweep_requested.clear()
                     await self.sweep("requested" if requested else "interval")
                     next_sweep = loop.time() + self._sweep_interval_s
-                await self._drain_queue()
-                self.stalled_since = None
+                self._sweep_failing_since = None
             except Exception:
                 OUTBOX_FAILURES.inc()
-                if self.stalled_since is None:
-                    self.stalled_since = loop.time()
-                log.exception("outbox relay pass failed; will retry")
+                self._sweep_failing_since = self._sweep_failing_since or loop.time()
+                log.exception("outbox relay sweep or heartbeat failed; will retry")
                 await asyncio.sleep(self._poll_interval_s)
-            await self._wait_for_work(
-                stop, wait_s=min(self._poll_interval_s * 10, max(0.0, next_beat - loop.time()))
-            )
-        await self._drain_queue()
+            due = min(next_beat, next_sweep) if self._sweep_interval_s else next_beat
+            wait_s = max(0.0, due - loop.time()) if self.registered.is_set() else 0.0
+            await _first_of(stop, self._sweep_requested, timeout_s=wait_s)
 
     async def _beat(self, now: float) -> None:
         """Renew this relay's lease; sweep for a relay whose lease went stale (then forget the lease), or
@@ -312,13 +360,10 @@ class OutboxRelay:
             await self.leases.release()
 
     async def _wait_for_work(self, stop: asyncio.Event, wait_s: float) -> None:
-        if not self._queue.empty() or self._sweep_requested.is_set():
+        if not self._queue.empty():
             return
         self._work.clear()
-        waiters = [asyncio.ensure_future(self._work.wait()), asyncio.ensure_future(stop.wait())]
-        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
+        await _first_of(stop, self._work, timeout_s=wait_s)
 
     async def _drain_queue(self) -> int:
         """Relay every notified document, up to RELAY_CONCURRENCY at a time (order is per document).
@@ -346,10 +391,16 @@ class OutboxRelay:
 
     async def sweep(self, reason: str = "requested") -> int:
         """Queue every document whose outbox is not empty and publish what is queued; return how many
-        events were published (what fails to publish stays queued, like any notified document)."""
+        events were published (what fails to publish stays queued, like any notified document).
+
+        The scan runs under `scan_timeout_s` instead of the client's socket timeout: on FerretDB it
+        decodes every document of the collection, which takes longer than any single operation should
+        as the collection grows (a sweep that always timed out would never recover anything)."""
         for name in self._collections:
-            async for d in self._db[name].find(PENDING_QUERY, {"_id": 1}):
-                self.notify(name, d["_id"])
+            with pymongo.timeout(self._scan_timeout_s):
+                found = [d["_id"] async for d in self._db[name].find(PENDING_QUERY, {"_id": 1})]
+            for doc_id in found:
+                self.notify(name, doc_id)
         OUTBOX_SWEEPS.labels(reason).inc()
         return await self._drain_queue()
 
@@ -390,3 +441,13 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.labels(entry["topic"]).inc()
         await col.update_one({"_id": doc_id}, {"$pullAll": {"outbox": entries}})
         return len(entries)
+
+
+async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
+    """Wait until one of `events` is set, or `timeout_s` passed."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()

@@ -111,12 +111,14 @@ class ServiceRuntime:
             poll_interval_s=settings.outbox_poll_interval_s,
             heartbeat_s=settings.outbox_heartbeat_s,
             sweep_interval_s=settings.outbox_sweep_interval_s,
+            scan_timeout_s=settings.mongodb_scan_timeout_s,
         )
         self.timers = DurableTimers(
             self.db,
             lease_s=settings.timer_lease_s,
             poll_interval_s=settings.timer_poll_interval_s,
             scan_interval_s=settings.timer_scan_interval_s,
+            scan_timeout_s=settings.mongodb_scan_timeout_s,
         )
         # A process gone (or a write unconfirmed) may have left timers only its memory knew of.
         self.relay.on_peer_change(self.timers.request_refresh)

@@ -85,6 +85,13 @@ class ServiceSettings(BaseSettings):
     mongodb_socket_timeout_s: float = Field(
         default=30.0, gt=0, description="a database call that has not answered after this fails (retried)"
     )
+    mongodb_scan_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="how long one scan of a whole collection may take (the outbox sweep and the timer "
+        "scan, which run on evidence, rarely): on FerretDB they read every document, longer than a "
+        "socket timeout once a collection is large",
+    )
 
     consumer_max_attempts: int = Field(
         default=4, ge=1, le=20, description="tries before a message goes to the DLQ"

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pymongo
 from prometheus_client import Counter, Gauge
 from pymongo import ReturnDocument
 
@@ -70,6 +71,7 @@ LOOK_AGAIN = timedelta(seconds=2)
 # was armed for raises RetryLater while `timer.attempts` is below this, then takes "that write never
 # happened": retries after 2, 4, 8, 16 and 32 s outlast a database operation's 30 s socket timeout.
 NOT_WRITTEN_RETRIES = 6
+_DUE = {"due_at": 1, "lease_until": 1}
 TIMER_INDEXES = [IndexSpec(COLLECTION, [("state", 1), ("due_at", 1)])]
 
 
@@ -98,6 +100,7 @@ class DurableTimers:
         poll_interval_s: float = 1.0,
         scan_interval_s: float = 0.0,
         handler_timeout_s: float | None = None,
+        scan_timeout_s: float = 600.0,
     ) -> None:
         self._col = db[COLLECTION]
         self._lease = timedelta(seconds=lease_s)
@@ -105,6 +108,7 @@ class DurableTimers:
         self._handler_timeout_s = handler_timeout_s or lease_s / 2
         self._poll_interval_s = poll_interval_s
         self._scan_interval_s = scan_interval_s  # a scan on a clock as well (0: only on evidence)
+        self._scan_timeout_s = scan_timeout_s  # how long one scan may take (longer than a socket timeout)
         self._refresh_requested = True  # the first pass of `run` scans (start-up)
         self._owner = uuid.uuid4().hex
         self._firing: set[str] = set()  # the timers this replica's handlers are running now
@@ -163,11 +167,11 @@ class DurableTimers:
 
         The collection holds only timers still to fire (fired ones are deleted), so this scan is as
         large as the open work, not as the history."""
-        count = 0
-        async for doc in self._col.find({"state": {"$in": list(ACTIVE)}}, {"due_at": 1, "lease_until": 1}):
+        with pymongo.timeout(self._scan_timeout_s):  # on FerretDB: every document, beyond a socket timeout
+            found = [d async for d in self._col.find({"state": {"$in": list(ACTIVE)}}, _DUE)]
+        for doc in found:
             self._remember(doc["_id"], max(doc["due_at"], doc.get("lease_until") or doc["due_at"]))
-            count += 1
-        return count
+        return len(found)
 
     async def claim(self, timer_id: str, now: datetime) -> Timer | None:
         """Try to win timer `timer_id` if it is due; return it, or None when not due or won elsewhere.
@@ -302,18 +306,18 @@ class DurableTimers:
         loop = asyncio.get_running_loop()
         next_scan = loop.time() + self._scan_interval_s
         while not stop.is_set():
-            try:
-                clock = self._scan_interval_s > 0 and loop.time() >= next_scan
-                if self._refresh_requested or clock:
-                    self._refresh_requested = False
-                    try:
-                        found = await self.refresh()
-                    except BaseException:
-                        self._refresh_requested = True  # scanned in part: scan again
-                        raise
+            clock = self._scan_interval_s > 0 and loop.time() >= next_scan
+            if self._refresh_requested or clock:
+                self._refresh_requested = False
+                try:
+                    found = await self.refresh()
                     TIMER_SCANS.labels("interval" if clock else "evidence").inc()
                     ACTIVE_FOUND.set(found)
                     next_scan = loop.time() + self._scan_interval_s
+                except Exception:  # the timers this replica knows of still fire (below)
+                    self._refresh_requested = True  # scanned in part: scan again
+                    log.exception("timer scan failed; will retry")
+            try:
                 await self.fire_due(handler, stop=stop)
             except Exception:
                 log.exception("timer sweep failed; will retry")

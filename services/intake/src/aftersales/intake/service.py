@@ -219,8 +219,8 @@ class Intake:
                 "this Idempotency-Key was already used for a different request; use a new key",
                 field="Idempotency-Key",
             )
-        # heals a crash between the ticket's and the customer's write
-        await self._remember_customer(earlier, request, caller=caller, staff=staff)
+        self.store.relay_pending(earlier.id)  # heals a crash (or a lost answer) after the ticket's write,
+        await self._remember_customer(earlier, request, caller=caller, staff=staff)  # and after this one
         metrics.TICKETS_REPLAYED.labels(source).inc()
         return Submitted(earlier, "replayed")
 

@@ -173,6 +173,12 @@ class TicketStore(StormKeys):
         """Hand the ticket to the outbox relay (repeated notifications of one ticket coalesce)."""
         self._runtime.relay.notify(TICKETS, ticket_id)
 
+    def relay_pending(self, ticket_id: str) -> None:
+        """Have the relay publish whatever the ticket still holds in its outbox (nothing: one read by
+        `_id`). For a replayed creation: its first attempt may have landed while its caller got an
+        error (a timeout, a killed process), so nobody told this process's relay about it."""
+        self._notify(ticket_id)
+
     # ------------------------------------------------------------ tickets: the aggregate
 
     async def load(
