@@ -103,6 +103,10 @@ async def fetch_all(http: httpx.AsyncClient, urls: list[str]) -> list[httpx.Resp
     return list(await asyncio.gather(*(one(u) for u in urls)))
 
 
+def answer(r: httpx.Response | None) -> str:
+    return "no answer" if r is None else str(r.status_code)
+
+
 def distinct(records: list[Any]) -> list[tuple[dict[str, str], dict[str, Any]]]:
     """The records of a topic as (headers, data), each CloudEvent once (relays may publish twice)."""
     seen: set[str] = set()
@@ -174,23 +178,27 @@ async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
     f.figures["tickets_created_on_topic"] = len(created)
     unpublished = sorted(accepted - set(created))
     f.figures["tickets_lost"] = len(unpublished)
-    f.details.extend(f"tickets_lost: {t} has no created event on the tickets topic" for t in unpublished[:20])
 
     # Timers due by now must fire; ones falling due while the slots settle below are not judged.
     due_before = datetime.now(UTC) - timedelta(minutes=cfg.first_response_minutes, seconds=15)
     async with httpx.AsyncClient(timeout=30) as http:
         ids = sorted(set(created))
-        intake = await fetch_all(http, [f"{platform.url('intake')}/v1/tickets/{t}" for t in ids])
+        # Every accepted ticket is read back, published or not: a ticket missing from the topic that
+        # intake holds is an event stuck in its outbox, one intake does not hold was never stored.
+        asked = sorted(set(ids) | accepted)
+        urls = [f"{platform.url('intake')}/v1/tickets/{t}" for t in asked]
+        intake = dict(zip(asked, await fetch_all(http, urls), strict=True))
+        f.details.extend(
+            f"tickets_lost: {t} has no created event on the tickets topic; GET gave {answer(intake[t])}"
+            for t in unpublished[:20]
+        )
         unread = [
             (t, r)
-            for t, r in zip(ids, intake, strict=True)
-            if t in accepted and (r is None or r.status_code != 200)
+            for t, r in intake.items()
+            if t in accepted and t in created and (r is None or r.status_code != 200)
         ]
         f.figures["tickets_lost"] += len(unread)
-        f.details.extend(
-            f"tickets_lost: GET {t} gave {'no answer' if r is None else r.status_code}"
-            for t, r in unread[:20]
-        )
+        f.details.extend(f"tickets_lost: GET {t} gave {answer(r)}" for t, r in unread[:20])
         # A slot a SIGKILL left behind is released by routing's reconciler once it is older than the
         # grace; poll until it has had its passes, so a leak that stays is a leak.
         deadline = time.monotonic() + SLOT_SETTLE_S
