@@ -267,6 +267,75 @@ async def test_x1_a_finished_batch_leaves_its_delta_until_the_next_write_and_a_c
     await client.close()
 
 
+class DiesAtWrite(WritesWatched):
+    """A collection of a store whose process dies at a given write: the collections sharing `budget`
+    together allow `budget["left"]` writes, and the next one raises."""
+
+    def __init__(self, collection: Any, budget: dict[str, int]) -> None:
+        super().__init__(collection)
+        self._budget = budget
+
+    async def _write(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        if self._budget["left"] <= 0:
+            raise ProcessDied(f"{name} on {self._collection.name}")
+        self._budget["left"] -= 1
+        return await call()
+
+
+async def test_x1_a_batch_killed_at_any_write_of_its_finish_is_counted_once_and_leaves_no_marker(
+    infra: Infra, cleanup: list[str]
+) -> None:
+    """The process recording a batch dies after each of its batch and rollup writes in turn (registering
+    the batch, moving each bucket, clearing up); a successor then recovers, the batch's event is delivered
+    again, and every bucket has counted each ticket once. Once that successor has started, no bucket
+    carries the marker of a batch no process still owes."""
+    client = mongo(infra)
+    zone = ZoneInfo("UTC")
+    at = datetime.now(UTC).replace(microsecond=0)
+    day = at.date()
+    t1 = ticket_created("T1", at)
+
+    async def scenario(name: str, writes: int) -> tuple[Any, bool, int]:
+        db = client[unique(name)]
+        cleanup.append(db.name)
+        await Recording(MetricsStore(db), zone).record([ticket_created("T0", at)])  # the buckets exist
+        budget = {"left": writes}
+        dying = MetricsStore(db)
+        dying.rollups = DiesAtWrite(dying.rollups, budget)  # type: ignore[assignment]
+        dying.batches = DiesAtWrite(dying.batches, budget)  # type: ignore[assignment]
+        died = False
+        try:
+            await Recording(dying, zone).record([t1])
+        except ProcessDied:
+            died = True
+        return db, died, budget["left"]
+
+    # A batch that does not die: how many batch and rollup writes recording one ticket takes.
+    _, died, left = await scenario("x1k_", 10**6)
+    assert not died
+    total = 10**6 - left
+    assert total >= 4  # registered, three buckets moved (the day, `current`, `alltime`), removed
+
+    for writes in range(1, total + 1):
+        db, died, _ = await scenario(f"x1k{writes}_", writes)
+        assert died == (writes < total)
+        successor = MetricsStore(db)
+        recording = Recording(successor, zone)
+        await successor.recover_batches(min_age_s=0)
+        await recording.record([t1])  # Kafka delivers the batch once more
+        await recording.record([ticket_created("T2", at)])
+        [(_, by_value)] = await successor.day_rollups("all", day, day)
+        assert by_value["all"]["created"] == 3, f"died after {writes} of {total} writes"
+        assert (await successor.current("all"))["all"]["open"] == 3, f"died after {writes} writes"
+        assert sum((await successor.alltime())["created"].values()) == 3, f"died after {writes} writes"
+        assert await db["batches"].count_documents({}) == 0
+        # What the successor finished is its own to clear with the next move; nothing else is left.
+        owed = set().union(*successor._spent.values())
+        async for bucket in db["rollups"].find({}, {"applied": 1}):
+            assert set(bucket.get("applied") or {}) <= owed, f"{bucket['_id']}, died after {writes} writes"
+    await client.close()
+
+
 class WritesCounted(WritesWatched):
     """A collection that records the name of every write made through it."""
 

@@ -6,14 +6,18 @@ Events are recorded a batch at a time, and every rollup bucket moves once per ba
    delta they cause as `pending.<batch id>`, in one version-guarded write;
 3. the deltas are summed per bucket and each bucket gets one `$inc` that also sets the marker
    `applied.<batch id>`, guarded by that marker's absence, so a retry never counts twice;
-4. the markers are removed, then the batch.
+4. the batch is removed.
 A crash anywhere leaves the batch registered; recovery sums what is still pending for it and replays
-steps 3 and 4, which the markers make harmless to repeat. No document accumulates markers: a bucket
-holds those of the batches in flight only, and a facts document those of its last batch at most: the
-`pending.<batch id>` entries of finished batches are removed by the subject's next write (step 2), not
-by a write of their own. A finished batch is one this process finished, or one `batches` no longer
-holds (a pending entry is written only after its batch was registered, and the batch is deleted only
-once its buckets moved); an entry whose batch is still registered is left for recovery.
+steps 3 and 4, which the markers make harmless to repeat. A bucket's marker goes only once its batch is
+removed, and with the bucket's next move (step 3 of a later batch), not by a write of its own: a marker
+removed while its batch was still registered would let recovery count that bucket twice. So a bucket
+holds the markers of the batches in flight and of the last one each process finished, and a marker
+left by a process that stopped is cleared at the next start (`recover_batches`). A facts document holds
+the pending entries of its last batch at most: those of finished batches are removed by the subject's
+next write (step 2), not by a write of their own. A finished batch is one this process finished, or one
+`batches` no longer holds (a pending entry or a marker is written only after its batch was registered,
+and the batch is deleted only once its buckets moved); an entry whose batch is still registered is left
+for recovery.
 `service.Recording` runs these steps; what a batch changes in each document is decided in
 `domain.fold_subject`.
 """
@@ -93,6 +97,9 @@ class MetricsStore:
         self.overdue_counter = OverdueCounter(db, self.deadlines)
         self._finished: dict[str, None] = {}  # insertion-ordered: the oldest are forgotten first
         self._open: set[str] = set()  # batches this process registered and has not finished
+        # bucket -> batches finished here whose marker on that bucket goes with the bucket's next move
+        self._spent: dict[str, set[str]] = {}
+        self._markers_swept = False  # the markers a stopped process left are cleared once, at start
 
     # ------------------------------------------------------------ facts documents (step 2)
 
@@ -180,16 +187,16 @@ class MetricsStore:
         await self._finish_batch(batch_id, [_as_paths(c) for c in changes])
 
     async def _finish_batch(self, batch_id: str, pending: Sequence[Contribution]) -> None:
-        """Steps 3 and 4: move each bucket once, then clear the markers and the batch (the subjects'
-        pending entries are cleared by their next write: see the module's docstring).
+        """Steps 3 and 4: move each bucket once, then remove the batch (its markers go with each bucket's
+        next move, the subjects' pending entries with their next write: see the module's docstring).
 
         `pending` holds the subjects' deltas in stored paths (bucket -> counter path -> amount)."""
         incs = sum_changes(pending)
         for bucket, paths in sorted(incs.items()):
             await self._apply_bucket(batch_id, bucket, paths)
-        for bucket in sorted(incs):
-            await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{batch_id}": ""}})
         await self.batches.delete_one({"_id": batch_id})
+        for bucket in incs:
+            self._spent.setdefault(bucket, set()).add(batch_id)
         self._remember_finished(batch_id)
         self._open.discard(batch_id)
 
@@ -197,20 +204,40 @@ class MetricsStore:
         seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
         if bucket.startswith("d:"):
             seed["day"] = bucket[2:]
+        spent = sorted(self._spent.get(bucket, ()))
         guard = {"_id": bucket, f"applied.{batch_id}": {"$exists": False}}
-        update = {"$inc": inc, "$set": {f"applied.{batch_id}": True}}
+        update: dict[str, Any] = {"$inc": inc, "$set": {f"applied.{batch_id}": True}}
+        if spent:
+            update["$unset"] = {f"applied.{b}": "" for b in spent}
         try:
-            await self.rollups.update_one(guard, {**update, "$setOnInsert": seed}, upsert=True)
+            result = await self.rollups.update_one(guard, {**update, "$setOnInsert": seed}, upsert=True)
         except DuplicateKeyError:
             # Either the bucket carries this batch's marker (applied before a crash) or another writer
             # created the bucket between our look and our insert: the guarded update (no upsert now
             # that the bucket exists) applies the delta in the second case and nothing in the first.
-            await self.rollups.update_one(guard, update)
+            result = await self.rollups.update_one(guard, update)
+        if spent and (result.modified_count or result.upserted_id is not None):
+            self._spent[bucket].difference_update(spent)
+
+    async def _sweep_markers(self, now: datetime) -> None:
+        """Clear the markers a stopped process left on the buckets written from now on (the current and
+        all-time buckets, the days around today): each names a batch that is no longer registered."""
+        days = {(now + timedelta(days=d)).date().isoformat() for d in (-1, 0, 1)}
+        for bucket in [CURRENT, ALLTIME, *(f"d:{d}" for d in sorted(days))]:
+            doc = await self.rollups.find_one({"_id": bucket}, {"applied": 1})
+            left = [
+                b
+                for b in (doc or {}).get("applied") or {}
+                if b not in self._open and await self.batches.find_one({"_id": b}, {"_id": 1}) is None
+            ]
+            if left:
+                await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{b}": "" for b in left}})
 
     async def recover_batches(self, *, in_flight: Collection[str] = (), min_age_s: float = 30.0) -> int:
         """Finish batches a crash left registered (older than `min_age_s`, not `in_flight` here); return how
         many."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=min_age_s)
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=min_age_s)
         stale = [b async for b in self.batches.find({}) if b["_id"] not in in_flight and b["at"] < cutoff]
         for batch in stale:
             pending: list[Contribution] = []
@@ -220,6 +247,9 @@ class MetricsStore:
                 if entries:
                     pending.append(_from_entries(entries))
             await self._finish_batch(batch["_id"], pending)
+        if not self._markers_swept:
+            await self._sweep_markers(now)
+            self._markers_swept = True
         return len(stale)
 
     # ------------------------------------------------------------ reading rollups
