@@ -106,3 +106,51 @@ async def test_a_start_up_sweep_that_keeps_failing_does_not_hold_up_notified_eve
     assert while_running == ["T1"]
     assert not relay.registered.is_set()  # the recovery is still owed ...
     assert relay.stalled_since is not None  # ... and readiness hears of it
+
+
+class SlowScan:
+    """A collection whose scans (`find`) take `seconds` before the first document; the rest answers."""
+
+    def __init__(self, collection: Any, seconds: float) -> None:
+        self._collection = collection
+        self._seconds = seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        async def slowly() -> Any:
+            await asyncio.sleep(self._seconds)
+            async for doc in self._collection.find(*args, **kwargs):
+                yield doc
+
+        return slowly()
+
+
+async def test_a_long_sweep_keeps_renewing_the_lease_so_peers_do_not_take_the_relay_for_dead() -> None:
+    """Before, the heartbeat waited behind the sweep: a sweep of many heartbeats left the lease stale, and
+    every peer swept the relay's collections again (duplicates on the topic)."""
+    real: Any = InMemoryMongo()["svc"]
+    await real[LEASES].insert_many(  # a relay that died: the start-up sweep is owed
+        [{"_id": "registry"}, {"_id": "killed", "alive_at": datetime.now(UTC) - timedelta(hours=1)}]
+    )
+    db = {"orders": SlowScan(real["orders"], seconds=1.0), LEASES: real[LEASES]}
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        return None
+
+    relay = OutboxRelay(cast(Any, db), ["orders"], publish, poll_interval_s=0.05, heartbeat_s=0.1)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    seen: set[datetime] = set()
+    try:
+        for _ in range(18):  # 0.9 s: inside the one-second start-up sweep
+            await asyncio.sleep(0.05)
+            lease = await real[LEASES].find_one({"_id": relay.leases.id})
+            if lease is not None:
+                seen.add(lease["alive_at"])
+        assert not relay.registered.is_set()  # still sweeping ...
+    finally:
+        stop.set()
+        await running
+    assert len(seen) >= 4  # ... and the lease was renewed at every heartbeat meanwhile

@@ -1,11 +1,13 @@
-"""The chaos run: tickets and IoT alert storms through all five services while they are SIGKILLed at
-random moments and restarted, the broker is restarted and the database is frozen; poison messages on
-every consumed topic. At the end, from public faces and the topics only: every accepted ticket stored
-once, every open work order held by exactly one technician, no technician over capacity, no slot held by
-a closed work order, no SLA timer lost or fired twice, KPIs equal to the inputs, and the DLQs holding
-exactly the injected poison.
+"""The chaos run: tickets and IoT alert storms through all five services, technicians accepting their
+share of the work orders as they are assigned (the rest warn, breach and escalate), while the services
+are SIGKILLed at random moments and restarted, the broker is restarted and the database is frozen;
+poison messages on every consumed topic. At the end, from public faces and the topics only: every
+accepted ticket stored once, every open work order held by exactly one technician, no technician over
+capacity, no slot held by a closed work order, no SLA timer lost or fired twice, KPIs equal to the
+inputs, and the DLQs holding exactly the injected poison.
 
-    python tests/integration/chaos.py [--tickets N] [--kills K] [--no-kafka-restart] [--db-pause S]
+    python tests/integration/chaos.py [--tickets N] [--rate R] [--alerts A] [--kills K]
+        [--no-kafka-restart] [--db-pause S] [--accept-share F]
 
 (`make chaos` runs the full size; `tests/integration/test_chaos.py` a short one inside `make test`.)
 """
@@ -23,18 +25,20 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from chaos_checks import SLOT_GRACE_S, SLOT_RECONCILE_INTERVAL_S, Findings, verify
-from harness import INFRA, PIPELINE_SERVICE_NAMES, Platform, auth, start_infra
+from harness import INFRA, PIPELINE_SERVICE_NAMES, Platform, auth, headers_of, start_infra
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.requests import IotSignal, TicketRequest
@@ -79,6 +83,9 @@ class Config:
     capacity: int = 1000
     first_response_minutes: float = 1.0
     drain_timeout_s: float = 600.0
+    # The share of work orders their technician accepts as the assignment arrives (by ticket id, so a
+    # run is repeatable); the others run their SLA clocks out: the warnings, the breach, the escalation.
+    accept_share: float = 0.8
 
 
 @dataclass
@@ -90,6 +97,12 @@ class Run:
     refused: int = 0
     poison_ids: dict[str, list[str]] = field(default_factory=dict)
     chaos_log: list[str] = field(default_factory=list)
+    work_done: asyncio.Event = field(default_factory=asyncio.Event)  # technicians stop taking work
+    accepts: Counter[str] = field(default_factory=Counter)  # what the technicians' accepts answered
+
+    def accepts_work(self, ticket_id: str) -> bool:
+        """True for the work orders a technician accepts (the same ones in every run of this ticket id)."""
+        return zlib.crc32(ticket_id.encode()) % 1000 < self.cfg.accept_share * 1000
 
 
 async def setup(run: Run) -> None:
@@ -278,6 +291,67 @@ async def poison(run: Run, wave: int) -> None:
         await producer.stop()
 
 
+async def technicians(run: Run) -> None:
+    """Technicians accept their share of work orders as the assignments arrive on the topic (through
+    the kills and the broker restart), until `run.work_done` is set; the accepts in flight then finish."""
+    if run.cfg.accept_share <= 0:
+        return
+    seen: set[tuple[str, int]] = set()
+    accepting: set[asyncio.Task[None]] = set()
+    consumer: AIOKafkaConsumer | None = None
+    async with httpx.AsyncClient(timeout=30) as http:
+        while not run.work_done.is_set():
+            try:
+                if consumer is None:  # from the start: what was read before is in `seen`
+                    consumer = AIOKafkaConsumer(
+                        run.platform.topic(Topic.ASSIGNMENTS),
+                        bootstrap_servers=run.platform.infra.kafka,
+                        auto_offset_reset="earliest",
+                        enable_auto_commit=False,
+                        group_id=None,
+                    )
+                    await consumer.start()
+                batch = await consumer.getmany(timeout_ms=500)
+            except Exception:  # the broker is being restarted: a new consumer reads on
+                if consumer is not None:
+                    with contextlib.suppress(Exception):
+                        await consumer.stop()
+                consumer = None
+                await asyncio.sleep(1.0)
+                continue
+            for record in (r for records in batch.values() for r in records):
+                if headers_of(record).get("ce_type") != "aftersales.assignment.assigned.v1":
+                    continue
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    data = json.loads(record.value or b"")
+                    work = (str(data["ticket_id"]), int(data["round"]))
+                    if work not in seen and run.accepts_work(work[0]):
+                        seen.add(work)
+                        task = asyncio.create_task(accept(run, http, work[0]))
+                        accepting.add(task)
+                        task.add_done_callback(accepting.discard)
+        if consumer is not None:
+            await consumer.stop()
+        await asyncio.gather(*accepting)
+
+
+async def accept(run: Run, http: httpx.AsyncClient, ticket_id: str) -> None:
+    """Accept one work order, retrying through kills; a 409 (escalated, cancelled, accepted by a retry
+    whose answer was lost) or 403 (taken from this technician) ends it: the work moved on."""
+    url = f"{run.platform.url('routing')}/v1/work-orders/{ticket_id}/accept"
+    for _ in range(120):
+        try:
+            r = await http.post(url, headers=auth())
+        except httpx.HTTPError:
+            await asyncio.sleep(0.5)
+            continue
+        if r.status_code < 500 and r.status_code != 429:
+            run.accepts[str(r.status_code)] += 1
+            return
+        await asyncio.sleep(0.5)
+    run.accepts["gave up"] += 1
+
+
 def _pid(name: str) -> int:
     return int((CACHE / "run" / f"{name}.pid").read_text().strip())
 
@@ -329,9 +403,12 @@ async def execute(cfg: Config) -> tuple[Run, Findings]:
         await setup(run)
         window_s = cfg.tickets / cfg.rate_per_s
         await poison(run, 1)
+        work = asyncio.create_task(technicians(run))
         await asyncio.gather(load(run), storms(run), chaos(run, window_s))
         await poison(run, 2)  # and once more after the storm
-        findings = await verify(run, READERS)
+        findings = await verify(run, READERS)  # sets work_done once the platform drained
+        run.work_done.set()
+        await work
         return run, findings
     finally:
         for proc in processes:
@@ -353,6 +430,12 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=Config.kills_per_service)
     parser.add_argument("--no-kafka-restart", action="store_true")
     parser.add_argument("--db-pause", type=float, default=Config.db_pause_s)
+    parser.add_argument(
+        "--accept-share",
+        type=float,
+        default=Config.accept_share,
+        help="share of work orders their technician accepts (0: every SLA clock runs out)",
+    )
     args = parser.parse_args()
     cfg = Config(
         tickets=args.tickets,
@@ -361,6 +444,7 @@ def main() -> int:
         kills_per_service=args.kills,
         restart_kafka=not args.no_kafka_restart,
         db_pause_s=args.db_pause,
+        accept_share=args.accept_share,
     )
     run, findings = asyncio.run(execute(cfg))
     print("\n".join(run.chaos_log))

@@ -1,5 +1,6 @@
-"""The short chaos run inside `make test`: 400 tickets, every service SIGKILLed once and
-restarted, the broker restarted, the database frozen; then zeros where zeros belong (see chaos.py)."""
+"""The short chaos run inside `make test`: 400 tickets, half of them accepted by their technician as
+assigned, every service SIGKILLed once and restarted, the broker restarted, the database frozen; then
+zeros where zeros belong (see chaos.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ async def test_nothing_lost_nothing_doubled_nothing_stuck_under_kills() -> None:
         capacity=1000,
         drain_timeout_s=300.0,
         first_response_minutes=0.5,  # SLA timers of every ticket fall due within the run
+        accept_share=0.5,  # half accepted as assigned (accepts racing timers), half run their clocks out
     )
     run, findings = await execute(cfg)
     print("\n".join(run.chaos_log))

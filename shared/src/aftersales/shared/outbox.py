@@ -211,7 +211,7 @@ class OutboxRelay:
         self._sweep_requested = asyncio.Event()
         self._drain_failing_since: float | None = None  # loop time publishing began failing (see below)
         self._sweep_failing_since: float | None = None  # loop time the slow path began failing
-        self._work = asyncio.Event()  # set by notify() and wake(): the run loop has something to do
+        self._work = asyncio.Event()  # set by notify(): the fast path has something to do
         self._peer_listeners: list[Callable[[str], None]] = []
         self._started_at = datetime.now(UTC)
         self._alive_peers: set[Any] = set()  # the leases alive at the last heartbeat
@@ -236,7 +236,6 @@ class OutboxRelay:
     def wake(self) -> None:
         """Ask for a sweep of every collection soon (the slow path; prefer `notify`)."""
         self._sweep_requested.set()
-        self._work.set()
 
     @property
     def stalled_since(self) -> float | None:
@@ -287,7 +286,7 @@ class OutboxRelay:
                 if startup_owed is None:
                     startup_owed = await self.leases.register()
                 if startup_owed:  # recover what a relay that died left behind
-                    await self.sweep("start-up")
+                    await self._sweep_alive("start-up")
                     await self.leases.recovered()
                     startup_owed = False
                 if not self.registered.is_set():
@@ -300,7 +299,7 @@ class OutboxRelay:
                 requested = self._sweep_requested.is_set()
                 if requested or (self._sweep_interval_s and loop.time() >= next_sweep):
                     self._sweep_requested.clear()
-                    await self.sweep("requested" if requested else "interval")
+                    await self._sweep_alive("requested" if requested else "interval")
                     next_sweep = loop.time() + self._sweep_interval_s
                 self._sweep_failing_since = None
             except Exception:
@@ -324,11 +323,30 @@ class OutboxRelay:
         doubtful = self._doubted_at is not None and now - self._doubted_at >= self._heartbeat_s
         self._tell_peer_change(peers, doubtful)
         if dead or doubtful:
-            await self.sweep("dead relay" if dead else "unconfirmed write")
+            await self._sweep_alive("dead relay" if dead else "unconfirmed write")
             if doubtful:  # an unconfirmed write since this sweep began is swept after the next heartbeat
                 self._doubts_seen, self._doubted_at = doubts, None
                 self._doubt_told = False
         await self.leases.forget([*dead, *left])
+
+    async def _sweep_alive(self, reason: str) -> None:
+        """Sweep while renewing this relay's lease every heartbeat: on FerretDB a sweep can take minutes,
+        and a lease left unrenewed that long makes every peer take this relay for dead and sweep too."""
+        renewing = asyncio.create_task(self._renew_every_beat(), name="outbox-lease-during-sweep")
+        try:
+            await self.sweep(reason)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_every_beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            try:
+                await self.leases.renew()
+            except Exception as exc:  # the next beat tries again; a sweep that fails says so itself
+                log.warning("outbox lease not renewed during a sweep", extra={"error": repr(exc)[:300]})
 
     def _tell_peer_change(self, peers: Peers, doubtful: bool) -> None:
         """Tell the listeners, once per process gone and once per doubt: a lease that went stale, one

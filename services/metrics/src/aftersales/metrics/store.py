@@ -97,9 +97,7 @@ class MetricsStore:
         self.overdue_counter = OverdueCounter(db, self.deadlines)
         self._finished: dict[str, None] = {}  # insertion-ordered: the oldest are forgotten first
         self._open: set[str] = set()  # batches this process registered and has not finished
-        # bucket -> batches finished here whose marker on that bucket goes with the bucket's next move
-        self._spent: dict[str, set[str]] = {}
-        self._markers_swept = False  # the markers a stopped process left are cleared once, at start
+        self._markers = BatchMarkers()
 
     # ------------------------------------------------------------ facts documents (step 2)
 
@@ -193,45 +191,11 @@ class MetricsStore:
         `pending` holds the subjects' deltas in stored paths (bucket -> counter path -> amount)."""
         incs = sum_changes(pending)
         for bucket, paths in sorted(incs.items()):
-            await self._apply_bucket(batch_id, bucket, paths)
+            await self._markers.apply(self.rollups, batch_id, bucket, paths)
         await self.batches.delete_one({"_id": batch_id})
-        for bucket in incs:
-            self._spent.setdefault(bucket, set()).add(batch_id)
+        self._markers.spent(batch_id, incs)
         self._remember_finished(batch_id)
         self._open.discard(batch_id)
-
-    async def _apply_bucket(self, batch_id: str, bucket: str, inc: Mapping[str, int]) -> None:
-        seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
-        if bucket.startswith("d:"):
-            seed["day"] = bucket[2:]
-        spent = sorted(self._spent.get(bucket, ()))
-        guard = {"_id": bucket, f"applied.{batch_id}": {"$exists": False}}
-        update: dict[str, Any] = {"$inc": inc, "$set": {f"applied.{batch_id}": True}}
-        if spent:
-            update["$unset"] = {f"applied.{b}": "" for b in spent}
-        try:
-            result = await self.rollups.update_one(guard, {**update, "$setOnInsert": seed}, upsert=True)
-        except DuplicateKeyError:
-            # Either the bucket carries this batch's marker (applied before a crash) or another writer
-            # created the bucket between our look and our insert: the guarded update (no upsert now
-            # that the bucket exists) applies the delta in the second case and nothing in the first.
-            result = await self.rollups.update_one(guard, update)
-        if spent and (result.modified_count or result.upserted_id is not None):
-            self._spent[bucket].difference_update(spent)
-
-    async def _sweep_markers(self, now: datetime) -> None:
-        """Clear the markers a stopped process left on the buckets written from now on (the current and
-        all-time buckets, the days around today): each names a batch that is no longer registered."""
-        days = {(now + timedelta(days=d)).date().isoformat() for d in (-1, 0, 1)}
-        for bucket in [CURRENT, ALLTIME, *(f"d:{d}" for d in sorted(days))]:
-            doc = await self.rollups.find_one({"_id": bucket}, {"applied": 1})
-            left = [
-                b
-                for b in (doc or {}).get("applied") or {}
-                if b not in self._open and await self.batches.find_one({"_id": b}, {"_id": 1}) is None
-            ]
-            if left:
-                await self.rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{b}": "" for b in left}})
 
     async def recover_batches(self, *, in_flight: Collection[str] = (), min_age_s: float = 30.0) -> int:
         """Finish batches a crash left registered (older than `min_age_s`, not `in_flight` here); return how
@@ -247,9 +211,8 @@ class MetricsStore:
                 if entries:
                     pending.append(_from_entries(entries))
             await self._finish_batch(batch["_id"], pending)
-        if not self._markers_swept:
-            await self._sweep_markers(now)
-            self._markers_swept = True
+        if not self._markers.swept:
+            await self._markers.sweep(self.rollups, self.batches, now, in_flight=self._open)
         return len(stale)
 
     # ------------------------------------------------------------ reading rollups
@@ -304,6 +267,60 @@ class MetricsStore:
         return await self.reports.find_one(
             {"_id": report_id}, {"outbox": 0, "outbox_pending": 0, "outbox_lease": 0}
         )
+
+
+class BatchMarkers:
+    """The `applied.<batch id>` markers of the rollup buckets (steps 3 and 4 of the module's docstring):
+    a bucket moves once per batch, and a finished batch's marker goes with the bucket's next move."""
+
+    def __init__(self) -> None:
+        # bucket -> batches finished here whose marker on that bucket goes with the bucket's next move
+        self._spent: dict[str, set[str]] = {}
+        self.swept = False  # the markers a stopped process left are cleared once, at start
+
+    def spent(self, batch_id: str, buckets: Collection[str]) -> None:
+        """Record that a batch is finished (no longer registered): its markers may go."""
+        for bucket in buckets:
+            self._spent.setdefault(bucket, set()).add(batch_id)
+
+    def owed(self) -> set[str]:
+        """The batches whose markers this process still removes with a bucket's next move."""
+        return set().union(*self._spent.values())
+
+    async def apply(self, rollups: Any, batch_id: str, bucket: str, inc: Mapping[str, int]) -> None:
+        """Move a bucket by a batch's delta unless it carries the batch's marker; clear spent markers."""
+        seed: dict[str, Any] = {"kind": "day" if bucket.startswith("d:") else bucket}
+        if bucket.startswith("d:"):
+            seed["day"] = bucket[2:]
+        spent = sorted(self._spent.get(bucket, ()))
+        guard = {"_id": bucket, f"applied.{batch_id}": {"$exists": False}}
+        update: dict[str, Any] = {"$inc": inc, "$set": {f"applied.{batch_id}": True}}
+        if spent:
+            update["$unset"] = {f"applied.{b}": "" for b in spent}
+        try:
+            result = await rollups.update_one(guard, {**update, "$setOnInsert": seed}, upsert=True)
+        except DuplicateKeyError:
+            # Either the bucket carries this batch's marker (applied before a crash) or another writer
+            # created the bucket between our look and our insert: the guarded update (no upsert now
+            # that the bucket exists) applies the delta in the second case and nothing in the first.
+            result = await rollups.update_one(guard, update)
+        if spent and (result.modified_count or result.upserted_id is not None):
+            self._spent[bucket].difference_update(spent)
+
+    async def sweep(self, rollups: Any, batches: Any, now: datetime, *, in_flight: Collection[str]) -> None:
+        """Clear the markers a stopped process left on the buckets written from now on (the current and
+        all-time buckets, the days around today): each names a batch that is no longer registered."""
+        days = {(now + timedelta(days=d)).date().isoformat() for d in (-1, 0, 1)}
+        for bucket in [CURRENT, ALLTIME, *(f"d:{d}" for d in sorted(days))]:
+            doc = await rollups.find_one({"_id": bucket}, {"applied": 1})
+            left = [
+                b
+                for b in (doc or {}).get("applied") or {}
+                if b not in in_flight and await batches.find_one({"_id": b}, {"_id": 1}) is None
+            ]
+            if left:
+                await rollups.update_one({"_id": bucket}, {"$unset": {f"applied.{b}": "" for b in left}})
+        self.swept = True
 
 
 def _decode_values(raw: Mapping[str, Any]) -> dict[str, dict[str, int]]:
