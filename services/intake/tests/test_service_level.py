@@ -246,3 +246,48 @@ async def test_a_creation_that_landed_while_its_caller_got_an_error_is_published
     assert r.status_code == 200 and r.json()["id"] == lost[0], r.text
     [created] = await intake.published.wait_for(CREATED)
     assert created.subject == lost[0]
+
+
+async def test_a_consumed_batch_of_alerts_claims_the_keys_of_all_its_storms_in_one_write(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each storm of a batch claimed its alerts' idempotency keys in its own write: one write per
+    storm per batch on the IoT path. A redelivered batch still counts each alert once."""
+    from aftersales.intake.store import REQUEST_KEYS
+    from aftersales.shared import mongo_in_memory
+
+    claims: list[int] = []
+    insert_many = mongo_in_memory._AsyncCollection.__getattr__
+
+    def counting(self: Any, name: str) -> Any:
+        call = insert_many(self, name)
+        if name != "insert_many" or self._sync.name != REQUEST_KEYS:
+            return call
+
+        async def counted(documents: Any, *args: Any, **kwargs: Any) -> Any:
+            claims.append(len(documents))
+            return await call(documents, *args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(mongo_in_memory._AsyncCollection, "__getattr__", counting)
+    t0 = datetime.now(UTC)
+    batch = [
+        Delivery(
+            request_event(iot_request(f"CH-B{d}", t0 + timedelta(seconds=i)), key=f"CH-B{d}"),
+            "requests",
+            0,
+            10 * i + d,
+        )
+        for i in range(4)
+        for d in range(5)
+    ]
+    requests = Requests(intake.app.state.intake, intake.app.state.progress, concurrency=4, most_others=0)
+    await requests.on_requests(batch)
+    await requests.on_requests(batch)  # redelivered after a crash before the commit
+    assert claims == [20, 20]
+
+    created = await intake.published_exactly(CREATED, count=5)
+    for event in created:
+        r = await intake.http.get(f"/v1/tickets/{event.subject}", headers=intake.auth())
+        assert r.status_code == 200 and r.json()["alert_count"] == 4, r.text

@@ -140,19 +140,23 @@ class Intake:
         )
 
     async def absorb_alerts(self, alerts: Sequence[Alert]) -> None:
-        """Fold a batch of IoT alerts, storm by storm (alerts of one storm in order); storms in parallel.
+        """Fold a batch of IoT alerts, storm by storm (alerts of one storm in order); storms in parallel,
+        after one claim of every alert's idempotency key.
         Each alert is first judged against its customer's record (one read per customer of the batch):
         a gateway naming a customer it has not served is refused, tier and warranty are the platform's."""
         alerts = await self._judged_alerts(alerts)
-        storms: dict[str, list[Alert]] = {}
-        for alert in alerts:
-            storms.setdefault(_storm_of(alert.request), []).append(alert)
+        replayed = await self.storms.replays(alerts)  # the keys of every storm claimed in one write
+        storms: dict[str, list[tuple[Alert, bool]]] = {}
+        for i, alert in enumerate(alerts):
+            storms.setdefault(_storm_of(alert.request), []).append((alert, i in replayed))
         gate = asyncio.Semaphore(STORM_CONCURRENCY)
 
-        async def absorb(storm: str, group: list[Alert]) -> None:
+        async def absorb(storm: str, group: list[tuple[Alert, bool]]) -> None:
+            members = [alert for alert, _ in group]
+            again = {i for i, (_, replay) in enumerate(group) if replay}
             async with gate:
                 for (ticket, outcome), alert in zip(
-                    await self.storms.absorb(storm, group), group, strict=True
+                    await self.storms.absorb(storm, members, again), members, strict=True
                 ):
                     if outcome == "created":
                         await self._remember_customer(ticket, alert.request, caller=alert.caller, staff=False)

@@ -12,7 +12,8 @@ Two kinds of repetition are told apart:
 - a **replayed request** (the same idempotency key sent again, e.g. a gateway's retry): each alert's key
   is claimed as its own document (`request_keys`, one `insert_many` per group). A key already claimed by
   the same record (same partition and offset) is that record's redelivery, decided by the offsets above;
-  claimed by anything else, it is a replay and changes nothing.
+  claimed by anything else, it is a replay and changes nothing. A consumed batch claims the keys of all
+  its storms at once, before any storm folds.
 A key is claimed before the fold is written, so a crash in between makes a retried HTTP alert count as a
 replay of itself: the storm's `alert_count` may then be one short, and no ticket is ever lost (a replayed
 first alert of a storm with no open ticket opens it).
@@ -20,7 +21,7 @@ first alert of a storm with no open ticket opens it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -69,9 +70,16 @@ class Storms:
         self.window_s = window_s
         self._new_ticket = new_ticket
 
-    async def absorb(self, storm: str, alerts: Sequence[Alert]) -> list[Folded]:
-        """Fold a storm's alerts (in order); return (ticket, "created"|"merged"|"replayed") for each."""
-        replayed = await self._replays(alerts)
+    async def absorb(
+        self, storm: str, alerts: Sequence[Alert], replayed: Collection[int] | None = None
+    ) -> list[Folded]:
+        """Fold a storm's alerts (in order); return (ticket, "created"|"merged"|"replayed") for each.
+
+        `replayed` holds the positions of the alerts `replays` already found repeating an earlier request
+        (a consumed batch claims the keys of all its storms in one write); None: their keys are claimed
+        here."""
+        if replayed is None:
+            replayed = await self.replays(alerts)
         fresh = [a for i, a in enumerate(alerts) if i not in replayed]
         results: dict[int, Folded] = {}
         if fresh:
@@ -90,8 +98,9 @@ class Storms:
                 out.append(results[id(alert)])
         return out
 
-    async def _replays(self, alerts: Sequence[Alert]) -> set[int]:
-        """Claim the alerts' keys; return the indexes of alerts that replay an earlier request."""
+    async def replays(self, alerts: Sequence[Alert]) -> set[int]:
+        """Claim the alerts' keys (one write, whatever their storms); return the indexes of alerts that
+        replay an earlier request."""
         keyed = [(i, a) for i, a in enumerate(alerts) if a.key is not None]
         if not keyed:
             return set()
