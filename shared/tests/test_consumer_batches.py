@@ -215,3 +215,44 @@ async def test_after_a_split_the_per_event_path_takes_only_what_the_batch_handle
     await reliable.handle(decode_records(poll(0, 0, [f"t{i}" for i in range(8)])), refuses_offset_5)
     per_event = sorted(offsets[0] for offsets, whole in calls if not whole)
     assert per_event == [4, 5, 6, 7]  # 0-3 applied whole in pairs; from the refused part on, one by one
+
+
+class SerialStore:
+    """A store that does one write at a time (FerretDB's write lock per database): each handler call makes
+    `writes` writes of `write_s` each, so the more calls run at once, the longer each one takes."""
+
+    def __init__(self, writes: int, write_s: float) -> None:
+        self.writes, self.write_s = writes, write_s
+        self.lock = asyncio.Lock()
+        self.applied: Counter[tuple[int, int]] = Counter()
+        self.timeouts = 0
+
+    async def __call__(self, planned: Sequence[Delivery], whole: bool) -> None:
+        [delivery] = planned
+        try:
+            for _ in range(self.writes):
+                async with self.lock:
+                    await asyncio.sleep(self.write_s)
+        except asyncio.CancelledError:
+            self.timeouts += 1
+            raise
+        self.applied[(delivery.partition, delivery.offset)] += 1
+
+
+async def test_handlers_timing_out_on_an_overloaded_store_make_the_consumer_run_fewer_at_once() -> None:
+    """Sixteen keys at once on a store that writes one at a time: each call takes sixteen times as long
+    as alone and passes its timeout, is cancelled, and is retried in the same company. Before, every
+    attempt timed out until the batch was handed back with nothing applied (a chaos run's routing stood
+    still that way); now the consumer halves how many keys it runs at once on each timeout and grows it
+    back on success, so the poll finishes."""
+    store = SerialStore(writes=10, write_s=0.005)  # 50 ms alone, ~800 ms sixteen at once
+    reliable = consumer(
+        budget_s=5.0, consumer_concurrency=16, consumer_handler_timeout_s=0.3, consumer_backoff_s=0.01
+    )
+    tickets = [f"k{i}" for i in range(16)]
+
+    await reliable.handle(decode_records(poll(0, 0, tickets)), store)
+
+    assert store.applied == {(0, o): 1 for o in range(16)}
+    assert store.timeouts > 0  # the store was overloaded at first ...
+    assert reliable.limit.limit < 16  # ... and the consumer ran fewer keys at once since

@@ -41,6 +41,7 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
+from aftersales.shared.adaptive import AdaptiveLimit
 from aftersales.shared.contracts import dead_letter_topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, decode_headers, from_kafka
 from aftersales.shared.errors import RetryLater
@@ -439,7 +440,8 @@ class ReliableConsumer:
         self.batched = batched
         self.retry = retry
         self.ignore_unknown_types = ignore_unknown_types
-        self.concurrency = settings.consumer_concurrency
+        # keys of a poll handled at once: fewer while handlers time out (see `adaptive`)
+        self.limit = AdaptiveLimit(settings.consumer_concurrency, what=f"consumer {group}")
         self.timeout_s = settings.consumer_handler_timeout_s
         self.standard_batch = settings.consumer_batch_max_records
         self.budget_s = settings.consumer_retry_budget_s
@@ -488,13 +490,11 @@ class ReliableConsumer:
         for d in deliveries:
             if not progress.is_finished(d.record):  # applied by a part of the batch handler's
                 groups.setdefault(d.record.key, []).append(d)
-        gate = asyncio.Semaphore(self.concurrency)
 
         async def in_order(group: list[Delivery]) -> None:
-            async with gate:
-                for d in group:
-                    await self._handle_one(run, d, deadline)
-                    progress.finish(d.record)
+            for d in group:
+                await self._handle_one(run, d, deadline)
+                progress.finish(d.record)
 
         results = await asyncio.gather(*(in_order(g) for g in groups.values()), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -547,16 +547,20 @@ class ReliableConsumer:
         while True:
             attempt += 1
             try:
-                await asyncio.wait_for(run([delivery], False), self.timeout_s)
+                async with self.limit:  # taken per attempt: a key backing off holds no place
+                    await asyncio.wait_for(run([delivery], False), self.timeout_s)
             except PoisonEvent as exc:  # refused before anything was written: not a failure to look into
                 await self._dead_letter(record, exc, attempt, "poison", deadline)
                 return
             except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    self.limit.timed_out()  # the store does not keep up: fewer keys at once
                 if not is_transient(exc) and attempt >= self.retry.max_attempts:
                     await self._dead_letter(record, exc, attempt, "retries_exhausted", deadline)
                     return
                 await self._back_off(record, attempt, exc, deadline)
                 continue
+            self.limit.succeeded()
             EVENTS_HANDLED.labels(delivery.topic, delivery.event.type).inc()
             return
 

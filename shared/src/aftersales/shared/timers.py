@@ -41,6 +41,7 @@ import pymongo
 from prometheus_client import Counter, Gauge
 from pymongo import ReturnDocument
 
+from aftersales.shared.adaptive import AdaptiveLimit
 from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import Database, IndexSpec
 
@@ -112,6 +113,8 @@ class DurableTimers:
         self._refresh_requested = True  # the first pass of `run` scans (start-up)
         self._owner = uuid.uuid4().hex
         self._firing: set[str] = set()  # the timers this replica's handlers are running now
+        # timers fired at once: fewer while handlers time out (see `adaptive`)
+        self._limit = AdaptiveLimit(FIRE_CONCURRENCY, what="timers")
         self._heap: list[tuple[datetime, str]] = []
         self._in_heap: dict[str, datetime] = {}
 
@@ -222,7 +225,7 @@ class DurableTimers:
         limit: int = 1000,
         stop: asyncio.Event | None = None,
     ) -> int:
-        """Fire up to `limit` due timers this replica knows of, `FIRE_CONCURRENCY` at a time (timers of
+        """Fire up to `limit` due timers this replica knows of, up to `FIRE_CONCURRENCY` at a time (timers of
         different aggregates are independent; one aggregate arms one timer at a time); return how many
         completed. Once `stop` is set (shutdown) no further timer is claimed: the ones in flight finish,
         the rest stay pending for the next start or another replica."""
@@ -234,10 +237,9 @@ class DurableTimers:
                 continue  # superseded by a newer heap entry
             del self._in_heap[timer_id]
             due.append((due_at, timer_id))
-        gate = asyncio.Semaphore(FIRE_CONCURRENCY)
 
         async def one(due_at: datetime, timer_id: str) -> bool:
-            async with gate:
+            async with self._limit:
                 if stop is not None and stop.is_set():
                     self._remember(timer_id, due_at)
                     return False
@@ -266,6 +268,8 @@ class DurableTimers:
         try:
             await asyncio.wait_for(handler(timer), self._handler_timeout_s)
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                self._limit.timed_out()  # the store does not keep up: fewer timers at once
             TIMER_FAILURES.labels(timer.kind).inc()
             note_failure()
             retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
@@ -297,6 +301,7 @@ class DurableTimers:
         # Fenced: if the lease ran out and another replica took the timer, that replica finishes it.
         # find_one_and_delete is a findAndModify, which the local FerretDB front answers by `_id`.
         await self._col.find_one_and_delete(fence)
+        self._limit.succeeded()
         TIMERS_FIRED.labels(timer.kind).inc()
         return True
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -146,14 +146,9 @@ class Intake:
         a gateway naming a customer it has not served is refused, tier and warranty are the platform's."""
         alerts = await self._judged_alerts(alerts)
         replayed = await self.storms.replays(alerts)  # the keys of every storm claimed in one write
-        storms: dict[str, list[tuple[Alert, bool]]] = {}
-        for i, alert in enumerate(alerts):
-            storms.setdefault(_storm_of(alert.request), []).append((alert, i in replayed))
         gate = asyncio.Semaphore(STORM_CONCURRENCY)
 
-        async def absorb(storm: str, group: list[tuple[Alert, bool]]) -> None:
-            members = [alert for alert, _ in group]
-            again = {i for i, (_, replay) in enumerate(group) if replay}
+        async def absorb(storm: str, members: list[Alert], again: set[int]) -> None:
             async with gate:
                 for (ticket, outcome), alert in zip(
                     await self.storms.absorb(storm, members, again), members, strict=True
@@ -161,7 +156,7 @@ class Intake:
                     if outcome == "created":
                         await self._remember_customer(ticket, alert.request, caller=alert.caller, staff=False)
 
-        await asyncio.gather(*(absorb(s, g) for s, g in storms.items()))
+        await asyncio.gather(*(absorb(s, *g) for s, g in _by_storm(alerts, replayed).items()))
 
     async def _judged_alerts(self, alerts: Sequence[Alert]) -> list[Alert]:
         ids = {self.customer_id(a.request) for a in alerts}
@@ -371,3 +366,15 @@ class TicketProgress:
 def _storm_of(request: TicketRequest) -> str:
     assert request.iot is not None and request.product.serial is not None
     return domain.storm_key(request.product.serial, request.iot.fault_code)
+
+
+def _by_storm(alerts: Sequence[Alert], replayed: Collection[int]) -> dict[str, tuple[list[Alert], set[int]]]:
+    """Group a batch's alerts by storm, in order: each storm's alerts, and which of them (by position in
+    the storm) replay an earlier request."""
+    storms: dict[str, tuple[list[Alert], set[int]]] = {}
+    for i, alert in enumerate(alerts):
+        members, again = storms.setdefault(_storm_of(alert.request), ([], set()))
+        if i in replayed:
+            again.add(len(members))
+        members.append(alert)
+    return storms

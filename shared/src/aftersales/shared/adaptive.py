@@ -1,0 +1,65 @@
+"""How much work a process runs against its store at once, adapted to what the store keeps up with.
+
+A consumer handles up to `consumer_concurrency` keys of a poll at once and the timers fire up to 16 at
+once. When the store is the bottleneck (on FerretDB every write of a database waits for the one before),
+more work at once does not finish sooner: each piece takes longer, until pieces pass their timeout, are
+cancelled with part of their writes done, and are retried with the same company: a chaos run stood still
+that way (routing's lag constant at 6,423 for minutes, handlers timing out and batches handed back
+without a commit). So the limit halves when a piece times out and grows back by one after as many pieces
+in a row succeeded as the limit allows (additive increase, multiplicative decrease), between 1 and the
+configured maximum. Nothing changes while nothing times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from prometheus_client import Gauge
+
+CONCURRENCY_LIMIT = Gauge(
+    "aftersales_concurrency_limit",
+    "Pieces of work run at once against the store: halved on a timeout, grown back on success",
+    ["what"],
+)
+
+
+class AdaptiveLimit:
+    """An async context manager admitting up to `limit` holders; see the module's docstring."""
+
+    def __init__(self, most: int, *, what: str) -> None:
+        self.most = max(1, most)
+        self.limit = self.most
+        self._held = 0
+        self._streak = 0  # successes in a row since the limit last changed
+        self._changed = asyncio.Condition()
+        self._gauge = CONCURRENCY_LIMIT.labels(what)
+        self._gauge.set(self.limit)
+
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._held < self.limit)
+            self._held += 1
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        async with self._changed:
+            self._held -= 1
+            self._changed.notify_all()
+
+    def timed_out(self) -> None:
+        """A piece of work passed its timeout: run half as many at once (at least one)."""
+        self.limit = max(1, self.limit // 2)
+        self._streak = 0
+        self._gauge.set(self.limit)
+
+    def succeeded(self) -> None:
+        """A piece of work finished: after `limit` in a row, admit one more (up to the maximum)."""
+        if self.limit >= self.most:
+            return
+        self._streak += 1
+        if self._streak >= self.limit:
+            self.limit += 1
+            self._streak = 0
+            self._gauge.set(self.limit)
