@@ -44,3 +44,22 @@ async def test_no_more_holders_than_the_limit_at_once_and_a_lowered_limit_holds_
     most = 0
     await asyncio.gather(*(work() for _ in range(20)))
     assert most == 2
+
+
+async def test_a_waiter_cancelled_while_queued_or_just_admitted_leaves_no_place_taken() -> None:
+    limit = AdaptiveLimit(1, what="test")
+    async with limit:
+        queued = asyncio.create_task(limit.__aenter__())
+        await asyncio.sleep(0)
+        queued.cancel()  # cancelled while waiting
+        admitted = asyncio.create_task(limit.__aenter__())
+        await asyncio.sleep(0)
+    admitted.cancel()  # admitted by the exit above, cancelled before it ran
+    for task in (queued, admitted):
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    entered = asyncio.create_task(limit.__aenter__())
+    await asyncio.wait_for(entered, 1.0)  # the one place is free again
+    await limit.__aexit__(None, None, None)

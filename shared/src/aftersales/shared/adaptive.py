@@ -13,6 +13,7 @@ configured maximum. Nothing changes while nothing times out.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from types import TracebackType
 
 from prometheus_client import Gauge
@@ -25,28 +26,48 @@ CONCURRENCY_LIMIT = Gauge(
 
 
 class AdaptiveLimit:
-    """An async context manager admitting up to `limit` holders; see the module's docstring."""
+    """An async context manager admitting up to `limit` holders in arrival order; see the module's
+    docstring. A holder leaving wakes one waiter (not all of them: a poll queues hundreds of keys)."""
 
     def __init__(self, most: int, *, what: str) -> None:
         self.most = max(1, most)
         self.limit = self.most
         self._held = 0
         self._streak = 0  # successes in a row since the limit last changed
-        self._changed = asyncio.Condition()
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._gauge = CONCURRENCY_LIMIT.labels(what)
         self._gauge.set(self.limit)
 
     async def __aenter__(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._held < self.limit)
+        if self._held < self.limit and not self._waiters:
             self._held += 1
+            return
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(admitted)
+        try:
+            await admitted  # the place is taken for this holder by whoever woke it
+        except asyncio.CancelledError:
+            if admitted.done() and not admitted.cancelled():
+                self._leave()  # admitted and cancelled at once: give the place back
+            else:
+                self._waiters.remove(admitted)
+            raise
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        async with self._changed:
-            self._held -= 1
-            self._changed.notify_all()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._held -= 1
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiters and self._held < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                self._held += 1
 
     def timed_out(self) -> None:
         """A piece of work passed its timeout: run half as many at once (at least one)."""
@@ -63,3 +84,4 @@ class AdaptiveLimit:
             self.limit += 1
             self._streak = 0
             self._gauge.set(self.limit)
+            self._admit()
