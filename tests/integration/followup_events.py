@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from harness import Platform, produce, unique
+from harness import Platform, mongo, produce, unique, wait_until
 from pydantic import BaseModel
 
 from aftersales.shared.contracts import Topic
@@ -67,9 +67,22 @@ def resolved(ticket_id: str, round_: int, category: Category) -> WorkOrderResolv
 
 async def resolve_a_standard_ticket(platform: Platform) -> str:
     """Create a fresh ticket of a standard-tier customer in `ZONE` (a software fault: a callback only) and
-    resolve it in round 1, as intake and routing would; return the ticket id."""
+    resolve it in round 1, as intake and routing would; return the ticket id.
+
+    The resolution is sent once follow-up holds the ticket's facts, as it would in production (a ticket
+    is resolved long after it is created). Sent at once, the two topics race: a resolution folded first
+    plans its visits with the default zone (UTC), which the do-not-disturb test then sees."""
     ticket = unique("T-")
     facts = created(ticket, ZONE, tier=CustomerTier.STANDARD, category=Category.SOFTWARE_FAULT)
     await send(platform, Topic.TICKETS, facts, ticket, INTAKE)
+    client = mongo(platform.infra)
+    try:
+        tickets = client[platform.database("followup")]["tickets"]
+        await wait_until(
+            "follow-up holding the ticket's facts",
+            lambda: tickets.find_one({"_id": ticket, "customer_id": {"$exists": True}}),
+        )
+    finally:
+        await client.close()
     await send(platform, Topic.ASSIGNMENTS, resolved(ticket, 1, Category.SOFTWARE_FAULT), ticket, ROUTING)
     return ticket
