@@ -161,7 +161,7 @@ async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
     f.figures["lag_left"] = await wait_drained(run, cfg.drain_timeout_s)
     run.work_done.set()  # technicians take no more work: what is read below stays as it is
     f.figures["accepted_by_technicians"] = run.accepts["200"]
-    f.figures["accepts_refused"] = sum(n for answer, n in run.accepts.items() if answer != "200")
+    f.figures["accepts_refused"] = sum(n for status, n in run.accepts.items() if status != "200")
 
     tickets = distinct(
         await read_topic(platform.infra, platform.topic(Topic.TICKETS), expect=10**9, timeout_s=20)

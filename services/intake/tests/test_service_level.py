@@ -257,10 +257,10 @@ async def test_a_consumed_batch_of_alerts_claims_the_keys_of_all_its_storms_in_o
     from aftersales.shared import mongo_in_memory
 
     claims: list[int] = []
-    insert_many = mongo_in_memory._AsyncCollection.__getattr__
+    plain_getattr = mongo_in_memory._AsyncCollection.__getattr__
 
     def counting(self: Any, name: str) -> Any:
-        call = insert_many(self, name)
+        call = plain_getattr(self, name)
         if name != "insert_many" or self._sync.name != REQUEST_KEYS:
             return call
 
