@@ -1,6 +1,10 @@
 """Shared by tests/integration and tests/security: after each test, the services it ran must not have
 logged a Python traceback or parked a message in a dead-letter topic, unless the test says so with
-`@pytest.mark.expect_tracebacks("...")` / `@pytest.mark.expect_dlq("...")` naming what it expects."""
+`@pytest.mark.expect_tracebacks("...")` / `@pytest.mark.expect_dlq("...")` naming what it expects.
+
+Files marked `long_running(minutes=...)` are collected first, the longest first: `make test` spreads
+whole files over its workers in collection order (xdist's --no-loadscope-reorder), and a file of
+minutes started last is a tail that one worker runs while the others idle."""
 
 from __future__ import annotations
 
@@ -8,6 +12,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from service_checks import before_test, opt_outs, parked, tracebacks
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def minutes(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("long_running")
+        return float(marker.kwargs["minutes"]) if marker else 0.0
+
+    items.sort(key=minutes, reverse=True)  # stable: the files stay whole and in order otherwise
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,9 @@
 #     service-level tests (shared/tests, services);
 #   - on the real servers (Kafka and the MongoDB-wire server, started on a scratch data dir by
 #     with-infra.sh): tests/integration and tests/security together, spread over TEST_WORKERS pytest
-#     processes (pytest-xdist, a whole file per worker: module-scoped stacks stay whole; each test has
-#     its own topic prefix, databases and ports, so they do not meet);
+#     processes (pytest-xdist, a whole file per worker, the longest first: tests/conftest.py; module-
+#     scoped stacks stay whole; each test has its own topic prefix, databases and ports, so they do
+#     not meet);
 #   - then, alone, the tests that disturb the shared servers themselves (the chaos run restarts Kafka
 #     and freezes the database; test_foundation freezes the database).
 # The side lane's output is printed after the main one; any failure fails the whole.
@@ -30,7 +31,7 @@ export UV PYTEST_ARGS="${PYTEST_ARGS:-}" TEST_WORKERS="${TEST_WORKERS:-3}"
 # shellcheck disable=SC2016  # expanded by the inner shell
 bash deploy/local/with-infra.sh bash -c '
   ok() { (($1 == 0 || $1 == 5)); }  # 5: PYTEST_ARGS selected nothing
-  $UV run pytest -q -p no:cacheprovider -n "$TEST_WORKERS" --dist loadfile tests/integration tests/security \
+  $UV run pytest -q -p no:cacheprovider -n "$TEST_WORKERS" --dist loadfile --no-loadscope-reorder tests/integration tests/security \
     '"${ALONE[*]/#/--ignore=}"' $PYTEST_ARGS
   ok $? && shared=0 || shared=1
   echo "---- the tests that disturb the shared servers, alone"

@@ -15,12 +15,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 from harness import PIPELINE_SERVICE_NAMES, Platform, mongo
 from pymongo.errors import BulkWriteError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.pipeline import closed_loop, db_commands, start_platform, watch_assigned
+
+pytestmark = pytest.mark.long_running(minutes=5)
 
 # Collections that grow with every ticket. Anything else is bounded by configuration or by open work
 # (grids, technicians, the routing queue, open-items indexes, metrics batches in flight, live timers).

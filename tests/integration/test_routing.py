@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from harness import ALL, Platform, auth, wait_until
 from test_routing_support import (
     assignment_events,
@@ -23,6 +24,8 @@ from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import TicketUpdated
 from aftersales.shared.envelope import new_event
+
+pytestmark = pytest.mark.long_running(minutes=1.2)
 
 TOKENS = {
     "adm": {"subject": "admin", "scopes": ["admin"]},

@@ -19,6 +19,8 @@ from test_routing_support import assignment_events, grid_body, produce_events, p
 
 from aftersales.shared.contracts import Topic
 
+pytestmark = pytest.mark.long_running(minutes=1.3)
+
 N_TICKETS = int(os.environ.get("ROUTING_SCALE_TICKETS", "800"))
 SMALL, ISOLATED = 250 * N_TICKETS // 2000, 50 * N_TICKETS // 2000
 BIG = N_TICKETS - SMALL - ISOLATED

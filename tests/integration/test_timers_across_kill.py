@@ -7,10 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from followup_events import AROUND_THE_CLOCK, resolve_a_standard_ticket
 from harness import Platform, auth, data_of, headers_of, read_to_end, unique, wait_until
 
 from aftersales.shared.contracts import Topic
+
+pytestmark = pytest.mark.long_running(minutes=1.7)
 
 DESK = auth("dev-supervisor-token")
 # How far ahead the timers are set: time enough to see them stored and kill the process first.

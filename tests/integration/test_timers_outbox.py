@@ -380,14 +380,18 @@ async def test_a_sweep_longer_than_the_socket_timeout_still_recovers_and_never_h
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         infra.mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000, socketTimeoutMS=200
     )
-    db = client[unique("bigsweep_")]
-    await ensure_indexes(db, outbox_indexes(["orders"]))
+    admin = mongo(infra)  # the set-up writes with the usual timeouts: a busy server is not what is tested
+    name = unique("bigsweep_")
+    db, setup_db = client[name], admin[name]
+    await ensure_indexes(setup_db, outbox_indexes(["orders"]))
     col = db["orders"]
     filler = "x" * 4000
     for start in range(0, 6000, 1000):
-        await col.insert_many([{"_id": f"old-{n}", "filler": filler} for n in range(start, start + 1000)])
-    await col.insert_one(new_with_events({"_id": "left"}, Topic.TICKETS, [event("left", 0)]))
-    await db["outbox_relays"].insert_many(
+        await setup_db["orders"].insert_many(
+            [{"_id": f"old-{n}", "filler": filler} for n in range(start, start + 1000)]
+        )
+    await setup_db["orders"].insert_one(new_with_events({"_id": "left"}, Topic.TICKETS, [event("left", 0)]))
+    await setup_db["outbox_relays"].insert_many(
         [{"_id": "registry"}, {"_id": "killed", "alive_at": datetime.now(UTC) - timedelta(hours=1)}]
     )
     started = time.monotonic()
@@ -400,7 +404,8 @@ async def test_a_sweep_longer_than_the_socket_timeout_still_recovers_and_never_h
     stop = asyncio.Event()
     running = asyncio.create_task(relay.run(stop))
     try:
-        await col.insert_one(new_with_events({"_id": "fresh"}, Topic.TICKETS, [event("fresh", 0)]))
+        fresh = new_with_events({"_id": "fresh"}, Topic.TICKETS, [event("fresh", 0)])
+        await setup_db["orders"].insert_one(fresh)
         relay.notify("orders", "fresh")
         await wait_until("both events published", lambda: _both(publish.subjects), timeout_s=60)
         await asyncio.wait_for(relay.registered.wait(), 10)  # the start-up recovery went through
@@ -409,8 +414,7 @@ async def test_a_sweep_longer_than_the_socket_timeout_still_recovers_and_never_h
         await running
     assert relay.stalled_since is None
     await client.close()
-    admin = mongo(infra)  # dropping this much outlasts the short socket timeout too
-    await admin.drop_database(db.name)
+    await admin.drop_database(name)  # dropping this much outlasts the short socket timeout too
     await admin.close()
 
 

@@ -16,6 +16,7 @@ from harness import LOG_DIR, SERVICE_NAMES, Platform
 
 # Not yet run under the after-test checks (tests/conftest.py): opted out of both until it is.
 pytestmark = [
+    pytest.mark.long_running(minutes=3.5),
     pytest.mark.expect_tracebacks("generated (fuzzed) requests against every service"),
     pytest.mark.expect_dlq("generated (fuzzed) requests against every service"),
 ]
