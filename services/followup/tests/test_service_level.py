@@ -3,11 +3,13 @@ visits, timers make them due, the desk records outcomes over HTTP; a duplicate r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from aftersales.followup.app import Settings, build
 from aftersales.shared.contracts.common import Channel, CustomerTier, Priority
@@ -81,6 +83,39 @@ async def test_a_resolution_schedules_visits_that_fall_due_and_take_an_outcome(
     [completed] = await followup.published.wait_for(COMPLETED)
     assert completed.data["visit_id"] == callback
     assert followup.dead_letters == []
+
+
+async def test_a_resolution_read_before_its_ticket_waits_for_the_customers_facts(
+    followup: ServiceUnderTest,
+) -> None:
+    """The resolution (routing's topic) and the ticket's facts (intake's) are consumed side by side, so
+    the resolution can come first. It used to plan at once without them: UTC hours for a customer in
+    Shanghai, the standard tier's callback target and no care visit, never corrected afterwards. Now it
+    is retried until the facts are there."""
+    resolving = asyncio.create_task(followup.deliver(work_order_resolved("T1")))
+    await asyncio.sleep(0.3)  # the resolution is being retried: nothing planned yet
+    assert await visits(followup, ticket_id="T1") == []
+    await followup.deliver(created("T1"))
+    await resolving
+
+    await followup.published.wait_for(SCHEDULED, count=3)
+    planned = await visits(followup, ticket_id="T1")
+    assert {v["kind"] for v in planned} == {"callback", "on_site", "care"}
+    assert {v["timezone"] for v in planned} == {"Asia/Shanghai"}
+    assert followup.dead_letters == []
+
+
+async def test_a_resolution_whose_facts_never_came_is_planned_without_them_after_the_wait(
+    followup: ServiceUnderTest,
+) -> None:
+    """A resolution older than the wait (a replay; facts lost upstream) is not retried for ever."""
+    before = REGISTRY.get_sample_value("aftersales_visits_planned_without_facts_total") or 0.0
+    await followup.deliver(work_order_resolved("T1", occurred_at=datetime.now(UTC) - timedelta(minutes=3)))
+
+    planned = await visits(followup, ticket_id="T1")
+    assert {v["kind"] for v in planned} == {"callback", "on_site"}  # no customer: no care plan
+    assert {v["timezone"] for v in planned} == {"UTC"}
+    assert REGISTRY.get_sample_value("aftersales_visits_planned_without_facts_total") == before + 1
 
 
 async def test_a_resolution_delivered_twice_at_once_schedules_each_visit_once(

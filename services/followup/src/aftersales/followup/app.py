@@ -56,6 +56,12 @@ class Settings(ServiceSettings):
     business_days: frozenset[int] = Field(
         default=frozenset({0, 1, 2, 3, 4}), description="working weekdays, 0=Monday (JSON list)"
     )
+    facts_wait_s: float = Field(
+        default=120,
+        ge=0,
+        description="a resolution read before its ticket's facts is retried this long after it happened, "
+        "then planned without them (UTC, standard tier); meanwhile its partition waits",
+    )
     retention_visit_notes_days: float = Field(
         default=1095,
         ge=0,
@@ -87,6 +93,7 @@ class Settings(ServiceSettings):
             business_hours=BusinessHours(
                 self.business_hours_open, self.business_hours_close, self.business_days
             ),
+            facts_wait=timedelta(seconds=self.facts_wait_s),
         )
 
 

@@ -70,6 +70,10 @@ class FollowUpPolicy:
     grace: timedelta = timedelta(hours=1)
     do_not_disturb: DoNotDisturb = field(default_factory=DoNotDisturb)
     business_hours: BusinessHours = field(default_factory=BusinessHours)
+    # A resolution read before its ticket's facts (another topic, so either may come first) waits this
+    # long after it happened for them (the customer's time zone, tier, care plan), retried; past that
+    # (a replay, facts lost upstream) its visits are planned without them: UTC, standard, no care.
+    facts_wait: timedelta = timedelta(minutes=2)
 
 
 @dataclass(frozen=True, slots=True)

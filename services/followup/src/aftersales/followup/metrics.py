@@ -9,3 +9,7 @@ VISIT_OUTCOMES = Counter(
 )
 VISITS_SCHEDULED = Counter("aftersales_visits_scheduled_total", "Follow-up visits scheduled", ["kind"])
 VISITS_CANCELLED = Counter("aftersales_visits_cancelled_total", "Follow-up visits cancelled", ["kind"])
+RESOLUTIONS_WITHOUT_FACTS = Counter(
+    "aftersales_visits_planned_without_facts_total",
+    "Resolutions whose visits were planned without the ticket's facts (they had not come within the wait)",
+)

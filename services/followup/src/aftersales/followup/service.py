@@ -14,6 +14,7 @@ from typing import Any
 from aftersales.followup import domain, messages
 from aftersales.followup.domain import FollowUpPolicy, Resolution, Visit, VisitStatus
 from aftersales.followup.metrics import (
+    RESOLUTIONS_WITHOUT_FACTS,
     VISIT_OUTCOMES,
     VISITS_CANCELLED,
     VISITS_DUE,
@@ -102,6 +103,8 @@ class FollowUps:
             log.info("resolution of a cancelled ticket: no visits", extra={"ticket_id": res.ticket_id})
             return []
         customer = await self.tickets.customer_of(res.ticket_id)
+        if customer.customer_id is None:
+            self._facts_missing(res)
         next_care = await self.store.next_care(customer.customer_id)
         needs_care, care_n = next_care is not None, next_care or 1
         created: list[Visit] = []
@@ -117,6 +120,14 @@ class FollowUps:
                 "visits scheduled", extra={"ticket_id": res.ticket_id, "round": res.round, "kinds": kinds}
             )
         return created
+
+    def _facts_missing(self, res: Resolution) -> None:
+        """A resolution read before its ticket's facts: retry (the consumer backs off, the facts' own
+        topic goes on) while they may still come; past `facts_wait` plan without them, and say so."""
+        if datetime.now(UTC) - res.resolved_at < self.policy.facts_wait:
+            raise RetryLater(f"ticket {res.ticket_id}: its facts have not arrived yet")
+        RESOLUTIONS_WITHOUT_FACTS.inc()
+        log.warning("visits planned without the ticket's facts", extra={"ticket_id": res.ticket_id})
 
     async def cancel_ticket_visits(self, ticket_id: str, reason: str, keep: Kinds = KEPT_ALWAYS) -> int:
         """Cancel the ticket's open visits except the kinds in `keep` (care visits belong to the customer)."""
