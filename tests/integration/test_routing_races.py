@@ -214,8 +214,9 @@ async def test_the_reconciler_checks_each_new_slot_once_and_every_slot_again_onl
     routing: RoutingService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pass reads the work orders of the slots taken since the last one, not of every held slot; all of
-    them are checked at start-up, after a handler of this process failed, and when another process is
-    gone (the outbox relay's heartbeat calls `request_full`)."""
+    them are checked at start-up, after a handler of this process failed without naming its tickets,
+    and when another process is gone (the outbox relay's heartbeat calls `request_full`); a failure
+    naming its tickets has theirs checked, whenever taken."""
     reads: list[str] = []
     load = routing.store.load_work_order
 
@@ -239,11 +240,15 @@ async def test_the_reconciler_checks_each_new_slot_once_and_every_slot_again_onl
     await routing.store.work_orders.update_one({"_id": first["_id"]}, {"$set": {"status": "cancelled"}})
     assert await routing.reap_slots(grace_s=0) == 0
     assert reads == []
-    # ... until a handler of this process fails: every held slot is checked, the leak released.
-    note_failure()
+    # ... until a handler of this process fails on that ticket: its slots are checked, the leak released
+    note_failure(first["_id"])
     assert await routing.reap_slots(grace_s=0) == 1
-    assert sorted(reads) == ["R-first", "R-second"]
+    assert reads == ["R-first"]  # not the other held slot: the failure named its ticket
     assert await held_slots(routing) == {"t1": 1}
+    note_failure()  # a failure that names nothing: every held slot
+    reads.clear()
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert reads == ["R-second"]
 
     await routing.store.work_orders.update_one({"_id": second["_id"]}, {"$set": {"status": "cancelled"}})
     reads.clear()

@@ -520,11 +520,11 @@ class ReliableConsumer:
             except Exception as exc:
                 if isinstance(exc, TimeoutError) and len(part) > 1:
                     CONSUMER_RETRIES.labels(part[0].topic, "split").inc()
-                    note_failure()  # cancelled mid-way: it may have written part of its effects
+                    note_failure(*_subjects(part))  # cancelled mid-way: part of it may be written
                     parts[0:1] = [part[: len(part) // 2], part[len(part) // 2 :]]
                     continue
                 if not is_transient(exc):
-                    note_failure()
+                    note_failure(*_subjects(part))
                     log.warning("batch handler failed; handling the batch event by event", exc_info=True)
                     return False
                 await self._back_off(part[0].record, attempt, exc, deadline)
@@ -568,7 +568,7 @@ class ReliableConsumer:
         """Wait before the next attempt; past the batch's budget, hand the batch back to Kafka."""
         kind = "transient" if is_transient(exc) else "error"
         CONSUMER_RETRIES.labels(record.topic, kind).inc()
-        note_failure()
+        note_failure(*_subjects_of(record))
         delay = self.retry.delay_s(attempt)
         log.warning(
             "handler failed, will retry",
@@ -693,3 +693,13 @@ async def _dead_letter(
             "kind": kind,
         },
     )
+
+
+def _subjects_of(record: Any) -> tuple[str, ...]:
+    """The subject a record's handler worked on (its key: the ticket id), for `note_failure`."""
+    return (record.key.decode(errors="replace"),) if record.key else ()
+
+
+def _subjects(deliveries: Sequence[Delivery]) -> tuple[str, ...]:
+    keys = [_subjects_of(d.record) for d in deliveries]
+    return () if any(not k for k in keys) else tuple({k[0] for k in keys})

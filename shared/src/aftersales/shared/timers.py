@@ -271,7 +271,7 @@ class DurableTimers:
             if isinstance(exc, TimeoutError):
                 self._limit.timed_out()  # the store does not keep up: fewer timers at once
             TIMER_FAILURES.labels(timer.kind).inc()
-            note_failure()
+            note_failure(*([timer.group] if timer.group else []))
             retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
             gave_up = timer.attempts >= MAX_ATTEMPTS
             await self._col.update_one(

@@ -4,7 +4,7 @@ and reconcile slots that no open work order holds any more (a crash between two 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,7 @@ from aftersales.routing.domain import Status, WorkOrder
 from aftersales.routing.grids import GridView
 from aftersales.routing.metrics import SLOTS_REAPED
 from aftersales.routing.store import RoutingStore, load_of, presence_of, slot_key, technician_of
-from aftersales.shared.failures import failures
+from aftersales.shared.failures import failed_since
 
 log = logging.getLogger("aftersales.routing")
 
@@ -102,13 +102,16 @@ class Capacity:
             return str(wo.technician_grid_id or wo.grid_id)
         return None
 
-    async def reap_slots(self, *, older_than: datetime, since: datetime | None = None) -> ReapedSlots:
+    async def reap_slots(
+        self, *, older_than: datetime, since: datetime | None = None, suspects: Set[str] = frozenset()
+    ) -> ReapedSlots:
         """Release slots that no open work order holds (a crash between taking a slot and writing the
         work order, or between a hand-over's writes). Slots taken from `older_than` on are left alone:
         their dispatch may still be writing; with `since`, so are slots taken before it (checked
-        already). One work order read by `_id` per slot checked."""
+        already) unless their ticket or technician is one of `suspects`. One work order read by `_id`
+        per slot checked."""
         reaped = ReapedSlots()
-        for tech_id, key in await self.store.held_slots(older_than, since=since):
+        for tech_id, key in await self.store.held_slots(older_than, since=since, suspects=suspects):
             ticket_id, _, round_ = key.rpartition("#")
             wo = await self.store.load_work_order(ticket_id)
             holds = (
@@ -132,31 +135,37 @@ class SlotAudit:
     A slot is left held by no open work order only when something stopped between two writes: a
     process died (its successor starts with a full check, and its peers learn it from the outbox
     relay's heartbeat: `request_full`), a write went unconfirmed (the same heartbeat), or a handler of
-    this process failed (`shared.failures`). Without such evidence a pass checks only the slots taken
-    since the last pass (each once, after its grace), so the cost follows the new work, not the held."""
+    this process failed (`shared.failures`: the slots of the tickets it named, or every slot when it
+    named none). Without such evidence a pass checks only the slots taken since the last pass (each
+    once, after its grace), so the cost follows the new work and the failures, not the held slots."""
 
     full_reason: str | None = "start-up"
     checked_until: datetime | None = None  # slots taken before this were checked
     failures_seen: int = 0
+    suspects: set[str] = field(default_factory=set)  # tickets (or technicians) of failed handlers
 
     def request_full(self, reason: str) -> None:
         """Check every held slot at the next pass (another process gone, or a write unconfirmed)."""
         self.full_reason = self.full_reason or reason
 
-    def begin(self) -> datetime | None:
-        """Start a pass: return where its slots start (None: all of them)."""
-        if failures() != self.failures_seen:
-            self.failures_seen = failures()
+    def begin(self) -> tuple[datetime | None, frozenset[str]]:
+        """Start a pass: return where its slots start (None: all of them) and the suspects to check
+        whenever their slots were taken."""
+        self.failures_seen, named = failed_since(self.failures_seen)
+        if named is None:
             self.request_full("handler failure")
+        else:
+            self.suspects |= named
         if self.full_reason is not None or self.checked_until is None:
             if self.full_reason is not None:
                 log.info("checking every held slot", extra={"reason": self.full_reason})
             self.full_reason = None
-            return None
-        return self.checked_until
+            return None, frozenset()
+        return self.checked_until, frozenset(self.suspects)
 
     def done(self, cutoff: datetime) -> None:
         self.checked_until = cutoff
+        self.suspects.clear()
 
     def failed(self) -> None:
         self.request_full("a reconciliation that did not finish")

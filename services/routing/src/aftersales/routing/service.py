@@ -119,9 +119,9 @@ class RoutingService:
         Which slots are checked is `slot_audit`'s: the new ones, or all of them on evidence."""
         cutoff = now_utc() - timedelta(seconds=grace_s)
         cutoff = cutoff.replace(microsecond=cutoff.microsecond // 1000 * 1000)  # as stored: to the ms
-        since = self.slot_audit.begin()
+        since, suspects = self.slot_audit.begin()
         try:
-            reaped = await self.capacity.reap_slots(older_than=cutoff, since=since)
+            reaped = await self.capacity.reap_slots(older_than=cutoff, since=since, suspects=suspects)
         except BaseException:
             self.slot_audit.failed()
             raise

@@ -9,7 +9,7 @@ idempotent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -297,17 +297,20 @@ class DirectoryStore(TechnicianSlots):
         return [d async for d in self.technicians.find(query, {"outbox": 0}).sort("_id", 1)]
 
     async def held_slots(
-        self, older_than: datetime, *, since: datetime | None = None
+        self, older_than: datetime, *, since: datetime | None = None, suspects: Set[str] = frozenset()
     ) -> list[tuple[str, str]]:
         """Return (technician, slot key) of every slot taken before `older_than`, and with `since` not
-        before it (technicians are a small collection; a slot without a time predates the field and
-        counts as old: only a call without `since` returns it)."""
+        before it unless its ticket or its technician is one of `suspects` (technicians are a small
+        collection; a slot without a time predates the field and counts as old: only a call without
+        `since` returns it, or a suspect)."""
         out = []
         async for doc in self.technicians.find({}, {"active_ids": 1, "slot_at": 1}):
-            taken = doc.get("slot_at") or {}
+            taken, suspect = doc.get("slot_at") or {}, doc["_id"] in suspects
             for key in doc.get("active_ids", []):
                 at = taken.get(key)
-                if _taken_within(at, since, older_than):
+                if _taken_within(at, since, older_than) or (
+                    (suspect or key.rpartition("#")[0] in suspects) and (at is None or at < older_than)
+                ):
                     out.append((doc["_id"], key))
         return out
 
