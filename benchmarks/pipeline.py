@@ -138,6 +138,8 @@ class TopicWatch:
         )
         await self._consumer.start()
         await self._consumer.seek_to_end()
+        for tp in self._consumer.assignment():  # the seek is lazy: resolve the end now, not at the first
+            await self._consumer.position(tp)  # fetch, after which an event already published is skipped
         self._task = asyncio.create_task(self._run())
         return self
 

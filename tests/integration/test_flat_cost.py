@@ -10,6 +10,7 @@ command,by_id}`). The same load runs with ~1k and with ~20k tickets of history s
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -71,18 +72,20 @@ async def grow_history(platform: Platform, target: int) -> int:
     try:
         stored = await client[platform.database("intake")]["tickets"].count_documents({})
         copies = max(0, (target - stored) // max(stored, 1))
-        for service, collections in HISTORY.items():
+
+        async def grow(service: str, collections: set[str]) -> None:
             db = client[platform.database(service)]
             for name in collections:
                 docs = [d async for d in db[name].find({})]
-                if not docs:
-                    continue
-                for copy in range(copies):
+                for copy in range(copies if docs else 0):
                     batch = [_copy(d, f"-h{copy}") for d in docs]
                     try:
                         await db[name].insert_many(batch, ordered=False)
                     except BulkWriteError:
                         pass  # a unique key that cannot be copied (none expected); the rest went in
+
+        # the services' databases side by side: the server writes to different databases at once
+        await asyncio.gather(*(grow(service, names) for service, names in HISTORY.items()))
         return int(await client[platform.database("intake")]["tickets"].count_documents({}))
     finally:
         await client.close()
