@@ -104,7 +104,7 @@ class FollowUps:
             return []
         customer = await self.tickets.customer_of(res.ticket_id)
         if customer.customer_id is None:
-            self._facts_missing(res)
+            _facts_missing(self.policy, res)
         next_care = await self.store.next_care(customer.customer_id)
         needs_care, care_n = next_care is not None, next_care or 1
         created: list[Visit] = []
@@ -120,14 +120,6 @@ class FollowUps:
                 "visits scheduled", extra={"ticket_id": res.ticket_id, "round": res.round, "kinds": kinds}
             )
         return created
-
-    def _facts_missing(self, res: Resolution) -> None:
-        """A resolution read before its ticket's facts: retry (the consumer backs off, the facts' own
-        topic goes on) while they may still come; past `facts_wait` plan without them, and say so."""
-        if datetime.now(UTC) - res.resolved_at < self.policy.facts_wait:
-            raise RetryLater(f"ticket {res.ticket_id}: its facts have not arrived yet")
-        RESOLUTIONS_WITHOUT_FACTS.inc()
-        log.warning("visits planned without the ticket's facts", extra={"ticket_id": res.ticket_id})
 
     async def cancel_ticket_visits(self, ticket_id: str, reason: str, keep: Kinds = KEPT_ALWAYS) -> int:
         """Cancel the ticket's open visits except the kinds in `keep` (care visits belong to the customer)."""
@@ -260,3 +252,12 @@ class FollowUps:
         return periodic(
             self.store.heal_open_index, interval_s, what="open-visits index heal", wait_first=True
         )
+
+
+def _facts_missing(policy: FollowUpPolicy, res: Resolution) -> None:
+    """A resolution read before its ticket's facts: retry (the consumer backs off, the facts' own topic
+    goes on) while they may still come; past `facts_wait` plan without them, and say so."""
+    if datetime.now(UTC) - res.resolved_at < policy.facts_wait:
+        raise RetryLater(f"ticket {res.ticket_id}: its facts have not arrived yet")
+    RESOLUTIONS_WITHOUT_FACTS.inc()
+    log.warning("visits planned without the ticket's facts", extra={"ticket_id": res.ticket_id})
