@@ -8,14 +8,14 @@
 #     scoped stacks stay whole; each test has its own topic prefix, databases and ports, so they do
 #     not meet);
 #   - then, alone, the tests that disturb the shared servers themselves (the chaos run restarts Kafka
-#     and freezes the database; test_foundation freezes the database).
+#     and freezes the database; test_database_frozen freezes the database).
 # The side lane's output is printed after the main one; any failure fails the whole.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 UV="${UV:-uv}"
 LOGS=".test-logs"
 mkdir -p "$LOGS"
-ALONE=(tests/integration/test_chaos.py tests/integration/test_foundation.py)
+ALONE=(tests/integration/test_chaos.py tests/integration/test_database_frozen.py)
 # shellcheck disable=SC2086  # UV and PYTEST_ARGS are lists of words
 (
   set -e
@@ -27,7 +27,7 @@ ALONE=(tests/integration/test_chaos.py tests/integration/test_foundation.py)
 ) >"$LOGS/checks-and-unit.log" 2>&1 &
 side=$!
 trap 'kill "$side" 2>/dev/null' EXIT
-export UV PYTEST_ARGS="${PYTEST_ARGS:-}" TEST_WORKERS="${TEST_WORKERS:-3}"
+export UV PYTEST_ARGS="${PYTEST_ARGS:-}" TEST_WORKERS="${TEST_WORKERS:-4}"
 # shellcheck disable=SC2016  # expanded by the inner shell
 bash deploy/local/with-infra.sh bash -c '
   ok() { (($1 == 0 || $1 == 5)); }  # 5: PYTEST_ARGS selected nothing
@@ -38,7 +38,7 @@ bash deploy/local/with-infra.sh bash -c '
   $UV run pytest -q -p no:cacheprovider '"${ALONE[*]}"' $PYTEST_ARGS
   ok $? && alone=0 || alone=1
   ((shared != 0)) && echo "[test] tests/integration or tests/security FAILED"
-  ((alone != 0)) && echo "[test] the chaos and foundation tests FAILED"
+  ((alone != 0)) && echo "[test] the chaos and frozen-database tests FAILED"
   exit $((shared != 0 || alone != 0))
 '
 servers=$?

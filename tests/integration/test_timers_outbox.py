@@ -409,13 +409,19 @@ async def test_a_sweep_longer_than_the_socket_timeout_still_recovers_and_never_h
         relay.notify("orders", "fresh")
         await wait_until("both events published", lambda: _both(publish.subjects), timeout_s=60)
         await asyncio.wait_for(relay.registered.wait(), 10)  # the start-up recovery went through
+        # Not stalled: a pass may still time out now and then on a busy server (200 ms), but the next
+        # one goes through, where before every pass failed for good.
+        await wait_until("a relay pass that goes through", lambda: _flowing(relay), timeout_s=30)
     finally:
         stop.set()
         await running
-    assert relay.stalled_since is None
     await client.close()
     await admin.drop_database(name)  # dropping this much outlasts the short socket timeout too
     await admin.close()
+
+
+async def _flowing(relay: OutboxRelay) -> bool | None:
+    return relay.stalled_since is None or None
 
 
 async def _both(subjects: list[str]) -> bool | None:
