@@ -27,7 +27,7 @@ ALONE=(tests/integration/test_chaos.py tests/integration/test_database_frozen.py
 ) >"$LOGS/checks-and-unit.log" 2>&1 &
 side=$!
 trap 'kill "$side" 2>/dev/null' EXIT
-export UV PYTEST_ARGS="${PYTEST_ARGS:-}" TEST_WORKERS="${TEST_WORKERS:-4}"
+export UV PYTEST_ARGS="${PYTEST_ARGS:-}" TEST_WORKERS="${TEST_WORKERS:-3}"
 # shellcheck disable=SC2016  # expanded by the inner shell
 bash deploy/local/with-infra.sh bash -c '
   ok() { (($1 == 0 || $1 == 5)); }  # 5: PYTEST_ARGS selected nothing

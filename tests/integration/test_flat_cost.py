@@ -113,6 +113,7 @@ def totals(window: dict[str, dict[tuple[str, str], float]]) -> dict[str, float]:
     return {service: sum(counts.values()) for service, counts in window.items()}
 
 
+@pytest.mark.timeout(600)  # ~5 minutes, most of it writing 20k tickets of history
 async def test_db_commands_per_ticket_stay_flat_from_1k_to_20k_stored_tickets(platform: Platform) -> None:
     await start_platform(platform)  # with the services' own background intervals (SERVICE_DEFAULTS)
     await measure(platform, 30)  # warm-up: caches, first writes of each collection
