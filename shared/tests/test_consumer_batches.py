@@ -256,3 +256,30 @@ async def test_handlers_timing_out_on_an_overloaded_store_make_the_consumer_run_
     assert store.applied == {(0, o): 1 for o in range(16)}
     assert store.timeouts > 0  # the store was overloaded at first ...
     assert reliable.limit.limit < 16  # ... and the consumer ran fewer keys at once since
+
+
+@dataclass
+class StampedRecord(Record):
+    timestamp: int = 0
+
+
+async def test_one_tickets_events_from_two_topics_in_one_poll_are_applied_in_the_order_produced() -> None:
+    """The resolution (assignments topic) comes first in the poll, the ticket's facts (tickets topic),
+    produced earlier, second; the resolution's handler waits for the facts (RetryLater). Before, the
+    key's records were applied in poll order: the resolution retried until the budget ran out and the
+    poll was handed back, the facts behind it, again and again."""
+    facts, resolution = record(0, 7, "T1"), record(0, 3, "T1")
+    polled = [
+        StampedRecord("t.assignments", 0, 3, b"T1", resolution.value, resolution.headers, timestamp=2_000),
+        StampedRecord(TOPIC, 0, 7, b"T1", facts.value, facts.headers, timestamp=1_000),
+    ]
+    applied: list[str] = []
+
+    async def handler(planned: Sequence[Delivery], whole: bool) -> None:
+        [delivery] = planned
+        if delivery.topic == "t.assignments" and TOPIC not in applied:
+            raise RetryLater("the ticket's facts have not arrived yet")
+        applied.append(delivery.topic)
+
+    await consumer(budget_s=0.5).handle(decode_records(polled), handler)
+    assert applied == [TOPIC, "t.assignments"]

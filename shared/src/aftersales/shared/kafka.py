@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import heapq
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
@@ -486,17 +487,15 @@ class ReliableConsumer:
             return
         if self.batched and await self._try_batch(run, deliveries, deadline, progress):
             return
-        groups: dict[Any, list[Delivery]] = {}
-        for d in deliveries:
-            if not progress.is_finished(d.record):  # applied by a part of the batch handler's
-                groups.setdefault(d.record.key, []).append(d)
+        # what a part of the batch handler's applied is finished already
+        chains = _chains_by_key([d for d in deliveries if not progress.is_finished(d.record)])
 
-        async def in_order(group: list[Delivery]) -> None:
-            for d in group:
+        async def in_order(chain: list[Delivery]) -> None:
+            for d in chain:
                 await self._handle_one(run, d, deadline)
                 progress.finish(d.record)
 
-        results = await asyncio.gather(*(in_order(g) for g in groups.values()), return_exceptions=True)
+        results = await asyncio.gather(*(in_order(c) for c in chains), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]  # the unfinished part is polled again (handlers are idempotent)
@@ -703,3 +702,20 @@ def _subjects_of(record: Any) -> tuple[str, ...]:
 def _subjects(deliveries: Sequence[Delivery]) -> tuple[str, ...]:
     keys = [_subjects_of(d.record) for d in deliveries]
     return () if any(not k for k in keys) else tuple({k[0] for k in keys})
+
+
+def _chains_by_key(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
+    """One chain per key, applied one after the other: each partition's records in offset order, the
+    partitions' merged by when each record was produced. One ticket's events come on several topics
+    (its facts on the tickets topic, its resolution on the assignments topic): a poll holding both
+    applies them in the order they happened, so a handler that waits for the earlier one (RetryLater)
+    is not queued in front of it until its retry budget runs out."""
+    parts: dict[Any, dict[tuple[str, int], list[Delivery]]] = {}
+    for d in deliveries:
+        parts.setdefault(d.record.key, {}).setdefault((d.record.topic, d.record.partition), []).append(d)
+    return [list(heapq.merge(*by_partition.values(), key=_produced_at)) for by_partition in parts.values()]
+
+
+def _produced_at(delivery: Delivery) -> int:
+    """The record's timestamp (ms; the producer's time): heapq.merge keeps each partition's own order."""
+    return int(getattr(delivery.record, "timestamp", 0) or 0)
