@@ -14,7 +14,7 @@ from aftersales.routing.clocks import now_utc
 from aftersales.routing.grids import GridDirectory
 from aftersales.routing.metrics import SILENT_TECHNICIANS
 from aftersales.routing.queues import Queues
-from aftersales.routing.store import RoutingStore, presence_of, technician_of
+from aftersales.routing.store import RoutingStore, presence_of, technician_of, ticket_of_slot
 from aftersales.shared.contracts.desk import TechnicianStatus
 from aftersales.shared.errors import Conflict, NotFound
 
@@ -84,7 +84,7 @@ class Availability:
                 supervisor_id=grid.supervisor_id if grid else None,
                 last_heartbeat_at=last,
                 silent_after_s=self.silent_after_s,
-                held_ticket_ids=[key.rpartition("#")[0] for key in doc.get("active_ids", [])],
+                held_ticket_ids=[ticket_of_slot(key) for key in doc.get("active_ids", [])],
                 now=now,
             )
             if await self.store.flag_silent(doc["_id"], last_heartbeat_at=last, now=now, events=[evt]):

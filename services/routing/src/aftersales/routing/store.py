@@ -60,6 +60,11 @@ def slot_key(ticket_id: str, round_: int) -> str:
     return f"{ticket_id}#{round_}"
 
 
+def ticket_of_slot(key: str) -> str:
+    """Return the ticket whose work order a slot key (`slot_key`) was taken for."""
+    return key.rpartition("#")[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Guard:
     """What a work order must still be for a write to apply: its round, and optionally its status, its
@@ -309,7 +314,7 @@ class DirectoryStore(TechnicianSlots):
             for key in doc.get("active_ids", []):
                 at = taken.get(key)
                 if _taken_within(at, since, older_than) or (
-                    (suspect or key.rpartition("#")[0] in suspects) and (at is None or at < older_than)
+                    (suspect or ticket_of_slot(key) in suspects) and (at is None or at < older_than)
                 ):
                     out.append((doc["_id"], key))
         return out
