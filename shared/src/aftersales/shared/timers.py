@@ -157,6 +157,11 @@ class DurableTimers:
         result = await self._col.delete_one({"_id": timer_id})
         return result.deleted_count == 1
 
+    @property
+    def firing(self) -> frozenset[str]:
+        """The timers this replica's handlers are running now."""
+        return frozenset(self._firing)
+
     async def get(self, timer_id: str) -> dict[str, Any] | None:
         return await self._col.find_one({"_id": timer_id})
 
