@@ -2,7 +2,8 @@
 
 All five services run as real processes; tickets go in over HTTP until routing's `assigned` event is on
 Kafka. Each service counts the commands it sends (`aftersales_db_commands_total{service,collection,
-command,by_id}`). The same load runs with ~1k and with ~20k tickets of history stored, and:
+command,by_id}`). The same load runs with ~1k and with ~10k tickets of history stored (ten times: a
+per-ticket cost that grows with the history shows at any ratio; 20k took ~100 s more of the suite), and:
 - the commands per ticket of each service must not grow with the history;
 - no command may select documents of a history collection (one that grows with every ticket) by
   anything but `_id` on this path: on FerretDB that is a scan whose cost grows with the history.
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.pipeline import closed_loop, db_commands, start_platform, watch_assigned
 
-pytestmark = pytest.mark.long_running(minutes=5)
+pytestmark = pytest.mark.long_running(minutes=3)
 
 # Collections that grow with every ticket. Anything else is bounded by configuration or by open work
 # (grids, technicians, the routing queue, open-items indexes, metrics batches in flight, live timers).
@@ -45,7 +46,7 @@ HISTORY = {
     "metrics": {"facts", "reports"},  # rollups: one document per day and a few more, not per ticket
 }
 TICKETS_PER_WINDOW = 120
-SMALL, LARGE = 1_000, 20_000
+SMALL, LARGE = 1_000, 10_000
 
 
 async def measure(platform: Platform, n: int) -> dict[str, dict[tuple[str, str], float]]:
@@ -113,8 +114,8 @@ def totals(window: dict[str, dict[tuple[str, str], float]]) -> dict[str, float]:
     return {service: sum(counts.values()) for service, counts in window.items()}
 
 
-@pytest.mark.timeout(600)  # ~5 minutes, most of it writing 20k tickets of history
-async def test_db_commands_per_ticket_stay_flat_from_1k_to_20k_stored_tickets(platform: Platform) -> None:
+@pytest.mark.timeout(600)  # ~3 minutes, most of it writing 10k tickets of history
+async def test_db_commands_per_ticket_stay_flat_from_1k_to_10k_stored_tickets(platform: Platform) -> None:
     await start_platform(platform)  # with the services' own background intervals (SERVICE_DEFAULTS)
     await measure(platform, 30)  # warm-up: caches, first writes of each collection
     stored = await grow_history(platform, SMALL)
