@@ -173,3 +173,50 @@ async def test_a_scan_that_keeps_failing_does_not_stop_the_timers_this_replica_k
         await running
     assert fired == ["breach-1"]
     assert timers.scans >= 2  # the failed start-up scan is tried again, not given up
+
+
+async def test_a_handler_slower_than_its_lease_keeps_the_timer_and_it_fires_once() -> None:
+    """Before, a handler was cut at half the lease: a busy database made every SLA handler time out, the
+    limit of timers fired at once fell to one, and warnings fired minutes late. The lease is now renewed
+    while the handler runs, so the other replica leaves the timer alone and it fires once."""
+    db = Db(InMemoryMongo()["test"])
+    one, other = (DurableTimers(cast(Database, db), lease_s=0.3) for _ in range(2))
+    runs: list[tuple[str, int]] = []
+    started = asyncio.Event()
+
+    async def slow(timer: Timer) -> None:
+        runs.append(("one", timer.version))
+        started.set()
+        await asyncio.sleep(1.2)  # four leases
+
+    async def quick(timer: Timer) -> None:
+        runs.append(("other", timer.version))
+
+    await one.schedule("tm-slow", "sla", T0, {})
+    firing = asyncio.create_task(one.fire_due(slow, now=soon()))
+    await asyncio.wait_for(started.wait(), timeout=5)
+    for _ in range(20):  # the other replica keeps looking while the slow handler runs
+        await other.refresh()
+        await other.fire_due(quick, now=soon())
+        await asyncio.sleep(0.05)
+    assert await firing == 1
+    assert runs == [("one", 1)] and await one.get("tm-slow") is None
+
+
+async def test_a_hung_handler_is_cut_at_its_timeout_and_stops_renewing_its_lease() -> None:
+    db = Db(InMemoryMongo()["test"])
+    one = DurableTimers(cast(Database, db), lease_s=0.3, handler_timeout_s=0.5)
+    other = DurableTimers(cast(Database, db), lease_s=0.3)
+    fired, handler = recorder()
+
+    async def hangs(timer: Timer) -> None:
+        await asyncio.sleep(3600)
+
+    await one.schedule("tm-hung", "sla", T0, {})
+    assert await one.fire_due(hangs, now=soon()) == 0  # cut after 0.5 s and handed back
+    doc = await one.get("tm-hung")
+    assert doc is not None and doc["state"] == "pending" and doc["lease_until"] is None
+    await asyncio.sleep(0.3)  # a renewal still running would set a lease again
+    assert (await one.get("tm-hung") or {}).get("lease_until") is None
+    await other.refresh()
+    assert await other.fire_due(handler, now=soon(timedelta(seconds=3))) == 1 and fired == ["tm-hung"]

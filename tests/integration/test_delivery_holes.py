@@ -6,8 +6,9 @@
   duplicate across replicas (never within one);
 - S2: a producer dead for good is recreated and the outbox drains; /readyz is red while the outbox stalls;
 - S3: a hung consumer handler is cut by its timeout and retried, in its group, never dead-lettered; a hung
-  timer handler is cut inside its lease, so another replica does not fire the timer a second time; a
-  batch handed back after its retry budget is polled again only from what did not finish;
+  timer handler holds its lease (renewed while it runs) until its timeout cuts it, so another replica
+  does not fire the timer a second time; a batch handed back after its retry budget is polled again only
+  from what did not finish;
 - S5: shutdown stops timers at once, lets an in-flight handler finish, flushes what it wrote before the
   producer closes, and ends within `shutdown_grace_s` even when a handler hangs.
 
@@ -614,15 +615,16 @@ async def _committed_to_end(infra: Infra, group: str, topic: str) -> bool:
     )
 
 
-async def test_s3_a_hung_timer_handler_is_cut_inside_its_lease_so_the_timer_fires_once(
+async def test_s3_a_hung_timer_handler_holds_its_lease_until_cut_so_the_timer_fires_once(
     infra: Infra, cleanup: list[str]
 ) -> None:
     client = mongo(infra)
     db = client[unique("timers_")]
     cleanup.append(db.name)
     await ensure_indexes(db, TIMER_INDEXES)
-    lease_s = 2.0
-    hung, other = DurableTimers(db, lease_s=lease_s), DurableTimers(db, lease_s=lease_s)
+    lease_s = 2.0  # renewed every 2/3 s while the handler runs; the handler is cut after 3 s
+    hung = DurableTimers(db, lease_s=lease_s, handler_timeout_s=1.5 * lease_s)
+    other = DurableTimers(db, lease_s=lease_s)
     await hung.schedule("breach-1", "sla", datetime.now(UTC) - timedelta(seconds=1))
     effects: list[tuple[str, int]] = []  # (replica, fencing version) of every completed firing
 
@@ -636,7 +638,8 @@ async def test_s3_a_hung_timer_handler_is_cut_inside_its_lease_so_the_timer_fire
     async def fires(timer: Timer) -> None:
         effects.append(("other", timer.version))
 
-    # The hung replica claims the timer and hangs; the other keeps looking for due timers meanwhile.
+    # The hung replica claims the timer and hangs past its lease (renewed meanwhile); the other keeps
+    # looking for due timers, and may take it only once the hung call was cut and handed it back.
     fired = asyncio.create_task(hung.fire_due(hangs))
     await asyncio.wait_for(hanging.wait(), timeout=10)
     deadline = asyncio.get_running_loop().time() + 4 * lease_s

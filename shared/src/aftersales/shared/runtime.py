@@ -116,6 +116,7 @@ class ServiceRuntime:
         self.timers = DurableTimers(
             self.db,
             lease_s=settings.timer_lease_s,
+            handler_timeout_s=settings.timer_handler_timeout_s,
             poll_interval_s=settings.timer_poll_interval_s,
             scan_interval_s=settings.timer_scan_interval_s,
             scan_timeout_s=settings.mongodb_scan_timeout_s,

@@ -150,7 +150,13 @@ class ServiceSettings(BaseSettings):
         "pending timer)",
     )
     timer_lease_s: float = Field(
-        default=60.0, gt=0, description="a fired timer is retried by another replica after this"
+        default=60.0,
+        gt=0,
+        description="a timer whose replica stopped renewing its lease (renewed every third of it while "
+        "the handler runs) is fired by another replica after this",
+    )
+    timer_handler_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="a timer handler running longer is cut and retried"
     )
     shutdown_grace_s: float = Field(default=20.0, gt=0, description="graceful shutdown budget after SIGTERM")
 

@@ -59,6 +59,9 @@ TIMER_SCANS = Counter(
     "Scans of the active timers (start-up, another process gone, an unconfirmed write, or a clock)",
     ["reason"],
 )
+LEASES_RENEWED = Counter(
+    "aftersales_timer_leases_renewed_total", "Leases of timers renewed while their handler ran on"
+)
 ACTIVE_FOUND = Gauge("aftersales_timers_active_found", "Active timers the last scan found")
 
 COLLECTION = "timers"
@@ -100,13 +103,14 @@ class DurableTimers:
         lease_s: float = 60.0,
         poll_interval_s: float = 1.0,
         scan_interval_s: float = 0.0,
-        handler_timeout_s: float | None = None,
+        handler_timeout_s: float = 120.0,
         scan_timeout_s: float = 600.0,
     ) -> None:
         self._col = db[COLLECTION]
         self._lease = timedelta(seconds=lease_s)
-        # A handler must end well inside its lease, or another replica may fire the timer meanwhile.
-        self._handler_timeout_s = handler_timeout_s or lease_s / 2
+        # A handler running longer is cut (and its timer handed back): a hung handler holds its timer's
+        # lease (renewed while it runs, see `_hold`) no longer than this.
+        self._handler_timeout_s = handler_timeout_s
         self._poll_interval_s = poll_interval_s
         self._scan_interval_s = scan_interval_s  # a scan on a clock as well (0: only on evidence)
         self._scan_timeout_s = scan_timeout_s  # how long one scan may take (longer than a socket timeout)
@@ -271,7 +275,7 @@ class DurableTimers:
     async def _fire_fenced(self, handler: TimerHandler, timer: Timer) -> bool:
         fence = {"_id": timer.id, "version": timer.version}
         try:
-            await asyncio.wait_for(handler(timer), self._handler_timeout_s)
+            await self._run_holding(handler, timer, fence)
         except Exception as exc:
             if isinstance(exc, TimeoutError):
                 self._limit.timed_out()  # the store does not keep up: fewer timers at once
@@ -309,6 +313,28 @@ class DurableTimers:
         self._limit.succeeded()
         TIMERS_FIRED.labels(timer.kind).inc()
         return True
+
+    async def _run_holding(self, handler: TimerHandler, timer: Timer, fence: Mapping[str, Any]) -> None:
+        holding = asyncio.create_task(self._hold(fence), name=f"timer-lease:{timer.id}")
+        try:
+            await asyncio.wait_for(handler(timer), self._handler_timeout_s)
+        finally:
+            holding.cancel()
+
+    async def _hold(self, fence: Mapping[str, Any]) -> None:
+        """Renew the lease of a timer this replica's handler is running, every third of the lease, until
+        cancelled: a handler slowed by a busy database keeps its timer (before, it was cut at half the
+        lease, and under load every cut halved the timers fired at once, down to one). A renewal that
+        fails is tried again at the next third; should the lease run out meanwhile, another replica may
+        take the timer, fenced by its version, and the handlers' own checks make a second run harmless."""
+        every = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._col.update_one(fence, {"$set": {"lease_until": datetime.now(UTC) + self._lease}})
+                LEASES_RENEWED.inc()
+            except Exception as exc:
+                log.warning("timer lease not renewed; will try again", extra={"error": repr(exc)[:300]})
 
     async def run(self, handler: TimerHandler, stop: asyncio.Event) -> None:
         """Fire due timers until `stop` is set; scan the collection at start-up and when asked to (see
