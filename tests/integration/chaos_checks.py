@@ -137,16 +137,24 @@ async def fetch_work_orders(
     return found, missing
 
 
-def slot_figures(work_orders: dict[str, dict[str, Any]], techs: list[dict[str, Any]]) -> dict[str, int]:
-    """Capacity slots the technicians hold against the open work orders that hold one."""
+def slot_figures(
+    work_orders: dict[str, dict[str, Any]], techs: list[dict[str, Any]], techs_before: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Capacity slots the technicians hold against the open work orders that hold one. The work orders
+    are read one by one between two reads of the technicians; a technician whose count changed between
+    those reads had work moving (an escalation, a late timer) while it was read, so his difference is
+    not judged in this pass but counted as `slots_moving` (the caller reads again until none moves)."""
     held: Counter[str] = Counter()
     for wo in work_orders.values():
         if wo["status"] in {s.value for s in HOLDING_STATUSES} and wo.get("technician_id"):
             held[wo["technician_id"]] += 1
     active = {t["id"]: int(t["active_work_orders"]) for t in techs}
+    before = {t["id"]: int(t["active_work_orders"]) for t in techs_before}
+    moving = {tid for tid, n in active.items() if before.get(tid) != n}
     return {
-        "leaked_slots": sum(max(0, n - held.get(tid, 0)) for tid, n in active.items()),
-        "missing_slots": sum(max(0, n - active.get(tid, 0)) for tid, n in held.items()),
+        "leaked_slots": sum(max(0, n - held.get(tid, 0)) for tid, n in active.items() if tid not in moving),
+        "missing_slots": sum(max(0, n - active.get(tid, 0)) for tid, n in held.items() if tid not in moving),
+        "slots_moving": len(moving),
         "over_capacity": sum(1 for t in techs if int(t["active_work_orders"]) > int(t["capacity"])),
         "slots_held": sum(active.values()),
     }
@@ -205,11 +213,14 @@ async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
         # A slot a SIGKILL left behind is released by routing's reconciler once it is older than the
         # grace; poll until it has had its passes, so a leak that stays is a leak.
         deadline = time.monotonic() + SLOT_SETTLE_S
+        technicians = f"{platform.url('routing')}/v1/technicians"
         while True:
+            techs_before = (await http.get(technicians, headers=auth())).json()
             work_orders, missing = await fetch_work_orders(http, platform.url("routing"), ids)
-            techs = (await http.get(f"{platform.url('routing')}/v1/technicians", headers=auth())).json()
-            slots = slot_figures(work_orders, techs)
-            if slots["leaked_slots"] == 0 or time.monotonic() > deadline:
+            techs = (await http.get(technicians, headers=auth())).json()
+            slots = slot_figures(work_orders, techs, techs_before)
+            settled = slots["leaked_slots"] == slots["missing_slots"] == slots["slots_moving"] == 0
+            if settled or time.monotonic() > deadline:
                 break
             await asyncio.sleep(2)
         kpis = (await http.get(f"{platform.url('metrics')}/v1/kpis", headers=auth())).json()
