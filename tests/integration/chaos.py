@@ -221,7 +221,12 @@ async def storms(run: Run) -> None:
     async def new_producer() -> AIOKafkaProducer:
         kafka = run.platform.infra.kafka
         producer = AIOKafkaProducer(bootstrap_servers=kafka, acks="all", enable_idempotence=True)
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:  # the broker is still down: close what start() opened, or it leaks
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
         return producer
 
     producer = await new_producer()
