@@ -43,7 +43,6 @@ from prometheus_client import Counter, Gauge
 
 from aftersales.shared.envelope import CloudEvent
 from aftersales.shared.mongo import Collection, Database, IndexSpec, merge_updates, unconfirmed_writes
-from aftersales.shared.renewal import renewing
 
 log = logging.getLogger("aftersales.outbox")
 
@@ -333,8 +332,21 @@ class OutboxRelay:
     async def _sweep_alive(self, reason: str) -> None:
         """Sweep while renewing this relay's lease every heartbeat: on FerretDB a sweep can take minutes,
         and a lease left unrenewed that long makes every peer take this relay for dead and sweep too."""
-        async with renewing(self.leases.renew, self._heartbeat_s, log=log, what="outbox lease (sweeping)"):
+        renewing = asyncio.create_task(self._renew_every_beat(), name="outbox-lease-during-sweep")
+        try:
             await self.sweep(reason)
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _renew_every_beat(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            try:
+                await self.leases.renew()
+            except Exception as exc:  # the next beat tries again; a sweep that fails says so itself
+                log.warning("outbox lease not renewed during a sweep", extra={"error": repr(exc)[:300]})
 
     def _tell_peer_change(self, peers: Peers, doubtful: bool) -> None:
         """Tell the listeners, once per process gone and once per doubt: a lease that went stale, one

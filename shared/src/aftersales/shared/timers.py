@@ -44,7 +44,6 @@ from pymongo import ReturnDocument
 from aftersales.shared.adaptive import AdaptiveLimit
 from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import Database, IndexSpec
-from aftersales.shared.renewal import renewing
 
 log = logging.getLogger("aftersales.timers")
 
@@ -110,7 +109,7 @@ class DurableTimers:
         self._col = db[COLLECTION]
         self._lease = timedelta(seconds=lease_s)
         # A handler running longer is cut (and its timer handed back): a hung handler holds its timer's
-        # lease (renewed while it runs, see `_run_holding`) no longer than this.
+        # lease (renewed while it runs, see `_hold`) no longer than this.
         self._handler_timeout_s = handler_timeout_s
         self._poll_interval_s = poll_interval_s
         self._scan_interval_s = scan_interval_s  # a scan on a clock as well (0: only on evidence)
@@ -316,18 +315,26 @@ class DurableTimers:
         return True
 
     async def _run_holding(self, handler: TimerHandler, timer: Timer, fence: Mapping[str, Any]) -> None:
-        """Run the handler while renewing the timer's lease every third of it: a handler slowed by a busy
-        database keeps its timer (before, it was cut at half the lease, and under load every cut halved
-        the timers fired at once, down to one). Should a renewal fail and the lease run out meanwhile,
-        another replica may take the timer, fenced by its version, and the handlers' own checks make a
-        second run harmless."""
-
-        async def renew() -> None:
-            await self._col.update_one(fence, {"$set": {"lease_until": datetime.now(UTC) + self._lease}})
-            LEASES_RENEWED.inc()
-
-        async with renewing(renew, self._lease.total_seconds() / 3, log=log, what="timer lease"):
+        holding = asyncio.create_task(self._hold(fence), name=f"timer-lease:{timer.id}")
+        try:
             await asyncio.wait_for(handler(timer), self._handler_timeout_s)
+        finally:
+            holding.cancel()
+
+    async def _hold(self, fence: Mapping[str, Any]) -> None:
+        """Renew the lease of a timer this replica's handler is running, every third of the lease, until
+        cancelled: a handler slowed by a busy database keeps its timer (before, it was cut at half the
+        lease, and under load every cut halved the timers fired at once, down to one). A renewal that
+        fails is tried again at the next third; should the lease run out meanwhile, another replica may
+        take the timer, fenced by its version, and the handlers' own checks make a second run harmless."""
+        every = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self._col.update_one(fence, {"$set": {"lease_until": datetime.now(UTC) + self._lease}})
+                LEASES_RENEWED.inc()
+            except Exception as exc:
+                log.warning("timer lease not renewed; will try again", extra={"error": repr(exc)[:300]})
 
     async def run(self, handler: TimerHandler, stop: asyncio.Event) -> None:
         """Fire due timers until `stop` is set; scan the collection at start-up and when asked to (see
