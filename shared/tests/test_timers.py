@@ -6,6 +6,7 @@ timer this replica is handling right now is never taken twice."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -220,3 +221,35 @@ async def test_a_hung_handler_is_cut_at_its_timeout_and_stops_renewing_its_lease
     assert (await one.get("tm-hung") or {}).get("lease_until") is None
     await other.refresh()
     assert await other.fire_due(handler, now=soon(timedelta(seconds=3))) == 1 and fired == ["tm-hung"]
+
+
+async def test_a_hung_handler_holds_one_place_and_the_timers_behind_it_still_fire() -> None:
+    """Before, the run loop fired a batch and waited for all of it: one handler hung until its timeout
+    (120 s by default) stopped every other timer of that replica for as long."""
+    replica = DurableTimers(cast(Database, Db(InMemoryMongo()["test"])), poll_interval_s=0.05)
+    fired: list[str] = []
+    hung = asyncio.Event()
+
+    async def handler(timer: Timer) -> None:
+        if timer.id == "tm-hangs":
+            hung.set()
+            await asyncio.sleep(3600)
+        fired.append(timer.id)
+
+    await replica.schedule("tm-hangs", "sla", soon())
+    stop = asyncio.Event()
+    running = asyncio.create_task(replica.run(handler, stop))
+    try:
+        await asyncio.wait_for(hung.wait(), timeout=5)
+        for n in range(3):  # fall due one after another while the first handler still hangs
+            await replica.schedule(f"tm-{n}", "sla", datetime.now(UTC))
+        for _ in range(100):
+            if len(fired) == 3 and replica.firing == {"tm-hangs"}:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(fired) == ["tm-0", "tm-1", "tm-2"] and replica.firing == {"tm-hangs"}
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert replica.firing == frozenset()  # the hung handler was cancelled with the loop

@@ -235,35 +235,47 @@ class DurableTimers:
         stop: asyncio.Event | None = None,
     ) -> int:
         """Fire up to `limit` due timers this replica knows of, up to `FIRE_CONCURRENCY` at a time (timers of
-        different aggregates are independent; one aggregate arms one timer at a time); return how many
-        completed. Once `stop` is set (shutdown) no further timer is claimed: the ones in flight finish,
-        the rest stay pending for the next start or another replica."""
+        different aggregates are independent; one aggregate arms one timer at a time), and wait for them;
+        return how many completed. Once `stop` is set (shutdown) no further timer is claimed: the ones in
+        flight finish, the rest stay pending for the next start or another replica. (`run` does not wait
+        for a whole batch: it keeps claiming due timers while others are still firing.)"""
         now = now or datetime.now(UTC)
+        due = self._pop_due(now, limit)
+        return sum(await asyncio.gather(*(self._fire_one(handler, d, t, now, stop) for d, t in due)))
+
+    def _pop_due(self, now: datetime, most: int) -> list[tuple[datetime, str]]:
+        """Take up to `most` timers due by `now` off the heap."""
         due: list[tuple[datetime, str]] = []
-        while self._heap and self._heap[0][0] <= now and len(due) < limit:
+        while self._heap and self._heap[0][0] <= now and len(due) < most:
             due_at, timer_id = heapq.heappop(self._heap)
             if self._in_heap.get(timer_id) != due_at:
                 continue  # superseded by a newer heap entry
             del self._in_heap[timer_id]
             due.append((due_at, timer_id))
+        return due
 
-        async def one(due_at: datetime, timer_id: str) -> bool:
-            async with self._limit:
-                if stop is not None and stop.is_set():
-                    self._remember(timer_id, due_at)
-                    return False
-                try:
-                    timer = await self.claim(timer_id, now)
-                    return timer is not None and await self._fire(handler, timer)
-                except Exception as exc:  # the database did not answer: whatever was written, look again
-                    self._remember(timer_id, datetime.now(UTC) + LOOK_AGAIN)
-                    log.warning(
-                        "timer claim or completion not confirmed; will look again",
-                        extra={"timer_id": timer_id, "error": repr(exc)[:300]},
-                    )
-                    return False
-
-        return sum(await asyncio.gather(*(one(d, t) for d, t in due)))
+    async def _fire_one(
+        self,
+        handler: TimerHandler,
+        due_at: datetime,
+        timer_id: str,
+        now: datetime,
+        stop: asyncio.Event | None,
+    ) -> bool:
+        async with self._limit:
+            if stop is not None and stop.is_set():
+                self._remember(timer_id, due_at)
+                return False
+            try:
+                timer = await self.claim(timer_id, now)
+                return timer is not None and await self._fire(handler, timer)
+            except Exception as exc:  # the database did not answer: whatever was written, look again
+                self._remember(timer_id, datetime.now(UTC) + LOOK_AGAIN)
+                log.warning(
+                    "timer claim or completion not confirmed; will look again",
+                    extra={"timer_id": timer_id, "error": repr(exc)[:300]},
+                )
+                return False
 
     async def _fire(self, handler: TimerHandler, timer: Timer) -> bool:
         self._firing.add(timer.id)
@@ -338,33 +350,67 @@ class DurableTimers:
 
     async def run(self, handler: TimerHandler, stop: asyncio.Event) -> None:
         """Fire due timers until `stop` is set; scan the collection at start-up and when asked to (see
-        `request_refresh`), and every `scan_interval_s` when that is set."""
+        `request_refresh`), and every `scan_interval_s` when that is set.
+
+        Timers fire as tasks, up to the adaptive limit at once, and the loop claims the next due timer
+        as soon as one finishes: a slow or hung handler (cut only at `handler_timeout_s`) holds one place,
+        not every timer behind it (before, the loop waited for a whole batch, so one hung handler stopped
+        all of this replica's timers for up to its timeout). When `stop` is set no further timer is
+        claimed and the ones in flight finish; when the loop is cancelled, they are cancelled too (their
+        timers stay running under a lease that is no longer renewed, and are taken again after it)."""
         loop = asyncio.get_running_loop()
         next_scan = loop.time() + self._scan_interval_s
-        while not stop.is_set():
-            clock = self._scan_interval_s > 0 and loop.time() >= next_scan
-            if self._refresh_requested or clock:
-                self._refresh_requested = False
-                try:
-                    found = await self.refresh()
-                    TIMER_SCANS.labels("interval" if clock else "evidence").inc()
-                    ACTIVE_FOUND.set(found)
-                    next_scan = loop.time() + self._scan_interval_s
-                except Exception:  # the timers this replica knows of still fire (below)
-                    self._refresh_requested = True  # scanned in part: scan again
-                    log.exception("timer scan failed; will retry")
-            try:
-                await self.fire_due(handler, stop=stop)
-            except Exception:
-                log.exception("timer sweep failed; will retry")
-            wait = self._poll_interval_s
-            if self._heap:
-                until_due = (self._heap[0][0] - datetime.now(UTC)).total_seconds()
-                wait = min(wait, max(until_due, 0.01))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+        inflight: set[asyncio.Task[bool]] = set()
+        finished = asyncio.Event()
+
+        def done(task: asyncio.Task[bool]) -> None:
+            inflight.discard(task)
+            finished.set()
+            if not task.cancelled() and task.exception() is not None:
+                log.error("timer task failed", exc_info=task.exception())
+
+        try:
+            while not stop.is_set():
+                finished.clear()
+                clock = self._scan_interval_s > 0 and loop.time() >= next_scan
+                if self._refresh_requested or clock:
+                    self._refresh_requested = False
+                    try:
+                        found = await self.refresh()
+                        TIMER_SCANS.labels("interval" if clock else "evidence").inc()
+                        ACTIVE_FOUND.set(found)
+                        next_scan = loop.time() + self._scan_interval_s
+                    except Exception:  # the timers this replica knows of still fire (below)
+                        self._refresh_requested = True  # scanned in part: scan again
+                        log.exception("timer scan failed; will retry")
+                now = datetime.now(UTC)
+                for due_at, timer_id in self._pop_due(now, self._limit.limit - len(inflight)):
+                    task = asyncio.create_task(
+                        self._fire_one(handler, due_at, timer_id, now, stop), name=f"timer:{timer_id}"
+                    )
+                    inflight.add(task)
+                    task.add_done_callback(done)
+                wait = self._poll_interval_s
+                if self._heap and len(inflight) < self._limit.limit:  # else: woken when a place frees
+                    until_due = (self._heap[0][0] - datetime.now(UTC)).total_seconds()
+                    wait = min(wait, max(until_due, 0.01))
+                await _first_of(stop, finished, within_s=wait)
+        finally:
+            if inflight:
+                if not stop.is_set():  # cancelled: so are the handlers
+                    for task in inflight:
+                        task.cancel()
+                await asyncio.wait(set(inflight))
+
+
+async def _first_of(*events: asyncio.Event, within_s: float) -> None:
+    """Return when one of `events` is set or after `within_s` seconds."""
+    waiters = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def _timer_of(doc: Mapping[str, Any]) -> Timer:
