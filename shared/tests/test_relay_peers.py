@@ -134,7 +134,7 @@ async def test_a_long_sweep_keeps_renewing_the_lease_so_peers_do_not_take_the_re
     await real[LEASES].insert_many(  # a relay that died: the start-up sweep is owed
         [{"_id": "registry"}, {"_id": "killed", "alive_at": datetime.now(UTC) - timedelta(hours=1)}]
     )
-    db = {"orders": SlowScan(real["orders"], seconds=1.0), LEASES: real[LEASES]}
+    db = {"orders": SlowScan(real["orders"], seconds=3.0), LEASES: real[LEASES]}
 
     async def publish(topic: str, ev: CloudEvent) -> None:
         return None
@@ -144,7 +144,9 @@ async def test_a_long_sweep_keeps_renewing_the_lease_so_peers_do_not_take_the_re
     running = asyncio.create_task(relay.run(stop))
     seen: set[datetime] = set()
     try:
-        for _ in range(18):  # 0.9 s: inside the one-second start-up sweep
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        while loop.time() - begun < 1.5:  # well inside the three-second start-up sweep on a busy machine
             await asyncio.sleep(0.05)
             lease = await real[LEASES].find_one({"_id": relay.leases.id})
             if lease is not None:
