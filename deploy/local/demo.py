@@ -21,7 +21,9 @@ from typing import Any
 
 import httpx
 from desk_demo import grab_from_pool, reassign_by_hand
-from routing_demo import demo_data
+from routing_demo import demo_calendar, demo_data
+
+from aftersales.shared.calendar import BusinessCalendar, working_intervals
 
 URLS = {
     "intake": "http://127.0.0.1:8001",
@@ -338,27 +340,41 @@ def field_holder(client: httpx.Client, ticket_id: str) -> str | None:
 
 
 def book_visit(client: httpx.Client, ticket_id: str, technician: str) -> dict[str, Any]:
-    """Return today's visit of the ticket (booked by an earlier, interrupted run), else book one now."""
+    """Return the ticket's visit booked by an earlier, interrupted run (today or on the next window's
+    day), else book the next two hours inside the grids' business hours (fieldwork refuses a window
+    outside them: at night the visit is the next working morning's)."""
     now = datetime.now(UTC)
-    day = client.get(
-        f"{URLS['fieldwork']}/v1/technicians/{technician}/day",
-        params={"date": now.date().isoformat(), "timezone": "UTC"},
-        headers=ADMIN,
-    )
-    if day.status_code == 200:
-        for appointment in day.json()["appointments"]:
+    start, end = next_visit_window(now)
+    for day in sorted({now.date(), start.date()}):
+        listed = client.get(
+            f"{URLS['fieldwork']}/v1/technicians/{technician}/day",
+            params={"date": day.isoformat(), "timezone": "UTC"},
+            headers=ADMIN,
+        )
+        if listed.status_code != 200:
+            continue
+        for appointment in listed.json()["appointments"]:
             if appointment["ticket_id"] == ticket_id and appointment["status"] not in (
                 "cancelled",
                 "no_show",
             ):
                 found: dict[str, Any] = appointment
                 return found
-    window = {
-        "ticket_id": ticket_id,
-        "window_start": now.isoformat(),
-        "window_end": (now + timedelta(hours=2)).isoformat(),
-    }
+    window = {"ticket_id": ticket_id, "window_start": start.isoformat(), "window_end": end.isoformat()}
     return check(client.post(f"{URLS['fieldwork']}/v1/appointments", json=window, headers=ADMIN), "booking")
+
+
+VISIT_LENGTH = timedelta(hours=2)
+
+
+def next_visit_window(now: datetime) -> tuple[datetime, datetime]:
+    """Return the first VISIT_LENGTH from `now` on that lies in one working interval of the demo grids'
+    calendar (routing_demo's, the one `make up` gives every grid)."""
+    calendar = BusinessCalendar.model_validate(demo_calendar())
+    for lo, hi in working_intervals(now, calendar):
+        if hi - lo >= VISIT_LENGTH:
+            return lo, lo + VISIT_LENGTH
+    raise SystemExit("[demo] the demo calendar has no working interval long enough for a visit")
 
 
 def step_once(client: httpx.Client, url: str, body: dict[str, Any], what: str) -> dict[str, Any] | None:
