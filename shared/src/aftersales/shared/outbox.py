@@ -309,7 +309,7 @@ class OutboxRelay:
                 await asyncio.sleep(self._poll_interval_s)
             due = min(next_beat, next_sweep) if self._sweep_interval_s else next_beat
             wait_s = max(0.0, due - loop.time()) if self.registered.is_set() else 0.0
-            await _first_of(stop, self._sweep_requested, timeout_s=wait_s)
+            await first_of(stop, self._sweep_requested, timeout_s=wait_s)
 
     async def _beat(self, now: float) -> None:
         """Renew this relay's lease; sweep for a relay whose lease went stale (then forget the lease), or
@@ -381,7 +381,7 @@ class OutboxRelay:
         if not self._queue.empty():
             return
         self._work.clear()
-        await _first_of(stop, self._work, timeout_s=wait_s)
+        await first_of(stop, self._work, timeout_s=wait_s)
 
     async def _drain_queue(self) -> int:
         """Relay every notified document, up to RELAY_CONCURRENCY at a time (order is per document).
@@ -461,7 +461,7 @@ class OutboxRelay:
         return len(entries)
 
 
-async def _first_of(*events: asyncio.Event, timeout_s: float) -> None:
+async def first_of(*events: asyncio.Event, timeout_s: float) -> None:
     """Wait until one of `events` is set, or `timeout_s` passed."""
     if any(e.is_set() for e in events):
         return

@@ -44,6 +44,7 @@ from pymongo import ReturnDocument
 from aftersales.shared.adaptive import AdaptiveLimit
 from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import Database, IndexSpec
+from aftersales.shared.outbox import first_of
 
 log = logging.getLogger("aftersales.timers")
 
@@ -394,23 +395,13 @@ class DurableTimers:
                 if self._heap and len(inflight) < self._limit.limit:  # else: woken when a place frees
                     until_due = (self._heap[0][0] - datetime.now(UTC)).total_seconds()
                     wait = min(wait, max(until_due, 0.01))
-                await _first_of(stop, finished, within_s=wait)
+                await first_of(stop, finished, timeout_s=wait)
         finally:
             if inflight:
                 if not stop.is_set():  # cancelled: so are the handlers
                     for task in inflight:
                         task.cancel()
                 await asyncio.wait(set(inflight))
-
-
-async def _first_of(*events: asyncio.Event, within_s: float) -> None:
-    """Return when one of `events` is set or after `within_s` seconds."""
-    waiters = [asyncio.create_task(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def _timer_of(doc: Mapping[str, Any]) -> Timer:
