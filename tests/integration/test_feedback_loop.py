@@ -139,7 +139,8 @@ async def test_resolve_callback_reopen_survey_complaint_closed(platform: Platfor
             step, json={"to": "investigating", "note": "customer called again"}, headers=SUPERVISOR
         )
         assert reopened_c.status_code == 200 and reopened_c.json()["state"] == "investigating"
-        assert reopened_c.json()["deadline_at"] > complaint["deadline_at"]
+        reopened_at = datetime.fromisoformat(reopened_c.json()["deadline_at"])
+        assert reopened_at > datetime.fromisoformat(complaint["deadline_at"])  # as instants, not text
 
         # 5. The reused link: 409, nothing changed.
         reused = await client.post(f"{feedback}/v1/surveys/{token}", json={"csat": 5, "nps": 10})
