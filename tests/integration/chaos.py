@@ -436,6 +436,12 @@ def main() -> int:
     parser.add_argument("--no-kafka-restart", action="store_true")
     parser.add_argument("--db-pause", type=float, default=Config.db_pause_s)
     parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=Config.drain_timeout_s,
+        help="seconds the consumers get to catch up after the load before lag_left is judged",
+    )
+    parser.add_argument(
         "--accept-share",
         type=float,
         default=Config.accept_share,
@@ -450,6 +456,7 @@ def main() -> int:
         restart_kafka=not args.no_kafka_restart,
         db_pause_s=args.db_pause,
         accept_share=args.accept_share,
+        drain_timeout_s=args.drain_timeout,
     )
     run, findings = asyncio.run(execute(cfg))
     print("\n".join(run.chaos_log))
