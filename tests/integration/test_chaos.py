@@ -1,6 +1,6 @@
-"""The short chaos run inside `make test`: 400 tickets, half of them accepted by their technician as
-assigned, every service SIGKILLed once and restarted, the broker restarted, the database frozen; then
-zeros where zeros belong (see chaos.py)."""
+"""The short chaos run inside `make test`: 2,000 tickets and 1,000 IoT alerts, half of the work orders
+accepted by their technician as assigned, every service SIGKILLed once and restarted, the broker
+restarted, the database frozen; then zeros where zeros belong (see chaos.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from chaos import Config, execute
 @pytest.mark.expect_tracebacks("services SIGKILLed, the broker restarted and the database frozen mid-stream")
 async def test_nothing_lost_nothing_doubled_nothing_stuck_under_kills() -> None:
     cfg = Config(
-        tickets=400,
+        tickets=2_000,
         rate_per_s=20.0,
-        alerts=200,
-        devices=10,
+        alerts=1_000,
+        devices=20,
         kills_per_service=1,
         restart_kafka=True,
         db_pause_s=5.0,
