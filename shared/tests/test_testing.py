@@ -12,11 +12,18 @@ from typing import Any, cast
 import pytest
 from fastapi import FastAPI
 from pymongo import ReturnDocument, UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import (
+    BulkWriteError,
+    DuplicateKeyError,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+)
 
 from aftersales.shared.contracts import Topic
 from aftersales.shared.contracts.events import TicketClosed, TicketCreated
 from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.errors import is_transient
 from aftersales.shared.http import create_app
 from aftersales.shared.kafka import CURRENT_DELIVERY, subscribe
 from aftersales.shared.mongo import Database, IndexSpec
@@ -107,10 +114,14 @@ class Echo:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
         self.seen: list[tuple[str, int, int]] = []  # (subject, partition, offset)
+        self.refusals: dict[str, int] = {}  # subject -> how many more attempts the database refuses
 
     async def handle(self, event: CloudEvent) -> None:
         delivery = CURRENT_DELIVERY.get()
         assert delivery is not None
+        if self.refusals.get(event.subject, 0) > 0:  # a database that cannot do it now, whatever asked
+            self.refusals[event.subject] -= 1
+            raise ExecutionTimeout("operation exceeded time limit", code=50)
         model = event.model()
         if not isinstance(model, TicketCreated):
             raise ValueError(f"{event.type} is not for me")  # not transient: retried, then parked
@@ -165,6 +176,43 @@ async def test_a_service_consumes_publishes_and_dead_letters_in_process(echo: Se
     assert sorted(h["ce_subject"] for h in echo.dead_letters) == ["C", "D"]
     assert {h["dlq_kind"] for h in echo.dead_letters} == {"retries_exhausted"}
     assert {h["dlq_original_topic"] for h in echo.dead_letters} == {"t1.aftersales.requests.v1"}
+
+
+async def test_a_database_error_that_says_try_later_backs_off_past_the_attempts_and_never_parks(
+    echo: ServiceUnderTest,
+) -> None:
+    service: Any = echo.app.state.echo
+    attempts = echo.runtime.settings.consumer_max_attempts
+    service.refusals["slow"] = attempts + 2  # more than the attempts an error of the message gets
+    await echo.deliver(ticket_created("slow"), topic=Topic.REQUESTS)
+    assert [subject for subject, _, _ in service.seen] == ["slow"] and service.refusals["slow"] == 0
+    assert echo.dead_letters == []
+    await echo.published_exactly("aftersales.ticket.closed.v1")
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ExecutionTimeout("operation exceeded time limit", code=50), True),
+        (OperationFailure("not primary", code=10107), True),
+        (OperationFailure("write conflict", code=112), True),
+        (
+            OperationFailure(
+                "commit failed", code=251, details={"errorLabels": ["TransientTransactionError"]}
+            ),
+            True,
+        ),
+        (NetworkTimeout("timed out"), True),
+        (OperationFailure("bad value", code=2), False),
+        (DuplicateKeyError("E11000 duplicate key", code=11000), False),
+        (ValueError("not for me"), False),
+    ],
+    ids=repr,
+)
+def test_errors_that_say_try_later_are_transient_and_errors_of_the_request_are_not(
+    error: BaseException, transient: bool
+) -> None:
+    assert is_transient(error) is transient
 
 
 async def test_one_partition_is_handled_in_offset_order_even_when_published_at_once(

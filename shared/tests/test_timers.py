@@ -14,7 +14,7 @@ from pymongo.errors import AutoReconnect, NetworkTimeout
 
 from aftersales.shared.mongo import Database
 from aftersales.shared.testing import InMemoryMongo
-from aftersales.shared.timers import LOOK_AGAIN, DurableTimers, Timer
+from aftersales.shared.timers import LOOK_AGAIN, MAX_ATTEMPTS, DurableTimers, Timer
 
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 
@@ -253,3 +253,30 @@ async def test_a_hung_handler_holds_one_place_and_the_timers_behind_it_still_fir
         with contextlib.suppress(asyncio.CancelledError):
             await running
     assert replica.firing == frozenset()  # the hung handler was cancelled with the loop
+
+
+async def test_a_timer_failing_on_an_unavailable_database_never_gives_up_and_a_bad_one_does() -> None:
+    one, _, timers = replicas()
+    fired: list[str] = []
+    down = True
+
+    async def handler(timer: Timer) -> None:
+        if timer.id == "tm-bug":
+            raise ValueError("a handler that cannot do this timer")
+        if down:
+            raise AutoReconnect("database unavailable")
+        fired.append(timer.id)
+
+    await one.schedule("tm-outage", "sla", T0, {})
+    await one.schedule("tm-bug", "sla", T0, {})
+    later = timedelta(0)
+    for _ in range(MAX_ATTEMPTS + 3):  # each retry falls due at most 5 minutes on
+        later += timedelta(minutes=6)
+        await one.fire_due(handler, now=soon(later))
+    outage = await timers._collection.find_one({"_id": "tm-outage"})
+    bug = await timers._collection.find_one({"_id": "tm-bug"})
+    assert outage["state"] == "pending" and outage["attempts"] > MAX_ATTEMPTS  # an outage loses no timer
+    assert bug["state"] == "failed" and bug["attempts"] == MAX_ATTEMPTS  # a person has to look at it
+    down = False
+    assert await one.fire_due(handler, now=soon(later + timedelta(minutes=6))) == 1
+    assert fired == ["tm-outage"] and await one.get("tm-outage") is None

@@ -1,6 +1,18 @@
-"""Domain errors: raised by rules, translated to HTTP status codes at the edge."""
+"""Domain errors, raised by rules and translated to HTTP status codes at the edge; and which failures are
+transient (try again later) rather than the fault of a message or a request."""
 
 from __future__ import annotations
+
+from aiokafka.errors import KafkaError
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
 
 
 class DomainError(Exception):
@@ -40,3 +52,61 @@ class InvalidRequest(DomainError):
 class RetryLater(Exception):
     """A handler lost a race (a guarded write did not match) or met a transient fault: the consumer
     runtime backs off and runs it again, so it re-reads and decides again. Never a dead letter."""
+
+
+# Faults of the infrastructure or lost races, not of the message: they never send a message to the DLQ.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RetryLater, KafkaError, TimeoutError, ConnectionError)
+TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
+    AutoReconnect,
+    ConnectionFailure,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+)
+
+
+# Server error codes that say "the database cannot do this now", not "this request is wrong": those the
+# drivers retry on their own (primary stepped down, shutting down, host unreachable, network timeout,
+# time limit exceeded, ...), an operation's own time limit (MaxTimeMSExpired), lock and write conflicts,
+# and a cursor or plan killed under it. Whatever the message, the same call may succeed later.
+TRANSIENT_MONGO_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        24,  # LockTimeout
+        43,  # CursorNotFound
+        46,  # LockBusy
+        50,  # MaxTimeMSExpired
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        112,  # WriteConflict
+        134,  # ReadConcernMajorityNotAvailableYet
+        175,  # QueryPlanKilled
+        189,  # PrimarySteppedDown
+        237,  # CursorKilled
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11601,  # Interrupted
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+TRANSIENT_MONGO_LABELS = ("RetryableWriteError", "TransientTransactionError")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when an error says "try again later" rather than "this message is bad": an unreachable or
+    timed-out broker or database, a lost race, or a server error whose code or label says so. Such an
+    error backs off without limit and never sends a message to the DLQ."""
+    if isinstance(exc, TRANSIENT_ERRORS + TRANSIENT_MONGO_ERRORS):
+        return True
+    if not isinstance(exc, PyMongoError):
+        return False
+    if exc.timeout:  # a client-side or server-side time limit (ExecutionTimeout, a socket timeout)
+        return True
+    if isinstance(exc, OperationFailure):
+        return exc.code in TRANSIENT_MONGO_CODES or any(map(exc.has_error_label, TRANSIENT_MONGO_LABELS))
+    return False

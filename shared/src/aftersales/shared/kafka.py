@@ -25,7 +25,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import IllegalStateError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import IllegalStateError, TopicAlreadyExistsError
 from faststream import AckPolicy, BaseMiddleware, StreamMessage
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
@@ -33,19 +33,11 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
 from prometheus_client import REGISTRY, Counter
-from pymongo.errors import (
-    AutoReconnect,
-    ConnectionFailure,
-    NetworkTimeout,
-    OperationFailure,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
-)
 
 from aftersales.shared.adaptive import AdaptiveLimit
 from aftersales.shared.contracts import dead_letter_topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, decode_headers, from_kafka
-from aftersales.shared.errors import RetryLater
+from aftersales.shared.errors import is_transient
 from aftersales.shared.failures import note_failure
 from aftersales.shared.kafkaauth import broker_security, client_options
 from aftersales.shared.settings import ServiceSettings
@@ -166,24 +158,6 @@ class RetryPolicy:
     def delay_s(self, attempt: int) -> float:
         """Return the wait before attempt `attempt + 1` (exponential, capped at 10 s)."""
         return float(min(self.backoff_s * (2 ** (attempt - 1)), 10.0))
-
-
-# Faults of the infrastructure or lost races, not of the message: they never send a message to the DLQ.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RetryLater, KafkaError, TimeoutError, ConnectionError)
-TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
-    AutoReconnect,
-    ConnectionFailure,
-    NetworkTimeout,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True when an error says "try again later" rather than "this message is bad"."""
-    if isinstance(exc, TRANSIENT_ERRORS + TRANSIENT_MONGO_ERRORS):
-        return True
-    return isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
 
 
 Position = tuple[str, int]  # a topic and one of its partitions
