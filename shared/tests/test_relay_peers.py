@@ -156,3 +156,33 @@ async def test_a_long_sweep_keeps_renewing_the_lease_so_peers_do_not_take_the_re
         stop.set()
         await running
     assert len(seen) >= 4  # ... and the lease was renewed at every heartbeat meanwhile
+
+
+async def test_the_oldest_pending_age_grows_while_a_document_waits_and_resets_once_it_is_published() -> None:
+    db = InMemoryMongo()["test"]
+    refused = True
+
+    async def publish(topic: str, ev: CloudEvent) -> None:
+        if refused and ev.subject == "A":
+            raise NetworkTimeout("broker unreachable")
+
+    relay = OutboxRelay(db, ["orders"], publish)
+    assert relay.oldest_pending_s() == 0.0
+    for doc_id in "AB":
+        await db["orders"].insert_one(
+            new_with_events({"_id": doc_id}, Topic.TICKETS, [ticket_created(doc_id)])
+        )
+        relay.notify("orders", doc_id)
+    await asyncio.sleep(0.2)
+    try:
+        await relay.drain(sweep=False)
+    except NetworkTimeout:
+        pass
+    # B went out; A failed and is queued again, its wait counted from when it was first told about.
+    first = relay.oldest_pending_s()
+    assert first >= 0.2
+    await asyncio.sleep(0.1)
+    assert relay.oldest_pending_s() >= first + 0.1  # it keeps growing while nothing goes out
+    refused = False
+    assert await relay.drain(sweep=False) == 1
+    assert relay.oldest_pending_s() == 0.0

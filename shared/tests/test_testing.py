@@ -28,7 +28,7 @@ from aftersales.shared.http import create_app
 from aftersales.shared.kafka import CURRENT_DELIVERY, subscribe
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import OutboxRelay, new_with_events
-from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+from aftersales.shared.runtime import OUTBOX_STALL_S, RuntimeSpec, ServiceRuntime
 from aftersales.shared.settings import ServiceSettings
 from aftersales.shared.testing import FAST, InMemoryMongo, ServiceUnderTest, in_process, ticket_created
 from aftersales.shared.timers import DurableTimers, Timer
@@ -176,6 +176,16 @@ async def test_a_service_consumes_publishes_and_dead_letters_in_process(echo: Se
     assert sorted(h["ce_subject"] for h in echo.dead_letters) == ["C", "D"]
     assert {h["dlq_kind"] for h in echo.dead_letters} == {"retries_exhausted"}
     assert {h["dlq_original_topic"] for h in echo.dead_letters} == {"t1.aftersales.requests.v1"}
+
+
+async def test_readyz_is_red_while_an_outbox_event_waits_too_long(echo: ServiceUnderTest) -> None:
+    relay: Any = echo.runtime.relay
+    waited = OUTBOX_STALL_S + 1
+    relay.oldest_pending_s = lambda: waited  # the relay's own age is tested in test_relay_peers.py
+    r = await echo.http.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["outbox"] is False, r.text
+    waited = 0.0
+    assert (await echo.http.get("/readyz")).status_code == 200
 
 
 async def test_a_database_error_that_says_try_later_backs_off_past_the_attempts_and_never_parks(

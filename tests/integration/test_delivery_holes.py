@@ -8,7 +8,7 @@
 - S3: a hung consumer handler is cut by its timeout and retried, in its group, never dead-lettered; a hung
   timer handler holds its lease (renewed while it runs) until its timeout cuts it, so another replica
   does not fire the timer a second time; a batch handed back after its retry budget is polled again only
-  from what did not finish;
+  from what did not finish; /readyz is red while a consumer stops polling, green while it only idles;
 - S5: shutdown stops timers at once, lets an in-flight handler finish, flushes what it wrote before the
   producer closes, and ends within `shutdown_grace_s` even when a handler hangs.
 
@@ -532,6 +532,47 @@ async def test_s3_a_hung_handler_is_cut_by_its_timeout_and_retried_in_its_group_
         assert await read_to_end(infra, dead_letter_topic(topic)) == []
     finally:
         await broker.stop()
+
+
+async def test_s3_readyz_is_red_while_a_consumer_stops_polling_and_green_while_it_only_idles(
+    infra: Infra, cleanup: list[str]
+) -> None:
+    # A batch may take its retry budget plus one handler timeout (1.5 s here); twice that without a poll
+    # is a stuck consumer. The handler below ignores its cancellation, as a call stuck in a driver would.
+    settings = settings_for(infra, consumer_handler_timeout_s=0.5, consumer_retry_budget_s=1.0)
+    cleanup.append(settings.database_name)
+    runtime = ServiceRuntime(settings, RuntimeSpec(consumes=[Topic.TICKETS], produces=[Topic.TICKETS]))
+    release = asyncio.Event()
+    applied: list[str] = []
+
+    async def handle(event: CloudEvent) -> None:
+        while event.subject == "stuck" and not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        applied.append(event.subject)
+
+    subscribe(runtime.broker, settings, [Topic.TICKETS], handle)
+    await runtime.start()
+    topic = settings.topic(Topic.TICKETS)
+
+    async def consumers_ready(ready: bool) -> bool:
+        return (await runtime.readiness())["consumers"] is ready
+
+    try:
+        await publish_event(runtime.broker, topic, note("warm-up", 0))
+        await wait_until("the consumer took its first batch", lambda: _returns("warm-up" in applied), 30)
+        await asyncio.sleep(4.0)  # longer than twice a batch with nothing to consume: idle, not stuck
+        assert await consumers_ready(True)
+        await publish_event(runtime.broker, topic, note("stuck", 0))
+        await wait_until(
+            "/readyz red for the consumer that stopped polling", lambda: consumers_ready(False), 20
+        )
+        release.set()
+        await wait_until("the stuck event applied", lambda: _returns("stuck" in applied), 20)
+        await wait_until("/readyz green once it polls again", lambda: consumers_ready(True), 20)
+    finally:
+        release.set()
+        await runtime.stop()
 
 
 async def test_s3_a_batch_handed_back_is_polled_again_only_from_what_did_not_finish(

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,11 @@ OUTBOX_SWEEPS = Counter(
 OUTBOX_STARTED = Gauge(
     "aftersales_outbox_started",
     "1 once this process's relay has registered and recovered what a dead relay left (swept if needed)",
+)
+OUTBOX_OLDEST = Gauge(
+    "aftersales_outbox_oldest_pending_seconds",
+    "How long the document this relay was told about longest ago has waited for its events to be published "
+    "(0: nothing waits); /readyz turns red past 60 s",
 )
 OUTBOX_PUBLISHED = Counter(
     "aftersales_outbox_published_total", "Events the outbox relay published", ["topic"]
@@ -205,6 +211,10 @@ class OutboxRelay:
         self.registered = asyncio.Event()  # set once the start-up recovery is done (see `run`)
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._queued: set[tuple[str, Any]] = set()
+        # When each document still to be relayed was first told about (monotonic seconds), in that
+        # order: the first entry is the one waiting longest (see `oldest_pending_s`).
+        self._pending_since: dict[tuple[str, Any], float] = {}
+        OUTBOX_OLDEST.set_function(self.oldest_pending_s)  # read at each scrape: it grows while stalled
         # One lock per document being relayed, with the number of tasks holding or awaiting it, so the
         # lock is dropped only when nobody waits for it (never two relays of one document at once).
         self._locks: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
@@ -228,6 +238,7 @@ class OutboxRelay:
         """Tell the relay that `doc_id` in `collection` has new events (the fast path)."""
         key = (collection, doc_id)
         if key not in self._queued:
+            self._pending_since.setdefault(key, time.monotonic())  # a failed relay keeps its first time
             self._queued.add(key)
             self._queue.put_nowait(key)
             OUTBOX_PENDING.set(len(self._queued))
@@ -236,6 +247,12 @@ class OutboxRelay:
     def wake(self) -> None:
         """Ask for a sweep of every collection soon (the slow path; prefer `notify`)."""
         self._sweep_requested.set()
+
+    def oldest_pending_s(self) -> float:
+        """Seconds the document told about longest ago has waited for its events to be published (0: none
+        waits). Unlike `stalled_since`, this also grows when publishing works but falls behind."""
+        first = next(iter(self._pending_since.values()), None)
+        return 0.0 if first is None else max(0.0, time.monotonic() - first)
 
     @property
     def stalled_since(self) -> float | None:
@@ -400,6 +417,12 @@ class OutboxRelay:
             )
             failed = [(key, r) for key, r in zip(batch, results, strict=True) if isinstance(r, BaseException)]
             published += sum(r for r in results if isinstance(r, int))
+            for key, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    continue
+                self._pending_since.pop(key, None)
+                if key in self._queued:  # told again while it was being relayed: it waits from now
+                    self._pending_since[key] = time.monotonic()
             for (collection, doc_id), _ in failed:
                 self.notify(collection, doc_id)
             OUTBOX_PENDING.set(len(self._queued))

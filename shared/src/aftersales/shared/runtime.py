@@ -38,6 +38,9 @@ log = logging.getLogger("aftersales.runtime")
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 OUTBOX_STALL_S = 60.0  # an outbox failing this long makes the service not ready
+# A consumer that has not polled for this many times the longest a batch may take (its retry budget plus
+# one handler timeout: the consumer runtime hands a batch back by then) is stuck: the service is not ready.
+CONSUMER_STALL_FACTOR = 2.0
 PRODUCER_RENEWALS = Counter(
     "aftersales_producer_renewals_total", "Kafka producers recreated after publishing kept failing"
 )
@@ -207,11 +210,17 @@ class ServiceRuntime:
         log.info("service stopped")
 
     async def readiness(self) -> dict[str, bool]:
-        """Return each readiness check: MongoDB and Kafka reachable, every consumer running, and the
-        outbox publishing (not failing for longer than `OUTBOX_STALL_S`: the producer is unusable)."""
+        """Return each readiness check: MongoDB and Kafka reachable, every consumer running and polling
+        (none idle for `CONSUMER_STALL_FACTOR` times the longest a batch may take: a hung handler), and the
+        outbox publishing: not failing for longer than `OUTBOX_STALL_S` (the producer is unusable), and
+        no document waiting longer than that for its events to be published (the relay falls behind)."""
         running = self.started and all(getattr(s, "running", True) for s in self.broker.subscribers)
+        batch_s = self.settings.consumer_retry_budget_s + self.settings.consumer_handler_timeout_s
+        stall_s = CONSUMER_STALL_FACTOR * batch_s
+        running = running and all(idle < stall_s for idle in consumers_idle_s(self.broker))
         stalled = self.relay.stalled_since
         outbox = stalled is None or asyncio.get_running_loop().time() - stalled < OUTBOX_STALL_S
+        outbox = outbox and self.relay.oldest_pending_s() < OUTBOX_STALL_S
         checks = {"mongodb": False, "kafka": False, "consumers": running, "outbox": outbox}
         try:
             await asyncio.wait_for(self.client.admin.command("ping"), timeout=2.0)
@@ -221,6 +230,21 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             checks["kafka"] = bool(await self.broker.ping(timeout=2.0))
         return checks
+
+
+def consumers_idle_s(broker: KafkaBroker) -> list[float]:
+    """Return, for each Kafka consumer of the broker's subscribers, the seconds since it last polled (the
+    same idle time after which Kafka's `max.poll.interval.ms` evicts it). A consumer that is not started
+    has none. aiokafka keeps the figure on its subscription state, which has no public accessor."""
+    idle: list[float] = []
+    for subscriber in broker.subscribers:
+        consumers = getattr(subscriber, "consumer_subgroup", None) or [getattr(subscriber, "consumer", None)]
+        for consumer in consumers:
+            state = getattr(consumer, "_subscription", None)
+            seconds = getattr(state, "fetcher_idle_time", None)
+            if isinstance(seconds, int | float):
+                idle.append(float(seconds))
+    return idle
 
 
 def http_drain_s(settings: ServiceSettings) -> int:
