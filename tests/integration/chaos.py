@@ -50,13 +50,16 @@ CACHE = Path(os.environ.get("AFTERSALES_CACHE_DIR", Path.home() / ".cache" / "af
 # The consumer groups that read each topic (one poison message is parked once per group).
 # TICKETS: routing, followup, feedback, metrics, intake's own-stream group (search index, retention);
 # ASSIGNMENTS: followup, feedback, metrics, intake's timeline and own-stream group; FEEDBACK: metrics,
-# intake's timeline, feedback itself and its retention schedule; FOLLOWUPS: metrics, intake's timeline.
+# intake's timeline, feedback itself and its retention schedule; FOLLOWUPS: metrics, intake's timeline;
+# PRIVACY: intake's erasure and export groups, followup, feedback; FIELDWORK: routing, metrics.
 READERS = {
     Topic.REQUESTS: 1,
     Topic.TICKETS: 5,
     Topic.ASSIGNMENTS: 5,
     Topic.FOLLOWUPS: 2,
     Topic.FEEDBACK: 4,
+    Topic.PRIVACY: 4,
+    Topic.FIELDWORK: 2,
 }
 SERVICE_ENV = {
     "PUBLISH_REPORTS": "false",
