@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pymongo.errors import AutoReconnect, ExecutionTimeout
 
 from aftersales.intake.app import Settings, build
 from aftersales.shared.testing import FAST, ServiceUnderTest, in_process
@@ -161,3 +162,56 @@ async def test_the_change_log_keeps_the_last_hundred_changes(intake: ServiceUnde
     assert seen == list(range(110, 10, -1))
     stored = await intake.runtime.db["customer_history"].count_documents({"customer_id": cid})
     assert stored <= 100
+
+
+async def test_a_crash_between_the_ticket_and_its_customer_record_is_healed_by_the_replay(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ticket is written, then the database goes away before the customer's record is (D6): the
+    caller gets a 503 and sends the same request again with its Idempotency-Key; the replay writes the
+    record, and the customer's history shows the ticket."""
+    store: Any = intake.app.state.intake.store
+    record_customer = store.record_customer
+
+    async def gone(*args: Any, **kwargs: Any) -> None:
+        raise AutoReconnect("connection closed")
+
+    body = {
+        "channel": "web",
+        "customer": {"name": "Zhou Min", "phone": "+8613800138123", "region_code": "310000"},
+        "product": {"device_type": "washer"},
+        "title": "Drum does not turn",
+    }
+    headers = {**intake.auth(WEB), "Idempotency-Key": "d6-crash-1"}
+    monkeypatch.setattr(store, "record_customer", gone)
+    first = await intake.http.post("/v1/tickets", json=body, headers=headers)
+    assert first.status_code == 503, first.text
+    monkeypatch.setattr(store, "record_customer", record_customer)
+    again = await intake.http.post("/v1/tickets", json=body, headers=headers)
+    assert again.status_code == 200, again.text  # replayed: the ticket the first attempt wrote
+    ticket = again.json()
+    record = await customer(intake, ticket["customer_id"])
+    assert record["name"] == "Zhou Min"
+    assert [t["id"] for t in record["tickets"]] == [ticket["id"]]
+
+
+async def test_a_database_time_limit_is_a_503_to_retry_and_changes_nothing(
+    intake: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store: Any = intake.app.state.intake.store
+
+    async def too_slow(*args: Any, **kwargs: Any) -> Any:
+        raise ExecutionTimeout("operation exceeded time limit", code=50)
+
+    monkeypatch.setattr(store, "customer", too_slow)
+    body = {
+        "channel": "web",
+        "customer": {"name": "Sun Li", "phone": "+8613800138456", "region_code": "310000"},
+        "product": {"device_type": "washer"},
+        "title": "Leaks",
+    }
+    r = await intake.http.post("/v1/tickets", json=body, headers=intake.auth(WEB))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+    assert r.json()["error"] == "database_unavailable"
+    listed = await intake.http.get("/v1/tickets", headers=intake.auth(SUP))
+    assert listed.status_code == 200 and listed.json()["items"] == []
