@@ -1,9 +1,14 @@
 """The order-preserving DLQ redrive, with intake as a real process: a parked assignment event put back
 after newer ones goes on the ticket's timeline without moving its status backwards, and each parked
-message is redriven once."""
+message is redriven once; and the operator's command (`python -m aftersales.shared.dlq list|show|redrive`)
+puts messages parked out of order back in their original order."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,11 +17,19 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from harness import Platform, auth, wait_until
 from test_intake import ticket_body
+from topics import headers_of as headers_of_record
+from topics import read_topic
 
 from aftersales.shared.contracts import Topic, dead_letter_topic
-from aftersales.shared.contracts.events import WorkOrderAccepted, WorkOrderAssigned, WorkOrderResolved
+from aftersales.shared.contracts.events import (
+    TicketCancelled,
+    WorkOrderAccepted,
+    WorkOrderAssigned,
+    WorkOrderResolved,
+)
 from aftersales.shared.dlq import list_dlqs, redrive
 from aftersales.shared.envelope import CloudEvent, new_event
+from aftersales.shared.kafka import ensure_topics
 from aftersales.shared.settings import ServiceSettings
 
 ROUTING = "/aftersales/routing"
@@ -96,3 +109,71 @@ async def test_a_redriven_event_older_than_the_status_goes_on_the_timeline_only(
             assert await redrive(settings, Topic.ASSIGNMENTS) == 0  # each parked message goes back once
     finally:
         await producer.stop()
+
+
+@pytest.mark.expect_dlq("the test parks messages in a DLQ itself, out of their order, then redrives them")
+async def test_the_cli_lists_shows_and_redrives_parked_messages_in_their_original_order(
+    platform: Platform,
+) -> None:
+    """Parked out of order (a later event of the ticket parked first, as two consumer groups or a
+    redelivery can), the messages go back sorted by their original partition and offset, through the
+    command an operator runs; a second redrive finds nothing."""
+    settings = ServiceSettings(
+        service_name="test", kafka_bootstrap_servers=platform.infra.kafka, kafka_topic_prefix=platform.prefix
+    )
+    await ensure_topics(settings, [Topic.TICKETS])
+    topic = settings.topic(Topic.TICKETS)
+    dlq = dead_letter_topic(topic)
+    tid = "T-redrive-order"
+    originals = [(0, 12, "third"), (0, 10, "first"), (1, 4, "fourth"), (0, 11, "second")]  # as parked
+    producer = AIOKafkaProducer(bootstrap_servers=platform.infra.kafka, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for partition, offset, reason in originals:
+            cancelled = TicketCancelled(ticket_id=tid, reason=reason, cancelled_at=datetime.now(UTC))
+            event = new_event(cancelled, source="/aftersales/intake", subject=tid)
+            parked_headers = headers_of(
+                event,
+                dlq_reason="handler failed",
+                dlq_kind="retries_exhausted",
+                dlq_error_type="ValueError",
+                dlq_attempts="4",
+                dlq_original_topic=topic,
+                dlq_original_partition=str(partition),
+                dlq_original_offset=str(offset),
+            )
+            await producer.send_and_wait(dlq, event.value(), key=event.key, headers=parked_headers)
+    finally:
+        await producer.stop()
+
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": platform.infra.kafka,
+        "KAFKA_TOPIC_PREFIX": platform.prefix,
+    }
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "aftersales.shared.dlq", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"{dlq}\t4\tretries_exhausted: ValueError x4" in cli("list").splitlines()
+    shown = [line for line in cli("show", Topic.TICKETS).splitlines() if "<-" in line]
+    assert [line.split("<- ")[1].split()[0] for line in shown] == [
+        f"{topic}:{p}:{o}" for p, o, _ in originals
+    ]
+    assert cli("redrive", Topic.TICKETS, "--dry-run").strip() == "would redrive: 4"
+    assert cli("redrive", Topic.TICKETS).strip() == "redriven: 4"
+    assert cli("redrive", Topic.TICKETS).strip() == "redriven: 0"
+
+    back = await read_topic(
+        platform.infra, topic, expect=4, where=lambda r: "redriven_from" in headers_of_record(r)
+    )
+    reasons = [json.loads(r.value or b"{}")["reason"] for r in back]
+    assert reasons == ["first", "second", "third", "fourth"]  # original partition and offset order
