@@ -5,6 +5,7 @@ FastStream's TestKafkaBroker as it would through Kafka."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -223,6 +224,25 @@ def test_errors_that_say_try_later_are_transient_and_errors_of_the_request_are_n
     error: BaseException, transient: bool
 ) -> None:
     assert is_transient(error) is transient
+
+
+async def test_an_event_written_while_handling_another_is_published_inside_its_trace(
+    echo: ServiceUnderTest,
+) -> None:
+    """One trace per ticket: the consumed event's trace is current in its handler, the event the handler
+    writes keeps it in the outbox document, and the relay publishes it with it."""
+    trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    consumed = dataclasses.replace(ticket_created("TR"), traceparent=f"00-{trace_id}-{span_id}-01")
+    await echo.deliver(consumed, topic=Topic.REQUESTS)
+    [published] = await echo.published.wait_for("aftersales.ticket.closed.v1", count=1)
+    assert published.traceparent is not None
+    _, published_trace, _, flags = published.traceparent.split("-")
+    assert published_trace == trace_id and flags == "01"
+    without = dataclasses.replace(ticket_created("TR2"), traceparent=None)
+    await echo.deliver(without, topic=Topic.REQUESTS)
+    events = await echo.published.wait_for("aftersales.ticket.closed.v1", count=2)
+    other = next(e for e in events if e.subject == "TR2")
+    assert other.traceparent is None or trace_id not in other.traceparent  # no trace leaks across
 
 
 async def test_one_partition_is_handled_in_offset_order_even_when_published_at_once(
