@@ -138,6 +138,28 @@ async def test_a_lost_customer_reply_is_retried_and_the_sla_timer_survives(routi
     assert (await routing.store.work_order(wo["_id"]))["status"] == Status.IN_PROGRESS  # type: ignore[index]
 
 
+async def test_a_priority_change_racing_a_fired_threshold_decides_again_and_keeps_the_threshold(
+    routing: RoutingService,
+) -> None:
+    """A threshold fired between the priority change's read and its write (same generation, its timer
+    moved on): the re-plan must not write over it, or the threshold would be planned, and fire, again."""
+    wo = await dispatch(routing, "R-priority")
+    state = wo["sla"]["first_response"]
+    recorded = {  # what recording the 50 % threshold writes: the fired list, the next threshold's timer
+        "sla.first_response.fired": [50],
+        "sla.first_response.next_pct": 75,
+        "sla.first_response.timer_id": f"{state['timer_id']}-next",
+    }
+    race_once(routing, recorded)
+    with pytest.raises(RetryLater):
+        await routing.work_orders.priority_changed(wo["_id"], "P1")
+    await routing.work_orders.priority_changed(wo["_id"], "P1")  # the consumer runs it again
+    after = await routing.store.work_order(wo["_id"])
+    assert after is not None and after["facts"]["priority"] == "P1"
+    assert after["sla"]["first_response"]["fired"] == [50]  # the fired threshold stays fired
+    assert after["sla"]["first_response"]["next_pct"] == 75
+
+
 async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: RoutingService) -> None:
     wo = await dispatch(routing, "R-resume")
     await routing.store.work_orders.update_one(

@@ -15,7 +15,7 @@ from aftersales.routing.clocks import clock_running, now_utc, pauses_of
 from aftersales.routing.domain import OPEN_STATUSES, WorkOrder
 from aftersales.routing.field_holds import FieldHolds, holds_fields, resolution_pauses
 from aftersales.routing.grids import GridDirectory
-from aftersales.routing.sla_clocks import SlaClocks
+from aftersales.routing.sla_clocks import SlaClocks, clocks_as_read
 from aftersales.routing.store import Guard, RoutingStore
 from aftersales.shared.calendar import add_business_time
 from aftersales.shared.contracts.events import SlaClock
@@ -124,10 +124,9 @@ class FieldPauses:
     async def _write(self, wo: WorkOrder, after: FieldHolds) -> bool:
         held = replace(wo, fieldwork=replace(after, version=wo.fieldwork.version + 1))
         changes = await self.clocks.replan(held, pauses_of(wo))
-        generations = {k.split(".", 1)[1]: wo.sla[k.split(".", 1)[1]]["generation"] for k in changes}
         changes |= {"fieldwork": holds_fields(held.fieldwork), "updated_at": now_utc()}
         guard = Guard(
-            round=wo.round, status=wo.status, generations=generations, fieldwork_version=wo.fieldwork.version
+            round=wo.round, status=wo.status, fieldwork_version=wo.fieldwork.version, **clocks_as_read(wo)
         )
         if not await self.store.write_work_order(wo.ticket_id, guard, changes):
             return False  # its clocks' new timers find another generation and do nothing

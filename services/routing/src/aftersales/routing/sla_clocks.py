@@ -37,6 +37,15 @@ from aftersales.shared.timers import NOT_WRITTEN_RETRIES, DurableTimers, Timer
 log = logging.getLogger("aftersales.routing")
 
 
+def clocks_as_read(wo: WorkOrder) -> dict[str, Any]:
+    """Return the Guard fields that make a write of re-planned clocks lose to any change of those clocks
+    since `wo` was read: each clock's generation (another re-plan) and armed timer (a threshold fired)."""
+    return {
+        "generations": {name: int(state.get("generation", 0)) for name, state in wo.sla.items()},
+        "timer_ids": {name: state.get("timer_id") for name, state in wo.sla.items()},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class SlaClocks:
     """Re-planning and firing of the SLA clocks of work orders."""
@@ -123,8 +132,7 @@ class SlaClocks:
             changes = await self.replan(wo, pauses_of(wo), policy)
             if not changes:
                 continue
-            generations = {k.split(".", 1)[1]: wo.sla[k.split(".", 1)[1]]["generation"] for k in changes}
-            guard = Guard(round=wo.round, status=wo.status, generations=generations)
+            guard = Guard(round=wo.round, status=wo.status, **clocks_as_read(wo))
             changes["updated_at"] = now_utc()
             if await self.store.write_work_order(wo.ticket_id, guard, changes):
                 await self.retire(wo, changes)

@@ -76,6 +76,10 @@ class Guard:
     technician_id: str | None = None
     check_technician: bool = False
     generations: Mapping[str, int] = field(default_factory=dict)
+    # The armed timer of some SLA clocks as read (None: none armed). A fired threshold keeps its clock's
+    # generation but moves its timer on, so a re-plan guarded by both never writes over a threshold
+    # recorded since it read the work order (which would fire that threshold again).
+    timer_ids: Mapping[str, str | None] = field(default_factory=dict)
     grid_id: str | None = None
     offer_no: int | None = None
     fieldwork_version: int | None = None
@@ -87,6 +91,7 @@ class Guard:
         if self.check_technician:
             out["technician_id"] = self.technician_id
         out |= {f"sla.{clock}.generation": gen for clock, gen in self.generations.items()}
+        out |= {f"sla.{clock}.timer_id": timer_id for clock, timer_id in self.timer_ids.items()}
         if self.grid_id is not None:
             out["grid_id"] = self.grid_id
         if self.offer_no is not None:

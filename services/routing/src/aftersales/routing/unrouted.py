@@ -13,7 +13,7 @@ from aftersales.routing.assignment import need_of
 from aftersales.routing.clocks import now_utc, pauses_of
 from aftersales.routing.domain import UNROUTED, Status, WorkOrder, match_grid
 from aftersales.routing.grids import GridView
-from aftersales.routing.sla_clocks import SlaClocks
+from aftersales.routing.sla_clocks import SlaClocks, clocks_as_read
 from aftersales.routing.store import Guard, RoutingStore
 
 log = logging.getLogger("aftersales.routing")
@@ -43,7 +43,6 @@ class Unrouted:
         """Move one queued unrouted work order to `grid_id`; False if it changed meanwhile."""
         moved = replace(wo, grid_id=grid_id)
         changes = await self.clocks.replan(moved, pauses_of(wo))  # on the new grid's calendar
-        generations = {k.split(".", 1)[1]: wo.sla[k.split(".", 1)[1]]["generation"] for k in changes}
         now = now_utc()
         changes |= {"grid_id": grid_id, "updated_at": now}
         reason = f"re-routed: grid {grid_id} now covers region {wo.facts['region_code']}"
@@ -54,7 +53,7 @@ class Unrouted:
         await self.store.enqueue(
             wo.ticket_id, grid_id=grid_id, round_=wo.round, priority_rank=wo.priority_rank, queued_at=now
         )
-        guard = Guard(round=wo.round, status=Status.QUEUED.value, grid_id=UNROUTED, generations=generations)
+        guard = Guard(round=wo.round, status=Status.QUEUED.value, grid_id=UNROUTED, **clocks_as_read(wo))
         if not await self.store.write_work_order(wo.ticket_id, guard, changes, [evt]):
             return False
         await self.clocks.retire(wo, changes)

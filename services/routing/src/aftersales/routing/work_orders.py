@@ -21,7 +21,7 @@ from aftersales.routing.domain import (
 )
 from aftersales.routing.handover import Handover
 from aftersales.routing.queues import Queues
-from aftersales.routing.sla_clocks import SlaClocks
+from aftersales.routing.sla_clocks import SlaClocks, clocks_as_read
 from aftersales.routing.store import Guard, RoutingStore
 from aftersales.shared.contracts.events import SlaClock
 from aftersales.shared.errors import Conflict, Forbidden, NotFound, RetryLater
@@ -116,7 +116,7 @@ class WorkOrders:
         changes = {"status": Status.IN_PROGRESS.value, "paused_since": None, "updated_at": now}
         # Re-plan with the current policy: a change made while paused applies from now on.
         changes |= await self.clocks.replan(wo, pauses, await self.store.cached_policy())
-        guard = Guard(round=wo.round, status=Status.PENDING_CUSTOMER.value)
+        guard = Guard(round=wo.round, status=Status.PENDING_CUSTOMER.value, **clocks_as_read(wo))
         ok = await self.store.write_work_order(
             wo.ticket_id, guard, changes, [messages.resumed(wo, now)], add_pause=pause
         )
@@ -143,7 +143,8 @@ class WorkOrders:
             "priority_rank": PRIORITY_RANK[priority],
             "updated_at": now_utc(),
         }
-        if not await self.store.write_work_order(ticket_id, Guard(round=wo.round, status=wo.status), changes):
+        guard = Guard(round=wo.round, status=wo.status, **clocks_as_read(wo))
+        if not await self.store.write_work_order(ticket_id, guard, changes):
             raise RetryLater(f"work order {ticket_id} changed while re-planning; decide again")
         await self.clocks.retire(wo, changes)
 
