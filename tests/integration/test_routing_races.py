@@ -18,6 +18,7 @@ from harness import Infra, mongo, unique
 from aftersales.routing.app import Settings
 from aftersales.routing.domain import ServiceGrid, Status, Technician
 from aftersales.routing.service import RoutingService
+from aftersales.routing.sla import SlaPolicy, default_policy
 from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore
 from aftersales.shared.errors import RetryLater
 from aftersales.shared.failures import note_failure
@@ -158,6 +159,33 @@ async def test_a_priority_change_racing_a_fired_threshold_decides_again_and_keep
     assert after is not None and after["facts"]["priority"] == "P1"
     assert after["sla"]["first_response"]["fired"] == [50]  # the fired threshold stays fired
     assert after["sla"]["first_response"]["next_pct"] == 75
+
+
+async def test_a_policy_change_racing_a_fired_threshold_re_plans_on_the_new_policy_all_the_same(
+    routing: RoutingService,
+) -> None:
+    wo = await dispatch(routing, "R-policy")
+    state = wo["sla"]["first_response"]
+    race_once(
+        routing,
+        {
+            "sla.first_response.fired": [50],
+            "sla.first_response.next_pct": 75,
+            "sla.first_response.timer_id": f"{state['timer_id']}-next",
+        },
+    )
+    tighter = SlaPolicy(
+        targets=[
+            t.model_copy(update={"first_response_minutes": 7.0, "resolution_minutes": 70.0})
+            for t in default_policy().targets
+        ]
+    )
+    assert await routing.clocks.replan_open(policy=tighter) == 1  # lost once, read again, re-planned
+    after = await routing.store.work_order(wo["_id"])
+    assert after is not None
+    assert after["sla"]["first_response"]["target_minutes"] == 7.0
+    assert after["sla"]["resolution"]["target_minutes"] == 70.0
+    assert after["sla"]["first_response"]["fired"] == [50]  # and the threshold fired meanwhile stays
 
 
 async def test_a_resume_that_lands_retires_the_old_timer_generation(routing: RoutingService) -> None:

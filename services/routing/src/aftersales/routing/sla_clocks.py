@@ -35,6 +35,7 @@ from aftersales.shared.errors import RetryLater
 from aftersales.shared.timers import NOT_WRITTEN_RETRIES, DurableTimers, Timer
 
 log = logging.getLogger("aftersales.routing")
+REPLAN_ATTEMPTS = 5  # a work order re-planned for a policy or calendar change that keeps moving meanwhile
 
 
 def clocks_as_read(wo: WorkOrder) -> dict[str, Any]:
@@ -125,19 +126,31 @@ class SlaClocks:
     async def replan_open(self, *, grid_id: str | None = None, policy: SlaPolicy | None = None) -> int:
         """Re-plan the clocks of open work orders, of one grid or all (policy or calendar changed)."""
         count = 0
-        for wo in await self.store.open_work_orders(grid_id):
-            if wo.status == Status.PENDING_CUSTOMER:
-                # Paused: due times are re-planned when the pause ends; keep the new targets now.
-                continue
-            changes = await self.replan(wo, pauses_of(wo), policy)
-            if not changes:
-                continue
-            guard = Guard(round=wo.round, status=wo.status, **clocks_as_read(wo))
-            changes["updated_at"] = now_utc()
-            if await self.store.write_work_order(wo.ticket_id, guard, changes):
-                await self.retire(wo, changes)
-                count += 1
-            # else the work order moved meanwhile; whatever moved it planned its clocks itself
+        for first in await self.store.open_work_orders(grid_id):
+            wo: WorkOrder | None = first
+            for _ in range(REPLAN_ATTEMPTS):
+                if wo is None or wo.status not in OPEN_STATUSES or (grid_id and wo.grid_id != grid_id):
+                    break
+                if wo.status == Status.PENDING_CUSTOMER:
+                    # Paused: due times are re-planned when the pause ends; keep the new targets now.
+                    break
+                changes = await self.replan(wo, pauses_of(wo), policy)
+                if not changes:
+                    break
+                guard = Guard(round=wo.round, status=wo.status, **clocks_as_read(wo))
+                changes["updated_at"] = now_utc()
+                if await self.store.write_work_order(wo.ticket_id, guard, changes):
+                    await self.retire(wo, changes)
+                    count += 1
+                    break
+                # It moved meanwhile (a threshold fired, a technician accepted): whatever moved it may
+                # have planned with the policy as it was, so read it again and re-plan on the new one.
+                wo = await self.store.load_work_order(wo.ticket_id)
+            else:
+                log.warning(
+                    "work order kept changing; its clocks were not re-planned",
+                    extra={"ticket_id": first.ticket_id},
+                )
         return count
 
     async def cancel(self, wo: WorkOrder, clock: SlaClock) -> None:
