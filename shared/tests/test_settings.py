@@ -39,3 +39,11 @@ def test_bad_values_name_the_field() -> None:
         ServiceSettings(kafka_partitions=0)
     with pytest.raises(ValidationError, match="environment"):
         ServiceSettings(environment="prod")
+
+
+def test_a_retry_budget_not_below_the_max_poll_interval_is_refused_naming_both() -> None:
+    with pytest.raises(
+        ValidationError, match="CONSUMER_RETRY_BUDGET_S must be below CONSUMER_MAX_POLL_INTERVAL_S"
+    ):
+        ServiceSettings(consumer_retry_budget_s=300.0, consumer_max_poll_interval_s=300.0)
+    assert ServiceSettings(consumer_retry_budget_s=60.0, consumer_max_poll_interval_s=90.0)

@@ -537,9 +537,14 @@ async def test_s3_a_hung_handler_is_cut_by_its_timeout_and_retried_in_its_group_
 async def test_s3_readyz_is_red_while_a_consumer_stops_polling_and_green_while_it_only_idles(
     infra: Infra, cleanup: list[str]
 ) -> None:
-    # A batch may take its retry budget plus one handler timeout (1.5 s here); twice that without a poll
-    # is a stuck consumer. The handler below ignores its cancellation, as a call stuck in a driver would.
-    settings = settings_for(infra, consumer_handler_timeout_s=0.5, consumer_retry_budget_s=1.0)
+    # A consumer idle past its max poll interval (3 s here, 300 s by default) is stuck; Kafka takes its
+    # partitions away then. The handler below ignores its cancellation, as a call stuck in a driver would.
+    settings = settings_for(
+        infra,
+        consumer_handler_timeout_s=0.5,
+        consumer_retry_budget_s=1.0,
+        consumer_max_poll_interval_s=3.0,
+    )
     cleanup.append(settings.database_name)
     runtime = ServiceRuntime(settings, RuntimeSpec(consumes=[Topic.TICKETS], produces=[Topic.TICKETS]))
     release = asyncio.Event()
@@ -561,7 +566,7 @@ async def test_s3_readyz_is_red_while_a_consumer_stops_polling_and_green_while_i
     try:
         await publish_event(runtime.broker, topic, note("warm-up", 0))
         await wait_until("the consumer took its first batch", lambda: _returns("warm-up" in applied), 30)
-        await asyncio.sleep(4.0)  # longer than twice a batch with nothing to consume: idle, not stuck
+        await asyncio.sleep(4.0)  # longer than the max poll interval with nothing to consume: idle, not stuck
         assert await consumers_ready(True)
         await publish_event(runtime.broker, topic, note("stuck", 0))
         await wait_until(

@@ -354,6 +354,7 @@ def subscribe(
         batch=True,
         max_records=batch_records,
         batch_timeout_ms=100,
+        max_poll_interval_ms=int(settings.consumer_max_poll_interval_s * 1000),
         # bounded fetches: a consumer far behind holds what it fetched, per partition, in memory
         max_partition_fetch_bytes=partition_bytes,
         fetch_max_bytes=fetch_bytes,

@@ -38,9 +38,6 @@ log = logging.getLogger("aftersales.runtime")
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
 OUTBOX_STALL_S = 60.0  # an outbox failing this long makes the service not ready
-# A consumer that has not polled for this many times the longest a batch may take (its retry budget plus
-# one handler timeout: the consumer runtime hands a batch back by then) is stuck: the service is not ready.
-CONSUMER_STALL_FACTOR = 2.0
 PRODUCER_RENEWALS = Counter(
     "aftersales_producer_renewals_total", "Kafka producers recreated after publishing kept failing"
 )
@@ -210,13 +207,13 @@ class ServiceRuntime:
         log.info("service stopped")
 
     async def readiness(self) -> dict[str, bool]:
-        """Return each readiness check: MongoDB and Kafka reachable, every consumer running and polling
-        (none idle for `CONSUMER_STALL_FACTOR` times the longest a batch may take: a hung handler), and the
-        outbox publishing: not failing for longer than `OUTBOX_STALL_S` (the producer is unusable), and
-        no document waiting longer than that for its events to be published (the relay falls behind)."""
+        """Return each readiness check: MongoDB and Kafka reachable; every consumer running and polling
+        (none idle past `consumer_max_poll_interval_s`, where Kafka evicts it: a stuck handler, while a
+        slow batch on an overloaded store stays within it); and the outbox publishing: not failing for
+        longer than `OUTBOX_STALL_S` (the producer is unusable), and no document waiting longer than that
+        for its events to be published (the relay falls behind)."""
         running = self.started and all(getattr(s, "running", True) for s in self.broker.subscribers)
-        batch_s = self.settings.consumer_retry_budget_s + self.settings.consumer_handler_timeout_s
-        stall_s = CONSUMER_STALL_FACTOR * batch_s
+        stall_s = self.settings.consumer_max_poll_interval_s  # where Kafka takes the partitions away
         running = running and all(idle < stall_s for idle in consumers_idle_s(self.broker))
         stalled = self.relay.stalled_since
         outbox = stalled is None or asyncio.get_running_loop().time() - stalled < OUTBOX_STALL_S

@@ -125,8 +125,14 @@ class ServiceSettings(BaseSettings):
         default=60.0,
         gt=0,
         description="how long a batch retries transient faults before it is handed back to Kafka "
-        "(re-polled from each partition's first unfinished record; keep it below the consumer's max "
-        "poll interval of 300 s)",
+        "(re-polled from each partition's first unfinished record; keep it below "
+        "CONSUMER_MAX_POLL_INTERVAL_S)",
+    )
+    consumer_max_poll_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="the longest a consumer may go without polling before Kafka takes its partitions "
+        "away (max.poll.interval.ms); /readyz is red for a consumer idle longer than this (a stuck handler)",
     )
     outbox_poll_interval_s: float = Field(default=0.5, gt=0, description="outbox relay idle wait")
     outbox_heartbeat_s: float = Field(
@@ -175,6 +181,15 @@ class ServiceSettings(BaseSettings):
         if value not in {"development", "test", "staging", "production"}:
             raise ValueError("must be one of development, test, staging, production")
         return value
+
+    @model_validator(mode="after")
+    def _budget_within_poll_interval(self) -> Self:
+        if self.consumer_retry_budget_s >= self.consumer_max_poll_interval_s:
+            raise ValueError(
+                "CONSUMER_RETRY_BUDGET_S must be below CONSUMER_MAX_POLL_INTERVAL_S: a batch still retrying "
+                "when Kafka takes the partitions away would be handled twice"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_tokens(self) -> Self:
