@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from pymongo.errors import AutoReconnect, NetworkTimeout
 
+from aftersales.shared.errors import RetryLater
 from aftersales.shared.mongo import Database
 from aftersales.shared.testing import InMemoryMongo
 from aftersales.shared.timers import LOOK_AGAIN, MAX_ATTEMPTS, DurableTimers, Timer
@@ -255,7 +256,7 @@ async def test_a_hung_handler_holds_one_place_and_the_timers_behind_it_still_fir
     assert replica.firing == frozenset()  # the hung handler was cancelled with the loop
 
 
-async def test_a_timer_failing_on_an_unavailable_database_never_gives_up_and_a_bad_one_does() -> None:
+async def test_a_timer_failing_on_an_unavailable_database_never_gives_up_and_others_do() -> None:
     one, _, timers = replicas()
     fired: list[str] = []
     down = True
@@ -263,12 +264,15 @@ async def test_a_timer_failing_on_an_unavailable_database_never_gives_up_and_a_b
     async def handler(timer: Timer) -> None:
         if timer.id == "tm-bug":
             raise ValueError("a handler that cannot do this timer")
+        if timer.id == "tm-race":
+            raise RetryLater("loses its race every time")  # a livelock looks like this: alert
         if down:
             raise AutoReconnect("database unavailable")
         fired.append(timer.id)
 
     await one.schedule("tm-outage", "sla", T0, {})
     await one.schedule("tm-bug", "sla", T0, {})
+    await one.schedule("tm-race", "sla", T0, {})
     later = timedelta(0)
     for _ in range(MAX_ATTEMPTS + 3):  # each retry falls due at most 5 minutes on
         later += timedelta(minutes=6)
@@ -277,6 +281,8 @@ async def test_a_timer_failing_on_an_unavailable_database_never_gives_up_and_a_b
     bug = await timers._collection.find_one({"_id": "tm-bug"})
     assert outage["state"] == "pending" and outage["attempts"] > MAX_ATTEMPTS  # an outage loses no timer
     assert bug["state"] == "failed" and bug["attempts"] == MAX_ATTEMPTS  # a person has to look at it
+    race = await timers._collection.find_one({"_id": "tm-race"})
+    assert race["state"] == "failed" and race["attempts"] == MAX_ATTEMPTS
     down = False
     assert await one.fire_due(handler, now=soon(later + timedelta(minutes=6))) == 1
     assert fired == ["tm-outage"] and await one.get("tm-outage") is None

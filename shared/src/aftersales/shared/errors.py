@@ -54,8 +54,6 @@ class RetryLater(Exception):
     runtime backs off and runs it again, so it re-reads and decides again. Never a dead letter."""
 
 
-# Faults of the infrastructure or lost races, not of the message: they never send a message to the DLQ.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (RetryLater, KafkaError, TimeoutError, ConnectionError)
 TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
     AutoReconnect,
     ConnectionFailure,
@@ -97,11 +95,10 @@ TRANSIENT_MONGO_CODES = frozenset(
 TRANSIENT_MONGO_LABELS = ("RetryableWriteError", "TransientTransactionError")
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True when an error says "try again later" rather than "this message is bad": an unreachable or
-    timed-out broker or database, a lost race, or a server error whose code or label says so. Such an
-    error backs off without limit and never sends a message to the DLQ."""
-    if isinstance(exc, TRANSIENT_ERRORS + TRANSIENT_MONGO_ERRORS):
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database or the broker cannot answer now: unreachable, timing out, stepping down,
+    or a server error whose code or label says so. Waiting is the only cure, however long it takes."""
+    if isinstance(exc, (KafkaError, ConnectionError, *TRANSIENT_MONGO_ERRORS)):
         return True
     if not isinstance(exc, PyMongoError):
         return False
@@ -110,3 +107,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_MONGO_CODES or any(map(exc.has_error_label, TRANSIENT_MONGO_LABELS))
     return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when an error says "try again later" rather than "this message is bad": the database or
+    broker unavailable (`is_unavailable`), a lost race (`RetryLater`) or a handler timeout. Such an error
+    backs off and never sends a message to the DLQ."""
+    return isinstance(exc, (RetryLater, TimeoutError)) or is_unavailable(exc)

@@ -42,7 +42,7 @@ from prometheus_client import Counter, Gauge
 from pymongo import ReturnDocument
 
 from aftersales.shared.adaptive import AdaptiveLimit
-from aftersales.shared.errors import is_transient
+from aftersales.shared.errors import is_unavailable
 from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import Database, IndexSpec
 from aftersales.shared.outbox import first_of
@@ -53,7 +53,7 @@ TIMERS_FIRED = Counter("aftersales_timers_fired_total", "Durable timers fired", 
 TIMER_FAILURES = Counter("aftersales_timer_failures_total", "Timer handler failures", ["kind"])
 TIMERS_GAVE_UP = Counter(
     "aftersales_timers_failed_total",
-    "Timers that failed MAX_ATTEMPTS times, not for a transient fault, and stopped firing (need a person)",
+    "Timers that failed MAX_ATTEMPTS times, not for an outage, and stopped firing (each needs a person)",
     ["kind"],
 )
 TIMER_SCANS = Counter(
@@ -296,9 +296,10 @@ class DurableTimers:
             TIMER_FAILURES.labels(timer.kind).inc()
             note_failure(*([timer.group] if timer.group else []))
             retry_at = datetime.now(UTC) + timedelta(seconds=min(2**timer.attempts, 300))
-            # A transient error (the database or broker unavailable, a timeout, a lost race) backs off
-            # without limit: an outage of any length loses no timer. Any other gives up at MAX_ATTEMPTS.
-            gave_up = timer.attempts >= MAX_ATTEMPTS and not is_transient(exc)
+            # The database or broker unavailable backs off without limit: an outage of any length loses
+            # no timer. Anything else gives up at MAX_ATTEMPTS and alerts, a handler that keeps timing out
+            # or losing its race too (a bug looks like that; a person should look).
+            gave_up = timer.attempts >= MAX_ATTEMPTS and not is_unavailable(exc)
             await self._col.update_one(
                 fence,
                 {
