@@ -8,6 +8,7 @@ import pytest
 from chaos import Config, execute
 
 
+@pytest.mark.timeout(1200)  # the load alone is 100 s; the drain and the checks follow it
 @pytest.mark.expect_dlq("malformed messages injected on every consumed topic")
 @pytest.mark.expect_tracebacks("services SIGKILLed, the broker restarted and the database frozen mid-stream")
 async def test_nothing_lost_nothing_doubled_nothing_stuck_under_kills() -> None:
