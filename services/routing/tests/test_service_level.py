@@ -201,3 +201,21 @@ async def test_dispatch_ranks_technicians_read_once_a_second_and_a_stale_copy_ne
     assigned = await routing.published.wait_for(ASSIGNED, count=5)
     assert {e.subject: e.data["technician_id"] for e in assigned}["E"] == "t2"
     assert reads == before + 1 and await load("t2") == 5
+
+
+async def test_a_clock_planned_late_records_every_past_due_threshold_in_one_firing(
+    routing: ServiceUnderTest,
+) -> None:
+    """A ticket reaching routing an hour after it came in: its first-response clock is past 50 %, 75 %
+    and 100 % at once. One firing records all three in one write, each with its event (one instant),
+    and the breach escalates; before, each threshold took its own timer, firing and write."""
+    created = datetime.now(UTC) - timedelta(hours=1)
+    await routing.deliver(ticket_created("LATE", priority=Priority.P1, created_at=created))
+    await routing.published.wait_for(ASSIGNED)
+    await routing.fire_timers()  # the service's own sweeper may have fired it already
+    warnings = await routing.published.wait_for("aftersales.assignment.sla-warning.v1", count=2)
+    [breach] = await routing.published_exactly(BREACHED, where=lambda e: e.data["clock"] == "first_response")
+    assert sorted(e.data["threshold_pct"] for e in warnings) == [50, 75]
+    assert {e.data["occurred_at"] for e in warnings} == {breach.data["occurred_at"]}  # one firing
+    assert (await work_order(routing, "LATE"))["first_response"]["breached"] is True
+    await routing.published.wait_for("aftersales.assignment.escalated.v1")

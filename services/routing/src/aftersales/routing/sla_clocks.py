@@ -173,32 +173,56 @@ class SlaClocks:
                 raise RetryLater(f"work order {payload['ticket_id']} not written up to this SLA timer yet")
             return
         clock, pct = SlaClock(payload["clock"]), int(payload["pct"])
-        if not await self._record(wo, timer, clock, pct, int(payload["generation"])):
+        fired = await self._record(wo, timer, clock, pct, int(payload["generation"]))
+        for each in fired:
+            (SLA_BREACHES if each == 100 else SLA_WARNINGS).labels(clock.value, wo.grid_id).inc()
+        if 100 not in fired:
             return
-        if pct < 100:
-            SLA_WARNINGS.labels(clock.value, wo.grid_id).inc()
-            return
-        SLA_BREACHES.labels(clock.value, wo.grid_id).inc()
         log.warning("SLA breached", extra={"ticket_id": wo.ticket_id, "clock": clock.value})
         fresh = await self.store.load_work_order(wo.ticket_id)
         if fresh is not None and fresh.escalation_due:
             await self.escalate_due(fresh)
 
-    async def _record(self, wo: WorkOrder, timer: Timer, clock: SlaClock, pct: int, gen: int) -> bool:
-        """Record the threshold with its event and arm the next one; True if this timer applied it."""
+    async def _record(self, wo: WorkOrder, timer: Timer, clock: SlaClock, pct: int, gen: int) -> list[int]:
+        """Record the threshold with its event, and with it every later threshold of the clock already
+        past due, then arm the next one; return the thresholds recorded (none: another firing did it).
+
+        A clock planned late (a ticket reaching routing long after it came in, a pause ending after
+        the due time) has several thresholds due at once: they go in this one write, each with its own
+        event, instead of one timer firing and one write each (which made a consumer that fell behind
+        slower still: every late ticket cost three firings and writes)."""
         state = wo.sla[clock.value]
         now = now_utc()
-        evt = messages.threshold_fired(wo, clock, pct, due_at=state["due_at"] or timer.due_at, now=now)
         view = await self.grids.view()
         pause_on = (await self.store.cached_policy()).pause_on
-        next_state = plan_state(
-            started_at=state["started_at"],
-            target_minutes=state["target_minutes"],
-            calendar=view.calendar_of(wo.grid_id),
-            pauses=pauses_for(wo, clock, pause_on, pauses_of(wo)),
-            fired_pct=[*state.get("fired", []), pct],
-            generation=gen,
-        )
+        fired = [*state.get("fired", []), pct]
+
+        def planned() -> dict[str, Any]:
+            return plan_state(
+                started_at=state["started_at"],
+                target_minutes=state["target_minutes"],
+                calendar=view.calendar_of(wo.grid_id),
+                pauses=pauses_for(wo, clock, pause_on, pauses_of(wo)),
+                fired_pct=fired,
+                generation=gen,
+            )
+
+        recorded = [pct]
+        next_state = planned()
+
+        def past_due(plan: dict[str, Any]) -> bool:
+            return (
+                plan["next_pct"] is not None
+                and plan["next_due_at"] is not None
+                and plan["next_due_at"] <= now
+            )
+
+        while past_due(next_state):
+            recorded.append(int(next_state["next_pct"]))
+            fired.append(int(next_state["next_pct"]))
+            next_state = planned()
+        due_at = state["due_at"] or timer.due_at
+        events = [messages.threshold_fired(wo, clock, p, due_at=due_at, now=now) for p in recorded]
         # Arm the next earliest threshold of either clock (one armed timer per work order).
         states = {clock.value: next_state}
         other = SlaClock.RESOLUTION if clock is SlaClock.FIRST_RESPONSE else SlaClock.FIRST_RESPONSE
@@ -206,11 +230,11 @@ class SlaClocks:
             states[other.value] = dict(wo.sla[other.value])
         armed = await arm_earliest(self.timers, ticket_id=wo.ticket_id, round_=wo.round, states=states)
         changes: dict[str, Any] = {f"sla.{clock.value}": next_state}
-        if pct == 100 and wo.escalation_level != "supervisor":
+        if 100 in recorded and wo.escalation_level != "supervisor":
             changes["escalation_due"] = True  # cleared by the escalation's own write
         if armed == other.value:
             changes[f"sla.{other.value}.timer_id"] = states[other.value]["timer_id"]
-        return await self.store.record_threshold(
+        applied = await self.store.record_threshold(
             wo.ticket_id,
             timer.id,
             round_=wo.round,
@@ -218,8 +242,9 @@ class SlaClocks:
             generation=gen,
             pct=pct,
             changes=changes,
-            events=[evt],
+            events=events,
         )
+        return recorded if applied else []
 
     async def escalate_due(self, wo: WorkOrder) -> None:
         """Escalate a breached work order; a lost race raises, so the timer runs again and retries."""
