@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -72,15 +72,16 @@ async def test_notes_stay_internal_messages_and_replies_reach_the_channel(intake
     assert r.status_code == 404
     r = await intake.http.post(f"{url}/notes", json={"text": "x"}, headers=intake.auth(WEB))
     assert r.status_code == 403
-    work = {
-        "ticket_id": tid,
-        "grid_id": "grid-7",
-        "occurred_at": datetime.now(UTC),
-        "technician_id": "tech-demo",
-    }
-    await intake.deliver(work_order_assigned(tid, technician_id="tech-demo"))
-    await intake.deliver(contract_event(WorkOrderAccepted(**work), source=ROUTING))
-    await intake.deliver(contract_event(WorkOrderPending(**work), source=ROUTING))
+    # In the order routing sends them, each later than the one before: the read model passes over an
+    # event older than the last that moved the status (a redrive). Built before the assignment, `work`
+    # was older than it whenever the clock crossed a millisecond in between (a flaky failure).
+    t0 = datetime.now(UTC)
+    work = {"ticket_id": tid, "grid_id": "grid-7", "technician_id": "tech-demo"}
+    await intake.deliver(work_order_assigned(tid, technician_id="tech-demo", occurred_at=t0))
+    accepted = WorkOrderAccepted(**work, occurred_at=t0 + timedelta(milliseconds=1))
+    await intake.deliver(contract_event(accepted, source=ROUTING))
+    pending = WorkOrderPending(**work, occurred_at=t0 + timedelta(milliseconds=2))
+    await intake.deliver(contract_event(pending, source=ROUTING))
 
     r = await intake.http.post(
         f"{url}/notes", json={"text": "customer sounds angry"}, headers=intake.auth(TECH)
