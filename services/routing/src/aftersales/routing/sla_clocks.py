@@ -28,7 +28,7 @@ from aftersales.routing.handover import Handover
 from aftersales.routing.metrics import SLA_BREACHES, SLA_WARNINGS
 from aftersales.routing.sla import SlaPolicy
 from aftersales.routing.store import Guard, RoutingStore
-from aftersales.shared.calendar import Pause, business_elapsed
+from aftersales.shared.calendar import BusinessCalendar, Pause, business_elapsed
 from aftersales.shared.contracts.common import CustomerTier, Priority
 from aftersales.shared.contracts.events import SlaClock
 from aftersales.shared.errors import RetryLater
@@ -45,6 +45,33 @@ def clocks_as_read(wo: WorkOrder) -> dict[str, Any]:
         "generations": {name: int(state.get("generation", 0)) for name, state in wo.sla.items()},
         "timer_ids": {name: state.get("timer_id") for name, state in wo.sla.items()},
     }
+
+
+def thresholds_due(
+    state: Mapping[str, Any],
+    calendar: BusinessCalendar,
+    pauses: list[Pause],
+    *,
+    pct: int,
+    generation: int,
+    now: datetime,
+) -> tuple[list[int], dict[str, Any]]:
+    """Return the thresholds of a clock to record with `pct` (it, and each later one already past due at
+    `now`) and the clock's state after them (its next threshold not armed yet)."""
+    recorded = [pct]
+    while True:
+        planned = plan_state(
+            started_at=state["started_at"],
+            target_minutes=state["target_minutes"],
+            calendar=calendar,
+            pauses=pauses,
+            fired_pct=[*state.get("fired", []), *recorded],
+            generation=generation,
+        )
+        due = planned["next_due_at"]
+        if planned["next_pct"] is None or due is None or due > now:
+            return recorded, planned
+        recorded.append(int(planned["next_pct"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,34 +220,9 @@ class SlaClocks:
         slower still: every late ticket cost three firings and writes)."""
         state = wo.sla[clock.value]
         now = now_utc()
-        view = await self.grids.view()
-        pause_on = (await self.store.cached_policy()).pause_on
-        fired = [*state.get("fired", []), pct]
-
-        def planned() -> dict[str, Any]:
-            return plan_state(
-                started_at=state["started_at"],
-                target_minutes=state["target_minutes"],
-                calendar=view.calendar_of(wo.grid_id),
-                pauses=pauses_for(wo, clock, pause_on, pauses_of(wo)),
-                fired_pct=fired,
-                generation=gen,
-            )
-
-        recorded = [pct]
-        next_state = planned()
-
-        def past_due(plan: dict[str, Any]) -> bool:
-            return (
-                plan["next_pct"] is not None
-                and plan["next_due_at"] is not None
-                and plan["next_due_at"] <= now
-            )
-
-        while past_due(next_state):
-            recorded.append(int(next_state["next_pct"]))
-            fired.append(int(next_state["next_pct"]))
-            next_state = planned()
+        calendar = (await self.grids.view()).calendar_of(wo.grid_id)
+        pauses = pauses_for(wo, clock, (await self.store.cached_policy()).pause_on, pauses_of(wo))
+        recorded, next_state = thresholds_due(state, calendar, pauses, pct=pct, generation=gen, now=now)
         due_at = state["due_at"] or timer.due_at
         events = [messages.threshold_fired(wo, clock, p, due_at=due_at, now=now) for p in recorded]
         # Arm the next earliest threshold of either clock (one armed timer per work order).
