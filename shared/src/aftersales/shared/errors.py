@@ -4,15 +4,7 @@ transient (try again later) rather than the fault of a message or a request."""
 from __future__ import annotations
 
 from aiokafka.errors import KafkaError
-from pymongo.errors import (
-    AutoReconnect,
-    ConnectionFailure,
-    NetworkTimeout,
-    OperationFailure,
-    PyMongoError,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
-)
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError, WriteConcernError
 
 
 class DomainError(Exception):
@@ -54,15 +46,6 @@ class RetryLater(Exception):
     runtime backs off and runs it again, so it re-reads and decides again. Never a dead letter."""
 
 
-TRANSIENT_MONGO_ERRORS: tuple[type[BaseException], ...] = (
-    AutoReconnect,
-    ConnectionFailure,
-    NetworkTimeout,
-    ServerSelectionTimeoutError,
-    WriteConcernError,
-)
-
-
 # Server error codes that say "the database cannot do this now", not "this request is wrong": those the
 # drivers retry on their own (primary stepped down, shutting down, host unreachable, network timeout,
 # time limit exceeded, ...), an operation's own time limit (MaxTimeMSExpired), lock and write conflicts,
@@ -98,7 +81,8 @@ TRANSIENT_MONGO_LABELS = ("RetryableWriteError", "TransientTransactionError")
 def is_unavailable(exc: BaseException) -> bool:
     """True when the database or the broker cannot answer now: unreachable, timing out, stepping down,
     or a server error whose code or label says so. Waiting is the only cure, however long it takes."""
-    if isinstance(exc, (KafkaError, ConnectionError, *TRANSIENT_MONGO_ERRORS)):
+    # ConnectionFailure covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError.
+    if isinstance(exc, (KafkaError, ConnectionError, ConnectionFailure, WriteConcernError)):
         return True
     if not isinstance(exc, PyMongoError):
         return False

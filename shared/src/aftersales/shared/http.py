@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from faststream.specification import AsyncAPI
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
-from pymongo.errors import ConnectionFailure, PyMongoError, WriteConcernError
+from pymongo.errors import PyMongoError
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as AsgiScope
@@ -37,7 +37,7 @@ from aftersales.shared.auth import (
     authenticate,
     require,
 )
-from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater, is_transient
+from aftersales.shared.errors import DomainError, Forbidden, NotFound, RetryLater, is_unavailable
 from aftersales.shared.failures import note_failure
 from aftersales.shared.runtime import ServiceRuntime
 from aftersales.shared.settings import Scope
@@ -242,19 +242,13 @@ def create_app(
         )
 
     @app.exception_handler(PyMongoError)
-    async def database_error(request: Request, exc: Exception) -> JSONResponse:
-        # A server error whose code says "not now" (a time limit, a stepped-down primary, a write
-        # conflict) is the database's state, not the request's: 503 like an unreachable database.
-        if is_transient(exc):
-            return await database_unavailable(request, exc)
-        raise exc  # anything else is a fault of ours: the server's 500, logged with its traceback
-
-    @app.exception_handler(ConnectionFailure)
-    @app.exception_handler(WriteConcernError)
     async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
-        # The database did not answer (frozen, restarting, a connection broke): a write may or may not
-        # have landed, so the caller is told to send the same request again, which is safe with its
-        # Idempotency-Key (a creation's replay also publishes what the first attempt left pending).
+        # The database did not answer (frozen, restarting, a connection broke) or answered "not now" (a
+        # time limit, a stepped-down primary, a write conflict): a write may or may not have landed, so
+        # the caller is told to send the same request again, which is safe with its Idempotency-Key (a
+        # creation's replay also publishes what the first attempt left pending).
+        if not is_unavailable(exc):
+            raise exc  # anything else is a fault of ours: the server's 500, logged with its traceback
         return JSONResponse(
             {
                 "error": "database_unavailable",
