@@ -201,6 +201,34 @@ async def test_a_whole_batch_call_that_times_out_is_applied_in_halves_in_order_d
     assert calls == [[0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3], [0, 1], [2, 3], [4, 5, 6, 7], [4, 5], [6, 7]]
 
 
+async def test_after_a_timeout_later_polls_are_offered_in_the_size_that_fitted_and_grow_back_when_fast() -> (
+    None
+):
+    """Before, each poll was offered whole again after a split, timed out again and threw away the work
+    of a whole timeout each time (the store does not get faster between two polls)."""
+    reliable = batched_consumer(timeout_s=0.2, standard_batch=500, budget_s=30)
+    calls: list[int] = []
+    per_event_s = 0.04  # four events fit in the timeout, eight do not
+
+    async def overloaded(planned: Sequence[Delivery], whole: bool) -> None:
+        calls.append(len(planned))
+        await asyncio.sleep(per_event_s * len(planned))
+
+    await reliable.handle(decode_records(poll(0, 0, [f"a{i}" for i in range(8)])), overloaded)
+    assert calls == [8, 4, 4] and reliable.batch_cap.cap == 4
+    calls.clear()
+    await reliable.handle(decode_records(poll(0, 8, [f"b{i}" for i in range(8)])), overloaded)
+    assert calls == [4, 4]  # no call of eight timing out first
+
+    per_event_s = 0.001  # the store keeps up again: calls of the cap finish fast, the cap doubles back
+    calls.clear()
+    await reliable.handle(decode_records(poll(0, 16, [f"c{i}" for i in range(16)])), overloaded)
+    assert calls == [4, 4, 4, 4] and reliable.batch_cap.cap > 4
+    calls.clear()
+    await reliable.handle(decode_records(poll(0, 32, [f"d{i}" for i in range(16)])), overloaded)
+    assert calls[0] > 4
+
+
 async def test_after_a_split_the_per_event_path_takes_only_what_the_batch_handler_did_not_apply() -> None:
     reliable = batched_consumer(timeout_s=0.2, standard_batch=500, budget_s=30)
     calls: list[tuple[list[int], bool]] = []

@@ -34,7 +34,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.propagate import extract
 from prometheus_client import REGISTRY, Counter
 
-from aftersales.shared.adaptive import AdaptiveLimit
+from aftersales.shared.adaptive import AdaptiveLimit, BatchCap
 from aftersales.shared.contracts import dead_letter_topic
 from aftersales.shared.envelope import CloudEvent, PoisonEvent, decode_headers, from_kafka
 from aftersales.shared.errors import is_transient
@@ -418,6 +418,7 @@ class ReliableConsumer:
         self.ignore_unknown_types = ignore_unknown_types
         # keys of a poll handled at once: fewer while handlers time out (see `adaptive`)
         self.limit = AdaptiveLimit(settings.consumer_concurrency, what=f"consumer {group}")
+        self.batch_cap = BatchCap(group)  # records per whole-batch call: fewer after one timed out
         self.timeout_s = settings.consumer_handler_timeout_s
         self.standard_batch = settings.consumer_batch_max_records
         self.budget_s = settings.consumer_retry_budget_s
@@ -481,19 +482,22 @@ class ReliableConsumer:
         """Offer the batch to the batch handler; True when it applied all of it. A call that times out
         is split in two halves applied one after the other (each key's events keep their order), down to
         single events: an overloaded store then still makes progress, which a hand-back keeps, instead
-        of retrying a batch too large for the timeout until the budget runs out. False sends what is
-        not applied yet to the per-event path."""
-        parts, attempt = [deliveries], 0
+        of retrying a batch too large for the timeout until the budget runs out; later polls are cut to
+        the size that last fitted (`BatchCap`). False sends what is not applied yet to the per-event path."""
+        parts, attempt = self.batch_cap.parts(deliveries), 0
+        loop = asyncio.get_running_loop()
         while parts:
             part = parts[0]
             attempt += 1
+            timeout_s, started = self._batch_timeout_s(len(part)), loop.time()
             try:
-                await asyncio.wait_for(run(part, True), self._batch_timeout_s(len(part)))
+                await asyncio.wait_for(run(part, True), timeout_s)
             except (PoisonEvent, PerEvent):
                 return False
             except Exception as exc:
                 if isinstance(exc, TimeoutError) and len(part) > 1:
                     CONSUMER_RETRIES.labels(part[0].topic, "split").inc()
+                    self.batch_cap.timed_out(len(part))
                     note_failure(*_subjects(part))  # cancelled mid-way: part of it may be written
                     parts[0:1] = [part[: len(part) // 2], part[len(part) // 2 :]]
                     continue
@@ -505,6 +509,7 @@ class ReliableConsumer:
                 continue
             parts.pop(0)
             attempt = 0
+            self.batch_cap.finished(len(part), loop.time() - started, timeout_s)
             for d in part:
                 progress.finish(d.record)
                 EVENTS_HANDLED.labels(d.topic, d.event.type).inc()
