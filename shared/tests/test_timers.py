@@ -141,6 +141,25 @@ async def test_a_due_pending_timer_is_won_in_one_write_without_a_read() -> None:
     assert fired == ["tm-9"] and reads == []
 
 
+async def test_a_cancelled_timer_is_not_claimed_when_it_comes_due_and_one_scheduled_again_is() -> None:
+    one, _, timers = replicas()
+    fired, handler = recorder()
+    claims: list[Any] = []
+    real_claim = timers._collection.find_one_and_update
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        claims.append(args[0]["_id"])
+        return await real_claim(*args, **kwargs)
+
+    timers._collection.find_one_and_update = counted
+    await one.schedule("tm-gone", "sla", T0, {})
+    await one.schedule("tm-back", "sla", T0, {})
+    assert await one.cancel("tm-gone") and await one.cancel("tm-back")
+    await one.schedule("tm-back", "sla", T0 + timedelta(seconds=1), {})  # armed again after its cancel
+    assert await one.fire_due(handler, now=soon()) == 1
+    assert fired == ["tm-back"] and claims == ["tm-back"]  # no claim of the cancelled timer
+
+
 class Unscannable:
     """A collection whose scans (`find`) time out, as a whole-collection read on a busy FerretDB does."""
 

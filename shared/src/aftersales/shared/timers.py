@@ -122,12 +122,16 @@ class DurableTimers:
         # timers fired at once: fewer while handlers time out (see `adaptive`)
         self._limit = AdaptiveLimit(FIRE_CONCURRENCY, what="timers")
         self._heap: list[tuple[datetime, str]] = []
-        self._in_heap: dict[str, datetime] = {}
+        # timer id -> (due time of its live heap entry, stamp of that entry); older entries are skipped
+        self._in_heap: dict[str, tuple[datetime, int]] = {}
+        self._stamps = 0
 
     def _remember(self, timer_id: str, due_at: datetime) -> None:
-        if self._in_heap.get(timer_id) == due_at:
+        known = self._in_heap.get(timer_id)
+        if known is not None and known[0] == due_at:
             return
-        self._in_heap[timer_id] = due_at
+        self._stamps += 1
+        self._in_heap[timer_id] = (due_at, self._stamps)
         heapq.heappush(self._heap, (due_at, timer_id))
 
     async def schedule(
@@ -159,8 +163,14 @@ class DurableTimers:
         self._remember(timer_id, due_at)
 
     async def cancel(self, timer_id: str) -> bool:
-        """Cancel (delete) a timer that has not fired; return True if it existed."""
+        """Cancel (delete) a timer that has not fired; return True if it existed. Its heap entry is
+        forgotten too (unless the timer was scheduled again meanwhile): before, each cancelled timer was
+        still claimed when it came due, a findAndModify and a read for nothing (most SLA timers are
+        cancelled by an accept or a resolution: in a chaos run, two thirds of routing's claims)."""
+        known = self._in_heap.get(timer_id)
         result = await self._col.delete_one({"_id": timer_id})
+        if known is not None and self._in_heap.get(timer_id) is known:
+            del self._in_heap[timer_id]  # its heap entry is passed over when it comes up
         return result.deleted_count == 1
 
     @property
@@ -250,8 +260,9 @@ class DurableTimers:
         due: list[tuple[datetime, str]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < most:
             due_at, timer_id = heapq.heappop(self._heap)
-            if self._in_heap.get(timer_id) != due_at:
-                continue  # superseded by a newer heap entry
+            known = self._in_heap.get(timer_id)
+            if known is None or known[0] != due_at:
+                continue  # superseded by a newer heap entry, or cancelled
             del self._in_heap[timer_id]
             due.append((due_at, timer_id))
         return due
