@@ -17,6 +17,7 @@ from harness import Infra, mongo, unique
 
 from aftersales.routing.app import Settings
 from aftersales.routing.domain import ServiceGrid, Status, Technician
+from aftersales.routing.metrics import SLA_TIMERS_REARMED as REARMED
 from aftersales.routing.service import RoutingService
 from aftersales.routing.sla import SlaPolicy, default_policy
 from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore
@@ -258,6 +259,32 @@ async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: R
     assert await held_slots(routing) == {"t1": 1}
     kept = await routing.store.technician_doc("t1")
     assert kept is not None and kept["active_ids"] == [f"{live['_id']}#1"]
+
+
+async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(routing: RoutingService) -> None:
+    wo = await dispatch(routing, "R-timer")
+    armed = [(c, s["timer_id"]) for c, s in wo["sla"].items() if s.get("timer_id")]
+    assert len(armed) == 1  # one armed timer per work order
+    clock, tid = armed[0]
+    kept = await dispatch(routing, "R-kept")
+    [kept_tid] = [s["timer_id"] for s in kept["sla"].values() if s.get("timer_id")]
+    before = REARMED._value.get()
+    assert await routing.timers.cancel(tid)  # lost: a bug, a hand-deleted document, a restore
+    assert await routing.reap_slots(grace_s=0) == 0
+    again = await routing.timers.get(tid)
+    assert again is not None and again["state"] == "pending"
+    assert again["due_at"] == wo["sla"][clock]["next_due_at"]
+    assert again["payload"]["pct"] == wo["sla"][clock]["next_pct"]
+    assert REARMED._value.get() == before + 1  # the one that was gone, not the one that was there
+    assert (await routing.timers.get(kept_tid)) is not None
+    # A clock no longer running (the work order was accepted: its first response recorded) is left alone.
+    await routing.store.work_orders.update_one(
+        {"_id": wo["_id"]}, {"$set": {f"sla.{clock}.stopped_at": datetime.now(UTC)}}
+    )
+    assert await routing.timers.cancel(tid)
+    routing.slot_audit.request_full("test")
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert await routing.timers.get(tid) is None and REARMED._value.get() == before + 1
 
 
 async def test_the_reconciler_checks_each_new_slot_once_and_every_slot_again_only_on_evidence(

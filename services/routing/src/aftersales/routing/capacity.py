@@ -4,7 +4,7 @@ and reconcile slots that no open work order holds any more (a crash between two 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -103,13 +103,18 @@ class Capacity:
         return None
 
     async def reap_slots(
-        self, *, older_than: datetime, since: datetime | None = None, suspects: Set[str] = frozenset()
+        self,
+        *,
+        older_than: datetime,
+        since: datetime | None = None,
+        suspects: Set[str] = frozenset(),
+        check: Callable[[WorkOrder], Awaitable[object]] | None = None,
     ) -> ReapedSlots:
         """Release slots that no open work order holds (a crash between taking a slot and writing the
         work order, or between a hand-over's writes). Slots taken from `older_than` on are left alone:
         their dispatch may still be writing; with `since`, so are slots taken before it (checked
         already) unless their ticket or technician is one of `suspects`. One work order read by `_id`
-        per slot checked."""
+        per slot checked; `check` is given each work order that does hold its slot (its timers)."""
         reaped = ReapedSlots()
         for tech_id, key in await self.store.held_slots(older_than, since=since, suspects=suspects):
             ticket_id, _, round_ = key.rpartition("#")
@@ -117,6 +122,8 @@ class Capacity:
             holds = (
                 wo is not None and str(wo.round) == round_ and wo.technician_id == tech_id and wo.holds_slot
             )
+            if holds and wo is not None and check is not None:
+                await check(wo)
             if not holds and await self.store.release(tech_id, key):
                 reaped.released += 1
                 SLOTS_REAPED.inc()

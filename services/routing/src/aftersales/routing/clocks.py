@@ -102,21 +102,40 @@ async def arm_earliest(
     due, name = min(pending)
     state = states[name]
     tid = timer_id(ticket_id, round_, SlaClock(name), state["next_pct"], state["generation"])
-    await timers.schedule(
-        tid,
-        SLA_TIMER,
-        due,
-        {
-            "ticket_id": ticket_id,
-            "round": round_,
-            "clock": name,
-            "pct": state["next_pct"],
-            "generation": state["generation"],
-        },
-        group=ticket_id,
-    )
+    await timers.schedule(tid, SLA_TIMER, due, _payload(ticket_id, round_, name, state), group=ticket_id)
     state["timer_id"] = tid
     return name
+
+
+def _payload(ticket_id: str, round_: int, clock: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """What an SLA timer carries: the work order's round, clock, threshold and clock generation."""
+    return {
+        "ticket_id": ticket_id,
+        "round": round_,
+        "clock": clock,
+        "pct": state["next_pct"],
+        "generation": state["generation"],
+    }
+
+
+async def rearm_lost(timers: DurableTimers, wo: WorkOrder) -> list[str]:
+    """Schedule again the armed timer of a running clock whose timer document is gone; return their ids.
+
+    Timers are armed before the write that records them and retired after it, fenced when claimed and
+    never given up while the store is away, so a recorded timer should always exist until it fires;
+    this is the reconciler's check that it does (one read by `_id` per armed clock). A timer scheduled
+    again that meanwhile fired finds its threshold recorded and does nothing."""
+    rearmed: list[str] = []
+    for clock in CLOCKS:
+        state = wo.sla.get(clock.value) or {}
+        tid, due = state.get("timer_id"), state.get("next_due_at")
+        if not tid or due is None:
+            continue
+        payload = _payload(wo.ticket_id, wo.round, clock.value, state)
+        if timer_is_current(wo, payload) and await timers.get(tid) is None:
+            await timers.schedule(tid, SLA_TIMER, due, payload, group=wo.ticket_id)
+            rearmed.append(tid)
+    return rearmed
 
 
 def timer_is_current(wo: Clocked | None, payload: Mapping[str, Any]) -> bool:

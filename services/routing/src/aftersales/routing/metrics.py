@@ -27,6 +27,10 @@ SILENT_TECHNICIANS = Counter(
 SLOTS_REAPED = Counter(
     "aftersales_slots_reaped_total", "Capacity slots released because no open work order held them"
 )
+SLA_TIMERS_REARMED = Counter(
+    "aftersales_sla_timers_rearmed_total",
+    "Armed SLA timers found missing by the reconciler and scheduled again (each one a bug or lost write)",
+)
 
 
 def observe_assignment(via: str, seconds: float) -> None:

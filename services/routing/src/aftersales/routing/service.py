@@ -4,13 +4,14 @@ housekeeping, and the administration of grids, technicians and the SLA policy.""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Any
 
 from aftersales.routing.assignment import DEFAULT_SILENT_AFTER_S
 from aftersales.routing.availability import Availability
 from aftersales.routing.capacity import Capacity, SlotAudit
-from aftersales.routing.clocks import now_utc
+from aftersales.routing.clocks import now_utc, rearm_lost
 from aftersales.routing.desk import Desk
 from aftersales.routing.dispatch import Dispatch
 from aftersales.routing.domain import (
@@ -18,12 +19,14 @@ from aftersales.routing.domain import (
     ServiceGrid,
     Status,
     Technician,
+    WorkOrder,
     grid_loads,
     plan_grids,
 )
 from aftersales.routing.field_pauses import FieldPauses
 from aftersales.routing.grids import GridDirectory
 from aftersales.routing.handover import Handover
+from aftersales.routing.metrics import SLA_TIMERS_REARMED
 from aftersales.routing.pool import Pool
 from aftersales.routing.pool_claims import PoolClaims
 from aftersales.routing.queues import Queues
@@ -45,6 +48,7 @@ from aftersales.shared.errors import InvalidRequest, NotFound
 from aftersales.shared.timers import DurableTimers
 
 FACT_FIELDS = frozenset(TicketFacts.model_fields)
+log = logging.getLogger("aftersales.routing")
 
 
 class RoutingService:
@@ -121,7 +125,9 @@ class RoutingService:
         cutoff = cutoff.replace(microsecond=cutoff.microsecond // 1000 * 1000)  # as stored: to the ms
         since, suspects = self.slot_audit.begin()
         try:
-            reaped = await self.capacity.reap_slots(older_than=cutoff, since=since, suspects=suspects)
+            reaped = await self.capacity.reap_slots(
+                older_than=cutoff, since=since, suspects=suspects, check=self._rearm_lost
+            )
         except BaseException:
             self.slot_audit.failed()
             raise
@@ -129,6 +135,11 @@ class RoutingService:
         for grid_id in reaped.grids:
             await self.queues.capacity_freed(grid_id)
         return reaped.released
+
+    async def _rearm_lost(self, wo: WorkOrder) -> None:
+        for tid in await rearm_lost(self.timers, wo):
+            SLA_TIMERS_REARMED.inc()
+            log.warning("scheduled a lost SLA timer again", extra={"ticket_id": wo.ticket_id, "timer": tid})
 
     # ------------------------------------------------------------------ administration
 
