@@ -261,7 +261,9 @@ async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: R
     assert kept is not None and kept["active_ids"] == [f"{live['_id']}#1"]
 
 
-async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(routing: RoutingService) -> None:
+async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(
+    routing: RoutingService,
+) -> None:
     wo = await dispatch(routing, "R-timer")
     armed = [(c, s["timer_id"]) for c, s in wo["sla"].items() if s.get("timer_id")]
     assert len(armed) == 1  # one armed timer per work order
@@ -285,6 +287,33 @@ async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(ro
     routing.slot_audit.request_full("test")
     assert await routing.reap_slots(grace_s=0) == 0
     assert await routing.timers.get(tid) is None and REARMED._value.get() == before + 1
+
+
+async def test_a_timer_that_fired_while_the_reconciler_looked_is_not_scheduled_again(
+    routing: RoutingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wo = await dispatch(routing, "R-fired")
+    [(clock, tid)] = [(c, s["timer_id"]) for c, s in wo["sla"].items() if s.get("timer_id")]
+    get = routing.timers.get
+
+    async def fires_meanwhile(timer_id: str) -> Any:
+        if timer_id == tid:  # between the reconciler's read of the work order and of its timer
+            await routing.store.work_orders.update_one(
+                {"_id": wo["_id"]},
+                {
+                    "$set": {
+                        f"sla.{clock}.fired": [wo["sla"][clock]["next_pct"]],
+                        f"sla.{clock}.timer_id": "next",
+                    }
+                },
+            )
+            await routing.timers.cancel(tid)
+        return await get(timer_id)
+
+    monkeypatch.setattr(routing.timers, "get", fires_meanwhile)
+    before = REARMED._value.get()
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert await get(tid) is None and REARMED._value.get() == before
 
 
 async def test_the_reconciler_checks_each_new_slot_once_and_every_slot_again_only_on_evidence(

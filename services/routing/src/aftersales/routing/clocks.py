@@ -3,7 +3,7 @@ or calendar change, and fire warnings and breaches exactly once (apply_once keye
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,13 +118,15 @@ def _payload(ticket_id: str, round_: int, clock: str, state: Mapping[str, Any]) 
     }
 
 
-async def rearm_lost(timers: DurableTimers, wo: WorkOrder) -> list[str]:
+async def rearm_lost(
+    timers: DurableTimers, wo: WorkOrder, reload: Callable[[str], Awaitable[WorkOrder | None]]
+) -> list[str]:
     """Schedule again the armed timer of a running clock whose timer document is gone; return their ids.
 
     Timers are armed before the write that records them and retired after it, fenced when claimed and
     never given up while the store is away, so a recorded timer should always exist until it fires;
-    this is the reconciler's check that it does (one read by `_id` per armed clock). A timer scheduled
-    again that meanwhile fired finds its threshold recorded and does nothing."""
+    this is the reconciler's check that it does (one read by `_id` per armed clock). A timer missing is
+    confirmed on the work order as it is now (`reload`): one that fired meanwhile has moved it on."""
     rearmed: list[str] = []
     for clock in CLOCKS:
         state = wo.sla.get(clock.value) or {}
@@ -132,7 +134,11 @@ async def rearm_lost(timers: DurableTimers, wo: WorkOrder) -> list[str]:
         if not tid or due is None:
             continue
         payload = _payload(wo.ticket_id, wo.round, clock.value, state)
-        if timer_is_current(wo, payload) and await timers.get(tid) is None:
+        if not timer_is_current(wo, payload) or await timers.get(tid) is not None:
+            continue
+        fresh = await reload(wo.ticket_id)
+        still = fresh is not None and fresh.sla.get(clock.value, {}).get("timer_id") == tid
+        if still and timer_is_current(fresh, payload):
             await timers.schedule(tid, SLA_TIMER, due, payload, group=wo.ticket_id)
             rearmed.append(tid)
     return rearmed

@@ -137,7 +137,7 @@ class RoutingService:
         return reaped.released
 
     async def _rearm_lost(self, wo: WorkOrder) -> None:
-        for tid in await rearm_lost(self.timers, wo):
+        for tid in await rearm_lost(self.timers, wo, self.store.load_work_order):
             SLA_TIMERS_REARMED.inc()
             log.warning("scheduled a lost SLA timer again", extra={"ticket_id": wo.ticket_id, "timer": tid})
 
