@@ -279,6 +279,17 @@ async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(
     assert again["payload"]["pct"] == wo["sla"][clock]["next_pct"]
     assert REARMED._value.get() == before + 1  # the one that was gone, not the one that was there
     assert (await routing.timers.get(kept_tid)) is not None
+    # Timers are checked on the full passes a process ending asks for, not on every pass: not on the
+    # next one (new slots only), nor on one a failed handler of this process asks for ...
+    assert await routing.timers.cancel(kept_tid)
+    assert await routing.reap_slots(grace_s=0) == 0
+    note_failure()  # names nothing: every held slot, but no timer
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert await routing.timers.get(kept_tid) is None and REARMED._value.get() == before + 1
+    # ... but on one another process's end asks for (the outbox relay's heartbeat found it gone).
+    routing.slot_audit.request_full("dead relay")
+    assert await routing.reap_slots(grace_s=0) == 0
+    assert await routing.timers.get(kept_tid) is not None and REARMED._value.get() == before + 2
     # A clock no longer running (the work order was accepted: its first response recorded) is left alone.
     await routing.store.work_orders.update_one(
         {"_id": wo["_id"]}, {"$set": {f"sla.{clock}.stopped_at": datetime.now(UTC)}}
@@ -286,7 +297,7 @@ async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(
     assert await routing.timers.cancel(tid)
     routing.slot_audit.request_full("test")
     assert await routing.reap_slots(grace_s=0) == 0
-    assert await routing.timers.get(tid) is None and REARMED._value.get() == before + 1
+    assert await routing.timers.get(tid) is None and REARMED._value.get() == before + 2
 
 
 async def test_a_timer_that_fired_while_the_reconciler_looked_is_not_scheduled_again(

@@ -135,6 +135,11 @@ class Capacity:
         return reaped
 
 
+HANDLER_FAILURE = "handler failure"
+PASS_BROKEN = "a reconciliation that did not finish"
+_OWN_FAILURES = frozenset({HANDLER_FAILURE, PASS_BROKEN})
+
+
 @dataclass(slots=True)
 class SlotAudit:
     """Which held slots the next reconciliation checks: on evidence, not the whole open work each time.
@@ -147,6 +152,10 @@ class SlotAudit:
     once, after its grace), so the cost follows the new work and the failures, not the held slots."""
 
     full_reason: str | None = "start-up"
+    # Armed SLA timers are checked on the full passes a process ending asks for (start-up, a relay gone,
+    # a write unconfirmed), until one finishes; not on new slots, a failed handler or a broken pass
+    # (a timer is lost only by something stopping between writes, and those passes read every slot).
+    check_timers: bool = True
     checked_until: datetime | None = None  # slots taken before this were checked
     failures_seen: int = 0
     suspects: set[str] = field(default_factory=set)  # tickets (or technicians) of failed handlers
@@ -154,13 +163,15 @@ class SlotAudit:
     def request_full(self, reason: str) -> None:
         """Check every held slot at the next pass (another process gone, or a write unconfirmed)."""
         self.full_reason = self.full_reason or reason
+        if reason not in _OWN_FAILURES:
+            self.check_timers = True
 
     def begin(self) -> tuple[datetime | None, frozenset[str]]:
         """Start a pass: return where its slots start (None: all of them) and the suspects to check
         whenever their slots were taken."""
         self.failures_seen, named = failed_since(self.failures_seen)
         if named is None:
-            self.request_full("handler failure")
+            self.request_full(HANDLER_FAILURE)
         else:
             self.suspects |= named
         if self.full_reason is not None or self.checked_until is None:
@@ -170,12 +181,14 @@ class SlotAudit:
             return None, frozenset()
         return self.checked_until, frozenset(self.suspects)
 
-    def done(self, cutoff: datetime) -> None:
+    def done(self, cutoff: datetime, *, full: bool) -> None:
         self.checked_until = cutoff
+        if full:
+            self.check_timers = False
         self.suspects.clear()
 
     def failed(self) -> None:
-        self.request_full("a reconciliation that did not finish")
+        self.request_full(PASS_BROKEN)
 
 
 def _held(docs: Sequence[Mapping[str, Any]], key: str) -> Candidate | None:

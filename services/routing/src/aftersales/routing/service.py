@@ -124,14 +124,16 @@ class RoutingService:
         cutoff = now_utc() - timedelta(seconds=grace_s)
         cutoff = cutoff.replace(microsecond=cutoff.microsecond // 1000 * 1000)  # as stored: to the ms
         since, suspects = self.slot_audit.begin()
+        full = since is None
+        check = self._rearm_lost if full and self.slot_audit.check_timers else None
         try:
             reaped = await self.capacity.reap_slots(
-                older_than=cutoff, since=since, suspects=suspects, check=self._rearm_lost
+                older_than=cutoff, since=since, suspects=suspects, check=check
             )
         except BaseException:
             self.slot_audit.failed()
             raise
-        self.slot_audit.done(cutoff)
+        self.slot_audit.done(cutoff, full=full)
         for grid_id in reaped.grids:
             await self.queues.capacity_freed(grid_id)
         return reaped.released
