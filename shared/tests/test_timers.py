@@ -160,6 +160,22 @@ async def test_a_cancelled_timer_is_not_claimed_when_it_comes_due_and_one_schedu
     assert fired == ["tm-back"] and claims == ["tm-back"]  # no claim of the cancelled timer
 
 
+async def test_a_timer_scheduled_again_for_the_same_time_while_its_cancel_is_in_flight_still_fires() -> None:
+    one, _, timers = replicas()
+    fired, handler = recorder()
+    await one.schedule("tm-again", "sla", T0, {})
+    real_delete = timers._collection.delete_one
+
+    async def rescheduled_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        result = await real_delete(*args, **kwargs)
+        await one.schedule("tm-again", "sla", T0, {})  # lands after the delete, same due time
+        return result
+
+    timers._collection.delete_one = rescheduled_meanwhile
+    assert await one.cancel("tm-again")
+    assert await one.fire_due(handler, now=soon()) == 1 and fired == ["tm-again"]
+
+
 class Unscannable:
     """A collection whose scans (`find`) time out, as a whole-collection read on a busy FerretDB does."""
 

@@ -127,12 +127,13 @@ class DurableTimers:
         self._stamps = 0
 
     def _remember(self, timer_id: str, due_at: datetime) -> None:
+        """Note a timer's due time: a new stamp each time (so a `cancel` in flight sees it was scheduled
+        again, even for the same due time), a heap entry only when the due time is new."""
         known = self._in_heap.get(timer_id)
-        if known is not None and known[0] == due_at:
-            return
         self._stamps += 1
         self._in_heap[timer_id] = (due_at, self._stamps)
-        heapq.heappush(self._heap, (due_at, timer_id))
+        if known is None or known[0] != due_at:
+            heapq.heappush(self._heap, (due_at, timer_id))
 
     async def schedule(
         self,
@@ -166,7 +167,7 @@ class DurableTimers:
         """Cancel (delete) a timer that has not fired; return True if it existed. Its heap entry is
         forgotten too (unless the timer was scheduled again meanwhile): before, each cancelled timer was
         still claimed when it came due, a findAndModify and a read for nothing (most SLA timers are
-        cancelled by an accept or a resolution: in a chaos run, two thirds of routing's claims)."""
+        cancelled by an accept or a resolution: in a chaos run, ~40 % of routing's claims)."""
         known = self._in_heap.get(timer_id)
         result = await self._col.delete_one({"_id": timer_id})
         if known is not None and self._in_heap.get(timer_id) is known:
