@@ -300,6 +300,37 @@ async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(
     assert await routing.timers.get(tid) is None and REARMED._value.get() == before + 2
 
 
+async def test_the_reconciler_schedules_again_the_lost_sla_timer_of_a_queued_work_order(
+    routing: RoutingService,
+) -> None:
+    """A queued work order holds no slot, so the slots do not lead to it: the full pass reads the queue."""
+    for n in range(5):  # t1's capacity: the next one queues
+        await dispatch(routing, f"R-full-{n}")
+    facts = {
+        "ticket_id": "R-queued",
+        "channel": "web",
+        "category": "hardware_fault",
+        "priority": "P3",
+        "customer_id": "C-1",
+        "customer_tier": "standard",
+        "region_code": REGION,
+        "device_type": "air_conditioner",
+    }
+    await routing.dispatch.dispatch_round(
+        facts=facts, started_at=datetime.now(UTC), round_=1, previous_technician_id=None
+    )
+    wo = await routing.store.work_order("R-queued")
+    assert wo is not None and wo["status"] == Status.QUEUED
+    [(clock, tid)] = [(c, s["timer_id"]) for c, s in wo["sla"].items() if s.get("timer_id")]
+    before = REARMED._value.get()
+    assert await routing.timers.cancel(tid)
+    routing.slot_audit.request_full("dead relay")
+    assert await routing.reap_slots(grace_s=0) == 0
+    again = await routing.timers.get(tid)
+    assert again is not None and again["due_at"] == wo["sla"][clock]["next_due_at"]
+    assert REARMED._value.get() == before + 1
+
+
 async def test_a_timer_that_fired_while_the_reconciler_looked_is_not_scheduled_again(
     routing: RoutingService, monkeypatch: pytest.MonkeyPatch
 ) -> None:

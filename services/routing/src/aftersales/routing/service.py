@@ -130,6 +130,9 @@ class RoutingService:
             reaped = await self.capacity.reap_slots(
                 older_than=cutoff, since=since, suspects=suspects, check=check
             )
+            if check is not None:  # queued work orders hold no slot: their timers are checked here
+                for wo in await self.store.queued_everywhere():
+                    await check(wo)
         except BaseException:
             self.slot_audit.failed()
             raise

@@ -487,6 +487,16 @@ class RoutingStore(DirectoryStore, PoolIndex):
             await self.queue.delete_one({"_id": entry["_id"], "round": entry["round"]})
         return out
 
+    async def queued_everywhere(self) -> list[WorkOrder]:
+        """Return every queued work order (the reconciler's full pass: the queue index is as small as the
+        queued work; each entry's work order read by `_id`, stale entries skipped)."""
+        out = []
+        async for entry in self.queue.find({}):
+            wo = await self.work_order(entry["_id"])
+            if wo is not None and wo["round"] == entry["round"] and wo["status"] == Status.QUEUED:
+                out.append(work_order_of(wo))
+        return out
+
     async def queue_length(self, grid_id: str) -> int:
         return await self.queue.count_documents({"grid_id": grid_id})
 
