@@ -37,7 +37,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from chaos_checks import SLOT_GRACE_S, SLOT_RECONCILE_INTERVAL_S, Findings, verify
+from chaos_checks import (
+    HANDLER_TIMEOUT_S,
+    SLOT_GRACE_S,
+    SLOT_RECONCILE_INTERVAL_S,
+    TIMER_LEASE_S,
+    Findings,
+    verify,
+)
 from harness import INFRA, PIPELINE_SERVICE_NAMES, Platform, auth, headers_of, start_infra
 
 from aftersales.shared.contracts import Topic
@@ -63,9 +70,9 @@ READERS = {
 }
 SERVICE_ENV = {
     "PUBLISH_REPORTS": "false",
-    "TIMER_LEASE_S": "10",
+    "TIMER_LEASE_S": str(TIMER_LEASE_S),
     "CONSUMER_RETRY_BUDGET_S": "20",
-    "CONSUMER_HANDLER_TIMEOUT_S": "10",
+    "CONSUMER_HANDLER_TIMEOUT_S": str(HANDLER_TIMEOUT_S),
     "MONGODB_SOCKET_TIMEOUT_S": "10",
     "SLOT_RECONCILE_INTERVAL_S": str(SLOT_RECONCILE_INTERVAL_S),
     "SLOT_GRACE_S": str(SLOT_GRACE_S),
@@ -436,6 +443,13 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=Config.rate_per_s)
     parser.add_argument("--alerts", type=int, default=Config.alerts)
     parser.add_argument("--kills", type=int, default=Config.kills_per_service)
+    parser.add_argument("--technicians", type=int, default=Config.technicians)
+    parser.add_argument(
+        "--capacity",
+        type=int,
+        default=Config.capacity,
+        help="work orders each technician may hold; below tickets/technicians the rest queue",
+    )
     parser.add_argument("--no-kafka-restart", action="store_true")
     parser.add_argument("--db-pause", type=float, default=Config.db_pause_s)
     parser.add_argument(
@@ -456,6 +470,8 @@ def main() -> int:
         rate_per_s=args.rate,
         alerts=args.alerts,
         kills_per_service=args.kills,
+        technicians=args.technicians,
+        capacity=args.capacity,
         restart_kafka=not args.no_kafka_restart,
         db_pause_s=args.db_pause,
         accept_share=args.accept_share,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from chaos_capacity import capacity_history, holder_intervals
 from harness import auth, headers_of, read_topic
 
 from aftersales.metrics.exporter import kafka_offsets
@@ -24,6 +25,12 @@ SLA_THRESHOLDS = (50, 75, 100)
 SLOT_RECONCILE_INTERVAL_S = 5
 SLOT_GRACE_S = 20
 SLOT_SETTLE_S = SLOT_GRACE_S + 2 * SLOT_RECONCILE_INTERVAL_S + 10
+# How long a handler may run (consumer handlers, and timer firings under their lease), in the chaos run;
+# an excess over capacity in the event history shorter than the longer of them and a margin can be two
+# handlers' stamps out of order (chaos_capacity.py), a longer one is real.
+HANDLER_TIMEOUT_S = 10
+TIMER_LEASE_S = 10
+CAPACITY_ALLOWANCE_S = max(HANDLER_TIMEOUT_S, TIMER_LEASE_S) + 5
 
 
 @dataclass
@@ -163,6 +170,25 @@ async def check_kpis(
             f.details.append(
                 f"kpi_mismatch: {kpi} counted {counts.get(kpi, 0)}, the topics say {expected[kpi]}"
             )
+
+
+def judge_capacity(
+    f: Findings, tickets: list[Any], assignments: list[Any], techs: list[dict[str, Any]]
+) -> None:
+    """No technician over capacity at any time of the history (chaos_capacity.py) nor at the end."""
+    capacity = {t["id"]: int(t["capacity"]) for t in techs}
+    history = capacity_history(holder_intervals(assignments, tickets), capacity)
+    over = history.over(CAPACITY_ALLOWANCE_S)
+    f.figures["over_capacity"] += len({e.technician_id for e in over})
+    # How many technicians were full at some moment: a run whose capacity never binds proves little.
+    f.figures["technicians_filled"] = sum(
+        1 for tech, peak in history.peak.items() if peak >= capacity.get(tech, 0) > 0
+    )
+    f.details.extend(
+        f"over_capacity: {e.technician_id} held {e.held} of {e.capacity} from {e.start.isoformat()}"
+        f" for {'the rest of the run' if e.end is None else f'{e.seconds:.1f} s'}"
+        for e in over[:20]
+    )
 
 
 def distinct(records: list[Any]) -> list[tuple[dict[str, str], dict[str, Any]]]:
@@ -335,6 +361,7 @@ async def verify(run: Any, readers: dict[Topic, int]) -> Findings:
     f.figures["timers_lost"] = lost
 
     f.figures["tickets_assigned"] = len({ticket for ticket, _ in dispatched})
+    judge_capacity(f, tickets, assignments, techs)
     await check_kpis(run, f, tickets, assignments, kpi_counts(kpis))
 
     expected_dlq = 0
