@@ -66,7 +66,9 @@ async def add_technician(service: RoutingService, tech_id: str, *, tier: int) ->
     await service.store.put_technician(Technician.model_validate(tech))
 
 
-async def dispatch(service: RoutingService, ticket_id: str) -> dict[str, Any]:
+async def dispatch(
+    service: RoutingService, ticket_id: str, status: Status = Status.ASSIGNED
+) -> dict[str, Any]:
     facts = {
         "ticket_id": ticket_id,
         "channel": "web",
@@ -81,7 +83,7 @@ async def dispatch(service: RoutingService, ticket_id: str) -> dict[str, Any]:
         facts=facts, started_at=datetime.now(UTC), round_=1, previous_technician_id=None
     )
     wo = await service.store.work_order(ticket_id)
-    assert wo is not None and wo["status"] == Status.ASSIGNED
+    assert wo is not None and wo["status"] == status
     return wo
 
 
@@ -306,21 +308,7 @@ async def test_the_reconciler_schedules_again_the_lost_sla_timer_of_a_queued_wor
     """A queued work order holds no slot, so the slots do not lead to it: the full pass reads the queue."""
     for n in range(5):  # t1's capacity: the next one queues
         await dispatch(routing, f"R-full-{n}")
-    facts = {
-        "ticket_id": "R-queued",
-        "channel": "web",
-        "category": "hardware_fault",
-        "priority": "P3",
-        "customer_id": "C-1",
-        "customer_tier": "standard",
-        "region_code": REGION,
-        "device_type": "air_conditioner",
-    }
-    await routing.dispatch.dispatch_round(
-        facts=facts, started_at=datetime.now(UTC), round_=1, previous_technician_id=None
-    )
-    wo = await routing.store.work_order("R-queued")
-    assert wo is not None and wo["status"] == Status.QUEUED
+    wo = await dispatch(routing, "R-queued", Status.QUEUED)
     [(clock, tid)] = [(c, s["timer_id"]) for c, s in wo["sla"].items() if s.get("timer_id")]
     before = REARMED._value.get()
     assert await routing.timers.cancel(tid)
