@@ -203,6 +203,39 @@ async def test_dispatch_ranks_technicians_read_once_a_second_and_a_stale_copy_ne
     assert reads == before + 1 and await load("t2") == 5
 
 
+async def test_a_technician_found_stale_by_a_guarded_write_is_read_again_alone(
+    routing: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A technician's document holds his slots, so the whole collection grows with the held work: the
+    copy of one technician a guarded write found stale is read again by `_id`, not with all the others."""
+    store = routing.app.state.routing.store
+    reads: list[str] = []
+    find, find_one = store.technicians.find, store.technicians.find_one
+
+    def all_read(*args: Any, **kwargs: Any) -> Any:
+        reads.append("all")
+        return find(*args, **kwargs)
+
+    async def one_read(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        reads.append(query["_id"])
+        return await find_one(query, *args, **kwargs)
+
+    monkeypatch.setattr(store.technicians, "find", all_read)
+    monkeypatch.setattr(store.technicians, "find_one", one_read)
+    store.forget_technicians()
+    [t1] = await store.technicians_in(["xuhui"])
+    assert t1["active_work_orders"] == 0 and reads == ["all"]
+    # Another replica fills t1 (capacity 1) meanwhile: the copy still shows him with room.
+    await routing.runtime.db["technicians"].update_one(
+        {"_id": "t1"}, {"$set": {"active_work_orders": 1, "active_ids": ["X#1"]}}
+    )
+    assert not await store.reserve("t1", "K#1", 1)  # the guard refuses
+    [t1] = await store.technicians_in(["xuhui"])
+    assert t1["active_work_orders"] == 1 and reads == ["all", "t1"]
+    [t1] = await store.technicians_in(["xuhui"])  # read again once, not at every use
+    assert reads == ["all", "t1"]
+
+
 async def test_a_clock_planned_late_records_every_past_due_threshold_in_one_firing(
     routing: ServiceUnderTest,
 ) -> None:

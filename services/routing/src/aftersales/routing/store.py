@@ -115,11 +115,28 @@ class TechnicianSlots(TechnicianPresence):
         failed reserve, which drops the copy. What another replica or process changed shows within the
         second (a capacity lowered there, too). The read is the whole collection: FerretDB evaluates a
         filter other than `_id` by decoding every document, and reading the technicians for every
-        ticket was a quarter of the database's CPU on the dispatch path."""
+        ticket was a quarter of the database's CPU on the dispatch path. A technician whose copy a
+        guarded write found stale is read again alone, by `_id`, not with all the others: a technician's
+        document holds his slots, so the whole collection grows with the held work (in a chaos run's
+        drain, re-reading all of them after every failed or cut write was three reads a second, each
+        over a second on a database at full CPU)."""
         now = time.monotonic()
+        stale, self._stale_technicians = self._stale_technicians or set(), None
         if self._technician_cache is None or now - self._technician_cache[0] >= TECHNICIAN_CACHE_S:
             docs = {d["_id"]: d async for d in self.technicians.find({}, {"outbox": 0})}
             self._technician_cache = (now, docs)
+        else:
+            kept = self._technician_cache[1]
+            for tech_id in sorted(stale):
+                try:
+                    doc = await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})
+                except BaseException:
+                    self.forget_technicians()  # not read again: none of the copy is trusted
+                    raise
+                if doc is None:
+                    kept.pop(tech_id, None)
+                else:
+                    kept[tech_id] = doc
         wanted = set(grid_ids)
         return [d for d in self._technician_cache[1].values() if d.get("grid_id") in wanted]
 
@@ -130,7 +147,7 @@ class TechnicianSlots(TechnicianPresence):
             return
         ids = list(doc.get("active_ids", []))
         if (key in ids) == taken:  # the copy was not what the guarded write found
-            self.forget_technicians()
+            self.forget_technicians(tech_id)
             return
         doc["active_ids"] = [*ids, key] if taken else [k for k in ids if k != key]
         doc["active_work_orders"] = int(doc.get("active_work_orders", 0)) + (1 if taken else -1)
@@ -141,12 +158,12 @@ class TechnicianSlots(TechnicianPresence):
         try:
             taken = await self._reserve(tech_id, key, capacity, only_available=only_available)
         except BaseException:
-            self.forget_technicians()  # the write may have landed unseen
+            self.forget_technicians(tech_id)  # the write may have landed unseen
             raise
         if taken:
             self._took(tech_id, key, taken=True)
         else:
-            self.forget_technicians()
+            self.forget_technicians(tech_id)
         return taken
 
     async def _reserve(self, tech_id: str, key: str, capacity: int, *, only_available: bool) -> bool:
@@ -179,7 +196,7 @@ class TechnicianSlots(TechnicianPresence):
                 },
             )
         except BaseException:
-            self.forget_technicians()
+            self.forget_technicians(tech_id)
             raise
         if result.modified_count == 1:
             self._took(tech_id, key, taken=False)

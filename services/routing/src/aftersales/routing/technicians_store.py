@@ -29,10 +29,18 @@ class TechnicianPresence:
     hint: Hint
     # the technicians as dispatch last read them (see `TechnicianSlots.technicians_in`), by id
     _technician_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
+    # technicians whose kept copy is known stale: read again by `_id` before the copy is used
+    _stale_technicians: set[str] | None = None
 
-    def forget_technicians(self) -> None:
-        """Drop the kept copy of the technicians (one changed here, or a guarded write found it stale)."""
-        self._technician_cache = None
+    def forget_technicians(self, tech_id: str | None = None) -> None:
+        """Drop the kept copy of one technician (a guarded write found it stale, or one may have landed
+        unseen), or of all of them (None: one was created or reconfigured here)."""
+        if tech_id is None:
+            self._technician_cache = None
+        else:
+            if self._stale_technicians is None:
+                self._stale_technicians = set()
+            self._stale_technicians.add(tech_id)
 
     def _kept(self, tech_id: str) -> dict[str, Any] | None:
         """The kept copy of one technician, if any (updated in place by this process's own writes)."""
@@ -77,7 +85,7 @@ class TechnicianPresence:
         self, guard: Mapping[str, Any], update: Mapping[str, Any], events: Sequence[CloudEvent]
     ) -> bool:
         result = await self.technicians.update_one(guard, with_events(update, Topic.ASSIGNMENTS, events))
-        self.forget_technicians()
+        self.forget_technicians(str(guard["_id"]))
         if result.modified_count == 1 and events:
             self.hint(TECHNICIANS, guard["_id"])
         return result.modified_count == 1
