@@ -8,6 +8,7 @@ runs it again, and it decides again on what is there now), never return as if it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,6 +262,28 @@ async def test_the_reconciler_releases_slots_no_open_work_order_holds(routing: R
     assert await held_slots(routing) == {"t1": 1}
     kept = await routing.store.technician_doc("t1")
     assert kept is not None and kept["active_ids"] == [f"{live['_id']}#1"]
+
+
+async def test_a_slot_seen_orphaned_is_released_after_the_grace_unless_its_work_order_holds_it_by_then(
+    routing: RoutingService,
+) -> None:
+    """How long a slot has been held by no work order is kept by the reconciler, not as a time per slot
+    in the technician's document (which every held slot would grow): a slot is released once it has
+    been seen orphaned for the grace, at whichever pass that falls, full or not; one whose work order
+    holds it by then (a dispatch or hand-over that was still writing) is kept."""
+    moving = await dispatch(routing, "R-moving")
+    assert await routing.store.reserve("t1", "R-ghost#1", 5)  # a crash before the work order's write
+    doc = await routing.store.technician_doc("t1")
+    assert doc is not None and not doc.get("slot_at")  # no time per slot in the document
+    # A hand-over in flight: the work order names its next technician before t1's slot is given back.
+    await routing.store.work_orders.update_one({"_id": moving["_id"]}, {"$set": {"technician_id": "t9"}})
+    assert await routing.reap_slots(grace_s=0.5) == 0  # both seen orphaned just now
+    await routing.store.work_orders.update_one({"_id": moving["_id"]}, {"$set": {"technician_id": "t1"}})
+    await asyncio.sleep(0.6)
+    assert await routing.reap_slots(grace_s=0.5) == 1  # not a full pass, yet the orphans are looked at
+    assert await held_slots(routing) == {"t1": 1}
+    kept = await routing.store.technician_doc("t1")
+    assert kept is not None and kept["active_ids"] == [f"{moving['_id']}#1"]
 
 
 async def test_the_reconciler_schedules_again_an_armed_sla_timer_that_is_gone(

@@ -24,7 +24,10 @@ class Settings(ServiceSettings):
         default=120.0, gt=0, description="how often held capacity slots are checked against work orders"
     )
     slot_grace_s: float = Field(
-        default=60.0, gt=0, description="a slot younger than this is never released by the reconciler"
+        default=60.0,
+        gt=0,
+        description="a slot the reconciler finds held by no open work order is released once it has been "
+        "so for this long (a dispatch may still be writing its work order)",
     )
     technician_silent_after_s: float = Field(
         default=900.0,

@@ -4,7 +4,8 @@ and reconcile slots that no open work order holds any more (a crash between two 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,14 @@ from aftersales.routing.clocks import now_utc
 from aftersales.routing.domain import Status, WorkOrder
 from aftersales.routing.grids import GridView
 from aftersales.routing.metrics import SLOTS_REAPED
-from aftersales.routing.store import RoutingStore, load_of, presence_of, slot_key, technician_of
+from aftersales.routing.store import (
+    RoutingStore,
+    load_of,
+    presence_of,
+    slot_key,
+    technician_of,
+    ticket_of_slot,
+)
 from aftersales.shared.failures import failed_since
 
 log = logging.getLogger("aftersales.routing")
@@ -104,40 +112,48 @@ class Capacity:
 
     async def reap_slots(
         self,
+        audit: SlotAudit,
         *,
-        older_than: datetime,
-        since: datetime | None = None,
-        suspects: Set[str] = frozenset(),
+        grace_s: float,
         check: Callable[[WorkOrder], Awaitable[object]] | None = None,
     ) -> ReapedSlots:
         """Release slots that no open work order holds (a crash between taking a slot and writing the
-        work order, or between a hand-over's writes). Slots taken from `older_than` on are left alone:
-        their dispatch may still be writing; with `since`, so are slots taken before it (checked
-        already) unless their ticket or technician is one of `suspects`. One work order read by `_id`
-        per slot checked; `check` is given each work order that does hold its slot (its timers)."""
+        work order, or between a hand-over's writes). `audit` says which held slots to check; one seen
+        held by no work order is released once it has been so for `grace_s` (its dispatch may still be
+        writing when first seen). One work order read by `_id` per slot checked; `check` is given each
+        work order that does hold its slot (its timers)."""
         reaped = ReapedSlots()
-        for tech_id, key in await self.store.held_slots(older_than, since=since, suspects=suspects):
+        held = await self.store.held_slots()
+        for tech_id, key in audit.to_check(held):
             ticket_id, _, round_ = key.rpartition("#")
             wo = await self.store.load_work_order(ticket_id)
             holds = (
                 wo is not None and str(wo.round) == round_ and wo.technician_id == tech_id and wo.holds_slot
             )
-            if holds and wo is not None and check is not None:
-                await check(wo)
-            if not holds and await self.store.release(tech_id, key):
+            if holds:
+                audit.holds((tech_id, key))
+                if wo is not None and check is not None:
+                    await check(wo)
+                continue
+            if not audit.orphaned((tech_id, key), grace_s):
+                continue
+            if await self.store.release(tech_id, key):
                 reaped.released += 1
                 SLOTS_REAPED.inc()
-                log.warning(
-                    "released a slot no work order holds", extra={"ticket_id": ticket_id, "slot": key}
-                )
+                extra = {"ticket_id": ticket_id, "slot": key}
+                log.warning("released a slot no work order holds", extra=extra)
                 if wo is not None:
                     reaped.grids.add(wo.grid_id)
+        audit.seen(held)
         return reaped
 
 
 HANDLER_FAILURE = "handler failure"
 PASS_BROKEN = "a reconciliation that did not finish"
 _OWN_FAILURES = frozenset({HANDLER_FAILURE, PASS_BROKEN})
+
+
+Slot = tuple[str, str]  # (technician, slot key)
 
 
 @dataclass(slots=True)
@@ -148,17 +164,22 @@ class SlotAudit:
     process died (its successor starts with a full check, and its peers learn it from the outbox
     relay's heartbeat: `request_full`), a write went unconfirmed (the same heartbeat), or a handler of
     this process failed (`shared.failures`: the slots of the tickets it named, or every slot when it
-    named none). Without such evidence a pass checks only the slots taken since the last pass (each
-    once, after its grace), so the cost follows the new work and the failures, not the held slots."""
+    named none). Without such evidence a pass checks only the slots held now that the last pass did
+    not see, so the cost follows the new work and the failures, not the held slots. A slot seen held
+    by no work order is checked again at every pass, and released once it has been so for the grace
+    (a dispatch still writing its work order is not a leak); how long is kept here, in memory, rather
+    than as a time per slot in the technician's document, which every slot would grow."""
 
     full_reason: str | None = "start-up"
     # Armed SLA timers are checked on the full passes a process ending asks for (start-up, a relay gone,
     # a write unconfirmed), until one finishes; not on new slots, a failed handler or a broken pass
     # (a timer is lost only by something stopping between writes, and those passes read every slot).
     check_timers: bool = True
-    checked_until: datetime | None = None  # slots taken before this were checked
     failures_seen: int = 0
     suspects: set[str] = field(default_factory=set)  # tickets (or technicians) of failed handlers
+    known: set[Slot] | None = None  # the slots the last finished pass saw held (None: none finished)
+    orphans: dict[Slot, float] = field(default_factory=dict)  # seen held by no work order: since when
+    full: bool = False  # this pass checks every held slot
 
     def request_full(self, reason: str) -> None:
         """Check every held slot at the next pass (another process gone, or a write unconfirmed)."""
@@ -166,24 +187,48 @@ class SlotAudit:
         if reason not in _OWN_FAILURES:
             self.check_timers = True
 
-    def begin(self) -> tuple[datetime | None, frozenset[str]]:
-        """Start a pass: return where its slots start (None: all of them) and the suspects to check
-        whenever their slots were taken."""
+    def begin(self) -> bool:
+        """Start a pass; return whether it checks every held slot."""
         self.failures_seen, named = failed_since(self.failures_seen)
         if named is None:
             self.request_full(HANDLER_FAILURE)
         else:
             self.suspects |= named
-        if self.full_reason is not None or self.checked_until is None:
-            if self.full_reason is not None:
-                log.info("checking every held slot", extra={"reason": self.full_reason})
-            self.full_reason = None
-            return None, frozenset()
-        return self.checked_until, frozenset(self.suspects)
+        self.full = self.full_reason is not None or self.known is None
+        if self.full_reason is not None:
+            log.info("checking every held slot", extra={"reason": self.full_reason})
+        self.full_reason = None
+        return self.full
 
-    def done(self, cutoff: datetime, *, full: bool) -> None:
-        self.checked_until = cutoff
-        if full:
+    def to_check(self, held: Sequence[Slot]) -> list[Slot]:
+        """The held slots this pass reads the work orders of: all of them on a full pass, else the new
+        ones, the ones seen orphaned before, and those of the suspects."""
+        if self.full or self.known is None:
+            return list(held)
+        suspects, known, orphans = self.suspects, self.known, self.orphans
+        return [
+            s
+            for s in held
+            if s not in known or s in orphans or s[0] in suspects or ticket_of_slot(s[1]) in suspects
+        ]
+
+    def orphaned(self, slot: Slot, grace_s: float) -> bool:
+        """Note a slot seen held by no work order; True once it has been so for `grace_s`."""
+        first = self.orphans.setdefault(slot, time.monotonic())
+        return time.monotonic() - first >= grace_s
+
+    def seen(self, held: Sequence[Slot]) -> None:
+        """The pass finished on these held slots (orphans no longer held are forgotten)."""
+        now_held = set(held)
+        self.orphans = {s: t for s, t in self.orphans.items() if s in now_held}
+        self.known = now_held
+
+    def holds(self, slot: Slot) -> None:
+        """A slot checked is held by its work order: no orphan (a dispatch that was still writing)."""
+        self.orphans.pop(slot, None)
+
+    def done(self) -> None:
+        if self.full:
             self.check_timers = False
         self.suspects.clear()
 

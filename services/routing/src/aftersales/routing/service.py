@@ -5,13 +5,12 @@ housekeeping, and the administration of grids, technicians and the SLA policy.""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
 from aftersales.routing.assignment import DEFAULT_SILENT_AFTER_S
 from aftersales.routing.availability import Availability
 from aftersales.routing.capacity import Capacity, SlotAudit
-from aftersales.routing.clocks import now_utc, rearm_lost
+from aftersales.routing.clocks import rearm_lost
 from aftersales.routing.desk import Desk
 from aftersales.routing.dispatch import Dispatch
 from aftersales.routing.domain import (
@@ -121,22 +120,17 @@ class RoutingService:
     async def reap_slots(self, *, grace_s: float = 60.0) -> int:
         """Release slots no open work order holds, then drain the queues they can serve; return how many.
         Which slots are checked is `slot_audit`'s: the new ones, or all of them on evidence."""
-        cutoff = now_utc() - timedelta(seconds=grace_s)
-        cutoff = cutoff.replace(microsecond=cutoff.microsecond // 1000 * 1000)  # as stored: to the ms
-        since, suspects = self.slot_audit.begin()
-        full = since is None
+        full = self.slot_audit.begin()
         check = self._rearm_lost if full and self.slot_audit.check_timers else None
         try:
-            reaped = await self.capacity.reap_slots(
-                older_than=cutoff, since=since, suspects=suspects, check=check
-            )
+            reaped = await self.capacity.reap_slots(self.slot_audit, grace_s=grace_s, check=check)
             if check is not None:  # queued work orders hold no slot: their timers are checked here
                 for wo in await self.store.queued_everywhere():
                     await check(wo)
         except BaseException:
             self.slot_audit.failed()
             raise
-        self.slot_audit.done(cutoff, full=full)
+        self.slot_audit.done()
         for grid_id in reaped.grids:
             await self.queues.capacity_freed(grid_id)
         return reaped.released

@@ -9,7 +9,7 @@ idempotent.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -179,7 +179,7 @@ class TechnicianSlots(TechnicianPresence):
             {
                 "$inc": {"active_work_orders": 1},
                 "$push": {"active_ids": key},
-                "$set": {"last_assigned_at": datetime.now(UTC), f"slot_at.{key}": datetime.now(UTC)},
+                "$set": {"last_assigned_at": datetime.now(UTC)},
             },
         )
         return result.modified_count == 1
@@ -323,23 +323,13 @@ class DirectoryStore(TechnicianSlots):
         query = {"grid_id": grid_id} if grid_id else {}
         return [d async for d in self.technicians.find(query, {"outbox": 0}).sort("_id", 1)]
 
-    async def held_slots(
-        self, older_than: datetime, *, since: datetime | None = None, suspects: Set[str] = frozenset()
-    ) -> list[tuple[str, str]]:
-        """Return (technician, slot key) of every slot taken before `older_than`, and with `since` not
-        before it unless its ticket or its technician is one of `suspects` (technicians are a small
-        collection; a slot without a time predates the field and counts as old: only a call without
-        `since` returns it, or a suspect)."""
-        out = []
-        async for doc in self.technicians.find({}, {"active_ids": 1, "slot_at": 1}):
-            taken, suspect = doc.get("slot_at") or {}, doc["_id"] in suspects
-            for key in doc.get("active_ids", []):
-                at = taken.get(key)
-                if _taken_within(at, since, older_than) or (
-                    (suspect or ticket_of_slot(key) in suspects) and (at is None or at < older_than)
-                ):
-                    out.append((doc["_id"], key))
-        return out
+    async def held_slots(self) -> list[tuple[str, str]]:
+        """Return (technician, slot key) of every slot held (technicians are a small collection)."""
+        return [
+            (doc["_id"], key)
+            async for doc in self.technicians.find({}, {"active_ids": 1})
+            for key in doc.get("active_ids", [])
+        ]
 
     # ------------------------------------------------------------------ SLA policy
 
@@ -620,10 +610,3 @@ def grid_of(doc: Mapping[str, Any]) -> ServiceGrid:
     calendar["weekly"] = {int(k): v for k, v in calendar["weekly"].items()}
     spec["calendar"] = calendar
     return ServiceGrid.model_validate(spec)
-
-
-def _taken_within(at: datetime | None, since: datetime | None, before: datetime) -> bool:
-    """True when a slot taken at `at` (None: before the time was kept) falls in [since, before)."""
-    if at is None:
-        return since is None
-    return at < before and (since is None or since <= at)
