@@ -2,7 +2,7 @@
 database; print one results table and write it, with machine facts, to docs/benchmarks.md.
 
     python -m benchmarks [stage ...]      stages: floor intake kpi e2e idle iot growth search (default: all)
-    python -m benchmarks envelope|outbox|consumer|routing     micro benchmarks of one piece each
+    python -m benchmarks envelope|outbox|consumer|routing|slots     micro benchmarks of one piece each
 
 Listed load stages run on a fresh platform; with `growth` they run again on a platform seeded with
 BENCH_GROWTH_TICKETS tickets of history, and the table shows both and their ratio. Every stage is
@@ -47,6 +47,7 @@ MICRO: dict[str, Callable[[], Awaitable[None]]] = {
     "outbox": shared_benches.outbox_relay,
     "consumer": shared_benches.consumer,
     "routing": platform_benches.routing_assignment,
+    "slots": platform_benches.technician_slots,
 }
 
 

@@ -99,3 +99,56 @@ async def routing_assignment(n: int = 1_000) -> None:
     finally:
         for proc in processes:
             proc.stop()
+
+
+async def technician_slots(pairs: int = 100, held: tuple[int, ...] = (10, 100, 500)) -> None:
+    """What one slot costs as a technician holds more work orders: routing's own store code
+    (`RoutingStore.reserve` and `release`, `technicians_in` read afresh) on 4 technicians that each
+    hold `h` slots, for each h in `held`. The slots a technician holds live in his document (with
+    his counter, so taking one is one atomic write); the database reads and writes the whole document.
+    """
+    from aftersales.routing.app import Settings
+    from aftersales.routing.domain import Technician
+    from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore, slot_key
+    from aftersales.shared.mongo import ensure_indexes
+    from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
+
+    infra = start_infra()
+    settings = Settings(
+        mongodb_uri=infra.mongodb_uri,  # type: ignore[arg-type]
+        mongodb_database=f"bench_slots_{uuid.uuid4().hex[:8]}",
+        kafka_bootstrap_servers=infra.kafka,
+    )
+    runtime = ServiceRuntime(settings, RuntimeSpec(outbox_collections=OUTBOX_COLLECTIONS, indexes=INDEXES))
+    await ensure_indexes(runtime.db, INDEXES)
+    store = RoutingStore(runtime.db)
+    try:
+        for h in held:
+            techs = [f"s{h}-{t}" for t in range(4)]
+            now = datetime.now(UTC)
+            for tech in techs:
+                doc = {"id": tech, "name": tech, "grid_id": "g1", "tier": 1, "capacity": 1000}
+                await store.put_technician(Technician.model_validate(doc))
+                keys = [slot_key(f"T-{tech}-{i:016x}", 1) for i in range(h)]
+                # as `reserve` leaves them, h times over
+                held_now = {"active_work_orders": h, "active_ids": keys, "last_assigned_at": now}
+                await store.technicians.update_one({"_id": tech}, {"$set": held_now})
+            started = time.perf_counter()
+            for i in range(pairs):
+                tech, key = techs[i % 4], slot_key(f"B-{h}-{i}", 1)
+                assert await store.reserve(tech, key, 1000)
+                assert await store.release(tech, key)
+            pair_ms = (time.perf_counter() - started) / pairs * 1000
+            started = time.perf_counter()
+            for _ in range(20):
+                store.forget_technicians()
+                await store.technicians_in(["g1"])
+            read_ms = (time.perf_counter() - started) / 20 * 1000
+            await store.technicians.delete_many({"_id": {"$in": techs}})
+            print(
+                f"slots: {h:>4} held per technician: reserve + release {pair_ms:6.1f} ms a pair; "
+                f"reading the {len(techs)} technicians {read_ms:6.1f} ms"
+            )
+    finally:
+        await runtime.client.drop_database(settings.mongodb_database)
+        await runtime.client.close()
