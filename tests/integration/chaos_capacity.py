@@ -79,19 +79,17 @@ def holder_intervals(
             continue
         work, at = (str(d["ticket_id"]), int(d.get("round", 1))), _when(d, "occurred_at")
         last_seen[work] = max(at, last_seen.get(work, at))
-        to = {"assigned": d.get("technician_id"), "reassigned": d.get("to_technician_id")}.get(kind)
-        if kind == "escalated":
-            to = d.get("to_technician_id")
-            if not to:
-                continue  # to the supervisor: the technician keeps it
+        to_key = "technician_id" if kind == "assigned" else "to_technician_id"
+        to = None if kind == "resolved" else d.get(to_key)
+        if kind == "escalated" and not to:
+            continue  # to the supervisor: the technician keeps it
         free(work, at)
-        if kind != "resolved" and to:
+        if to:
             held[work] = (str(to), at)
-    for work, (tech, since) in list(held.items()):
+    for work, (tech, since) in held.items():
         end = ended.get(work[0])
         # Routing may assign before it reads the cancellation: the slot is then held until it does,
         # which the history cannot date; counted as freed at the later of the two stamps.
-        held.pop(work)
         out[tech].append((since, FOREVER if end is None else max(end, last_seen[work])))
     return out
 
@@ -102,7 +100,7 @@ def capacity_history(
     """Sweep each technician's intervals in time order (frees before takes at the same instant)."""
     result = CapacityHistory()
     for tech, spans in intervals.items():
-        points = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans], key=lambda p: (p[0], p[1]))
+        points = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])  # -1 sorts first
         held = peak = 0
         cap = capacity.get(tech, 0)
         current: Excess | None = None

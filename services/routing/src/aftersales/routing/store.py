@@ -192,7 +192,7 @@ class TechnicianSlots(TechnicianPresence):
                 {
                     "$inc": {"active_work_orders": -1},
                     "$pull": {"active_ids": key},
-                    "$unset": {f"slot_at.{key}": ""},
+                    "$unset": {f"slot_at.{key}": ""},  # slots taken before times moved out of here
                 },
             )
         except BaseException:
