@@ -18,10 +18,12 @@ from harness import Infra, mongo, unique
 
 from aftersales.routing.app import Settings
 from aftersales.routing.domain import ServiceGrid, Status, Technician
+from aftersales.routing.metrics import POOL_FALLBACKS_REARMED as POOL_REARMED
 from aftersales.routing.metrics import SLA_TIMERS_REARMED as REARMED
+from aftersales.routing.pool import fallback_timer_id
 from aftersales.routing.service import RoutingService
 from aftersales.routing.sla import SlaPolicy, default_policy
-from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore
+from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore, grid_of
 from aftersales.shared.errors import RetryLater
 from aftersales.shared.failures import note_failure
 from aftersales.shared.mongo import ensure_indexes
@@ -340,6 +342,39 @@ async def test_the_reconciler_schedules_again_the_lost_sla_timer_of_a_queued_wor
     again = await routing.timers.get(tid)
     assert again is not None and again["due_at"] == wo["sla"][clock]["next_due_at"]
     assert REARMED._value.get() == before + 1
+
+
+async def test_the_reconciler_schedules_again_the_lost_timers_of_a_pool_offer(
+    routing: RoutingService,
+) -> None:
+    """An offered work order holds no slot either: the full pass reads the pool index and checks the
+    offer's SLA timer and its fallback timer; an entry whose work order was claimed meanwhile (its
+    entry not yet dropped) gets no fallback timer back."""
+    grid = await routing.store.grid_doc("g1")
+    assert grid is not None
+    pool = {"categories": ["hardware_fault"], "priorities": [], "fallback_after_s": 600}
+    await routing.store.put_grid(ServiceGrid.model_validate({**grid_of(grid).model_dump(), "pool": pool}))
+    wo = await dispatch(routing, "R-offered", Status.OFFERED)
+    claimed = await dispatch(routing, "R-claimed", Status.OFFERED)
+    [(clock, sla_timer)] = [(c, s["timer_id"]) for c, s in wo["sla"].items() if s.get("timer_id")]
+    fallback = fallback_timer_id("R-offered", 1, wo["offer_no"])
+    armed = await routing.timers.get(fallback)
+    assert armed is not None
+    await routing.store.work_orders.update_one(
+        {"_id": "R-claimed"}, {"$set": {"status": Status.ASSIGNED.value, "technician_id": "t1"}}
+    )
+    gone = [sla_timer, fallback, fallback_timer_id("R-claimed", 1, claimed["offer_no"])]
+    for timer in gone:
+        assert await routing.timers.cancel(timer)
+    sla_before, pool_before = REARMED._value.get(), POOL_REARMED._value.get()
+    routing.slot_audit.request_full("dead relay")
+    assert await routing.reap_slots(grace_s=0) == 0
+    again = await routing.timers.get(fallback)
+    assert again is not None and again["due_at"] == armed["due_at"] and again["payload"] == armed["payload"]
+    sla_again = await routing.timers.get(sla_timer)
+    assert sla_again is not None and sla_again["due_at"] == wo["sla"][clock]["next_due_at"]
+    assert await routing.timers.get(gone[2]) is None
+    assert (REARMED._value.get(), POOL_REARMED._value.get()) == (sla_before + 1, pool_before + 1)
 
 
 async def test_a_timer_that_fired_while_the_reconciler_looked_is_not_scheduled_again(

@@ -32,6 +32,11 @@ SLA_TIMERS_REARMED = Counter(
     "Armed SLA timers found missing by the reconciler and scheduled again (each one a bug or lost write)",
 )
 
+POOL_FALLBACKS_REARMED = Counter(
+    "aftersales_pool_fallbacks_rearmed_total",
+    "Fallback timers of standing pool offers found missing by the reconciler and scheduled again",
+)
+
 
 def observe_assignment(via: str, seconds: float) -> None:
     """Count an assignment and the time from the start of its round."""

@@ -7,6 +7,7 @@ and a timer that finds another offer and does nothing)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -97,6 +98,25 @@ class Pool:
         }
         evt = messages.offered(wo, now, offer_no=offer_no, fallback_at=fallback_at, eligible=len(who))
         return Offer(changes, evt, who)
+
+    async def rearm_lost_fallback(self, offered: Mapping[str, Any]) -> bool:
+        """Schedule again the fallback timer of a standing offer whose timer document is gone; True if it
+        did. The timer is armed before the offer is written and retired after it ends, so it should exist
+        while the offer stands; this is the reconciler's check that it does. A timer missing is confirmed
+        on the work order as it is now: one that fired meanwhile has moved it on."""
+        ticket_id, round_, offer_no = str(offered["_id"]), int(offered["round"]), int(offered["offer_no"])
+        timer = fallback_timer_id(ticket_id, round_, offer_no)
+        if await self.timers.get(timer) is not None:
+            return False
+        fresh = await self.store.work_order(ticket_id)
+        if fresh is None or fresh["status"] != Status.OFFERED or fresh["round"] != round_:
+            return False
+        if fresh.get("offer_no") != offer_no:
+            return False
+        due = fresh.get("fallback_at") or now_utc()
+        payload = {"ticket_id": ticket_id, "round": round_, "offer_no": offer_no}
+        await self.timers.schedule(timer, POOL_FALLBACK_TIMER, due, payload, group=ticket_id)
+        return True
 
     async def on_fallback(self, timer: Timer) -> None:
         """An offer's time ran out: dispatch it automatically unless it was claimed or moved meanwhile."""

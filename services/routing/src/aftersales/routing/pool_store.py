@@ -54,6 +54,16 @@ class PoolIndex:
         """Drop a work order's pool entry (claimed, fallen back, moved or ended); idempotent."""
         await self.pool.delete_one({"_id": ticket_id})
 
+    async def offered_everywhere(self) -> list[dict[str, Any]]:
+        """Return every offered work order as stored (the reconciler's full pass: the pool index is as
+        small as the offered work; each entry's work order read by `_id`, stale entries skipped)."""
+        out = []
+        async for entry in self.pool.find({}):
+            wo = await self.work_orders.find_one({"_id": entry["_id"]}, READ_PROJECTION)
+            if wo is not None and wo["status"] == OFFERED and _same_offer(wo, entry):
+                out.append(wo)
+        return out
+
     async def offered_docs(self, grid_id: str, limit: int) -> list[dict[str, Any]]:
         """Return the offered work orders of a grid as stored, priority first, then age; entries a crash
         or a lost race left behind are dropped (young ones may belong to a write under way)."""
@@ -67,14 +77,12 @@ class PoolIndex:
         cutoff = datetime.now(UTC) - timedelta(seconds=PENDING_OFFER_S)
         for entry in entries:
             doc = await self.work_orders.find_one({"_id": entry["_id"]}, READ_PROJECTION)
-            current = (
+            if (
                 doc is not None
                 and doc["status"] == OFFERED
-                and doc["round"] == entry["round"]
-                and doc.get("offer_no") == entry["offer_no"]
+                and _same_offer(doc, entry)
                 and doc["grid_id"] == grid_id
-            )
-            if doc is not None and current:
+            ):
                 out.append(doc)
             elif entry["offered_at"] < cutoff:
                 await self.pool.delete_one({"_id": entry["_id"], "offer_no": entry["offer_no"]})
@@ -116,3 +124,7 @@ class PoolIndex:
         )
         cursor = cursor.limit(limit)
         return [d["_id"] async for d in cursor]
+
+
+def _same_offer(wo: dict[str, Any], entry: dict[str, Any]) -> bool:
+    return bool(wo["round"] == entry["round"] and wo.get("offer_no") == entry["offer_no"])

@@ -5,6 +5,7 @@ housekeeping, and the administration of grids, technicians and the SLA policy.""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aftersales.routing.assignment import DEFAULT_SILENT_AFTER_S
@@ -25,13 +26,13 @@ from aftersales.routing.domain import (
 from aftersales.routing.field_pauses import FieldPauses
 from aftersales.routing.grids import GridDirectory
 from aftersales.routing.handover import Handover
-from aftersales.routing.metrics import SLA_TIMERS_REARMED
+from aftersales.routing.metrics import POOL_FALLBACKS_REARMED, SLA_TIMERS_REARMED
 from aftersales.routing.pool import Pool
 from aftersales.routing.pool_claims import PoolClaims
 from aftersales.routing.queues import Queues
 from aftersales.routing.sla import SlaPolicy
 from aftersales.routing.sla_clocks import SlaClocks
-from aftersales.routing.store import RoutingStore, grid_of
+from aftersales.routing.store import RoutingStore, grid_of, work_order_of
 from aftersales.routing.unrouted import Unrouted
 from aftersales.routing.work_orders import WorkOrders
 from aftersales.shared.contracts.events import (
@@ -124,9 +125,8 @@ class RoutingService:
         check = self._rearm_lost if full and self.slot_audit.check_timers else None
         try:
             reaped = await self.capacity.reap_slots(self.slot_audit, grace_s=grace_s, check=check)
-            if check is not None:  # queued work orders hold no slot: their timers are checked here
-                for wo in await self.store.queued_everywhere():
-                    await check(wo)
+            if check is not None:  # queued and offered work orders hold no slot: checked here
+                await self._check_unheld(check)
         except BaseException:
             self.slot_audit.failed()
             raise
@@ -134,6 +134,17 @@ class RoutingService:
         for grid_id in reaped.grids:
             await self.queues.capacity_freed(grid_id)
         return reaped.released
+
+    async def _check_unheld(self, check: Callable[[WorkOrder], Awaitable[None]]) -> None:
+        """The timers of the work orders no slot leads to: queued ones, and pool offers (SLA timers and
+        the offer's fallback timer)."""
+        for wo in await self.store.queued_everywhere():
+            await check(wo)
+        for offered in await self.store.offered_everywhere():
+            await check(work_order_of(offered))
+            if await self.pool.rearm_lost_fallback(offered):
+                POOL_FALLBACKS_REARMED.inc()
+                log.warning("scheduled a lost pool fallback timer again", extra={"ticket_id": offered["_id"]})
 
     async def _rearm_lost(self, wo: WorkOrder) -> None:
         for tid in await rearm_lost(self.timers, wo, self.store.load_work_order):
