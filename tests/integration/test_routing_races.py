@@ -26,7 +26,7 @@ from aftersales.routing.sla import SlaPolicy, default_policy
 from aftersales.routing.store import INDEXES, OUTBOX_COLLECTIONS, RoutingStore, grid_of
 from aftersales.shared.errors import RetryLater
 from aftersales.shared.failures import note_failure
-from aftersales.shared.mongo import ensure_indexes
+from aftersales.shared.mongo import DB_COMMANDS, ensure_indexes
 from aftersales.shared.runtime import RuntimeSpec, ServiceRuntime
 from aftersales.shared.timers import TIMER_INDEXES, Timer
 
@@ -375,6 +375,30 @@ async def test_the_reconciler_schedules_again_the_lost_timers_of_a_pool_offer(
     assert sla_again is not None and sla_again["due_at"] == wo["sla"][clock]["next_due_at"]
     assert await routing.timers.get(gone[2]) is None
     assert (REARMED._value.get(), POOL_REARMED._value.get()) == (sla_before + 1, pool_before + 1)
+
+
+async def test_queueing_in_a_grid_without_automatic_surge_does_not_count_its_queue(
+    routing: RoutingService,
+) -> None:
+    """A count of a grid's queue reads the whole queue index on the embedded store; only automatic
+    surge needs one at each queueing and drain (every grid's queue gauge is the housekeeping pass's)."""
+
+    def queue_counts() -> float:
+        return sum(
+            s.value
+            for metric in DB_COMMANDS.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+            and s.labels["collection"] == "queue"
+            and s.labels["command"] == "aggregate"
+        )
+
+    for n in range(5):  # t1's capacity: the next one queues
+        await dispatch(routing, f"R-full-{n}")
+    before = queue_counts()
+    await dispatch(routing, "R-queued", Status.QUEUED)
+    assert await routing.queues.drain("g1") == 0
+    assert queue_counts() == before
 
 
 async def test_a_timer_that_fired_while_the_reconciler_looked_is_not_scheduled_again(

@@ -107,12 +107,17 @@ class Queues:
     # ------------------------------------------------------------------ surge
 
     async def check_surge(self, grid_id: str, view: GridView) -> bool:
-        """Switch surge on or off by the backlog (automatic grids only); return True if it changed."""
+        """Switch surge on or off by the backlog (automatic grids only); return True if it changed.
+        Only an automatic grid's queue is counted here: a count reads the whole queue index on the
+        embedded store, and this runs at every queueing and drain (the queue gauge of every grid is
+        kept by the housekeeping pass)."""
         grid = view.grids.get(grid_id)
         if grid is None:
             return False
         surge_on = grid_id in view.surge
         automatic = grid.surge.automatic and view.surge_trigger.get(grid_id) != "supervisor"
+        if not automatic:
+            return False
         queued = await self.store.queue_length(grid_id)
         QUEUE_LENGTH.labels(grid_id).set(queued)
         change = backlog_surge_change(
