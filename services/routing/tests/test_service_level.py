@@ -236,6 +236,35 @@ async def test_a_technician_found_stale_by_a_guarded_write_is_read_again_alone(
     assert reads == ["all", "t1"]
 
 
+async def test_a_caller_never_takes_a_copy_another_callers_read_is_still_bringing_up_to_date(
+    routing: ServiceUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A technician sets himself available and his grid's queue drains at once; meanwhile another task
+    (a consumer, the housekeeping pass) has begun reading him again. The drain must not take the old
+    copy because that read took the stale mark: the mark stays until a read has applied it."""
+    store = routing.app.state.routing.store
+    await store.technicians_in(["xuhui"])
+    find_one = store.technicians.find_one
+    reading, go = asyncio.Event(), asyncio.Event()
+
+    async def slow_then_plain(query: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        doc = await find_one(query, *args, **kwargs)
+        if not reading.is_set():  # the first read stays in flight until released
+            reading.set()
+            await go.wait()
+        return doc
+
+    monkeypatch.setattr(store.technicians, "find_one", slow_then_plain)
+    await routing.runtime.db["technicians"].update_one({"_id": "t1"}, {"$set": {"status": "busy"}})
+    store.forget_technicians("t1")
+    other = asyncio.create_task(store.technicians_in(["xuhui"]))
+    await reading.wait()
+    [t1] = await store.technicians_in(["xuhui"])
+    assert t1.get("status") == "busy"
+    go.set()
+    await other
+
+
 async def test_a_clock_planned_late_records_every_past_due_threshold_in_one_firing(
     routing: ServiceUnderTest,
 ) -> None:

@@ -119,15 +119,17 @@ class TechnicianSlots(TechnicianPresence):
         guarded write found stale is read again alone, by `_id`, not with all the others: a technician's
         document holds his slots, so the whole collection grows with the held work (in a chaos run's
         drain, re-reading all of them after every failed or cut write was three reads a second, each
-        over a second on a database at full CPU)."""
+        over a second on a database at full CPU). A mark stays until the read that began after it is
+        applied, so a caller never takes a copy another caller's read is still bringing up to date."""
         now = time.monotonic()
-        stale, self._stale_technicians = self._stale_technicians or set(), None
+        marks = dict(self._stale_technicians or {})
         if self._technician_cache is None or now - self._technician_cache[0] >= TECHNICIAN_CACHE_S:
             docs = {d["_id"]: d async for d in self.technicians.find({}, {"outbox": 0})}
             self._technician_cache = (now, docs)
+            self._read_again(marks)
         else:
             kept = self._technician_cache[1]
-            for tech_id in sorted(stale):
+            for tech_id in sorted(marks):
                 try:
                     doc = await self.technicians.find_one({"_id": tech_id}, {"outbox": 0})
                 except BaseException:
@@ -137,6 +139,7 @@ class TechnicianSlots(TechnicianPresence):
                     kept.pop(tech_id, None)
                 else:
                     kept[tech_id] = doc
+                self._read_again({tech_id: marks[tech_id]})
         wanted = set(grid_ids)
         return [d for d in self._technician_cache[1].values() if d.get("grid_id") in wanted]
 

@@ -29,8 +29,10 @@ class TechnicianPresence:
     hint: Hint
     # the technicians as dispatch last read them (see `TechnicianSlots.technicians_in`), by id
     _technician_cache: tuple[float, dict[str, dict[str, Any]]] | None = None
-    # technicians whose kept copy is known stale: read again by `_id` before the copy is used
-    _stale_technicians: set[str] | None = None
+    # technicians whose kept copy is known stale, each with its mark's number: read again by `_id`
+    # before the copy is used; a mark stays until a read begun after it has been applied
+    _stale_technicians: dict[str, int] | None = None
+    _stale_marks: int = 0
 
     def forget_technicians(self, tech_id: str | None = None) -> None:
         """Drop the kept copy of one technician (a guarded write found it stale, or one may have landed
@@ -39,8 +41,16 @@ class TechnicianPresence:
             self._technician_cache = None
         else:
             if self._stale_technicians is None:
-                self._stale_technicians = set()
-            self._stale_technicians.add(tech_id)
+                self._stale_technicians = {}
+            self._stale_marks += 1
+            self._stale_technicians[tech_id] = self._stale_marks
+
+    def _read_again(self, marks: dict[str, int]) -> None:
+        """Drop the stale marks a read begun after them has now applied (not those set during it)."""
+        stale = self._stale_technicians or {}
+        for tech_id, mark in marks.items():
+            if stale.get(tech_id) == mark:
+                del stale[tech_id]
 
     def _kept(self, tech_id: str) -> dict[str, Any] | None:
         """The kept copy of one technician, if any (updated in place by this process's own writes)."""
